@@ -1,0 +1,90 @@
+"""The sliding one-hour airtime budget refuses what would exceed 1 % or 10 %, with the right wait."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p1lora.common.budget import AirtimeBudget
+from p1lora.common.regions import get_region
+
+
+@pytest.mark.parametrize(("fraction", "allowance"), [(0.01, 36.0), (0.10, 360.0)])
+def test_sender_that_tries_to_exceed_is_refused_with_wait(fraction, allowance):
+    budget = AirtimeBudget(fraction)
+    now = 0.0
+    frames = 0
+    while budget.may_send(now, 1.0):
+        budget.record(now, 1.0)
+        now += 1.0
+        frames += 1
+    assert frames == allowance
+    # The first frame (0..1 s) leaves the window at 3601 s: that is when one more may start.
+    assert budget.wait_time(now, 1.0) == pytest.approx(3601.0 - now)
+    assert not budget.may_send(3600.5, 1.0)
+    assert budget.may_send(3601.0, 1.0)
+
+
+def test_wait_for_a_larger_frame_frees_several():
+    budget = AirtimeBudget(0.01)
+    for i in range(36):
+        budget.record(i * 10.0, 1.0)
+    # Needs 3 s freed: the third frame (20..21 s) must have left the window.
+    assert budget.wait_time(400.0, 3.0) == pytest.approx(21.0 + 3600.0 - 400.0)
+
+
+def test_dwell_cap_and_impossible_frames():
+    budget = AirtimeBudget.for_sub_band(get_region("US915").sub_band_for(915_000_000))
+    assert budget.wait_time(0.0, 0.5) == math.inf
+    assert budget.may_send(0.0, 0.3)
+    budget.record(0.0, 0.3)
+    assert budget.wait_time(0.1, 0.3) == pytest.approx(20.3 - 0.1)
+    assert AirtimeBudget(0.01).wait_time(0.0, 37.0) == math.inf
+
+
+def test_fraction_used_and_unlimited():
+    budget = AirtimeBudget(0.1)
+    budget.record(0.0, 36.0)
+    assert budget.fraction_used(36.0) == pytest.approx(0.1)
+    free = AirtimeBudget(1.0)
+    free.record(0.0, 100.0)
+    assert free.may_send(0.0, 100.0)
+    assert free.fraction_used(10.0) == 0.0
+
+
+def test_restore_counts_earlier_transmissions():
+    first = AirtimeBudget(0.01)
+    for i in range(30):
+        first.record(i * 2.0, 1.0)
+    second = AirtimeBudget(0.01)
+    second.restore(first.transmissions(100.0))
+    assert second.used(100.0) == pytest.approx(30.0)
+    assert not second.may_send(100.0, 7.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(0.01, 0.2),
+    st.lists(st.tuples(st.floats(0.0, 50.0), st.floats(0.01, 3.0)), min_size=1, max_size=200),
+)
+def test_a_sender_that_obeys_never_exceeds_in_any_window(fraction, attempts):
+    window = 600.0
+    budget = AirtimeBudget(fraction, window_s=window)
+    now = 0.0
+    sent: list[tuple[float, float]] = []
+    for gap, airtime in attempts:
+        now += gap
+        wait = budget.wait_time(now, airtime)
+        if math.isinf(wait):
+            continue
+        now += wait
+        budget.record(now, airtime)
+        sent.append((now, airtime))
+        now += airtime
+    # Check every window that starts at a transmission's start.
+    for start, _ in sent:
+        inside = sum(a for s, a in sent if start <= s < start + window)
+        assert inside <= fraction * window + 1e-6
