@@ -1,0 +1,531 @@
+"""The simulated RF channel: emulated SX127x chips hearing each other in one process.
+
+Physics, kept simple but with the effects that shape a LoRa link:
+
+- Received power = TX power (from the chip's PA registers) - path loss (+ per-frame Gaussian
+  fading if enabled). Path loss is per link: an explicit value, or a log-distance model from the
+  radios' positions, or the channel's default. It can change at run time (tests degrade a link
+  mid-run).
+- Noise floor = -174 dBm/Hz + 10 log10(BW) + noise figure (6 dB): SNR = RSSI - noise floor.
+- Demodulation: each SF has an SNR floor (design.md: SF7 -7.5 dB ... SF12 -20 dB). The payload
+  decodes with a probability that falls from 1 to 0 around the floor along a logistic curve
+  (10 %..90 % over about 2.6 dB). The explicit header (always CR 4/8) survives about 1.5 dB
+  lower, so frames in the transition sometimes arrive with a payload CRC error instead of not at
+  all. More than 5 dB below the floor the receiver does not even notice the preamble.
+- A chip hears a frame only with the same carrier (Frf register), SF, BW, sync word, IQ polarity
+  and low-data-rate setting, in LoRa receive mode when the frame starts, still receiving with
+  unchanged settings when it ends, and not transmitting meanwhile (half-duplex).
+- Overlapping frames with the same carrier, SF and BW collide. Without capture both are lost
+  (the locked one arrives with a CRC error). With capture (default) the frame the receiver locked
+  onto first survives when it is at least 6 dB stronger than every interferer, with the
+  interference added to the noise. Different SFs are treated as orthogonal.
+- Optional random loss per frame and link. Every random draw comes from one seeded generator in
+  event order, so a run on a `VirtualClock` is reproducible.
+
+Everything happens in scheduled callbacks on the injected `Scheduler`: a frame ends at
+`start + time on air` and the receiving chips raise RxDone then. The loopback-UDP channel
+(`udp_channel`) reuses this class for the radios of one process and injects remote frames with
+`inject`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from p1lora.common.clock import Scheduler, TimerHandle
+from p1lora.hardware.emulator import (
+    AirFrame,
+    AirParams,
+    AntennaPort,
+    EmulationLock,
+    Reception,
+    SX127xEmulator,
+)
+
+__all__ = [
+    "CAPTURE_THRESHOLD_DB",
+    "DEFAULT_NOISE_FIGURE_DB",
+    "DEFAULT_PATH_LOSS_DB",
+    "DEMODULATION_FLOOR_DB",
+    "ChannelStats",
+    "LogDistance",
+    "SimChannel",
+    "header_success_probability",
+    "noise_floor_dbm",
+    "payload_success_probability",
+]
+
+logger = logging.getLogger(__name__)
+
+#: SNR (dB) each SF needs to demodulate (Semtech datasheet table 13; design.md).
+DEMODULATION_FLOOR_DB: Final = MappingProxyType(
+    {6: -5.0, 7: -7.5, 8: -10.0, 9: -12.5, 10: -15.0, 11: -17.5, 12: -20.0}
+)
+THERMAL_NOISE_DBM_PER_HZ: Final = -174.0
+DEFAULT_NOISE_FIGURE_DB: Final = 6.0
+#: A link through a few walls and floors: -86 dBm at 14 dBm, comfortable even at SF7/BW500.
+DEFAULT_PATH_LOSS_DB: Final = 100.0
+#: Co-SF capture: the locked frame survives interferers this much weaker.
+CAPTURE_THRESHOLD_DB: Final = 6.0
+#: Logistic scale of the decode probability around the floor (10-90 % over 4.4 * scale dB).
+TRANSITION_SCALE_DB: Final = 0.6
+#: How much lower than the payload the (CR 4/8) explicit header still decodes.
+HEADER_ADVANTAGE_DB: Final = 1.5
+#: Below floor - 5 dB the preamble goes unnoticed (the receiver stays free for other frames).
+DETECTION_MARGIN_DB: Final = -5.0
+#: The SNR range RegPktSnrValue can express (signed byte / 4).
+_SNR_RANGE = (-32.0, 31.75)
+
+
+def noise_floor_dbm(bw_hz: int, noise_figure_db: float = DEFAULT_NOISE_FIGURE_DB) -> float:
+    """Thermal noise in `bw_hz` plus the receiver's noise figure."""
+    return THERMAL_NOISE_DBM_PER_HZ + 10 * math.log10(bw_hz) + noise_figure_db
+
+
+def _logistic(x: float) -> float:
+    if x < -60:
+        return 0.0
+    if x > 60:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def payload_success_probability(snr_db: float, sf: int) -> float:
+    """Probability that a frame at `snr_db` decodes with a good CRC (50 % at the SF's floor)."""
+    return _logistic((snr_db - DEMODULATION_FLOOR_DB[sf]) / TRANSITION_SCALE_DB)
+
+
+def header_success_probability(snr_db: float, sf: int) -> float:
+    """Probability that the receiver sees a valid header (then RxDone, CRC good or not)."""
+    margin = snr_db - DEMODULATION_FLOOR_DB[sf] + HEADER_ADVANTAGE_DB
+    return _logistic(margin / TRANSITION_SCALE_DB)
+
+
+@dataclass(frozen=True, slots=True)
+class LogDistance:
+    """Log-distance path loss: PL(d) = PL(d0) + 10 n log10(d / d0).
+
+    `reference_loss_db` None means free-space loss at `reference_m` for the frame's frequency
+    (31.2 dB at 1 m and 868 MHz). An exponent of 2 is free space, 2.7-3.5 urban or through
+    buildings, 4-6 indoors across floors.
+    """
+
+    exponent: float = 3.0
+    reference_m: float = 1.0
+    reference_loss_db: float | None = None
+
+    def loss_db(self, distance_m: float, frequency_hz: float) -> float:
+        distance = max(distance_m, self.reference_m)
+        reference = self.reference_loss_db
+        if reference is None:
+            reference = 20 * math.log10(4 * math.pi * self.reference_m * frequency_hz / 299_792_458)
+        return reference + 10 * self.exponent * math.log10(distance / self.reference_m)
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """What happened to frames, counted per (frame, receiver) pair except `frames_sent`."""
+
+    frames_sent: int = 0
+    delivered: int = 0
+    crc_errors: int = 0
+    below_floor: int = 0
+    collisions: int = 0
+    half_duplex: int = 0
+    not_listening: int = 0
+    settings_mismatch: int = 0
+    left_receive: int = 0
+    random_losses: int = 0
+    aborted: int = 0
+
+
+@dataclass(slots=True)
+class _Node:
+    chip: SX127xEmulator
+    position: tuple[float, ...] | None
+    noise_figure_db: float
+
+
+@dataclass(slots=True)
+class _OnAir:
+    frame: AirFrame
+    rx_power: dict[str, float] = field(default_factory=dict)
+    timer: TimerHandle | None = None
+    finished: bool = False
+
+
+@dataclass(slots=True)
+class _Lock:
+    onair: _OnAir
+    epoch: int
+
+
+class SimChannel:
+    """Any number of emulated chips on one simulated channel (implements `emulator.Medium`)."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        *,
+        seed: int | None = 0,
+        path_loss_db: float = DEFAULT_PATH_LOSS_DB,
+        model: LogDistance | None = None,
+        noise_figure_db: float = DEFAULT_NOISE_FIGURE_DB,
+        capture: bool = True,
+        capture_threshold_db: float = CAPTURE_THRESHOLD_DB,
+        loss_probability: float = 0.0,
+        fading_sigma_db: float = 0.0,
+        lock: EmulationLock | None = None,
+    ) -> None:
+        if not 0.0 <= loss_probability <= 1.0:
+            raise ValueError(f"loss probability {loss_probability} is outside 0..1")
+        if fading_sigma_db < 0:
+            raise ValueError("fading sigma cannot be negative")
+        self.scheduler = scheduler
+        self.lock = lock or EmulationLock()
+        self.default_path_loss_db = float(path_loss_db)
+        self.model = model
+        self.noise_figure_db = noise_figure_db
+        self.capture = capture
+        self.capture_threshold_db = capture_threshold_db
+        self.loss_probability = loss_probability
+        self.fading_sigma_db = fading_sigma_db
+        self.stats = ChannelStats()
+        self.rng = random.Random(seed)
+        #: Called (lock held) for each frame a local chip starts; the UDP channel forwards it.
+        self.on_local_frame: Callable[[AirFrame], None] | None = None
+        #: Called (lock held) when a local chip cuts its frame short.
+        self.on_local_abort: Callable[[AirFrame], None] | None = None
+        self._nodes: dict[str, _Node] = {}
+        self._pair_loss: dict[tuple[str, str], float] = {}
+        self._frames: list[_OnAir] = []
+        self._locks: dict[str, _Lock] = {}
+        self._remote_ids = 0
+
+    # ------------------------------------------------------------------ set-up
+
+    def add_radio(
+        self,
+        name: str,
+        *,
+        position: Sequence[float] | None = None,
+        freq_offset_hz: float = 0.0,
+        antenna: AntennaPort = "both",
+        noise_figure_db: float | None = None,
+    ) -> SX127xEmulator:
+        """A new emulated chip on this channel (its `spi`, `reset_pin`, `dio0` for a driver)."""
+        with self.lock.hold():
+            if name in self._nodes:
+                raise ValueError(f"a radio named {name!r} is already on this channel")
+            chip = SX127xEmulator(
+                self.scheduler,
+                name=name,
+                medium=self,
+                lock=self.lock,
+                freq_offset_hz=freq_offset_hz,
+                antenna=antenna,
+            )
+            self._nodes[name] = _Node(
+                chip,
+                tuple(position) if position is not None else None,
+                self.noise_figure_db if noise_figure_db is None else noise_figure_db,
+            )
+            return chip
+
+    def remove_radio(self, name: str) -> None:
+        with self.lock.hold():
+            self._nodes.pop(name, None)
+            self._locks.pop(name, None)
+
+    @property
+    def radio_names(self) -> list[str]:
+        with self.lock.hold():
+            return list(self._nodes)
+
+    def chip(self, name: str) -> SX127xEmulator:
+        return self._nodes[name].chip
+
+    def set_path_loss(
+        self, a: str, b: str, loss_db: float | None, *, symmetric: bool = True
+    ) -> None:
+        """Fix the loss from `a` to `b` (and back); None returns the link to model/default."""
+        with self.lock.hold():
+            pairs = [(a, b), (b, a)] if symmetric else [(a, b)]
+            for pair in pairs:
+                if loss_db is None:
+                    self._pair_loss.pop(pair, None)
+                else:
+                    self._pair_loss[pair] = float(loss_db)
+
+    def set_default_path_loss(self, loss_db: float) -> None:
+        with self.lock.hold():
+            self.default_path_loss_db = float(loss_db)
+
+    def set_position(self, name: str, position: Sequence[float] | None) -> None:
+        with self.lock.hold():
+            self._nodes[name].position = tuple(position) if position is not None else None
+
+    # ------------------------------------------------------------------ link budget
+
+    def path_loss_db(self, src: str, dst: str, frequency_hz: float = 868e6) -> float:
+        """The mean loss from `src` to `dst`: explicit, else log-distance, else the default."""
+        explicit = self._pair_loss.get((src, dst))
+        if explicit is not None:
+            return explicit
+        a, b = self._nodes.get(src), self._nodes.get(dst)
+        if self.model is not None and a and b and a.position is not None and b.position:
+            return self.model.loss_db(math.dist(a.position, b.position), frequency_hz)
+        return self.default_path_loss_db
+
+    def noise_floor_for(self, name: str, bw_hz: int) -> float:
+        return noise_floor_dbm(bw_hz, self._nodes[name].noise_figure_db)
+
+    def expected_snr_db(self, src: str, dst: str, tx_power_dbm: float, bw_hz: int) -> float:
+        """Mean SNR of a link (no fading, no interference): for tests and planning."""
+        rssi = tx_power_dbm - self.path_loss_db(src, dst)
+        return rssi - self.noise_floor_for(dst, bw_hz)
+
+    # ------------------------------------------------------------------ Medium protocol
+
+    def frame_started(self, chip: SX127xEmulator, frame: AirFrame) -> None:
+        with self.lock.hold():
+            if self._locks.pop(chip.name, None) is not None:
+                self.stats.half_duplex += 1  # it was receiving a frame and now talks over it
+            self._begin(frame, None)
+            if self.on_local_frame is not None:
+                self.on_local_frame(frame)
+
+    def frame_aborted(self, chip: SX127xEmulator, frame: AirFrame, at: float) -> None:
+        with self.lock.hold():
+            self._abort(frame, at)
+            if self.on_local_abort is not None:
+                self.on_local_abort(frame)
+
+    def channel_busy(self, chip: SX127xEmulator, params: AirParams) -> bool:
+        with self.lock.hold():
+            now = self.scheduler.now()
+            floor = noise_floor_dbm(params.bw_hz, self._node_nf(chip.name))
+            detect = DEMODULATION_FLOOR_DB[params.sf] + DETECTION_MARGIN_DB
+            return any(
+                onair.frame.start <= now < onair.frame.end
+                and onair.frame.params.same_air(params)
+                and onair.rx_power.get(chip.name, -math.inf) - floor >= detect
+                for onair in self._frames
+            )
+
+    def receiving(self, chip: SX127xEmulator) -> bool:
+        with self.lock.hold():
+            return chip.name in self._locks
+
+    def noise_rssi_dbm(self, chip: SX127xEmulator, bw_hz: int) -> float:
+        with self.lock.hold():
+            now = self.scheduler.now()
+            total = _mw(noise_floor_dbm(bw_hz, self._node_nf(chip.name)))
+            own = chip.air_params()
+            for onair in self._frames:
+                if onair.frame.start <= now < onair.frame.end and onair.frame.params.frf == own.frf:
+                    total += _mw(onair.rx_power.get(chip.name, -math.inf))
+            return _dbm(total)
+
+    def _node_nf(self, name: str) -> float:
+        node = self._nodes.get(name)
+        return node.noise_figure_db if node is not None else self.noise_figure_db
+
+    # ------------------------------------------------------------------ remote frames
+
+    def inject(
+        self,
+        origin: str,
+        params: AirParams,
+        payload: bytes,
+        *,
+        tx_power_dbm: float,
+        airtime: float,
+        path_loss_db: float,
+        freq_offset_hz: float = 0.0,
+    ) -> AirFrame:
+        """A frame from outside this process starts now (for the UDP channel)."""
+        with self.lock.hold():
+            self._remote_ids += 1
+            now = self.scheduler.now()
+            frame = AirFrame(
+                frame_id=-self._remote_ids,
+                origin=origin,
+                params=params,
+                payload=bytes(payload),
+                tx_power_dbm=tx_power_dbm,
+                start=now,
+                end=now + max(0.0, airtime),
+                freq_offset_hz=freq_offset_hz,
+            )
+            self._begin(frame, path_loss_db)
+            return frame
+
+    def abort(self, frame: AirFrame, at: float | None = None) -> None:
+        """Cut an injected frame short."""
+        with self.lock.hold():
+            self._abort(frame, self.scheduler.now() if at is None else at)
+
+    # ------------------------------------------------------------------ the physics
+
+    def _begin(self, frame: AirFrame, path_loss_override: float | None) -> None:
+        onair = _OnAir(frame)
+        self._frames.append(onair)
+        self.stats.frames_sent += 1
+        sf = frame.params.sf
+        for name, node in self._nodes.items():
+            if name == frame.origin:
+                continue
+            loss = path_loss_override
+            if loss is None:
+                loss = self.path_loss_db(frame.origin, name, frame.params.frequency_hz)
+            fading = self.rng.gauss(0.0, self.fading_sigma_db) if self.fading_sigma_db else 0.0
+            power = frame.tx_power_dbm - loss + fading
+            onair.rx_power[name] = power
+            state = node.chip.listen_state()
+            if state.transmitting:
+                if node.chip.air_params().can_receive(frame.params):
+                    self.stats.half_duplex += 1
+                continue
+            if not state.listening or state.params is None:
+                self.stats.not_listening += 1
+                continue
+            if not state.params.can_receive(frame.params):
+                self.stats.settings_mismatch += 1
+                continue
+            if name in self._locks:
+                continue  # busy with an earlier frame: this one only interferes
+            snr = power - noise_floor_dbm(frame.params.bw_hz, node.noise_figure_db)
+            if snr < DEMODULATION_FLOOR_DB[sf] + DETECTION_MARGIN_DB:
+                self.stats.below_floor += 1
+                continue
+            self._locks[name] = _Lock(onair, state.epoch)
+        onair.timer = self.scheduler.call_at(frame.end, lambda: self._end(onair))
+
+    def _abort(self, frame: AirFrame, at: float) -> None:
+        for onair in self._frames:
+            if onair.frame is frame and not onair.finished:
+                frame.aborted = True
+                frame.end = max(frame.start, at)
+                if onair.timer is not None:
+                    onair.timer.cancel()
+                self._finish(onair)
+                return
+
+    def _end(self, onair: _OnAir) -> None:
+        with self.lock.hold():
+            if not onair.finished:
+                self._finish(onair)
+
+    def _finish(self, onair: _OnAir) -> None:
+        onair.finished = True
+        frame = onair.frame
+        for name, lock in list(self._locks.items()):
+            if lock.onair is not onair:
+                continue
+            del self._locks[name]
+            node = self._nodes.get(name)
+            if node is None:
+                continue
+            if frame.aborted:
+                self.stats.aborted += 1
+                continue
+            state = node.chip.listen_state()
+            if not state.listening or state.epoch != lock.epoch:
+                if state.transmitting:
+                    self.stats.half_duplex += 1
+                else:
+                    self.stats.left_receive += 1
+                continue
+            reception = self._outcome(onair, name, node)
+            if reception is not None:
+                node.chip.receive(reception)
+        self._prune()
+
+    def _outcome(self, onair: _OnAir, name: str, node: _Node) -> Reception | None:
+        """Decide what the chip `name` demodulates from `onair` (None: nothing at all)."""
+        frame = onair.frame
+        power = onair.rx_power[name]
+        noise_mw = _mw(noise_floor_dbm(frame.params.bw_hz, node.noise_figure_db))
+        interferers = [
+            other.rx_power[name]
+            for other in self._frames
+            if other is not onair
+            and other.frame.origin != name
+            and name in other.rx_power
+            and other.frame.overlaps(frame)
+            and other.frame.params.same_air(frame.params)
+        ]
+        freq_error = frame.freq_offset_hz - node.chip.freq_offset_hz
+        if interferers:
+            captured = self.capture and power - max(interferers) >= self.capture_threshold_db
+            if not captured:
+                self.stats.collisions += 1
+                snr = power - _dbm(noise_mw + sum(_mw(p) for p in interferers))
+                return Reception(
+                    payload=self._corrupt(frame.payload),
+                    rssi_dbm=power,
+                    snr_db=_clip_snr(snr),
+                    crc_ok=False,
+                    params=frame.params,
+                    freq_error_hz=freq_error,
+                )
+            noise_mw += sum(_mw(p) for p in interferers)
+        snr = power - _dbm(noise_mw)
+        if self.loss_probability and self.rng.random() < self.loss_probability:
+            self.stats.random_losses += 1
+            return None
+        draw = self.rng.random()
+        if draw < payload_success_probability(snr, frame.params.sf):
+            self.stats.delivered += 1
+            payload, crc_ok = frame.payload, True
+        elif draw < header_success_probability(snr, frame.params.sf):
+            self.stats.crc_errors += 1
+            payload, crc_ok = self._corrupt(frame.payload), False
+        else:
+            self.stats.below_floor += 1
+            return None
+        return Reception(
+            payload=payload,
+            rssi_dbm=power,
+            snr_db=_clip_snr(snr),
+            crc_ok=crc_ok,
+            params=frame.params,
+            freq_error_hz=freq_error,
+        )
+
+    def _corrupt(self, payload: bytes) -> bytes:
+        """Flip a few bits, as a failed demodulation does (what a CRC-less receiver would keep)."""
+        if not payload:
+            return payload
+        data = bytearray(payload)
+        for _ in range(1 + self.rng.randrange(3)):
+            data[self.rng.randrange(len(data))] ^= 1 << self.rng.randrange(8)
+        return bytes(data)
+
+    def _prune(self) -> None:
+        """Forget frames that can no longer overlap anything still on the air."""
+        now = self.scheduler.now()
+        live = [onair.frame.start for onair in self._frames if not onair.finished]
+        horizon = min(live, default=now)
+        self._frames = [
+            onair for onair in self._frames if not onair.finished or onair.frame.end > horizon
+        ]
+
+
+def _mw(dbm: float) -> float:
+    return 0.0 if dbm == -math.inf else 10 ** (dbm / 10)
+
+
+def _dbm(mw: float) -> float:
+    return 10 * math.log10(mw) if mw > 0 else -math.inf
+
+
+def _clip_snr(snr: float) -> float:
+    return min(max(snr, _SNR_RANGE[0]), _SNR_RANGE[1])

@@ -1,0 +1,442 @@
+"""The simulated RF channel across processes on one machine, over loopback UDP.
+
+`p1-lora-tx --radio sim` and `p1-lora-rx --radio sim`, started separately with no further
+flags, must hear each other. They meet on a well-known loopback port (47868, or
+$P1LORA_SIM_PORT, or `port=`):
+
+- The first process to bind the port is the *hub*. Every other process binds an ephemeral port,
+  says `hello` to the hub twice a second and gets `welcome` back.
+- A process whose emulated chip starts a frame sends it to the hub (a member) or to every member
+  (the hub); the hub relays members' frames to the other members. Every process runs the
+  channel physics for its own radios in its own `SimChannel`: the frame starts there when the
+  message arrives and lasts its time on air, so collisions, half-duplex and the SNR floors work
+  as in-process, in real time.
+- When the hub goes away (`bye`, or two seconds without `welcome`), members try to bind the
+  well-known port; the kernel lets exactly one succeed, and it becomes the new hub. Frames sent
+  during the hand-over are lost, as they would be in a radio outage.
+
+Path loss between processes: each process may set its own (`--sim-path-loss`); a frame crossing
+between two processes sees the larger of the sender's and the receiver's setting, or the
+channel default (100 dB) when neither set one. So setting it on either side alone does what
+one expects, and it can be changed at run time.
+
+The port is bound to 127.0.0.1 only. Anything on this machine can join the simulation, which is
+the point; it carries no secrets beyond what the simulated link itself encrypts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import logging
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from p1lora.common.clock import Scheduler
+from p1lora.hardware.channel import (
+    DEFAULT_NOISE_FIGURE_DB,
+    DEFAULT_PATH_LOSS_DB,
+    SimChannel,
+)
+from p1lora.hardware.emulator import AirFrame, AirParams, AntennaPort, SX127xEmulator
+from p1lora.hardware.sx127x_registers import BANDWIDTH_CODES
+
+__all__ = [
+    "DEFAULT_SIM_PORT",
+    "SIM_PORT_ENV",
+    "UdpChannel",
+    "UdpSimOptions",
+    "default_sim_port",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SIM_PORT: Final = 47_868
+SIM_PORT_ENV: Final = "P1LORA_SIM_PORT"
+MAGIC: Final = "p1lora-sim/1"
+HELLO_INTERVAL_S: Final = 0.5
+HUB_TIMEOUT_S: Final = 2.0
+MEMBER_TIMEOUT_S: Final = 3.0
+_RECV_TIMEOUT_S = 0.1
+_MAX_DATAGRAM = 4096
+
+
+def default_sim_port() -> int:
+    """The port from $P1LORA_SIM_PORT, else 47868 (ValueError for a bad value)."""
+    text = os.environ.get(SIM_PORT_ENV, "").strip()
+    if not text:
+        return DEFAULT_SIM_PORT
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{SIM_PORT_ENV}={text!r} is not a port number (1..65535)")
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class UdpSimOptions:
+    """Per-process simulation settings (the `--sim-*` options of the daemons)."""
+
+    port: int | None = None
+    host: str = "127.0.0.1"
+    path_loss_db: float | None = None
+    noise_figure_db: float = DEFAULT_NOISE_FIGURE_DB
+    fading_sigma_db: float = 0.0
+    loss_probability: float = 0.0
+    seed: int | None = None
+    capture: bool = True
+
+    def resolved_port(self) -> int:
+        return self.port if self.port is not None else default_sim_port()
+
+
+@dataclass(slots=True)
+class UdpStats:
+    frames_out: int = 0
+    frames_in: int = 0
+    relayed: int = 0
+    malformed: int = 0
+    elections_won: int = 0
+
+
+def _params_to_json(params: AirParams) -> dict[str, Any]:
+    return dataclasses.asdict(params)
+
+
+def _int(value: object, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{what} {value!r} is not an integer in {low}..{high}")
+    return value
+
+
+def _float(value: object, low: float, high: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} {value!r} is not a number")
+    number = float(value)
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValueError(f"{what} {number} is outside {low}..{high}")
+    return number
+
+
+def _bool(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{what} {value!r} is not a boolean")
+    return value
+
+
+def _params_from_json(data: object) -> AirParams:
+    if not isinstance(data, dict):
+        raise ValueError("params is not an object")
+    bw = _int(data.get("bw_hz"), 0, 500_000, "bandwidth")
+    if bw not in BANDWIDTH_CODES:
+        raise ValueError(f"bandwidth {bw} is not a LoRa bandwidth")
+    return AirParams(
+        frf=_int(data.get("frf"), 0, (1 << 24) - 1, "frf"),
+        sf=_int(data.get("sf"), 6, 12, "sf"),
+        bw_hz=bw,
+        cr=_int(data.get("cr"), 5, 8, "cr"),
+        implicit_header=_bool(data.get("implicit_header"), "implicit_header"),
+        crc_on=_bool(data.get("crc_on"), "crc_on"),
+        ldro=_bool(data.get("ldro"), "ldro"),
+        preamble=_int(data.get("preamble"), 0, 65_535, "preamble"),
+        sync_word=_int(data.get("sync_word"), 0, 255, "sync_word"),
+        invert_iq=_bool(data.get("invert_iq"), "invert_iq"),
+        payload_length=_int(data.get("payload_length"), 0, 255, "payload_length"),
+    )
+
+
+class UdpChannel:
+    """A `SimChannel` for this process's radios, joined to other processes over loopback UDP."""
+
+    def __init__(self, scheduler: Scheduler, options: UdpSimOptions | None = None) -> None:
+        self.options = options or UdpSimOptions()
+        self.port = self.options.resolved_port()
+        self.scheduler = scheduler
+        self.channel = SimChannel(
+            scheduler,
+            seed=self.options.seed,
+            path_loss_db=(
+                DEFAULT_PATH_LOSS_DB
+                if self.options.path_loss_db is None
+                else self.options.path_loss_db
+            ),
+            noise_figure_db=self.options.noise_figure_db,
+            capture=self.options.capture,
+            loss_probability=self.options.loss_probability,
+            fading_sigma_db=self.options.fading_sigma_db,
+        )
+        self.channel.on_local_frame = self._forward_frame
+        self.channel.on_local_abort = self._forward_abort
+        self.stats = UdpStats()
+        self.node = f"{os.getpid()}-{secrets.token_hex(3)}"
+        self._path_loss_db = self.options.path_loss_db
+        self._net_lock = threading.Lock()
+        self._members: dict[tuple[str, int], float] = {}
+        self._remote: dict[tuple[str, int], AirFrame] = {}
+        self._closed = threading.Event()
+        self._last_hello = -math.inf
+        self._last_hub_contact = time.monotonic()
+        sock = self._bind_hub()
+        if sock is not None:
+            self._role = "hub"
+            logger.info("simulated radio channel: hub on 127.0.0.1:%d", self.port)
+        else:
+            sock = self._bind_member()
+            self._role = "member"
+            logger.info("simulated radio channel: joining the hub on 127.0.0.1:%d", self.port)
+        self._sock = sock
+        self._thread = threading.Thread(
+            target=self._run, name=f"p1lora-sim-udp-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+
+    def add_radio(
+        self,
+        name: str,
+        *,
+        freq_offset_hz: float = 0.0,
+        antenna: AntennaPort = "both",
+        position: Sequence[float] | None = None,
+    ) -> SX127xEmulator:
+        """An emulated chip on this process's side of the channel."""
+        return self.channel.add_radio(
+            name, freq_offset_hz=freq_offset_hz, antenna=antenna, position=position
+        )
+
+    @property
+    def role(self) -> str:
+        """'hub', 'member' or 'closed'."""
+        return "closed" if self._closed.is_set() else self._role
+
+    @property
+    def member_count(self) -> int:
+        """Members known to this hub (0 on a member)."""
+        with self._net_lock:
+            return len(self._members)
+
+    @property
+    def path_loss_db(self) -> float | None:
+        return self._path_loss_db
+
+    def set_path_loss(self, loss_db: float | None) -> None:
+        """Change this process's path loss at run time (None: use the other side's/default)."""
+        self._path_loss_db = loss_db
+        self.channel.set_default_path_loss(
+            DEFAULT_PATH_LOSS_DB if loss_db is None else float(loss_db)
+        )
+
+    def close(self) -> None:
+        """Leave the simulation (tell the others) and stop the network thread. Idempotent."""
+        if self._closed.is_set():
+            return
+        self._send_to_peers({"t": "bye"})
+        self._closed.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(1.0)
+        with self._net_lock:
+            self._sock.close()
+
+    # ------------------------------------------------------------------ sockets
+
+    def _bind_hub(self) -> socket.socket | None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.options.host, self.port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return None
+            raise
+        sock.settimeout(_RECV_TIMEOUT_S)
+        return sock
+
+    def _bind_member(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((self.options.host, 0))
+        sock.settimeout(_RECV_TIMEOUT_S)
+        return sock
+
+    def _hub_address(self) -> tuple[str, int]:
+        return (self.options.host, self.port)
+
+    def _send(self, message: dict[str, Any], address: tuple[str, int]) -> None:
+        message = {"m": MAGIC, "n": self.node, **message}
+        data = json.dumps(message, separators=(",", ":")).encode()
+        with self._net_lock:
+            try:
+                self._sock.sendto(data, address)
+            except OSError as exc:
+                logger.debug("sim UDP send to %s failed: %s", address, exc)
+
+    def _send_to_peers(
+        self, message: dict[str, Any], exclude: tuple[str, int] | None = None
+    ) -> None:
+        if self._role == "hub":
+            with self._net_lock:
+                members = [addr for addr in self._members if addr != exclude]
+            for address in members:
+                self._send(message, address)
+        else:
+            self._send(message, self._hub_address())
+
+    # ------------------------------------------------------------------ local frames out
+
+    def _forward_frame(self, frame: AirFrame) -> None:
+        self.stats.frames_out += 1
+        self._send_to_peers(
+            {
+                "t": "frame",
+                "id": frame.frame_id,
+                "params": _params_to_json(frame.params),
+                "payload": frame.payload.hex(),
+                "pwr": frame.tx_power_dbm,
+                "air": frame.end - frame.start,
+                "pl": self._path_loss_db,
+                "xo": frame.freq_offset_hz,
+            }
+        )
+
+    def _forward_abort(self, frame: AirFrame) -> None:
+        self._send_to_peers({"t": "abort", "id": frame.frame_id})
+
+    # ------------------------------------------------------------------ network thread
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data, address = self._sock.recvfrom(_MAX_DATAGRAM)
+            except TimeoutError:
+                pass
+            except OSError as exc:
+                if self._closed.is_set():
+                    break
+                logger.debug("sim UDP receive failed: %s", exc)
+                self._closed.wait(_RECV_TIMEOUT_S)
+            else:
+                try:
+                    self._handle(data, address)
+                except Exception:
+                    logger.exception("sim UDP: could not handle a message from %s", address)
+            try:
+                self._housekeeping(time.monotonic())
+            except Exception:
+                logger.exception("sim UDP housekeeping failed")
+
+    def _housekeeping(self, now: float) -> None:
+        if self._role == "hub":
+            with self._net_lock:
+                for address, seen in list(self._members.items()):
+                    if now - seen > MEMBER_TIMEOUT_S:
+                        del self._members[address]
+                        logger.info("sim UDP: member %s went silent", address)
+            return
+        if now - self._last_hub_contact > HUB_TIMEOUT_S:
+            self._try_become_hub(now)
+        if now - self._last_hello >= HELLO_INTERVAL_S and self._role == "member":
+            self._last_hello = now
+            self._send({"t": "hello"}, self._hub_address())
+
+    def _try_become_hub(self, now: float) -> None:
+        sock = self._bind_hub()
+        if sock is None:
+            self._last_hub_contact = now - HUB_TIMEOUT_S / 2  # retry soon, not every loop
+            return
+        with self._net_lock:
+            old, self._sock = self._sock, sock
+            self._members.clear()
+        old.close()
+        self._role = "hub"
+        self.stats.elections_won += 1
+        logger.info("sim UDP: the hub went away; this process is the hub now (port %d)", self.port)
+
+    def _handle(self, data: bytes, address: tuple[str, int]) -> None:
+        try:
+            message = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self.stats.malformed += 1
+            return
+        if not isinstance(message, dict) or message.get("m") != MAGIC:
+            self.stats.malformed += 1
+            return
+        kind = message.get("t")
+        sender = str(message.get("n", ""))
+        if sender == self.node:
+            return
+        now = time.monotonic()
+        if self._role == "hub":
+            if kind == "bye":
+                with self._net_lock:
+                    self._members.pop(address, None)
+                return
+            with self._net_lock:
+                self._members[address] = now
+            if kind == "hello":
+                self._send({"t": "welcome"}, address)
+                return
+            if kind in ("frame", "abort"):
+                self.stats.relayed += 1
+                relay = {k: v for k, v in message.items() if k not in ("m",)}
+                self._send_relayed(relay, exclude=address)
+        else:
+            if kind == "bye":
+                self._last_hub_contact = -math.inf  # elect a new hub right away
+                return
+            self._last_hub_contact = now
+        if kind == "frame":
+            self._receive_frame(sender, message)
+        elif kind == "abort":
+            key = message.get("id")
+            frame = self._remote.get((sender, key)) if isinstance(key, int) else None
+            if frame is not None:
+                self.channel.abort(frame)
+
+    def _send_relayed(self, message: dict[str, Any], exclude: tuple[str, int]) -> None:
+        """Relay a member's message unchanged (its origin node id kept) to the other members."""
+        data = json.dumps({"m": MAGIC, **message}, separators=(",", ":")).encode()
+        with self._net_lock:
+            members = [addr for addr in self._members if addr != exclude]
+            for address in members:
+                try:
+                    self._sock.sendto(data, address)
+                except OSError as exc:
+                    logger.debug("sim UDP relay to %s failed: %s", address, exc)
+
+    def _receive_frame(self, sender: str, message: dict[str, Any]) -> None:
+        try:
+            params = _params_from_json(message.get("params"))
+            payload = bytes.fromhex(str(message.get("payload", "")))
+            if len(payload) > 255:
+                raise ValueError("payload longer than 255 bytes")
+            power = _float(message.get("pwr"), -60.0, 40.0, "power")
+            airtime = _float(message.get("air"), 0.0, 30.0, "airtime")
+            sender_loss = message.get("pl")
+            loss = None if sender_loss is None else _float(sender_loss, 0.0, 400.0, "path loss")
+            offset = _float(message.get("xo", 0.0), -1e6, 1e6, "frequency offset")
+            frame_id = _int(message.get("id"), -(2**31), 2**31, "id")
+        except ValueError as exc:
+            self.stats.malformed += 1
+            logger.debug("sim UDP: dropped a malformed frame from %s: %s", sender, exc)
+            return
+        losses = [value for value in (loss, self._path_loss_db) if value is not None]
+        path_loss = max(losses) if losses else DEFAULT_PATH_LOSS_DB
+        self.stats.frames_in += 1
+        frame = self.channel.inject(
+            f"udp:{sender}",
+            params,
+            payload,
+            tx_power_dbm=power,
+            airtime=airtime,
+            path_loss_db=path_loss,
+            freq_offset_hz=offset,
+        )
+        now = self.scheduler.now()
+        self._remote = {key: value for key, value in self._remote.items() if value.end > now - 1.0}
+        self._remote[(sender, frame_id)] = frame
