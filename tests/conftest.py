@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# A real Mosquitto broker on a free loopback port (mqtt_broker, mqtt_broker_session, ...).
+pytest_plugins = ["tests.mqtt_broker"]
+
 DATA = Path(__file__).resolve().parent / "data"
 TELEGRAMS = DATA / "telegrams"
 
