@@ -1,0 +1,201 @@
+"""`LinkConfig`: the knobs of one side of the link, validated against the region's rules.
+
+Both sides are configured from the same defaults and derive every timeout from the same
+formulas (`p1lora.common.link.timing`), which is how each knows how long the other may stay
+silent without talking about it on air. Only a few values are per-node (this node's maximum
+TX power); the rest are protocol rules that must match on both ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from p1lora.common.airtime import time_on_air_for
+from p1lora.common.radio_types import BANDWIDTHS_HZ, RadioSettings
+from p1lora.common.regions import DEFAULT_REGION, Region, RegionError, SubBand, get_region
+
+__all__ = ["FixedRadio", "LinkConfig", "RadioMode"]
+
+#: The largest handshake frame (a CHALLENGE is 30 bytes): it must fit the dwell limit.
+_HANDSHAKE_FRAME_BYTES = 32
+
+
+class RadioMode(StrEnum):
+    """`auto` tunes SF/BW/power from measured SNR margin; `fixed` uses the given settings."""
+
+    AUTO = "auto"
+    FIXED = "fixed"
+
+
+@dataclass(frozen=True, slots=True)
+class FixedRadio:
+    """The settings of `fixed` mode (SF, bandwidth, and optionally the transmitter's power)."""
+
+    sf: int
+    bw_hz: int
+    tx_power_dbm: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 7 <= self.sf <= 12:
+            raise ValueError(f"fixed spreading factor {self.sf} is not one of 7..12")
+        if self.bw_hz not in BANDWIDTHS_HZ:
+            raise ValueError(f"fixed bandwidth {self.bw_hz} Hz is not an SX127x bandwidth")
+
+    def label(self) -> str:
+        power = "" if self.tx_power_dbm is None else f" {self.tx_power_dbm} dBm"
+        return f"SF{self.sf}/BW{self.bw_hz / 1000:g}{power}"
+
+
+def _default_region() -> Region:
+    return get_region(DEFAULT_REGION)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """Protocol rules and per-node settings. Invalid combinations raise ValueError/RegionError
+    with a message naming the offending value."""
+
+    region: Region = field(default_factory=_default_region)
+    #: The channel; None means the region's default (869.525 MHz in EU868).
+    frequency_hz: int | None = None
+    #: This node's maximum TX power; None means the region default, never above the sub-band's.
+    tx_power_dbm: int | None = None
+    mode: RadioMode = RadioMode.AUTO
+    fixed: FixedRadio | None = None
+    coding_rate: int = 5
+    #: Predicted SNR must clear the SF's demodulation floor by this much (both directions).
+    snr_margin_db: float = 5.0
+    #: Extra margin before moving up, and the shortfall tolerated before moving down.
+    hysteresis_db: float = 3.0
+    #: Lower the transmitter's power when the uplink margin is large at the fastest setting.
+    power_control: bool = True
+    power_headroom_db: float = 3.0
+    min_tx_power_dbm: int = 2
+    #: Probes that must be acknowledged before a new setting is committed, out of `attempts`.
+    probe_count: int = 3
+    probe_attempts: int = 5
+    #: Minimum seconds between telegrams sent (the `set interval` command changes it).
+    min_interval_s: float = 0.0
+    #: The transmitter sends something (a status report) at least this often while linked.
+    keepalive_s: float = 60.0
+    status_interval_s: float = 300.0
+    #: Paced traffic aims at this share of the duty-cycle allowance (room for control frames).
+    budget_utilisation: float = 0.9
+    #: Long-run share of the allowance that discovery / challenge / resync traffic may use.
+    handshake_share: float = 0.25
+    #: Allowance for the peer to start its reply after our frame ends (radio + runtime).
+    turnaround_s: float = 0.2
+    #: Receiver silence timeout = this many times the slowest legal send interval.
+    silence_factor: float = 3.0
+    loss_window: int = 20
+    loss_retune_threshold: float = 0.3
+    #: Consecutive unanswered frames (and at least `link_lost_min_s`) before the link is lost.
+    link_lost_after: int = 8
+    link_lost_min_s: float = 30.0
+    #: Exact retransmissions of an unacknowledged update or reply before it is given up.
+    max_retries: int = 2
+    reply_attempts: int = 8
+    reference_cache: int = 4
+    counter_block: int = 1000
+    #: Minimum seconds between two re-tunes decided from margin.
+    retune_interval_s: float = 30.0
+    #: A setting that failed its probes is not tried again for this long (doubling per failure).
+    failed_cooldown_s: float = 300.0
+    command_timeout_s: float = 600.0
+    #: DISCOVER attempts at the last known good setting before going to the rendezvous.
+    resume_attempts: int = 3
+    discovery_base_s: float = 4.0
+    discovery_max_interval_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        checks: tuple[tuple[bool, str], ...] = (
+            (self.snr_margin_db >= 0, "snr_margin_db must be >= 0"),
+            (self.hysteresis_db >= 0, "hysteresis_db must be >= 0"),
+            (1 <= self.probe_count <= self.probe_attempts, "need 1 <= probe_count <= attempts"),
+            (self.probe_attempts <= 20, "probe_attempts must be <= 20"),
+            (0 <= self.min_interval_s <= 3600, "min_interval_s must be within 0..3600"),
+            (self.keepalive_s >= 5, "keepalive_s must be >= 5"),
+            (self.status_interval_s >= self.keepalive_s, "status_interval_s < keepalive_s"),
+            (0 < self.budget_utilisation <= 1, "budget_utilisation must be in (0, 1]"),
+            (0 < self.handshake_share <= 1, "handshake_share must be in (0, 1]"),
+            (0 <= self.turnaround_s <= 5, "turnaround_s must be within 0..5"),
+            (self.silence_factor >= 2, "silence_factor must be >= 2"),
+            (self.loss_window >= 5, "loss_window must be >= 5"),
+            (0 < self.loss_retune_threshold < 1, "loss_retune_threshold must be in (0, 1)"),
+            (self.link_lost_after >= 2, "link_lost_after must be >= 2"),
+            (self.max_retries >= 0, "max_retries must be >= 0"),
+            (self.reply_attempts >= 1, "reply_attempts must be >= 1"),
+            (self.reference_cache >= 1, "reference_cache must be >= 1"),
+            (self.counter_block >= 1, "counter_block must be >= 1"),
+            (self.resume_attempts >= 1, "resume_attempts must be >= 1"),
+            (self.discovery_base_s > 0, "discovery_base_s must be > 0"),
+            (self.coding_rate in (5, 6, 7, 8), "coding_rate must be 5..8 (4/5..4/8)"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        band = self.sub_band()
+        rendezvous = self.rendezvous()
+        self.region.check(rendezvous)
+        if band.max_dwell_s is not None and (
+            time_on_air_for(rendezvous, _HANDSHAKE_FRAME_BYTES) > band.max_dwell_s
+        ):
+            raise RegionError(
+                f"{self.region.name}: a handshake frame at the rendezvous setting "
+                f"{rendezvous.label()} exceeds the {band.max_dwell_s * 1000:g} ms dwell limit"
+            )
+        if self.tx_power_dbm is not None and self.tx_power_dbm > band.max_tx_power_dbm:
+            raise RegionError(
+                f"TX power {self.tx_power_dbm} dBm exceeds {band.name}'s "
+                f"{band.max_tx_power_dbm} dBm"
+            )
+        if self.min_tx_power_dbm > self.max_tx_power():
+            raise ValueError("min_tx_power_dbm is above the maximum TX power")
+        if self.mode is RadioMode.FIXED and self.fixed is None:
+            raise ValueError("fixed radio mode needs fixed settings (SF, BW)")
+        if self.fixed is not None:
+            self.region.check(self.fixed_settings())
+
+    @property
+    def channel_hz(self) -> int:
+        return self.frequency_hz or self.region.default_frequency_hz
+
+    def sub_band(self) -> SubBand:
+        """The sub-band (and so the duty-cycle budget) the channel falls in."""
+        return self.region.sub_band_for(self.channel_hz, self.region.rendezvous_bw_hz)
+
+    def max_tx_power(self) -> int:
+        """This node's power ceiling: configured or region default, never above the sub-band's."""
+        band = self.sub_band()
+        wanted = (
+            self.tx_power_dbm if self.tx_power_dbm is not None else self.region.default_tx_power_dbm
+        )
+        return min(wanted, band.max_tx_power_dbm)
+
+    def settings(self, sf: int, bw_hz: int, tx_power_dbm: int | None = None) -> RadioSettings:
+        """Settings on this link's channel with this node's power (or the given one)."""
+        power = self.max_tx_power() if tx_power_dbm is None else tx_power_dbm
+        return RadioSettings(
+            frequency_hz=self.channel_hz,
+            sf=sf,
+            bw_hz=bw_hz,
+            cr=self.coding_rate,
+            tx_power_dbm=power,
+        )
+
+    def rendezvous(self) -> RadioSettings:
+        """Where both sides meet when they know nothing: the region's most robust setting."""
+        return self.settings(self.region.rendezvous_sf, self.region.rendezvous_bw_hz)
+
+    def fixed_settings(self, fixed: FixedRadio | None = None) -> RadioSettings:
+        """The settings of fixed mode (power capped at this node's maximum)."""
+        chosen = fixed or self.fixed
+        if chosen is None:
+            raise ValueError("no fixed settings configured")
+        power = chosen.tx_power_dbm
+        if power is not None and power > self.max_tx_power():
+            raise RegionError(
+                f"TX power {power} dBm exceeds this node's maximum {self.max_tx_power()} dBm"
+            )
+        return self.settings(chosen.sf, chosen.bw_hz, power)

@@ -1,0 +1,560 @@
+"""`RxLink`: the home side of the link as a sans-I/O state machine.
+
+States (the `state` property):
+
+| state      | radio at                  | leaves when                                           |
+|------------|---------------------------|-------------------------------------------------------|
+| rendezvous | region rendezvous         | an authentic DISCOVER is answered -> handshake         |
+| resume     | last known good (restart) | a frame confirms a session -> running; silence ->      |
+|            |                           | rendezvous. Session frames it cannot open get a RESYNC |
+| handshake  | where DISCOVER was heard  | the transmitter's first session frame confirms the     |
+|            |                           | pending session -> running; expiry -> back             |
+| running    | committed setting         | SWITCH -> probing; silence -> rendezvous               |
+| probing    | switch target             | a non-probe frame proves the transmitter committed ->  |
+|            |                           | running; `switch_timeout` without frames -> fallback   |
+| fallback   | setting before the switch | any authentic frame -> running; silence -> rendezvous  |
+
+Security rules: a DISCOVER is answered only when authentic, newer than any uplink frame seen
+while a session exists, and within the response rate (a token bucket refilled so challenges use
+at most `handshake_share` of the budget) and the budget; the CHALLENGE binds the discovery's
+random, and the session it creates stays *pending* until the transmitter proves it holds the
+same keys, so a replayed discovery never establishes anything. Every session frame must carry
+a counter above the last accepted; an exact copy of the last acknowledged frame gets the same
+ack again (the transmitter resends when an ack was lost) without being processed twice.
+
+Delivery: a DATA update is decoded against the references this side holds (the last few
+delivered telegrams by id); a rebuilt telegram is delivered once (`Deliver`) and acknowledged
+with its id; an update that cannot be decoded is answered with a NAK so the transmitter sends
+a key update, and nothing wrong is ever delivered (the codec's end-to-end check).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from p1lora.common import codec
+from p1lora.common.counters import CounterState
+from p1lora.common.crc16 import crc16_arc
+from p1lora.common.crypto import Direction
+from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
+from p1lora.common.link import timing
+from p1lora.common.link.base import LinkBase
+from p1lora.common.link.commands import Command, ReplyStatus
+from p1lora.common.link.config import LinkConfig
+from p1lora.common.link.diagnostics import LinkDiagnostics, LossWindow, TokenBucket
+from p1lora.common.link.events import (
+    CommandReply,
+    Deliver,
+    LinkReport,
+    PersistState,
+    StatusReport,
+)
+from p1lora.common.link.fragments import Reassembler
+from p1lora.common.link.messages import (
+    Ack,
+    AckKind,
+    Challenge,
+    Discover,
+    FragmentHeader,
+    MessageError,
+    Reply,
+    Report,
+    Resync,
+    StatusMessage,
+    Switch,
+)
+from p1lora.common.link.persist import RxPersistentState
+from p1lora.common.radio_types import RadioSettings, ReceivedFrame
+from p1lora.common.regions import RegionError
+
+__all__ = ["RxLink"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class _Queued:
+    command_id: int
+    command: Command
+    queued_at: float
+    sent: int = 0
+
+
+class RxLink(LinkBase):
+    """The receiver's link state machine (see the module docstring)."""
+
+    ROLE = "rx"
+    SENDING = Direction.DOWNLINK
+
+    def __init__(
+        self,
+        config: LinkConfig,
+        psk: bytes,
+        counter_state: CounterState | None,
+        rng: Callable[[int], bytes],
+        now: float,
+        *,
+        persisted: RxPersistentState | None = None,
+    ) -> None:
+        super().__init__(config, psk, counter_state, rng, now)
+        rendezvous = config.rendezvous()
+        start = rendezvous
+        if persisted is not None:
+            try:
+                good = persisted.last_good
+                good = config.settings(good.sf, good.bw_hz)
+                if persisted.last_good.frequency_hz == config.channel_hz:
+                    config.region.check(good)
+                    start = good
+            except (RegionError, ValueError) as exc:
+                logger.warning("rx: ignoring saved link state: %s", exc)
+        self._settings = start
+        self._last_good = start
+        self._persisted_good: RadioSettings | None = start if persisted is not None else None
+        self._previous: RadioSettings | None = None
+        self._state = "rendezvous" if start == rendezvous else "resume"
+        self._configure(start, "start")
+        self._last_heard = now
+        self._switched_at = now
+        self._pending_expires: float | None = None
+        self._after_tx: RadioSettings | None = None
+        self._peer_interval = config.min_interval_s
+        self._max_peer_counter = -1
+        self._last_counter: int | None = None
+        self._loss = LossWindow(max(config.loss_window, 50))
+        self._references: OrderedDict[int, bytes] = OrderedDict()
+        self._last_delivered: bytes | None = None
+        self._reassembler = Reassembler()
+        self._commands: deque[_Queued] = deque()
+        self._next_command_id = 0
+        #: The last frame acknowledged (or that we tried to): its bytes, the ack sent (None
+        #: when it could not be sent) and what the ack said, so an exact resend is answered.
+        self._last_ack: tuple[bytes, bytes | None, tuple[AckKind, int, int]] | None = None
+        self._challenges = TokenBucket(3.0, self._refill(timing.CHALLENGE_BYTES), now)
+        self._resyncs = TokenBucket(1.0, self._refill(timing.CHALLENGE_BYTES), now)
+        self._telegrams: Counter[str] = Counter()
+        self._up_rssi: float | None = None
+        self._up_snr: float | None = None
+        self._down_rssi: float | None = None  # as the transmitter reports hearing our acks
+        self._down_snr: float | None = None
+
+    # -- public ---------------------------------------------------------------------------
+
+    def queue_command(self, command: Command, now: float) -> int:
+        """Queue a command for the transmitter; returns its id (the `CommandReply` carries it).
+
+        It rides in every ack until the reply arrives or `command_timeout_s` passes.
+        """
+        self._next_command_id = self._next_command_id % 255 + 1
+        command_id = self._next_command_id
+        self._commands = deque(q for q in self._commands if q.command_id != command_id)
+        self._commands.append(_Queued(command_id, command, now))
+        self._event("command_queued", command=str(command), command_id=command_id)
+        return command_id
+
+    @property
+    def pending_commands(self) -> list[tuple[int, Command]]:
+        return [(q.command_id, q.command) for q in self._commands]
+
+    def references(self) -> list[int]:
+        """Ids of the telegrams held as references (oldest first)."""
+        return list(self._references)
+
+    def diagnostics(self, now: float) -> LinkDiagnostics:
+        return LinkDiagnostics(
+            role=self.ROLE,
+            state=self._state,
+            settings=self._settings,
+            last_known_good=self._last_good,
+            tx_power_dbm=self._settings.tx_power_dbm,
+            mode="-",
+            session=self.session_active,
+            uplink_rssi_dbm=self._up_rssi,
+            uplink_snr_db=self._up_snr,
+            downlink_rssi_dbm=self._down_rssi,
+            downlink_snr_db=self._down_snr,
+            loss_rate=self._loss.rate,
+            airtime_used=self._airtime_used(now),
+            airtime_total_s=self._budget.total_airtime,
+            frames_sent=dict(self._frames_sent),
+            frames_received=self._frames_received,
+            rejected=self.rejected,
+            telegrams=dict(self._telegrams),
+        )
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def _silence_deadline(self) -> float | None:
+        if self._state == "probing":
+            return max(self._last_heard, self._switched_at) + timing.switch_timeout(
+                self.config, self._settings
+            )
+        if self._state in ("running", "resume", "fallback"):
+            return self._last_heard + timing.silence_timeout(
+                self.config, self._settings, self._peer_interval
+            )
+        return None
+
+    def _deadlines(self) -> list[float | None]:
+        command = (
+            self._commands[0].queued_at + self.config.command_timeout_s if self._commands else None
+        )
+        return [self._silence_deadline(), self._pending_expires, command]
+
+    def _on_tick(self, now: float) -> None:
+        deadline = self._silence_deadline()
+        if deadline is not None and now >= deadline:
+            if self._state == "probing" and self._previous is not None:
+                self._configure(self._previous, "no proof at the new setting")
+                self._last_heard = now
+                self._set_state("fallback", "switch not confirmed")
+                self._event("switch_reverted", settings=self._settings.label())
+            elif self._settings != self.config.rendezvous() or self._state != "rendezvous":
+                self._go_rendezvous(now)
+        if self._pending_expires is not None and now >= self._pending_expires:
+            self._pending_expires = None
+            self._security.pending = None
+            if self._state == "handshake":
+                at_rendezvous = self._settings == self.config.rendezvous()
+                self._last_heard = now
+                self._set_state("rendezvous" if at_rendezvous else "resume", "handshake expired")
+        while self._commands and now >= self._commands[0].queued_at + self.config.command_timeout_s:
+            queued = self._commands.popleft()
+            self._finish_command(queued, ReplyStatus.TIMEOUT, "no reply from the transmitter", now)
+
+    def _go_rendezvous(self, now: float) -> None:
+        self._security.drop_sessions()
+        self._pending_expires = None
+        self._reassembler.reset()
+        self._last_ack = None
+        self._fail_sent_commands(now, "link lost before a reply arrived")
+        rendezvous = self.config.rendezvous()
+        self._set_state("rendezvous", "silence")
+        self._configure(rendezvous, "silence")
+        self._event("link_lost", reason="silence")
+
+    def _on_tx_done(self, now: float) -> None:
+        target, self._after_tx = self._after_tx, None
+        if target is not None:
+            self._apply_switch(now, target)
+
+    def _apply_switch(self, now: float, target: RadioSettings) -> None:
+        self._previous = self._settings
+        self._switched_at = now
+        self._last_heard = now
+        self._configure(target, "switch")
+        self._set_state("probing", "switch requested")
+
+    # -- frames -----------------------------------------------------------------------------
+
+    def _on_frame(self, now: float, frame: ReceivedFrame) -> None:
+        last = self._last_ack
+        if last is not None and frame.payload == last[0]:
+            # The transmitter resent exactly what we acknowledged: our ack was lost (or never
+            # left because the radio or the budget did not allow it). Answer again, once more.
+            self._telegrams["duplicate_frames"] += 1
+            self._last_heard = now
+            raw, ack_frame, answer = last
+            if ack_frame is None:
+                self._ack(now, raw, frame, answer)
+            elif not self._resend(now, ack_frame, FrameType.ACK.name):
+                self._telegrams["ack_suppressed"] += 1
+            return
+        try:
+            sealed = self._security.parse(frame.payload)
+            if sealed.header.frame_type is FrameType.DISCOVER:
+                self._on_discover(now, sealed, frame)
+            else:
+                self._on_session_frame(now, sealed, frame)
+        except FrameError as error:
+            self._reject(now, error, frame)
+            if error.reason is RejectReason.NO_SESSION:
+                self._maybe_resync(now, frame)
+
+    def _on_discover(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
+        counter, body = self._security.open_static(sealed)
+        if self._security.session is not None and counter <= self._max_peer_counter:
+            raise FrameError(RejectReason.REPLAY, f"DISCOVER counter {counter} is not new")
+        discover = _decode(Discover.decode, body)
+        tx_random = sealed.header.random
+        assert tx_random is not None
+        self._challenges.set_rate(self._refill(timing.CHALLENGE_BYTES), now)
+        if not self._challenges.take(now):
+            self._telegrams["challenges_rate_limited"] += 1
+            self._event("challenge_suppressed", reason="rate")
+            return
+        reference = next(reversed(self._references)) if self._references else None
+        reply = Challenge(
+            Report(frame.rssi_dbm, frame.snr_db, self._airtime_used(now)),
+            self._settings.tx_power_dbm,
+            reference,
+        ).encode()
+        rx_random = self._security.random()
+        sent = self._send(
+            now,
+            timing.CHALLENGE_BYTES,
+            lambda: self._security.seal_static(
+                FrameType.CHALLENGE, reply, rx_random, extra_associated=tx_random
+            ),
+        )
+        if sent is None:
+            self._telegrams["challenges_suppressed"] += 1
+            self._event("challenge_suppressed", reason="budget")
+            return
+        self._security.start_session(tx_random, rx_random, counter, pending=True)
+        self._max_peer_counter = max(self._max_peer_counter, counter)
+        self._pending_expires = now + timing.silence_timeout(
+            self.config, self._settings, self._peer_interval
+        )
+        self._last_heard = now
+        if self._security.session is None:
+            self._set_state("handshake", "discovery answered")
+        self._event(
+            "discover_answered",
+            settings=self._settings.label(),
+            rssi=frame.rssi_dbm,
+            snr=frame.snr_db,
+            resume=discover.resume,
+        )
+
+    def _maybe_resync(self, now: float, frame: ReceivedFrame) -> None:
+        """Tell a transmitter that talks to a session we lost (our restart) to re-handshake."""
+        if self._state not in ("resume", "running", "fallback") or len(frame.payload) < 5:
+            return
+        self._resyncs.set_rate(self._refill(timing.CHALLENGE_BYTES) / 4, now)
+        if not self._resyncs.take(now):
+            return
+        body = Resync(int.from_bytes(frame.payload[3:5], "big")).encode()
+        random = self._security.random()
+        size = len(body) + overhead(FrameType.RESYNC)
+        sent = self._send(
+            now, size, lambda: self._security.seal_static(FrameType.RESYNC, body, random)
+        )
+        if sent is not None:
+            self._event("resync_sent", settings=self._settings.label())
+
+    def _on_session_frame(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
+        counter, body, confirmed = self._security.open_session(sealed)
+        frame_type = sealed.header.frame_type
+        if confirmed:
+            self._session_confirmed(now)
+        self._max_peer_counter = max(self._max_peer_counter, counter)
+        self._count_gap(counter)
+        self._last_heard = now
+        self._up_rssi, self._up_snr = frame.rssi_dbm, frame.snr_db
+        if self._state == "probing" and frame_type is not FrameType.PROBE:
+            self._commit(now)
+        elif self._state in ("resume", "fallback", "handshake"):
+            self._set_state("running", f"{frame_type.name} received")
+            self._remember_good(self._settings)
+        handler = _HANDLERS[frame_type]
+        handler(self, now, sealed, counter, body, frame)
+
+    def _count_gap(self, counter: int) -> None:
+        last = self._last_counter
+        if last is not None and counter > last:
+            for _ in range(min(counter - last - 1, 50)):
+                self._loss.record(False)
+        self._loss.record(True)
+        self._last_counter = counter
+
+    def _session_confirmed(self, now: float) -> None:
+        self._pending_expires = None
+        self._reassembler.reset()
+        self._last_ack = None
+        self._last_counter = None
+        self._fail_sent_commands(now, "the link was re-established before a reply arrived")
+        self._event("session_established", settings=self._settings.label())
+
+    def _commit(self, now: float) -> None:
+        self._previous = None
+        self._set_state("running", "transmitter committed")
+        self._event("switch_committed", settings=self._settings.label())
+        self._remember_good(self._settings)
+
+    def _remember_good(self, settings: RadioSettings) -> None:
+        self._last_good = settings
+        if settings != self._persisted_good:
+            self._persisted_good = settings
+            self._emit(PersistState(RxPersistentState(settings)))
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    def _report(self, frame: ReceivedFrame) -> LinkReport:
+        return LinkReport(frame.rssi_dbm, frame.snr_db, frame.settings, len(frame.payload))
+
+    def _ack(
+        self,
+        now: float,
+        acked: SealedFrame | bytes,
+        frame: ReceivedFrame,
+        ack: tuple[AckKind, int, int],
+    ) -> bool:
+        """Acknowledge a frame with (kind, counter, value); False if it could not be sent."""
+        raw = acked.raw if isinstance(acked, SealedFrame) else acked
+        kind, counter, value = ack
+        queued = self._commands[0] if self._commands else None
+        body = Ack(
+            kind,
+            counter & 0xFFFF,
+            value,
+            Report(frame.rssi_dbm, frame.snr_db, self._airtime_used(now)),
+            queued.command_id if queued else None,
+            queued.command if queued else None,
+        ).encode()
+        size = len(body) + overhead(FrameType.ACK)
+        sent = self._send(now, size, lambda: self._security.seal_session(FrameType.ACK, body))
+        if sent is None:
+            self._telegrams["ack_suppressed"] += 1
+            self._event("ack_suppressed", reason="busy" if self._radio_busy else "budget")
+            self._last_ack = (raw, None, ack)
+            return False
+        if queued is not None:
+            queued.sent += 1
+        self._last_ack = (raw, sent.frame, ack)
+        return True
+
+    def _on_data(
+        self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
+    ) -> None:
+        self._deliver_update(now, sealed, counter, body, frame)
+
+    def _deliver_update(
+        self, now: float, sealed: SealedFrame, counter: int, payload: bytes, frame: ReceivedFrame
+    ) -> None:
+        try:
+            telegram = codec.decode_update(payload, self._lookup)
+        except codec.CodecError as exc:
+            self._telegrams["decode_failed"] += 1
+            try:
+                missing = codec.reference_id(payload)
+            except codec.CodecError:
+                missing = None
+            value = missing if missing is not None and missing not in self._references else 0xFFFF
+            self._event("update_rejected", error=str(exc))
+            logger.info("rx: update not decoded (%s); asking for a key update", exc)
+            self._ack(now, sealed, frame, (AckKind.NAK, counter, value))
+            return
+        telegram_id = codec.telegram_id(telegram)
+        if telegram == self._last_delivered:
+            self._telegrams["duplicates"] += 1
+        else:
+            self._telegrams["delivered"] += 1
+            self._last_delivered = telegram
+            self._references.pop(telegram_id, None)
+            self._references[telegram_id] = telegram
+            while len(self._references) > self.config.reference_cache:
+                self._references.popitem(last=False)
+            self._emit(Deliver(telegram, frame.received_at, self._report(frame)))
+        self._ack(now, sealed, frame, (AckKind.DATA, counter, telegram_id))
+
+    def _lookup(self, reference_id: int) -> bytes | None:
+        return self._references.get(reference_id)
+
+    def _on_fragment(
+        self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
+    ) -> None:
+        header, chunk = _decode(FragmentHeader.split, body)
+        if header.tag == self._reassembler.completed_tag and self._last_delivered is not None:
+            value = codec.telegram_id(self._last_delivered)
+            self._ack(now, sealed, frame, (AckKind.DATA, counter, value))
+            return
+        payload = _decode(lambda _: self._reassembler.add(header, chunk), body)
+        if payload is None:
+            self._ack(now, sealed, frame, (AckKind.FRAGMENT, counter, self._reassembler.bitmap))
+            return
+        self._deliver_update(now, sealed, counter, payload, frame)
+
+    def _on_probe(
+        self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
+    ) -> None:
+        self._ack(now, sealed, frame, (AckKind.PROBE, counter, crc16_arc(body)))
+
+    def _on_switch(
+        self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
+    ) -> None:
+        switch = _decode(Switch.decode, body)
+        try:
+            target = self.config.settings(switch.sf, switch.bw_hz)
+            self.config.region.check(target)
+        except (RegionError, ValueError) as exc:
+            self._event("switch_refused", reason=str(exc))
+            self._ack(now, sealed, frame, (AckKind.SWITCH, counter, 0x100 | switch.switch_id))
+            return
+        self._event("switch_requested", target=target.label())
+        if self._ack(now, sealed, frame, (AckKind.SWITCH, counter, switch.switch_id)):
+            self._after_tx = target  # change only after our ack has left at the old setting
+        else:
+            self._apply_switch(now, target)  # the transmitter goes there without our ack too
+
+    def _on_status(
+        self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
+    ) -> None:
+        status = _decode(StatusMessage.decode, body)
+        self._peer_interval = status.interval_s
+        self._down_rssi, self._down_snr = status.downlink_rssi_dbm, status.downlink_snr_db
+        self._emit(StatusReport(status, frame.received_at, self._report(frame)))
+        self._event("status", **status.as_fields())
+        self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))
+
+    def _on_reply(
+        self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
+    ) -> None:
+        reply = _decode(Reply.decode, body)
+        for queued in list(self._commands):
+            if queued.command_id == reply.command_id:
+                self._commands.remove(queued)
+                if queued.command.interval_s is not None and reply.status is ReplyStatus.OK:
+                    self._peer_interval = queued.command.interval_s
+                self._finish_command(queued, reply.status, reply.text, now)
+                break
+        self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))
+
+    def _finish_command(self, queued: _Queued, status: ReplyStatus, text: str, now: float) -> None:
+        self._emit(CommandReply(queued.command_id, queued.command, status, text, now))
+        self._event(
+            "command_reply",
+            command=str(queued.command),
+            command_id=queued.command_id,
+            status=status.name,
+            text=text,
+        )
+
+    def _fail_sent_commands(self, now: float, text: str) -> None:
+        """Commands already sent when the session changed: their outcome is unknown (a restart
+        command ends exactly like this), and re-sending them could repeat them."""
+        keep: deque[_Queued] = deque()
+        for queued in self._commands:
+            if queued.sent:
+                self._finish_command(queued, ReplyStatus.UNKNOWN, text, now)
+            else:
+                keep.append(queued)
+        self._commands = keep
+
+    def _refill(self, frame_bytes: int) -> float:
+        return timing.responder_refill_per_s(self.config, self._settings, frame_bytes)
+
+
+def _decode(parse: Callable[[bytes], _T], body: bytes) -> _T:
+    try:
+        return parse(body)
+    except MessageError as exc:
+        raise FrameError(RejectReason.MALFORMED, str(exc)) from None
+
+
+_Handler = Callable[[RxLink, float, SealedFrame, int, bytes, ReceivedFrame], None]
+
+_HANDLERS: dict[FrameType, _Handler] = {
+    FrameType.DATA: RxLink._on_data,
+    FrameType.FRAGMENT: RxLink._on_fragment,
+    FrameType.PROBE: RxLink._on_probe,
+    FrameType.SWITCH: RxLink._on_switch,
+    FrameType.STATUS: RxLink._on_status,
+    FrameType.REPLY: RxLink._on_reply,
+}

@@ -1,0 +1,184 @@
+"""One side's frame security: its counter, the static keys, the current and pending session.
+
+Shared by `TxLink` and `RxLink` so that both seal and check frames the same way:
+
+- every frame sent takes the next value of this side's persisted counter;
+- static-key frames (discover, challenge, resync) use the static direction key and a fresh
+  8-byte random in the nonce;
+- session frames use the session's direction key and nonce prefix with the full counter;
+- a received session frame is authenticated under the current session, or else the pending
+  one (a handshake in progress: its first authentic frame *confirms* it), and must carry a
+  counter above the last one accepted in that session (replay protection; the nonce uses the
+  reconstructed full counter, so a wrong reconstruction cannot authenticate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from p1lora.common.counters import CounterState, FrameCounter
+from p1lora.common.crypto import RANDOM_SIZE, Direction, LinkKeys, SessionKeys
+from p1lora.common.frames import (
+    FrameError,
+    FrameType,
+    RejectReason,
+    SealedFrame,
+    build_frame,
+    open_frame,
+    parse_frame,
+    reconstruct_counter,
+)
+
+__all__ = ["LinkSecurity", "OutgoingFrame", "Session"]
+
+
+@dataclass
+class Session:
+    """Keys of one handshake and the last counter accepted from the peer in it."""
+
+    keys: SessionKeys
+    peer_last: int
+    tx_random: bytes
+    rx_random: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingFrame:
+    """A sealed frame ready to send, and the counter reservation to persist first (if any)."""
+
+    frame: bytes
+    frame_type: FrameType
+    counter: int
+    persist: CounterState | None
+
+
+class LinkSecurity:
+    """Seals this side's frames and authenticates the peer's (see the module docstring)."""
+
+    def __init__(
+        self,
+        psk: bytes,
+        sending: Direction,
+        counter_state: CounterState | None,
+        counter_block: int,
+        rng: Callable[[int], bytes],
+    ) -> None:
+        self.keys = LinkKeys(psk)
+        self.sending = sending
+        self.receiving = sending.other
+        self.counter = FrameCounter(counter_state, counter_block)
+        self._rng = rng
+        self.session: Session | None = None
+        self.pending: Session | None = None
+
+    @property
+    def network_id(self) -> bytes:
+        return self.keys.network_id
+
+    def random(self) -> bytes:
+        value = self._rng(RANDOM_SIZE)
+        if len(value) != RANDOM_SIZE:
+            raise ValueError("the random source returned the wrong number of bytes")
+        return value
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def seal_static(
+        self, frame_type: FrameType, body: bytes, random: bytes, extra_associated: bytes = b""
+    ) -> OutgoingFrame:
+        counter, persist = self.counter.take()
+        nonce = self.keys.static_nonce(self.sending, random, counter)
+        frame = build_frame(
+            frame_type,
+            self.network_id,
+            counter,
+            body,
+            cipher=self.keys.static(self.sending),
+            nonce=nonce,
+            random=random,
+            extra_associated=extra_associated,
+        )
+        return OutgoingFrame(frame, frame_type, counter, persist)
+
+    def seal_session(self, frame_type: FrameType, body: bytes) -> OutgoingFrame:
+        session = self.session
+        if session is None:
+            raise RuntimeError(f"cannot send {frame_type.name} without a session")
+        counter, persist = self.counter.take()
+        nonce = session.keys.nonce(self.sending, counter)
+        frame = build_frame(
+            frame_type,
+            self.network_id,
+            counter,
+            body,
+            cipher=session.keys.cipher(self.sending),
+            nonce=nonce,
+        )
+        return OutgoingFrame(frame, frame_type, counter, persist)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def parse(self, frame: bytes) -> SealedFrame:
+        return parse_frame(frame, self.network_id, self.receiving)
+
+    def open_static(self, sealed: SealedFrame, extra_associated: bytes = b"") -> tuple[int, bytes]:
+        """Authenticate a static-key frame; returns (full counter, body)."""
+        header = sealed.header
+        counter = header.full_counter
+        assert counter is not None and header.random is not None  # parse_frame guarantees
+        nonce = self.keys.static_nonce(self.receiving, header.random, counter)
+        body = open_frame(sealed, self.keys.static(self.receiving), nonce, extra_associated)
+        return counter, body
+
+    def open_session(self, sealed: SealedFrame) -> tuple[int, bytes, bool]:
+        """Authenticate a session frame; returns (counter, body, confirmed_pending).
+
+        Tries the current session first, then the pending one; accepting a frame under the
+        pending session promotes it (the handshake is confirmed). FrameError otherwise.
+        """
+        candidates = [(s, False) for s in (self.session,) if s is not None]
+        candidates += [(s, True) for s in (self.pending,) if s is not None]
+        if not candidates:
+            raise FrameError(RejectReason.NO_SESSION, "session frame while no session exists")
+        low = sealed.header.counter_low
+        for session, is_pending in candidates:
+            counter = reconstruct_counter(session.peer_last, low)
+            nonce = session.keys.nonce(self.receiving, counter)
+            try:
+                body = open_frame(sealed, session.keys.cipher(self.receiving), nonce)
+            except FrameError:
+                continue
+            if counter <= session.peer_last:
+                raise FrameError(
+                    RejectReason.REPLAY,
+                    f"{sealed.header.frame_type.name} counter {counter} is not above "
+                    f"{session.peer_last}",
+                )
+            session.peer_last = counter
+            if is_pending:
+                self.session, self.pending = session, None
+            return counter, body, is_pending
+        raise FrameError(
+            RejectReason.AUTH_FAILED, f"{sealed.header.frame_type.name} did not authenticate"
+        )
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def start_session(
+        self, tx_random: bytes, rx_random: bytes, peer_counter: int, *, pending: bool
+    ) -> Session:
+        """Derive a session from the handshake randoms; the receiver keeps it pending until the
+        transmitter's first session frame proves it holds the same keys."""
+        session = Session(
+            self.keys.session(tx_random, rx_random), peer_counter, tx_random, rx_random
+        )
+        if pending:
+            self.pending = session
+        else:
+            self.session, self.pending = session, None
+        return session
+
+    def drop_sessions(self) -> None:
+        self.session = None
+        self.pending = None

@@ -1,0 +1,1169 @@
+"""`TxLink`: the meter-closet side of the link as a sans-I/O state machine.
+
+States (the `state` property):
+
+| state       | radio at                 | doing                                                  |
+|-------------|--------------------------|--------------------------------------------------------|
+| rendezvous  | region rendezvous        | DISCOVER with exponential backoff (budget-capped)      |
+| handshake   | last known good          | DISCOVER after a restart or a RESYNC; after            |
+|             |                          | `resume_attempts` failures -> rendezvous               |
+| switching   | current                  | SWITCH sent (phase 1 of a two-phase switch)            |
+| probing     | target                   | PROBEs sized like updates; `probe_count` acks commit,  |
+|             |                          | too many failures revert to last known good            |
+| fallback    | last known good          | holding off after a failed switch until the receiver   |
+|             |                          | has surely reverted too (`timing.switch_timeout`)      |
+| running     | committed setting        | updates (latest wins, paced), status, command replies  |
+
+Delivery policy: the newest telegram waits in one slot (a newer one replaces it: latest wins);
+it is encoded against the last telegram the receiver acknowledged; one frame is in flight at a
+time (stop and wait: the ack names the rebuilt telegram's id); an unacknowledged frame is
+resent byte for byte (same counter) up to `max_retries` times unless a newer telegram is
+waiting. Paced frames keep `timing.pacing_gap` apart so both this node's budget and the
+receiver's (its acks) hold in the long run; every frame also passes this node's budget.
+
+Auto-tune (`RadioMode.AUTO`): after the handshake, jump to the fastest candidate whose
+predicted margin clears `snr_margin_db` in both directions (`tuning`), confirm with probes,
+step down one rung per failure; while running, move up when the margin allows a faster rung by
+`hysteresis_db` more, move down when the margin falls `hysteresis_db` short (after restoring
+full power) or when loss exceeds `loss_retune_threshold`; lower the TX power when the margin
+at the fastest rung is large. `link_lost_after` unanswered frames send the link back to the
+rendezvous.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from p1lora.common import codec
+from p1lora.common.airtime import time_on_air_for
+from p1lora.common.counters import CounterState
+from p1lora.common.crc16 import crc16_arc
+from p1lora.common.crypto import Direction
+from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
+from p1lora.common.link import timing
+from p1lora.common.link.base import LinkBase
+from p1lora.common.link.commands import Command, CommandCode, ReplyStatus
+from p1lora.common.link.config import FixedRadio, LinkConfig, RadioMode
+from p1lora.common.link.diagnostics import LinkDiagnostics, LossWindow
+from p1lora.common.link.events import Action, PersistState, RunCommand
+from p1lora.common.link.fragments import OutgoingUpdate, split
+from p1lora.common.link.messages import (
+    Ack,
+    AckKind,
+    Challenge,
+    Discover,
+    MessageError,
+    Probe,
+    Reply,
+    Report,
+    Resync,
+    StatusMessage,
+    Switch,
+    TxStatus,
+)
+from p1lora.common.link.persist import TxPersistentState
+from p1lora.common.link.tuning import (
+    TYPICAL_FRAME_BYTES,
+    Candidate,
+    SnrEstimate,
+    candidate_table,
+    choose_target,
+    find,
+    is_faster,
+    margin_db,
+    slower,
+)
+from p1lora.common.radio_types import RadioSettings, ReceivedFrame
+from p1lora.common.regions import RegionError
+
+__all__ = ["TxLink"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Acks needed at a new setting before margin decisions are trusted again.
+_MIN_SAMPLES = 5
+#: Remember this many recently executed command ids (their replies are repeated, not re-run).
+_COMMAND_MEMORY = 16
+
+
+@dataclass
+class _Outstanding:
+    """The one frame in flight that expects an answer."""
+
+    kind: str
+    frame: bytes
+    frame_type: FrameType
+    counter: int
+    settings: RadioSettings
+    sent_at: float
+    reply_bytes: int
+    deadline: float | None = None
+    attempts: int = 1
+    random: bytes = b""
+    telegram: bytes | None = None
+    expect: int = -1
+    fragment_index: int = -1
+
+
+@dataclass
+class _Switch:
+    target: RadioSettings
+    switch_id: int
+    reason: str
+    acked: bool = False
+    probes_ok: int = 0
+    probes_failed: int = 0
+    last_probe_end: float = 0.0
+
+
+@dataclass
+class _Reply:
+    command_id: int
+    status: ReplyStatus
+    text: str
+    attempts: int = 0
+    then_run: RunCommand | None = None
+    acked: bool = False
+
+
+@dataclass
+class _Failure:
+    until: float
+    failures: int = 1
+
+
+@dataclass
+class _Measurements:
+    up: SnrEstimate = field(default_factory=SnrEstimate)
+    down: SnrEstimate = field(default_factory=SnrEstimate)
+    up_rssi: float | None = None
+    up_snr: float | None = None
+    down_rssi: float | None = None
+    down_snr: float | None = None
+    peer_budget: float | None = None
+
+
+class TxLink(LinkBase):
+    """The transmitter's link state machine (see the module docstring)."""
+
+    ROLE = "tx"
+    SENDING = Direction.UPLINK
+
+    def __init__(
+        self,
+        config: LinkConfig,
+        psk: bytes,
+        counter_state: CounterState | None,
+        rng: Callable[[int], bytes],
+        now: float,
+        *,
+        persisted: TxPersistentState | None = None,
+    ) -> None:
+        super().__init__(config, psk, counter_state, rng, now)
+        self._table = candidate_table(config)
+        self._max_power = config.max_tx_power()
+        self._mode = config.mode
+        self._fixed: FixedRadio | None = config.fixed
+        self._interval = config.min_interval_s
+        start = self._restore(persisted)
+        self._settings = start
+        self._last_good = start
+        self._state = "rendezvous" if start == config.rendezvous() else "handshake"
+        self._configure(start, "start")
+        self._outstanding: _Outstanding | None = None
+        self._retry: _Outstanding | None = None
+        self._timers: dict[str, float] = {"discover": now}
+        self._discover_attempts = 0
+        self._pending: bytes | None = None
+        self._reference: bytes | None = None
+        self._fragments: OutgoingUpdate | None = None
+        self._tag = 0
+        self._switch: _Switch | None = None
+        self._switch_id = 0
+        self._probe_id = 0
+        self._step_down_from: RadioSettings | None = None
+        self._failed: dict[tuple[int, int], _Failure] = {}
+        self._next_tune_at = now
+        self._next_down_at = now
+        self._next_power_at = now
+        self._samples = 0
+        self._m = _Measurements()
+        self._loss = LossWindow(config.loss_window)
+        self._consecutive_failures = 0
+        self._last_ack_at = now
+        self._gate_at = now
+        self._data_gate_at = now
+        self._last_sent_at = now
+        self._last_status_at = now
+        self._status_due = False
+        self._status = TxStatus()
+        self._typical_bytes = float(TYPICAL_FRAME_BYTES)
+        self._recent: deque[tuple[int, float]] = deque(maxlen=32)
+        self._last_rx_static = -1
+        self._replies: deque[_Reply] = deque()
+        self._done: OrderedDict[int, _Reply] = OrderedDict()
+        self._telegrams: Counter[str] = Counter()
+        self._started_at = now
+
+    def _restore(self, persisted: TxPersistentState | None) -> RadioSettings:
+        """Start settings from the persisted state, ignoring what today's config forbids."""
+        rendezvous = self.config.rendezvous()
+        if persisted is None:
+            return rendezvous
+        try:
+            if persisted.fixed is not None:
+                self.config.fixed_settings(persisted.fixed)
+            self._mode, self._fixed = persisted.mode, persisted.fixed
+            if self._mode is RadioMode.FIXED and self._fixed is None:
+                self._mode = RadioMode.AUTO
+            self._interval = min(max(persisted.interval_s, 0.0), 3600.0)
+            good = persisted.last_good.replace(tx_power_dbm=self._max_power)
+            if good.frequency_hz != self.config.channel_hz or find(self._table, good) is None:
+                return rendezvous
+            self.config.region.check(good)
+        except (RegionError, ValueError) as exc:
+            logger.warning("tx: ignoring saved link state: %s", exc)
+            return rendezvous
+        return good
+
+    # -- public events ----------------------------------------------------------------------
+
+    def telegram_ready(self, now: float, telegram: bytes) -> list[Action]:
+        """A new telegram from the meter: it replaces any older one not yet sent."""
+
+        def ready(at: float) -> None:
+            self._telegrams["read"] += 1
+            if not telegram:
+                return
+            if self._pending is not None:
+                self._telegrams["superseded"] += 1
+            self._pending = bytes(telegram)
+            if self._retry is not None and self._retry.kind == "data":
+                self._retry = None
+            self._on_tick(at)
+
+        self._guarded(now, ready)
+        return self.actions()
+
+    def update_status(self, status: TxStatus) -> None:
+        """The runtime's view of the serial source, sent in the next status report."""
+        self._status = status
+
+    def diagnostics(self, now: float) -> LinkDiagnostics:
+        m = self._m
+        return LinkDiagnostics(
+            role=self.ROLE,
+            state=self._state,
+            settings=self._settings,
+            last_known_good=self._last_good,
+            tx_power_dbm=self._settings.tx_power_dbm,
+            mode=self._mode.value,
+            session=self.session_active,
+            uplink_rssi_dbm=m.up_rssi,
+            uplink_snr_db=m.up_snr,
+            downlink_rssi_dbm=m.down_rssi,
+            downlink_snr_db=m.down_snr,
+            loss_rate=self._loss.rate,
+            airtime_used=self._airtime_used(now),
+            airtime_total_s=self._budget.total_airtime,
+            frames_sent=dict(self._frames_sent),
+            frames_received=self._frames_received,
+            rejected=self.rejected,
+            telegrams=dict(self._telegrams),
+        )
+
+    @property
+    def mode(self) -> RadioMode:
+        return self._mode
+
+    @property
+    def interval_s(self) -> float:
+        return self._interval
+
+    @property
+    def reference(self) -> bytes | None:
+        """The last telegram the receiver acknowledged (updates are encoded against it)."""
+        return self._reference
+
+    # -- hooks ------------------------------------------------------------------------------
+
+    def _deadlines(self) -> list[float | None]:
+        out = self._outstanding
+        return [out.deadline if out else None, *self._timers.values()]
+
+    def _on_tx_done(self, now: float) -> None:
+        out = self._outstanding
+        if out is not None and out.deadline is None:
+            out.deadline = now + timing.reply_timeout(self.config, out.settings, out.reply_bytes)
+            if out.kind == "probe" and self._switch is not None:
+                self._switch.last_probe_end = now
+
+    def _on_tick(self, now: float) -> None:
+        out = self._outstanding
+        if out is not None and out.deadline is not None and now >= out.deadline:
+            self._outstanding = None
+            self._on_timeout(now, out)
+        for name in [k for k, t in self._timers.items() if t <= now]:
+            del self._timers[name]
+        self._pump(now)
+
+    def _pump(self, now: float) -> None:
+        """Send the next frame the state calls for, if the radio is free."""
+        for _ in range(6):  # a state change may make another handler send at once
+            if self._radio_busy or self._outstanding is not None:
+                return
+            before = self._state
+            if self._state in ("rendezvous", "handshake"):
+                sent = self._discovering(now)
+            elif self._state == "switching":
+                sent = self._switching(now)
+            elif self._state == "probing":
+                sent = self._probing(now)
+            elif self._state == "fallback":
+                sent = self._fallback(now)
+            else:
+                sent = self._running(now)
+            if sent or self._state == before:
+                return
+
+    def _wait(self, name: str, until: float) -> None:
+        if math.isfinite(until):
+            self._timers[name] = until
+
+    def _session_send(
+        self, now: float, kind: str, frame_type: FrameType, body: bytes, reply_bytes: int
+    ) -> _Outstanding | None:
+        size = len(body) + overhead(frame_type)
+        wait = self._budget_wait(now, size)
+        if wait > 0:
+            self._wait("budget", now + wait)
+            return None
+        sent = self._send(now, size, lambda: self._security.seal_session(frame_type, body))
+        if sent is None:
+            return None
+        self._recent.append((sent.counter, now))
+        self._last_sent_at = now
+        out = _Outstanding(
+            kind, sent.frame, frame_type, sent.counter, self._settings, now, reply_bytes
+        )
+        self._outstanding = out
+        return out
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    def _discovering(self, now: float) -> bool:
+        due = self._timers.get("discover", now)
+        if now < due:
+            self._timers["discover"] = due
+            return False
+        size = timing.DISCOVER_BYTES
+        wait = self._budget_wait(now, size)
+        if wait > 0:
+            self._wait("discover", now + wait)
+            return False
+        random = self._security.random()
+        body = Discover(self._state == "handshake", self._settings.tx_power_dbm).encode()
+        sent = self._send(
+            now,
+            size,
+            lambda: self._security.seal_static(FrameType.DISCOVER, body, random),
+        )
+        if sent is None:
+            return False
+        self._timers.pop("discover", None)
+        self._outstanding = _Outstanding(
+            "discover",
+            sent.frame,
+            FrameType.DISCOVER,
+            sent.counter,
+            self._settings,
+            now,
+            timing.CHALLENGE_BYTES,
+            random=random,
+        )
+        self._event(
+            "discover", attempt=self._discover_attempts + 1, settings=self._settings.label()
+        )
+        return True
+
+    def _discover_failed(self, now: float) -> None:
+        self._discover_attempts += 1
+        if self._state == "handshake" and self._discover_attempts >= self.config.resume_attempts:
+            self._go_rendezvous(now, "no answer at the last known good setting")
+            return
+        delay = timing.discovery_delay(self.config, self._settings, self._discover_attempts - 1)
+        self._timers["discover"] = now + delay * self._jitter()
+
+    def _reset_traffic(self) -> None:
+        self._outstanding = None
+        self._retry = None
+        if self._fragments is not None and self._pending is None:
+            self._pending = self._fragments.telegram
+        self._fragments = None
+        self._switch = None
+        self._replies_unacked()
+
+    def _replies_unacked(self) -> None:
+        for reply in self._replies:
+            reply.attempts = 0
+
+    def _go_rendezvous(self, now: float, reason: str) -> None:
+        self._security.drop_sessions()
+        self._reset_traffic()
+        rendezvous = self.config.rendezvous()
+        self._last_good = rendezvous
+        self._set_state("rendezvous", reason)
+        self._configure(rendezvous, reason)
+        self._discover_attempts = 0
+        self._timers.clear()
+        self._timers["discover"] = now
+        self._event("link_lost", reason=reason)
+
+    def _go_handshake(self, now: float, reason: str) -> None:
+        self._security.drop_sessions()
+        self._reset_traffic()
+        self._set_state("handshake", reason)
+        self._discover_attempts = 0
+        self._timers.clear()
+        self._timers["discover"] = now
+
+    def _on_challenge(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
+        out = self._outstanding
+        if out is None or out.kind != "discover":
+            raise FrameError(RejectReason.STALE, "CHALLENGE without a DISCOVER in flight")
+        counter, body = self._security.open_static(sealed, extra_associated=out.random)
+        challenge = _decode(Challenge.decode, body)
+        rx_random = sealed.header.random
+        assert rx_random is not None
+        self._security.start_session(out.random, rx_random, counter, pending=False)
+        self._last_accepted_raw = sealed.raw
+        self._outstanding = None
+        # A new session starts a fresh view of the channel: old estimates may be from a
+        # channel that has since changed (that may be why the link was lost).
+        self._m = _Measurements()
+        self._samples = 0
+        self._measure(challenge.report, out.settings, frame)
+        if challenge.reference_id is None:
+            # The receiver holds no reference (it restarted): the next update must be a key.
+            # Otherwise keep ours: the receiver keeps several, and a NAK corrects a miss.
+            self._reference = None
+        self._last_good = self._settings
+        self._last_ack_at = now
+        self._consecutive_failures = 0
+        self._loss.clear()
+        self._discover_attempts = 0
+        self._timers.pop("discover", None)
+        self._event(
+            "session_established",
+            settings=self._settings.label(),
+            uplink_snr=challenge.report.snr_db,
+            downlink_snr=frame.snr_db,
+        )
+        self._set_state("running", "handshake complete")
+        self._status_due = True  # the receiver's session is pending until our first frame
+        self._gate_at = now
+        self._data_gate_at = now
+        target = self._desired_target(now)
+        if target is not None and not _same_rung(target, self._settings):
+            self._start_switch(now, target, "handshake")
+
+    def _on_resync(self, now: float, sealed: SealedFrame) -> None:
+        counter, body = self._security.open_static(sealed)
+        if counter <= self._last_rx_static:
+            raise FrameError(RejectReason.REPLAY, "RESYNC counter is not new")
+        resync = _decode(Resync.decode, body)
+        horizon = now - max(self.config.link_lost_min_s, 60.0)
+        if not any(c & 0xFFFF == resync.counter_low and t >= horizon for c, t in self._recent):
+            raise FrameError(RejectReason.STALE, "RESYNC names no recent frame of ours")
+        self._last_rx_static = counter
+        self._last_accepted_raw = sealed.raw
+        if self._state in ("rendezvous", "handshake"):
+            return
+        self._event("resync", settings=self._settings.label())
+        if self._state in ("probing", "fallback", "switching"):
+            self._configure(self._last_good, "resync")
+        self._go_handshake(now, "receiver lost its session")
+
+    # -- switching and probing ----------------------------------------------------------------
+
+    def _desired_target(self, now: float) -> RadioSettings | None:
+        if self._mode is RadioMode.FIXED and self._fixed is not None:
+            try:
+                return self.config.fixed_settings(self._fixed)
+            except (RegionError, ValueError):
+                return None
+        best = choose_target(
+            self._table,
+            self._m.up.value,
+            self._m.down.value,
+            self.config.snr_margin_db,
+            self._cooling(now),
+        )
+        return self.config.settings(best.sf, best.bw_hz)
+
+    def _cooling(self, now: float) -> set[tuple[int, int]]:
+        return {key for key, f in self._failed.items() if f.until > now}
+
+    def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
+        probe_bytes = self._probe_size()
+        needed = self._airtime(overhead(FrameType.SWITCH) + 3) + self.config.probe_attempts * (
+            time_on_air_for(target, probe_bytes)
+        )
+        wait = self._budget.wait_time(now, needed)
+        if wait > 0:
+            delay = wait if math.isfinite(wait) else self.config.retune_interval_s
+            self._next_tune_at = self._next_down_at = now + delay
+            self._event("switch_deferred", target=target.label(), reason="budget")
+            return False
+        self._switch_id = (self._switch_id + 1) & 0xFF
+        self._switch = _Switch(target, self._switch_id, reason)
+        self._set_state("switching", reason)
+        self._event("switch_start", target=target.label(), reason=reason)
+        return True
+
+    def _switching(self, now: float) -> bool:
+        plan = self._switch
+        if plan is None:
+            self._set_state("running", "no switch planned")
+            return False
+        body = Switch(plan.switch_id, plan.target.sf, plan.target.bw_hz).encode()
+        out = self._session_send(now, "switch", FrameType.SWITCH, body, timing.ACK_MAX_BYTES)
+        if out is None:
+            return False
+        out.expect = plan.switch_id
+        return True
+
+    def _enter_probing(self, now: float, acked: bool) -> None:
+        plan = self._switch
+        assert plan is not None
+        plan.acked = acked
+        plan.last_probe_end = now
+        self._configure(plan.target, "switch" if acked else "switch (unacknowledged)")
+        self._set_state("probing", plan.reason)
+
+    def _probe_size(self) -> int:
+        low = overhead(FrameType.PROBE) + 1
+        return max(low, min(timing.PROBE_MAX_BYTES, round(self._typical_bytes)))
+
+    def _probing(self, now: float) -> bool:
+        size = self._probe_size()
+        self._probe_id = (self._probe_id + 1) & 0xFF
+        padding = self._rng(size - overhead(FrameType.PROBE) - 1)
+        body = Probe(self._probe_id, padding).encode()
+        out = self._session_send(now, "probe", FrameType.PROBE, body, timing.ACK_MAX_BYTES)
+        if out is None:
+            return False
+        out.expect = crc16_arc(body)
+        return True
+
+    def _probe_result(self, now: float, ok: bool) -> None:
+        plan = self._switch
+        if plan is None:
+            return
+        if ok:
+            plan.probes_ok += 1
+            if plan.probes_ok >= self.config.probe_count:
+                self._commit(now, plan)
+            return
+        plan.probes_failed += 1
+        if plan.probes_failed > self.config.probe_attempts - self.config.probe_count:
+            self._revert(now, plan)
+
+    def _commit(self, now: float, plan: _Switch) -> None:
+        self._switch = None
+        self._last_good = self._settings.replace(tx_power_dbm=self._max_power)
+        self._failed.pop((plan.target.sf, plan.target.bw_hz), None)
+        self._set_state("running", "switch confirmed")
+        self._event("switch_committed", settings=self._settings.label(), reason=plan.reason)
+        self._status_due = True  # proof for the receiver that we committed
+        self._samples = 0
+        self._loss.clear()
+        self._consecutive_failures = 0
+        self._next_tune_at = now + self.config.retune_interval_s
+        self._next_power_at = now + self.config.retune_interval_s
+        self._gate_at = now
+        self._persist()
+
+    def _revert(self, now: float, plan: _Switch) -> None:
+        self._switch = None
+        key = (plan.target.sf, plan.target.bw_hz)
+        failure = self._failed.get(key)
+        failures = 1 if failure is None else failure.failures + 1
+        cooldown = min(self.config.failed_cooldown_s * 2 ** (failures - 1), 4 * 3600.0)
+        self._failed[key] = _Failure(now + cooldown, failures)
+        self._configure(self._last_good, "switch failed")
+        holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target)
+        self._timers["holdoff"] = max(now, holdoff) + timing.guard(plan.target)
+        self._step_down_from = plan.target
+        self._set_state("fallback", "switch failed")
+        self._event(
+            "switch_failed",
+            target=plan.target.label(),
+            reverted_to=self._last_good.label(),
+            probes_ok=plan.probes_ok,
+            cooldown_s=cooldown,
+        )
+
+    def _fallback(self, now: float) -> bool:
+        if "holdoff" in self._timers:
+            return False
+        self._set_state("running", "receiver has reverted")
+        self._gate_at = max(self._gate_at, now)
+        failed = self._step_down_from
+        self._step_down_from = None
+        self._next_tune_at = now + self.config.retune_interval_s
+        self._check_lost(now)
+        if self._state != "running" or failed is None or self._mode is RadioMode.FIXED:
+            return False
+        target = self._step_down_target(now, failed)
+        if target is not None and is_faster(self._table, target, self._last_good):
+            self._start_switch(now, target, "step down")
+        return False
+
+    def _step_down_target(self, now: float, below: RadioSettings) -> RadioSettings | None:
+        """A rung slower than `below`: the SNR-based choice if that is slower still, else the
+        next rung down that is not cooling off after a failure; None at the bottom."""
+        cooling = self._cooling(now)
+        nxt = slower(self._table, below)
+        while nxt is not None and nxt.key in cooling:
+            nxt = slower(self._table, _settings_of(self, nxt))
+        if nxt is None:
+            return None
+        best = choose_target(
+            self._table, self._m.up.value, self._m.down.value, self.config.snr_margin_db, cooling
+        )
+        nxt_settings = _settings_of(self, nxt)
+        chosen = best if is_faster(self._table, nxt_settings, _settings_of(self, best)) else nxt
+        return _settings_of(self, chosen)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _running(self, now: float) -> bool:
+        if self._replies:
+            return self._send_reply(now)
+        status_due = (
+            self._status_due
+            or now >= self._last_status_at + self.config.status_interval_s
+            or (
+                now >= self._last_sent_at + self.config.keepalive_s
+                and self._pending is None
+                and self._fragments is None
+                and self._retry is None
+            )
+        )
+        if status_due:
+            return self._send_status(now)
+        if self._retry is not None or self._fragments is not None or self._pending is not None:
+            return self._send_update(now)
+        self._timers["status"] = min(
+            self._last_status_at + self.config.status_interval_s,
+            self._last_sent_at + self.config.keepalive_s,
+        )
+        return False
+
+    def _gated(self, now: float, data: bool) -> bool:
+        gate = max(self._gate_at, self._data_gate_at) if data else self._gate_at
+        if now < gate:
+            self._timers["send"] = gate
+            return True
+        return False
+
+    def _paced(self, now: float, size: int) -> None:
+        gap = timing.pacing_gap(self.config, self._settings, size)
+        peer = self._m.peer_budget
+        if peer is not None and peer > 0.8:
+            gap *= 1.0 + (peer - 0.8) * 5  # the receiver is running out: give its acks room
+        self._gate_at = now + gap
+
+    def _send_status(self, now: float) -> bool:
+        if self._gated(now, data=False):
+            return False
+        s = self._status
+        body = StatusMessage(
+            serial_state=s.serial_state,
+            fixed_mode=self._mode is RadioMode.FIXED,
+            tx_power_dbm=self._settings.tx_power_dbm,
+            airtime_used=self._airtime_used(now),
+            loss_rate=self._loss.rate or 0.0,
+            uptime_s=max(0, int(s.uptime_s)),
+            telegrams_read=s.telegrams_read,
+            crc_errors=s.crc_errors,
+            other_errors=s.other_errors,
+            interval_s=self._interval,
+            updates_sent=self._telegrams["sent"],
+            updates_acked=self._telegrams["acked"],
+            superseded=self._telegrams["superseded"],
+            downlink_rssi_dbm=self._m.down_rssi,
+            downlink_snr_db=self._m.down_snr,
+        ).encode()
+        out = self._session_send(now, "status", FrameType.STATUS, body, timing.ACK_MAX_BYTES)
+        if out is None:
+            return False
+        self._status_due = False
+        self._last_status_at = now
+        self._paced(now, len(out.frame))
+        return True
+
+    def _send_reply(self, now: float) -> bool:
+        if self._gated(now, data=False):
+            return False
+        reply = self._replies[0]
+        body = Reply(reply.command_id, reply.status, reply.text).encode()
+        out = self._session_send(now, "reply", FrameType.REPLY, body, timing.ACK_MAX_BYTES)
+        if out is None:
+            return False
+        out.expect = reply.command_id
+        reply.attempts += 1
+        self._paced(now, len(out.frame))
+        return True
+
+    def _send_update(self, now: float) -> bool:
+        if self._gated(now, data=True):
+            return False
+        retry = self._retry
+        if retry is not None:
+            if retry.counter != self._security.counter.next_value - 1:
+                # Something else was sent since: an exact resend would look like a replay.
+                self._retry = None
+                if retry.kind == "data" and self._pending is None:
+                    self._pending = retry.telegram
+                return self._send_update(now)
+            wait = self._budget_wait(now, len(retry.frame))
+            if wait > 0:
+                self._wait("budget", now + wait)
+                return False
+            if not self._resend(now, retry.frame, retry.frame_type.name):
+                return False
+            self._retry = None
+            retry.attempts += 1
+            retry.deadline = None
+            retry.sent_at = now
+            retry.settings = self._settings
+            self._outstanding = retry
+            self._last_sent_at = now
+            self._paced(now, len(retry.frame))
+            self._data_gate_at = now + self._interval
+            return True
+        if self._fragments is not None and self._pending is not None:
+            self._maybe_supersede_fragments()
+        if self._fragments is not None:
+            return self._send_fragment(now, self._fragments)
+        telegram = self._pending
+        if telegram is None:
+            return False
+        try:
+            payload = codec.encode_update(telegram, self._reference)
+        except codec.CodecError as exc:
+            self._pending = None
+            self._telegrams["encode_failed"] += 1
+            logger.warning("tx: telegram not sent: %s", exc)
+            self._event("encode_failed", error=str(exc))
+            return False
+        if len(payload) <= self._max_body(FrameType.DATA):
+            out = self._session_send(now, "data", FrameType.DATA, payload, timing.ACK_MAX_BYTES)
+            if out is None:
+                return False
+            self._pending = None
+            out.telegram = telegram
+            out.expect = codec.telegram_id(telegram)
+            self._telegrams["sent"] += 1
+            self._after_update_sent(now, len(out.frame))
+            return True
+        chunk = self._max_body(FrameType.FRAGMENT) - 2
+        try:
+            chunks = split(payload, chunk)
+        except ValueError as exc:
+            self._pending = None
+            self._telegrams["encode_failed"] += 1
+            logger.warning("tx: telegram too large to send at %s: %s", self._settings.label(), exc)
+            self._event("encode_failed", error=str(exc))
+            return False
+        self._tag = (self._tag + 1) & 0xFF
+        self._fragments = OutgoingUpdate(self._tag, chunks, telegram)
+        self._pending = None
+        self._telegrams["sent"] += 1
+        self._event("fragmented", tag=self._tag, fragments=len(chunks), bytes=len(payload))
+        return self._send_fragment(now, self._fragments)
+
+    def _maybe_supersede_fragments(self) -> None:
+        """Latest wins, but only when the newer telegram fits one frame: a multi-frame update
+        superseded by another multi-frame update would starve at slow settings."""
+        assert self._pending is not None and self._fragments is not None
+        try:
+            payload = codec.encode_update(self._pending, self._reference)
+        except codec.CodecError:
+            return
+        if len(payload) <= self._max_body(FrameType.DATA):
+            self._telegrams["superseded"] += 1
+            self._event("fragments_superseded", tag=self._fragments.tag)
+            self._fragments = None
+
+    def _send_fragment(self, now: float, update: OutgoingUpdate) -> bool:
+        index = update.next_index()
+        if index is None:  # everything held but never confirmed: start over with the newest
+            self._fragments = None
+            if self._pending is None:
+                self._pending = update.telegram
+            return self._send_update(now)
+        body = update.body(index)
+        out = self._session_send(now, "fragment", FrameType.FRAGMENT, body, timing.ACK_MAX_BYTES)
+        if out is None:
+            return False
+        update.last_index = index
+        out.telegram = update.telegram
+        out.expect = codec.telegram_id(update.telegram)
+        out.fragment_index = index
+        self._after_update_sent(now, len(out.frame))
+        return True
+
+    def _after_update_sent(self, now: float, size: int) -> None:
+        self._telegrams["frames"] += 1
+        self._typical_bytes += 0.1 * (size - self._typical_bytes)
+        self._paced(now, size)
+        self._data_gate_at = now + self._interval
+
+    # -- answers --------------------------------------------------------------------------
+
+    def _on_frame(self, now: float, frame: ReceivedFrame) -> None:
+        if frame.payload == self._last_accepted_raw:
+            self._telegrams["duplicate_acks"] += 1
+            return
+        try:
+            sealed = self._security.parse(frame.payload)
+            frame_type = sealed.header.frame_type
+            if frame_type is FrameType.CHALLENGE:
+                self._on_challenge(now, sealed, frame)
+            elif frame_type is FrameType.RESYNC:
+                self._on_resync(now, sealed)
+            else:
+                _, body, _ = self._security.open_session(sealed)
+                ack = _decode(Ack.decode, body)
+                self._last_accepted_raw = sealed.raw
+                self._on_ack(now, ack, frame)
+        except FrameError as error:
+            self._reject(now, error, frame)
+
+    def _measure(self, report: Report, sent_with: RadioSettings, frame: ReceivedFrame) -> None:
+        m = self._m
+        deficit = self._max_power - sent_with.tx_power_dbm
+        m.up.add(report.snr_db, sent_with.bw_hz, deficit)
+        m.down.add(frame.snr_db, frame.settings.bw_hz)
+        m.up_rssi, m.up_snr = report.rssi_dbm, report.snr_db
+        m.down_rssi, m.down_snr = frame.rssi_dbm, frame.snr_db
+        m.peer_budget = report.budget_used
+        self._samples += 1
+
+    def _on_ack(self, now: float, ack: Ack, frame: ReceivedFrame) -> None:
+        out = self._outstanding
+        matched = (
+            out is not None
+            and out.deadline is not None
+            and ack.counter_low == out.counter & 0xFFFF
+            and out.frame_type is not FrameType.DISCOVER
+        )
+        if ack.command is not None and ack.command_id is not None:
+            self._on_command(now, ack.command_id, ack.command)
+        if not matched or out is None:
+            self._event("late_ack", ack_kind=ack.kind.name)
+            return
+        self._outstanding = None
+        self._measure(ack.report, out.settings, frame)
+        self._last_ack_at = now
+        self._consecutive_failures = 0
+        self._loss.record(True)
+        handler = _ACK_HANDLERS.get(out.kind)
+        if handler is not None:
+            handler(self, now, out, ack)
+        if self._state == "running":
+            self._evaluate(now)
+
+    def _ack_switch(self, now: float, out: _Outstanding, ack: Ack) -> None:
+        if ack.kind is not AckKind.SWITCH or ack.value & 0xFF != out.expect:
+            return
+        plan = self._switch
+        if plan is None:
+            return
+        if ack.value >> 8:
+            self._failed[(plan.target.sf, plan.target.bw_hz)] = _Failure(
+                now + self.config.failed_cooldown_s
+            )
+            self._switch = None
+            self._event("switch_refused", target=plan.target.label())
+            self._set_state("running", "switch refused")
+            return
+        self._enter_probing(now, acked=True)
+
+    def _ack_probe(self, now: float, out: _Outstanding, ack: Ack) -> None:
+        self._probe_result(now, ack.kind is AckKind.PROBE and ack.value == out.expect)
+
+    def _ack_update(self, now: float, out: _Outstanding, ack: Ack) -> None:
+        telegram = out.telegram
+        assert telegram is not None
+        if ack.kind is AckKind.DATA and ack.value == out.expect:
+            self._reference = telegram
+            self._telegrams["acked"] += 1
+            if out.kind == "fragment":
+                self._fragments = None
+            return
+        if ack.kind is AckKind.FRAGMENT and self._fragments is not None:
+            self._fragments.held = ack.value & ((1 << self._fragments.count) - 1)
+            return
+        # NAK (or an id that does not match): the receiver lacks the reference or the update
+        # did not rebuild. Send a key update next; the newest telegram if there is one.
+        self._telegrams["nak"] += 1
+        self._reference = None
+        self._fragments = None
+        if self._pending is None:
+            self._pending = telegram
+        self._event("update_rejected", ack_kind=ack.kind.name, value=ack.value)
+
+    def _ack_status(self, now: float, out: _Outstanding, ack: Ack) -> None:
+        return
+
+    def _ack_reply(self, now: float, out: _Outstanding, ack: Ack) -> None:
+        if self._replies and self._replies[0].command_id == out.expect:
+            reply = self._replies.popleft()
+            reply.acked = True
+            if reply.then_run is not None:
+                self._emit(reply.then_run)
+
+    def _on_timeout(self, now: float, out: _Outstanding) -> None:
+        if out.kind == "discover":
+            self._discover_failed(now)
+            return
+        if out.kind == "probe":
+            # A failed probe says nothing about the setting we return to: not counted as loss.
+            self._probe_result(now, ok=False)
+            return
+        self._loss.record(False)
+        self._consecutive_failures += 1
+        if out.kind == "switch":
+            self._enter_probing(now, acked=False)
+            return
+        if out.kind in ("data", "fragment"):
+            self._telegrams["unacked"] += 1
+            newer = self._pending is not None and out.kind == "data"
+            if out.attempts <= self.config.max_retries and not newer:
+                self._retry = out
+            elif out.kind == "data" and not newer:
+                self._telegrams["lost"] += 1
+        elif out.kind == "reply" and self._replies:
+            reply = self._replies[0]
+            if reply.attempts >= self.config.reply_attempts:
+                self._replies.popleft()
+                if reply.then_run is not None:
+                    self._emit(reply.then_run)
+        if self._state == "running":
+            self._check_lost(now)
+            if self._state == "running":
+                self._evaluate(now)
+
+    def _check_lost(self, now: float) -> None:
+        if (
+            self._consecutive_failures >= self.config.link_lost_after
+            and now - self._last_ack_at >= self.config.link_lost_min_s
+        ):
+            self._go_rendezvous(
+                now,
+                f"{self._consecutive_failures} frames unanswered for {now - self._last_ack_at:.0f} s",
+            )
+
+    # -- tuning -------------------------------------------------------------------------------
+
+    def _evaluate(self, now: float) -> None:
+        """Decide whether to re-tune (running state only)."""
+        if self._mode is RadioMode.FIXED:
+            self._evaluate_fixed(now)
+            return
+        current = find(self._table, self._settings)
+        rate = self._loss.rate
+        if (
+            now >= self._next_down_at
+            and rate is not None
+            and len(self._loss) >= min(10, self.config.loss_window)
+            and self.config.loss_retune_threshold <= rate < 1.0
+        ):
+            # Partial loss: the channel degraded but still carries some frames. (Total loss is
+            # a lost link: `_check_lost` returns to the rendezvous for a fresh measurement.)
+            self._loss.clear()
+            if self._settings.tx_power_dbm < self._max_power:
+                self._set_power(now, self._max_power, "loss")
+                return
+            target = self._step_down_target(now, self._settings)
+            if target is not None:
+                self._start_switch(now, target, f"loss {rate:.0%}")
+            return
+        if current is None or self._samples < _MIN_SAMPLES or now < self._next_tune_at:
+            return
+        up, down = self._m.up.value, self._m.down.value
+        margin = self.config.snr_margin_db
+        hysteresis = self.config.hysteresis_db
+        best = choose_target(self._table, up, down, margin + hysteresis, self._cooling(now))
+        if is_faster(self._table, _settings_of(self, best), self._settings):
+            self._next_tune_at = now + self.config.retune_interval_s
+            self._start_switch(now, _settings_of(self, best), "margin up")
+            return
+        deficit = self._max_power - self._settings.tx_power_dbm
+        current_margin = margin_db(current, up, down, deficit)
+        if current_margin is not None and current_margin < margin - hysteresis:
+            if deficit > 0:
+                self._set_power(now, self._max_power, "margin down")
+                return
+            fallback = choose_target(self._table, up, down, margin, self._cooling(now))
+            if is_faster(self._table, self._settings, _settings_of(self, fallback)):
+                self._next_tune_at = now + self.config.retune_interval_s
+                self._start_switch(now, _settings_of(self, fallback), "margin down")
+            return
+        if self.config.power_control and current is self._table[0] and now >= self._next_power_at:
+            self._power_control(now, current)
+
+    def _evaluate_fixed(self, now: float) -> None:
+        """Fixed mode: go to the fixed settings (again, after a cooldown if they failed)."""
+        target = self._desired_target(now)
+        if target is None or now < self._next_tune_at:
+            return
+        if (target.sf, target.bw_hz) in self._cooling(now):
+            return
+        if not _same_rung(target, self._settings):
+            self._next_tune_at = now + self.config.retune_interval_s
+            self._start_switch(now, target, "fixed settings")
+        elif target.tx_power_dbm != self._settings.tx_power_dbm:
+            self._set_power(now, target.tx_power_dbm, "fixed settings")
+
+    def _power_control(self, now: float, current: Candidate) -> None:
+        up = self._m.up.value
+        if up is None:
+            return
+        power = self._settings.tx_power_dbm
+        uplink_margin = up - (self._max_power - power) - current.required_125_db
+        wanted = self.config.snr_margin_db + self.config.power_headroom_db
+        new = power
+        if uplink_margin > wanted + 1:
+            new = max(self.config.min_tx_power_dbm, power - math.floor(uplink_margin - wanted))
+        elif uplink_margin < wanted - self.config.hysteresis_db:
+            new = min(self._max_power, power + math.ceil(wanted - uplink_margin))
+        if new != power:
+            self._set_power(now, new, f"uplink margin {uplink_margin:.1f} dB")
+
+    def _set_power(self, now: float, power: int, reason: str) -> None:
+        self._configure(self._settings.replace(tx_power_dbm=power), f"power: {reason}")
+        self._next_power_at = now + self.config.retune_interval_s
+        self._samples = 0
+        self._event("power", tx_power=power, reason=reason)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _on_command(self, now: float, command_id: int, command: Command) -> None:
+        done = self._done.get(command_id)
+        if done is not None:
+            if done.acked and done not in self._replies:
+                done.acked = False
+                done.attempts = 0
+                self._replies.append(done)
+            return
+        status, text, then_run = self._execute(now, command)
+        reply = _Reply(command_id, status, text, then_run=then_run)
+        self._done[command_id] = reply
+        while len(self._done) > _COMMAND_MEMORY:
+            self._done.popitem(last=False)
+        self._replies.append(reply)
+        self._event("command", command=str(command), command_id=command_id, status=status.name)
+
+    def _execute(self, now: float, command: Command) -> tuple[ReplyStatus, str, RunCommand | None]:
+        code = command.code
+        if code is CommandCode.INFO:
+            return ReplyStatus.OK, self._info(now), None
+        if code is CommandCode.RETUNE:
+            self._failed.clear()
+            self._next_tune_at = now
+            self._samples = max(self._samples, _MIN_SAMPLES)
+            if self._mode is RadioMode.AUTO and self._state == "running":
+                target = self._desired_target(now)
+                if target is not None and not _same_rung(target, self._settings):
+                    self._start_switch(now, target, "retune command")
+                    return ReplyStatus.OK, f"retuning to {target.label()}", None
+            return ReplyStatus.OK, f"staying at {self._settings.label()}", None
+        if code is CommandCode.SET_INTERVAL:
+            assert command.interval_s is not None
+            self._interval = command.interval_s
+            self._persist()
+            return ReplyStatus.OK, f"interval {self._interval:g} s", None
+        if code is CommandCode.SET_RADIO_AUTO:
+            self._mode = RadioMode.AUTO
+            self._persist()
+            self._next_tune_at = now
+            return ReplyStatus.OK, "radio auto", None
+        if code is CommandCode.SET_RADIO_FIXED:
+            assert command.sf is not None and command.bw_hz is not None
+            fixed = FixedRadio(command.sf, command.bw_hz, command.tx_power_dbm)
+            try:
+                target = self.config.fixed_settings(fixed)
+                self.config.region.check(target)
+            except (RegionError, ValueError) as exc:
+                return ReplyStatus.ERROR, str(exc), None
+            self._mode, self._fixed = RadioMode.FIXED, fixed
+            self._failed.pop((target.sf, target.bw_hz), None)
+            self._persist()
+            self._next_tune_at = now
+            if self._state == "running":
+                self._evaluate_fixed(now)
+            return ReplyStatus.OK, f"radio fixed {fixed.label()}", None
+        if code is CommandCode.RESTART:
+            return ReplyStatus.OK, "restarting", RunCommand("restart")
+        assert code is CommandCode.LOG_LEVEL  # the enum is exhausted above
+        self._emit(RunCommand("log_level", command.log_level))
+        return ReplyStatus.OK, f"log level {command.log_level}", None
+
+    def _info(self, now: float) -> str:
+        loss = self._loss.rate
+        return (
+            f"{self._state} {self._settings.label()} {self._settings.tx_power_dbm}dBm "
+            f"{self._mode.value} int={self._interval:g}s "
+            f"air={self._airtime_used(now):.1%} loss={'-' if loss is None else f'{loss:.0%}'} "
+            f"up={int(self._status.uptime_s or now - self._started_at)}s "
+            f"sent={self._telegrams['sent']} acked={self._telegrams['acked']}"
+        )
+
+    def _persist(self) -> None:
+        self._emit(
+            PersistState(
+                TxPersistentState(
+                    self._last_good.replace(tx_power_dbm=self._max_power),
+                    self._mode,
+                    self._fixed,
+                    self._interval,
+                )
+            )
+        )
+
+
+def _same_rung(a: RadioSettings, b: RadioSettings) -> bool:
+    return a.sf == b.sf and a.bw_hz == b.bw_hz
+
+
+def _settings_of(link: TxLink, candidate: Candidate) -> RadioSettings:
+    return link.config.settings(candidate.sf, candidate.bw_hz)
+
+
+def _decode(parse: Callable[[bytes], _T], body: bytes) -> _T:
+    try:
+        return parse(body)
+    except MessageError as exc:
+        raise FrameError(RejectReason.MALFORMED, str(exc)) from None
+
+
+_ACK_HANDLERS: dict[str, Callable[[TxLink, float, _Outstanding, Ack], None]] = {
+    "switch": TxLink._ack_switch,
+    "probe": TxLink._ack_probe,
+    "data": TxLink._ack_update,
+    "fragment": TxLink._ack_update,
+    "status": TxLink._ack_status,
+    "reply": TxLink._ack_reply,
+}
