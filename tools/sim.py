@@ -1,0 +1,879 @@
+"""The link simulator: a whole p1-lora link on a virtual clock, and the metrics it produced.
+
+`Simulation` builds what a real installation has, minus the hardware: a meter (the virtual
+meter, or a capture replayed byte for byte), a `TxRuntime` and an `RxRuntime` with the real
+link state machines, codec and crypto, each driving the real SX127x driver on the
+register-level emulator, both chips on one simulated RF channel (path loss, noise, fading,
+random loss, collisions, half duplex). Everything runs on one `VirtualClock`, so an hour of link
+time takes seconds and every run with the same seed is the same run.
+
+It is a harness as much as a command: tests drive it step by step (`run_until`), change the
+channel (`set_path_loss`), reboot either side with its state store (`restart_tx`,
+`restart_rx`), add a third radio (`add_radio`: an attacker replaying and forging frames) and
+read the `metrics()`; `p1-lora sim` (`tools.sim_command`) prints them; the ESP32 baseline
+(`tools.esp32_baseline`) reuses the loop, the meter and the recorders on its own channel.
+
+How time advances (`NodeLoop`): the loop jumps to the earliest of the clock's next scheduled
+event (a frame ending, a TX watchdog), every node's deadline and the next scenario action, runs
+what is due, and steps every node whose deadline passed or whose `wakeup` was set. Nodes are
+stepped in a fixed order (meter, transmitter, receiver) so a telegram submitted at time t is
+seen by the transmitter at t.
+
+Metrics are computed from what was observed (`SideRecorder` sees every frame through the
+runtime's observer hooks), not from the links' own counters: the duty cycle is the largest
+airtime in any sliding hour of the transmission log, delivered telegrams are compared byte for
+byte with what the meter produced.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import hashlib
+import heapq
+import itertools
+import logging
+import math
+import random
+import threading
+import time
+from array import array
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from p1lora.common.clock import VirtualClock
+from p1lora.common.link import (
+    FixedRadio,
+    LinkConfig,
+    LinkEventAction,
+    LinkReport,
+    RadioMode,
+    Transmit,
+)
+from p1lora.common.radio_types import RadioSettings, ReceivedFrame
+from p1lora.common.regions import SubBand, get_region
+from p1lora.hardware.channel import LogDistance, SimChannel
+from p1lora.hardware.factory import open_radio
+from p1lora.hardware.sx127x import SX127x
+from p1lora.receiver.runtime import BaseSink, RxRuntime
+from p1lora.service.link_runtime import RuntimeObserver
+from p1lora.service.state_store import StateStore
+from p1lora.transmitter.capture_replay import CaptureReplay
+from p1lora.transmitter.runtime import TxRuntime
+from p1lora.transmitter.virtual_meter import VirtualMeter
+
+__all__ = [
+    "DEFAULT_PATH_LOSS_DB",
+    "HOUR_S",
+    "DeliveryRecorder",
+    "MeterNode",
+    "NodeLoop",
+    "SendRecord",
+    "SideRecorder",
+    "SimMetrics",
+    "SimOptions",
+    "Simulation",
+    "SimulationError",
+    "build_channel",
+    "convergence_time",
+    "digest",
+    "gap_metrics",
+    "max_window_airtime",
+    "median",
+    "percentile",
+    "positions",
+    "settings_timeline",
+    "sim_psk",
+    "telegram_feed",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PATH_LOSS_DB = 100.0
+HOUR_S = 3600.0
+#: Frame types that carry telegram updates (their sizes are the "frame bytes" metrics).
+UPDATE_FRAMES = frozenset({"DATA", "FRAGMENT"})
+#: Frames spent finding each other (counted by p1-lora against the budget like all others).
+HANDSHAKE_FRAMES = frozenset({"DISCOVER", "CHALLENGE", "RESYNC"})
+#: Frames spent choosing and confirming settings (transmitter side).
+TUNING_FRAMES = frozenset({"SWITCH", "PROBE"})
+#: Time comparisons closer than this are equal (float rounding of sums of times).
+_EPSILON_S = 1e-9
+#: Loop iterations at one instant before the simulation is declared stuck (a livelock bug).
+_MAX_SPINS = 100_000
+
+
+class SimulationError(RuntimeError):
+    """The simulation cannot continue (a node keeps asking to run at the same instant)."""
+
+
+# ---------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    """One simulated installation. Invalid values raise ValueError with a clear message
+    (`link_config()` raises `RegionError`, a ValueError, for settings the region forbids)."""
+
+    duration_s: float = HOUR_S
+    #: Path loss between the two radios; None means `distance_m` (or the default loss).
+    path_loss_db: float | None = None
+    #: Distance between the radios for the log-distance model (instead of `path_loss_db`).
+    distance_m: float | None = None
+    path_loss_exponent: float = 3.0
+    #: Extra random loss of each frame (both directions).
+    frame_loss: float = 0.0
+    #: Per-frame Gaussian fading (standard deviation, dB).
+    fading_db: float = 0.0
+    noise_figure_db: float = 6.0
+    region: str = "EU868"
+    frequency_hz: int | None = None
+    tx_power_dbm: int | None = None
+    profile: str = "dsmr5"
+    #: A telegram capture to replay (looped) instead of the virtual meter.
+    meter_file: str | None = None
+    seed: int = 1
+    #: Path-loss changes over time: (at seconds, new path loss dB).
+    degrade: tuple[tuple[float, float], ...] = ()
+    #: Fixed radio settings instead of auto-tuning.
+    fixed: FixedRadio | None = None
+    #: Minimum seconds between telegrams sent (the `set interval` command).
+    interval_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        checks: tuple[tuple[bool, str], ...] = (
+            (math.isfinite(self.duration_s) and self.duration_s > 0, "duration must be > 0 s"),
+            (
+                self.path_loss_db is None or 0 <= self.path_loss_db <= 250,
+                "path loss must be within 0..250 dB",
+            ),
+            (
+                self.distance_m is None or 0 < self.distance_m <= 1_000_000,
+                "distance must be within 0..1000000 m",
+            ),
+            (
+                self.path_loss_db is None or self.distance_m is None,
+                "give either a path loss or a distance, not both",
+            ),
+            (1.5 <= self.path_loss_exponent <= 6, "path loss exponent must be within 1.5..6"),
+            (0 <= self.frame_loss <= 1, "frame loss must be a probability within 0..1"),
+            (0 <= self.fading_db <= 30, "fading must be within 0..30 dB"),
+            (0 <= self.noise_figure_db <= 30, "noise figure must be within 0..30 dB"),
+            (0 <= self.interval_s <= 3600, "interval must be within 0..3600 s"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        for at, loss in self.degrade:
+            if not (math.isfinite(at) and at >= 0 and 0 <= loss <= 250):
+                raise ValueError(
+                    f"path-loss change {at:g}:{loss:g} is not a time >= 0 s and 0..250 dB"
+                )
+
+    @property
+    def effective_path_loss_db(self) -> float | None:
+        """The explicit path loss (None when the distance model applies)."""
+        if self.distance_m is not None:
+            return None
+        return DEFAULT_PATH_LOSS_DB if self.path_loss_db is None else self.path_loss_db
+
+    def link_config(self) -> LinkConfig:
+        """Both sides' link configuration for this installation."""
+        mode = RadioMode.FIXED if self.fixed is not None else RadioMode.AUTO
+        return LinkConfig(
+            region=get_region(self.region),
+            frequency_hz=self.frequency_hz,
+            tx_power_dbm=self.tx_power_dbm,
+            mode=mode,
+            fixed=self.fixed,
+            min_interval_s=self.interval_s,
+        )
+
+
+def sim_psk(seed: int) -> bytes:
+    """The simulation's pre-shared key: derived from the seed (a simulation has no secrets)."""
+    return hashlib.sha256(f"p1lora-sim-psk:{seed}".encode()).digest()
+
+
+def build_channel(options: SimOptions, clock: VirtualClock, *, salt: str = "") -> SimChannel:
+    """The RF channel of `options` on `clock` (its own seeded random stream)."""
+    model = LogDistance(options.path_loss_exponent) if options.distance_m is not None else None
+    seed = int.from_bytes(hashlib.sha256(f"{options.seed}:channel{salt}".encode()).digest()[:8])
+    return SimChannel(
+        clock,
+        seed=seed,
+        path_loss_db=options.effective_path_loss_db or DEFAULT_PATH_LOSS_DB,
+        model=model,
+        noise_figure_db=options.noise_figure_db,
+        loss_probability=options.frame_loss,
+        fading_sigma_db=options.fading_db,
+    )
+
+
+def positions(options: SimOptions) -> dict[str, tuple[float, float] | None]:
+    """Where the two radios stand (only the distance model uses positions)."""
+    if options.distance_m is None:
+        return {"tx": None, "rx": None}
+    return {"tx": (0.0, 0.0), "rx": (options.distance_m, 0.0)}
+
+
+def telegram_feed(options: SimOptions) -> Iterator[tuple[float, bytes]]:
+    """(t, telegram) from the capture (looped) or the virtual meter; raises ValueError
+    (`ReplayError`, unknown profile) with a clear message."""
+    if options.meter_file is not None:
+        replay = CaptureReplay.from_file(Path(options.meter_file), loop=True)
+        return iter(replay)
+    return iter(VirtualMeter(options.profile, options.seed))
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+class Node(Protocol):
+    """Anything the loop steps (runtimes, the meter, the baseline's nodes)."""
+
+    wakeup: threading.Event
+
+    def step(self, now: float) -> float | None:
+        """Do what is due; return the next deadline."""
+
+
+@dataclass
+class _Entry:
+    node: Node
+    order: int
+    deadline: float | None = 0.0
+
+
+class NodeLoop:
+    """Steps nodes on a `VirtualClock` (see the module docstring)."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        self._nodes: dict[str, _Entry] = {}
+        self._actions: list[tuple[float, int, Callable[[], None]]] = []
+        self._sequence = itertools.count()
+
+    def add(self, name: str, node: Node, order: int) -> None:
+        """Step `node` (lower `order` first at the same instant) from now on."""
+        self._nodes[name] = _Entry(node, order, self.clock.now())
+        self._nodes = dict(sorted(self._nodes.items(), key=lambda item: item[1].order))
+
+    def remove(self, name: str) -> None:
+        self._nodes.pop(name, None)
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        """Run `action` at virtual time `when`, outside any clock callback (so it may build
+        radios, which wait on the clock while resetting the chip)."""
+        heapq.heappush(self._actions, (when, next(self._sequence), action))
+
+    def run_until(self, end: float) -> None:
+        spins = 0
+        last = -math.inf
+        while True:
+            now = self.clock.now()
+            candidates = [self.clock.next_event_time()]
+            candidates += [e.deadline for e in self._nodes.values()]
+            if self._actions:
+                candidates.append(self._actions[0][0])
+            if any(e.node.wakeup.is_set() for e in self._nodes.values()):
+                candidates.append(now)
+            due = [t for t in candidates if t is not None]
+            if not due:
+                break
+            t = max(min(due), now)
+            if t > end:
+                break
+            spins = spins + 1 if t == last else 0
+            if spins > _MAX_SPINS:
+                raise SimulationError(f"the simulation is stuck at t={t:.6f} s")
+            last = t
+            if t > now:
+                self.clock.advance_to(t)
+            self._run_actions()
+            self._step_nodes()
+        if self.clock.now() < end:
+            self.clock.advance_to(end)
+
+    def _run_actions(self) -> None:
+        now = self.clock.now()
+        while self._actions and self._actions[0][0] <= now:
+            _, _, action = heapq.heappop(self._actions)
+            action()
+
+    def _step_nodes(self) -> None:
+        for entry in list(self._nodes.values()):
+            now = self.clock.now()
+            if entry.node.wakeup.is_set() or (entry.deadline is not None and entry.deadline <= now):
+                entry.node.wakeup.clear()
+                entry.deadline = entry.node.step(now)
+
+
+class MeterNode:
+    """Feeds telegrams at their meter times to whatever `target` currently is."""
+
+    def __init__(
+        self, feed: Iterator[tuple[float, bytes]], target: Callable[[bytes, float], None]
+    ) -> None:
+        self.wakeup = threading.Event()
+        self._feed = feed
+        self._target = target
+        self._next: tuple[float, bytes] | None = next(feed, None)
+
+    def step(self, now: float) -> float | None:
+        while self._next is not None and self._next[0] <= now:
+            t, raw = self._next
+            self._target(raw, t)
+            self._next = next(self._feed, None)
+        return None if self._next is None else self._next[0]
+
+
+# ---------------------------------------------------------------------------- recording
+
+
+@dataclass(frozen=True, slots=True)
+class SendRecord:
+    """One frame on air."""
+
+    start: float
+    airtime: float
+    nbytes: int
+    frame_type: str
+    settings: RadioSettings
+
+    @property
+    def end(self) -> float:
+        return self.start + self.airtime
+
+
+class SideRecorder(RuntimeObserver):
+    """Everything one side did on air, observed through the runtime's hooks.
+
+    Frame bytes are kept only with `keep_payloads` (tests replay them); a week-long run would
+    otherwise hold every frame in memory.
+    """
+
+    def __init__(self, role: str, *, keep_payloads: bool = False) -> None:
+        self.role = role
+        self.keep_payloads = keep_payloads
+        self.sent: list[SendRecord] = []
+        self.received = 0
+        self.rejected: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.settings: list[tuple[float, RadioSettings, str]] = []
+        self.payloads: list[tuple[float, bytes, RadioSettings]] = []
+
+    def frame_sent(self, now: float, transmit: Transmit, airtime_s: float) -> None:
+        self.sent.append(
+            SendRecord(
+                now, airtime_s, len(transmit.payload), transmit.frame_type, transmit.settings
+            )
+        )
+        if self.keep_payloads:
+            self.payloads.append((now, transmit.payload, transmit.settings))
+
+    def frame_received(self, frame: ReceivedFrame, rejected: str | None) -> None:
+        self.received += 1
+
+    def configured(self, now: float, settings: RadioSettings, reason: str) -> None:
+        if not self.settings or self.settings[-1][1] != settings:
+            self.settings.append((now, settings, reason))
+
+    def link_event(self, now: float, event: LinkEventAction) -> None:
+        self.events[event.kind] += 1
+        if event.kind == "frame_rejected":
+            self.rejected[str(event.fields.get("reason", "unknown"))] += 1
+
+    def airtime(self, types: frozenset[str] | None = None) -> float:
+        return sum(s.airtime for s in self.sent if types is None or s.frame_type in types)
+
+
+class DeliveryRecorder(BaseSink):
+    """The receiver's deliveries.
+
+    `delivered` holds (received at, telegram, link report) of the last `keep` deliveries (all
+    when `keep` is None); `times` and `digests` hold every delivery compactly for the metrics.
+    """
+
+    def __init__(self, keep: int | None = None) -> None:
+        self.delivered: deque[tuple[float, bytes, LinkReport]] = deque(maxlen=keep)
+        self.times: array[float] = array("d")
+        self.digests: list[bytes] = []
+        self.statuses = 0
+        self.replies: list[object] = []
+
+    def telegram(self, raw: bytes, received_at: float, report: LinkReport) -> None:
+        self.delivered.append((received_at, raw, report))
+        self.times.append(received_at)
+        self.digests.append(digest(raw))
+
+    @property
+    def count(self) -> int:
+        return len(self.times)
+
+    def status(self, status: object, received_at: float, report: LinkReport) -> None:
+        self.statuses += 1
+
+    def command_reply(self, reply: object) -> None:
+        self.replies.append(reply)
+
+
+# ---------------------------------------------------------------------------- metrics helpers
+
+
+def digest(raw: bytes) -> bytes:
+    """A compact identity for a telegram (metrics compare telegrams without keeping them)."""
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def max_window_airtime(sent: Sequence[SendRecord], window: float = HOUR_S) -> float:
+    """Largest airtime within any `window` seconds, sliding. A frame counts in full while any
+    part of it lies inside the window, as a duty-cycle budget counts it, so the sum peaks when
+    a frame starts: evaluated for the window ending at every frame start. A frame that ended
+    exactly when the window begins is out of it (as in the budget); `_EPSILON_S` absorbs the
+    float rounding of "end + window == start", which would otherwise count it in."""
+    frames = sorted(sent, key=lambda s: s.start)
+    starts = [s.start for s in frames]
+    by_start = list(itertools.accumulate((s.airtime for s in frames), initial=0.0))
+    ended = sorted((s.end, s.airtime) for s in frames)
+    ends = [e for e, _ in ended]
+    by_end = list(itertools.accumulate((a for _, a in ended), initial=0.0))
+    best = 0.0
+    for frame in frames:
+        begun = bisect.bisect_right(starts, frame.start)
+        gone = bisect.bisect_right(ends, frame.start - window + _EPSILON_S)
+        best = max(best, by_start[begun] - by_end[gone])
+    return best
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """Nearest-rank percentile (None for no values)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def median(values: Sequence[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def settings_timeline(
+    changes: Sequence[tuple[float, RadioSettings, str]],
+) -> list[list[float | int]]:
+    """[[t, SF, BW kHz, TX power dBm], ...] with consecutive duplicates removed."""
+    out: list[list[float | int]] = []
+    for t, s, _ in changes:
+        row: list[float | int] = [round(t, 3), s.sf, s.bw_hz / 1000, s.tx_power_dbm]
+        if not out or out[-1][1:] != row[1:]:
+            out.append(row)
+    return out
+
+
+def convergence_time(changes: Sequence[tuple[float, RadioSettings, str]]) -> float | None:
+    """When the transmitter arrived at the SF/BW it kept until the end (power aside)."""
+    if not changes:
+        return None
+    final = (changes[-1][1].sf, changes[-1][1].bw_hz)
+    at = changes[-1][0]
+    for t, s, _ in reversed(changes):
+        if (s.sf, s.bw_hz) != final:
+            break
+        at = t
+    return at
+
+
+def gap_metrics(times: Sequence[float], end: float) -> tuple[float | None, float | None]:
+    """(first delivery, longest gap after it, the tail to `end` included)."""
+    if not times:
+        return None, None
+    ordered = sorted(times)
+    gaps = [b - a for a, b in itertools.pairwise(ordered)]
+    gaps.append(max(0.0, end - ordered[-1]))
+    return ordered[0], max(gaps)
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# ---------------------------------------------------------------------------- the simulation
+
+
+@dataclass
+class _Side:
+    radio: SX127x
+    recorder: SideRecorder
+    store: StateStore
+    down: bool = False
+    boots: int = 1
+
+
+@dataclass
+class SimMetrics:
+    """The numbers of one run (`as_dict()` is the `--json` object)."""
+
+    values: dict[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.values)
+
+    def __getitem__(self, key: str) -> object:
+        return self.values[key]
+
+    def number(self, key: str) -> float:
+        """A numeric metric (TypeError when it is missing a value, e.g. no delivery yet)."""
+        value = self.values[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"metric {key!r} is {value!r}, not a number")
+        return float(value)
+
+
+class Simulation:
+    """A complete p1-lora link on a virtual clock (see the module docstring)."""
+
+    def __init__(
+        self,
+        options: SimOptions | None = None,
+        *,
+        feed: Iterator[tuple[float, bytes]] | None = None,
+        config: LinkConfig | None = None,
+        rx_config: LinkConfig | None = None,
+        on_restart: Callable[[], None] | None = None,
+        on_log_level: Callable[[str], None] | None = None,
+        keep_telegrams: int | None = None,
+        keep_payloads: bool = False,
+    ) -> None:
+        self.options = options or SimOptions()
+        #: What the transmitter's daemon would do on `restart` / `log level` commands.
+        self.on_restart = on_restart
+        self.on_log_level = on_log_level or (lambda level: None)
+        self.config = config or self.options.link_config()
+        self.rx_config = rx_config or self.config
+        self.clock = VirtualClock(0.0)
+        self.loop = NodeLoop(self.clock)
+        self.channel = build_channel(self.options, self.clock)
+        self.psk = sim_psk(self.options.seed)
+        self._positions = positions(self.options)
+        self.deliveries = DeliveryRecorder(keep_telegrams)
+        self.missed_while_down = 0
+        #: Meter times of every telegram read, and per telegram (by digest) when it was read.
+        self._read_at: array[float] = array("d")
+        self._read_times: dict[bytes, list[float]] = {}
+        self._wall = 0.0
+        self._rngs = {
+            role: random.Random(f"p1lora-sim:{self.options.seed}:{role}") for role in ("tx", "rx")
+        }
+        self._tx_side = _Side(
+            self._open("tx"),
+            SideRecorder("tx", keep_payloads=keep_payloads),
+            StateStore.memory("tx"),
+        )
+        self._rx_side = _Side(
+            self._open("rx"),
+            SideRecorder("rx", keep_payloads=keep_payloads),
+            StateStore.memory("rx"),
+        )
+        self.tx: TxRuntime = self._new_tx()
+        self.rx: RxRuntime = self._new_rx()
+        self.meter = MeterNode(feed or telegram_feed(self.options), self._submit)
+        self.loop.add("meter", self.meter, 0)
+        self.loop.add("tx", self.tx, 1)
+        self.loop.add("rx", self.rx, 2)
+        explicit = self.options.effective_path_loss_db
+        if explicit is not None:
+            self.channel.set_path_loss("tx", "rx", explicit)
+        for at, loss in self.options.degrade:
+            self.loop.at(at, functools.partial(self.set_path_loss, loss))
+
+    # ------------------------------------------------------------------ building
+
+    def _open(self, name: str) -> SX127x:
+        return open_radio(
+            "sim", clock=self.clock, channel=self.channel, name=name, position=self._positions[name]
+        )
+
+    def _rng(self, role: str) -> Callable[[int], bytes]:
+        return self._rngs[role].randbytes
+
+    def _new_tx(self) -> TxRuntime:
+        side = self._tx_side
+        return TxRuntime(
+            side.radio,
+            self.config,
+            self.psk,
+            self.clock.now(),
+            store=side.store,
+            rng=self._rng("tx"),
+            observers=[side.recorder],
+            on_restart=self.on_restart,
+            on_log_level=self.on_log_level,
+        )
+
+    def _new_rx(self) -> RxRuntime:
+        side = self._rx_side
+        return RxRuntime(
+            side.radio,
+            self.rx_config,
+            self.psk,
+            self.clock.now(),
+            store=side.store,
+            rng=self._rng("rx"),
+            sinks=[self.deliveries],
+            observers=[side.recorder],
+        )
+
+    def _submit(self, raw: bytes, t: float) -> None:
+        if self._tx_side.down:
+            self.missed_while_down += 1
+            return
+        self._read_at.append(t)
+        self._read_times.setdefault(digest(raw), []).append(t)
+        self.tx.submit_telegram(raw, t)
+
+    # ------------------------------------------------------------------ running
+
+    @property
+    def now(self) -> float:
+        return self.clock.now()
+
+    @property
+    def telegrams_read(self) -> int:
+        """Telegrams the meter produced while the transmitter was on."""
+        return len(self._read_at)
+
+    def was_read(self, raw: bytes) -> bool:
+        """Whether the transmitter read exactly these bytes from the meter."""
+        return digest(raw) in self._read_times
+
+    def run_until(self, end: float) -> None:
+        started = time.perf_counter()
+        try:
+            self.loop.run_until(end)
+        finally:
+            self._wall += time.perf_counter() - started
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.clock.now() + seconds)
+
+    def run(self) -> SimMetrics:
+        """Run for the configured duration and return the metrics."""
+        self.run_until(self.options.duration_s)
+        return self.metrics()
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        """Schedule a scenario action (path-loss change, reboot ...) at virtual time `when`."""
+        self.loop.at(when, action)
+
+    # ------------------------------------------------------------------ scenario controls
+
+    def set_path_loss(self, loss_db: float, direction: str = "both") -> None:
+        """Change the tx<->rx path loss; `direction` "uplink" (tx->rx) or "downlink" alone."""
+        pairs = {"both": ("tx", "rx", True), "uplink": ("tx", "rx", False)}
+        pairs["downlink"] = ("rx", "tx", False)
+        if direction not in pairs:
+            raise ValueError(f"direction must be one of {', '.join(pairs)}")
+        a, b, symmetric = pairs[direction]
+        self.channel.set_path_loss(a, b, loss_db, symmetric=symmetric)
+        logger.info("sim: path loss %s %.1f dB at t=%.1f s", direction, loss_db, self.now)
+
+    def restart_tx(self, *, down_s: float = 2.0, keep_state: bool = True) -> None:
+        """Power-cycle the transmitter now: it is off for `down_s` and boots with its state
+        store (or a fresh one: a lost SD card)."""
+        self.power_off("tx", keep_state=keep_state)
+        self.loop.at(self.now + max(0.0, down_s), lambda: self._boot_if_down("tx"))
+
+    def restart_rx(self, *, down_s: float = 2.0, keep_state: bool = True) -> None:
+        """Power-cycle the receiver (see `restart_tx`)."""
+        self.power_off("rx", keep_state=keep_state)
+        self.loop.at(self.now + max(0.0, down_s), lambda: self._boot_if_down("rx"))
+
+    def power_off(self, role: str, *, keep_state: bool = True) -> None:
+        """Switch a side off now (its radio leaves the channel; telegrams meanwhile are lost)."""
+        side = self._side(role)
+        if side.down:
+            raise RuntimeError(f"the {role} is already off")
+        self.loop.remove(role)
+        side.radio.close()
+        side.down = True
+        if not keep_state:
+            side.store = StateStore.memory(role)
+
+    def power_on(self, role: str) -> None:
+        """Switch a side on now: a new runtime on a freshly reset chip, with its state store."""
+        side = self._side(role)
+        if not side.down:
+            raise RuntimeError(f"the {role} is already on")
+        side.radio = self._open(role)
+        side.down = False
+        side.boots += 1
+        if role == "tx":
+            self.tx = self._new_tx()
+            self.loop.add("tx", self.tx, 1)
+        else:
+            self.rx = self._new_rx()
+            self.loop.add("rx", self.rx, 2)
+
+    def is_on(self, role: str) -> bool:
+        return not self._side(role).down
+
+    def _boot_if_down(self, role: str) -> None:
+        if self._side(role).down:
+            self.power_on(role)
+
+    def _side(self, role: str) -> _Side:
+        sides = {"tx": self._tx_side, "rx": self._rx_side}
+        if role not in sides:
+            raise ValueError(f"role must be 'tx' or 'rx', not {role!r}")
+        return sides[role]
+
+    def add_radio(self, name: str, position: Sequence[float] | None = None) -> SX127x:
+        """A third radio on the channel (the caller drives it: configure, send, poll)."""
+        return open_radio(
+            "sim", clock=self.clock, channel=self.channel, name=name, position=position
+        )
+
+    # ------------------------------------------------------------------ results
+
+    @property
+    def tx_log(self) -> SideRecorder:
+        return self._tx_side.recorder
+
+    @property
+    def rx_log(self) -> SideRecorder:
+        return self._rx_side.recorder
+
+    @property
+    def tx_store(self) -> StateStore:
+        return self._tx_side.store
+
+    @property
+    def rx_store(self) -> StateStore:
+        return self._rx_side.store
+
+    @property
+    def sub_band(self) -> SubBand:
+        return self.config.sub_band()
+
+    def metrics(self) -> SimMetrics:
+        """Everything `p1-lora sim --json` reports (see `tools.sim_command` for the fields)."""
+        end = self.clock.now()
+        tx, rx = self.tx_log, self.rx_log
+        read_times = self._read_times
+        latencies: list[float] = []
+        corrupt = duplicates = out_of_order = 0
+        seen: set[bytes] = set()
+        last_meter_time = -math.inf
+        delivery_times: list[float] = []
+        delivered_meter_times: list[float] = []
+        for received_at, key in zip(self.deliveries.times, self.deliveries.digests, strict=True):
+            delivery_times.append(received_at)
+            times = read_times.get(key)
+            if times is None:
+                corrupt += 1
+                continue
+            if key in seen:
+                duplicates += 1
+            seen.add(key)
+            index = bisect.bisect_right(times, received_at) - 1
+            meter_time = times[max(index, 0)]
+            delivered_meter_times.append(meter_time)
+            latencies.append(received_at - meter_time)
+            if meter_time < last_meter_time:
+                out_of_order += 1
+            last_meter_time = max(last_meter_time, meter_time)
+        first, max_gap = gap_metrics(delivery_times, end)
+        update_sizes = [float(s.nbytes) for s in tx.sent if s.frame_type in UPDATE_FRAMES]
+        band = self.sub_band
+        duty_tx = max_window_airtime(tx.sent) / HOUR_S
+        duty_rx = max_window_airtime(rx.sent) / HOUR_S
+        converged = convergence_time(tx.settings)
+        after = converged if converged is not None else math.inf
+        read_after = sum(1 for t in self._read_at if t >= after)
+        delivered_after = sum(1 for t in delivered_meter_times if t >= after)
+        final = self.tx.tx_link.settings
+        hours = max(end, 1e-9) / HOUR_S
+        delivered = self.deliveries.count
+        read = self.telegrams_read
+        values: dict[str, object] = {
+            "protocol": "p1-lora",
+            "duration_s": round(end, 3),
+            "wall_time_s": round(self._wall, 3),
+            "seed": self.options.seed,
+            "region": self.config.region.name,
+            "frequency_mhz": self.config.channel_hz / 1e6,
+            "sub_band": band.name,
+            "duty_cycle_limit": band.duty_cycle,
+            "path_loss_db": self.options.effective_path_loss_db,
+            "distance_m": self.options.distance_m,
+            "telegrams_read": read,
+            "telegrams_delivered": delivered,
+            "telegrams_corrupt": corrupt,
+            "telegrams_duplicate": duplicates,
+            "telegrams_out_of_order": out_of_order,
+            "telegrams_missed_while_down": self.missed_while_down,
+            "delivered_per_hour": round(delivered / hours, 1),
+            "delivery_ratio": _round(delivered / read if read else None, 4),
+            "telegrams_read_after_convergence": read_after,
+            "telegrams_delivered_after_convergence": delivered_after,
+            "delivery_ratio_after_convergence": _round(
+                delivered_after / read_after if read_after else None, 4
+            ),
+            "frame_bytes_median": median(update_sizes),
+            "frame_bytes_p95": percentile(update_sizes, 0.95),
+            "update_frames": len(update_sizes),
+            "frames_tx": len(tx.sent),
+            "frames_rx": len(rx.sent),
+            "airtime_s_tx": round(tx.airtime(), 3),
+            "airtime_s_rx": round(rx.airtime(), 3),
+            "duty_cycle_max_tx": round(duty_tx, 5),
+            "duty_cycle_max_rx": round(duty_rx, 5),
+            "budget_exceeded": max(duty_tx, duty_rx) > band.duty_cycle + 1e-9,
+            "handshake_airtime_s": round(
+                tx.airtime(HANDSHAKE_FRAMES) + rx.airtime(HANDSHAKE_FRAMES), 3
+            ),
+            "tuning_airtime_s": round(tx.airtime(TUNING_FRAMES), 3),
+            "latency_ms_p50": _ms(median(latencies)),
+            "latency_ms_p95": _ms(percentile(latencies, 0.95)),
+            "max_gap_s": _round(max_gap),
+            "first_delivery_s": _round(first),
+            "convergence_s": _round(converged),
+            "final_state": self.tx.tx_link.state if self.is_on("tx") else "off",
+            "final_sf": final.sf,
+            "final_bw": final.bw_hz / 1000,
+            "final_tx_power_dbm": final.tx_power_dbm,
+            "settings_timeline": settings_timeline(tx.settings),
+            "frames_rejected_tx": dict(sorted(tx.rejected.items())),
+            "frames_rejected_rx": dict(sorted(rx.rejected.items())),
+            "frames_rejected": sum(tx.rejected.values()) + sum(rx.rejected.values()),
+            "link_lost": tx.events["link_lost"],
+            "switches_committed": tx.events["switch_committed"],
+            "switches_failed": tx.events["switch_failed"],
+            "channel": _channel_stats(self.channel),
+        }
+        return SimMetrics(values)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _channel_stats(channel: SimChannel) -> dict[str, int]:
+    stats = channel.stats
+    return {
+        "frames_sent": stats.frames_sent,
+        "delivered": stats.delivered,
+        "crc_errors": stats.crc_errors,
+        "below_floor": stats.below_floor,
+        "collisions": stats.collisions,
+        "half_duplex": stats.half_duplex,
+        "random_losses": stats.random_losses,
+    }

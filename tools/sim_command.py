@@ -1,0 +1,449 @@
+"""`p1-lora sim`: a whole link on a virtual clock, and a report of how well it carried the meter.
+
+Runs `tools.sim.Simulation`: the virtual meter (`--profile`) or a capture (`--meter FILE`)
+feeds a complete transmitter and receiver (real codec, crypto and link state machines, the real
+SX127x driver on the emulator) over the simulated channel. An hour of link time takes seconds.
+`--baseline esp32` runs the seed firmware's model (`tools.esp32_baseline`) on an identical
+channel so both can be compared in one report; `--baseline esp32-legal` is the same firmware
+with every frame held to the sub-band's duty-cycle budget (the fair "same 1 % band" comparison).
+
+`--json` prints one JSON object: p1-lora's metrics at the top level and each baseline's under
+`baselines` (keyed by name). The metrics:
+
+| key | meaning |
+|-----|---------|
+| telegrams_read | telegrams the meter produced while the transmitter ran |
+| telegrams_delivered | telegrams the receiver delivered (rebuilt, verified) |
+| telegrams_corrupt | delivered but not byte-equal to any telegram the meter produced |
+| delivery_ratio(_after_convergence) | delivered / read (counting from convergence) |
+| frame_bytes_median / _p95 | on-air size of the update frames (DATA, FRAGMENT) |
+| airtime_s_tx / _rx | total airtime of each side, every frame counted |
+| duty_cycle_max_tx / _rx | largest airtime in any sliding hour / 3600 s, from the frame log |
+| budget_exceeded | either side above the sub-band's duty cycle in some hour |
+| handshake_airtime_s | DISCOVER + CHALLENGE + RESYNC airtime (both sides) |
+| tuning_airtime_s | SWITCH + PROBE airtime (transmitter) |
+| latency_ms_p50 / _p95 | meter telegram time -> delivery |
+| max_gap_s | longest time without a delivery after the first (end of run included) |
+| first_delivery_s, convergence_s | first delivery; arrival at the SF/BW kept to the end |
+| final_sf, final_bw (kHz), final_tx_power_dbm, final_state | where the link ended |
+| settings_timeline | [[t, SF, BW kHz, TX power dBm], ...] of the transmitter |
+| frames_rejected(_tx/_rx) | frames the links refused, by reason |
+
+Exit codes: 0 done, 2 bad input (with a message on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+from p1lora.common.link import FixedRadio
+from p1lora.common.radio_types import BANDWIDTHS_HZ
+from p1lora.common.regions import REGIONS, RegionError
+from p1lora.tools.esp32_baseline import BASELINES, Esp32Simulation
+from p1lora.tools.sim import SimMetrics, SimOptions, Simulation
+from p1lora.transmitter.meter_profiles import PROFILES
+
+__all__ = ["configure", "render_text", "run", "run_simulations"]
+
+logger = logging.getLogger(__name__)
+
+MAX_DURATION_S = 7 * 24 * 3600.0
+
+
+# ---------------------------------------------------------------------- argument types
+
+
+def _number(what: str, low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, not {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{what} {value:g} is outside {low:g}..{high:g}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str, what: str) -> float:
+    """Seconds, or with a unit: 90s, 30m, 2h."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    raw = text.strip().lower()
+    factor = units.get(raw[-1:], 1.0)
+    number = raw[:-1] if raw[-1:] in units else raw
+    try:
+        value = float(number) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{what} {text!r} is not a number of seconds (or 30m, 2h)"
+        ) from None
+    if not (math.isfinite(value) and 0 <= value <= MAX_DURATION_S):
+        raise argparse.ArgumentTypeError(f"{what} {text!r} is outside 0 s..7 days")
+    return value
+
+
+def _duration(text: str) -> float:
+    value = _seconds(text, "duration")
+    if value <= 0:
+        raise argparse.ArgumentTypeError("duration must be more than 0 s")
+    return value
+
+
+def _frequency(text: str) -> int:
+    value = _number("frequency", 137.0, 1020.0)(text)
+    return round(value * 1_000_000)
+
+
+def _region(text: str) -> str:
+    name = text.strip().upper()
+    if name not in REGIONS:
+        raise argparse.ArgumentTypeError(
+            f"unknown region {text!r}; choose one of {', '.join(REGIONS)}"
+        )
+    return name
+
+
+def _profile(text: str) -> str:
+    if text not in PROFILES:
+        raise argparse.ArgumentTypeError(
+            f"unknown meter profile {text!r}; choose one of {', '.join(PROFILES)}"
+        )
+    return text
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer") from None
+
+
+def _degrade(text: str) -> tuple[float, float]:
+    at, sep, loss = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(
+            f"path-loss change {text!r} must be AT:DB, e.g. 1800:135 (at 30 min, 135 dB)"
+        )
+    return _seconds(at, "time"), _number("path loss", 0.0, 250.0)(loss)
+
+
+def _fixed(text: str) -> FixedRadio:
+    parts = text.strip().upper().removeprefix("SF").replace("BW", "").split("/")
+    if len(parts) not in (2, 3) or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"fixed settings {text!r} must be SF/BW[/POWER] in kHz and dBm, e.g. 7/250 or 9/125/10"
+        )
+    sf, bw_khz = int(parts[0]), int(parts[1])
+    power = int(parts[2]) if len(parts) == 3 else None
+    if bw_khz * 1000 not in BANDWIDTHS_HZ:
+        raise argparse.ArgumentTypeError(f"bandwidth {bw_khz} kHz is not an SX127x bandwidth")
+    try:
+        return FixedRadio(sf, bw_khz * 1000, power)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Simulate a whole p1-lora link (virtual meter or capture -> transmitter -> radio channel "
+        "-> receiver) on a virtual clock and report delivery, frame sizes, airtime, duty cycle, "
+        "latency and the settings the link chose. An hour of link time takes seconds."
+    )
+    channel = parser.add_argument_group("channel")
+    where = channel.add_mutually_exclusive_group()
+    where.add_argument(
+        "--path-loss",
+        type=_number("path loss", 0.0, 250.0),
+        metavar="DB",
+        help="path loss between the radios in dB (default 100: a few walls; about 141 dB gives "
+        "SF10, 147 dB is near the SF12 limit at 14 dBm)",
+    )
+    where.add_argument(
+        "--distance",
+        type=_number("distance", 0.001, 1_000_000.0),
+        metavar="M",
+        help="distance between the radios in metres (log-distance path loss instead)",
+    )
+    channel.add_argument(
+        "--path-loss-exponent",
+        type=_number("path loss exponent", 1.5, 6.0),
+        default=3.0,
+        metavar="N",
+        help="exponent of the log-distance model for --distance (default %(default)s)",
+    )
+    channel.add_argument(
+        "--frame-loss",
+        type=_number("frame loss", 0.0, 1.0),
+        default=0.0,
+        metavar="P",
+        help="extra random loss probability of every frame, 0..1 (default %(default)s)",
+    )
+    channel.add_argument(
+        "--fading",
+        type=_number("fading", 0.0, 30.0),
+        default=0.0,
+        metavar="DB",
+        help="per-frame Gaussian fading, standard deviation in dB (default %(default)s)",
+    )
+    channel.add_argument(
+        "--noise-figure",
+        type=_number("noise figure", 0.0, 30.0),
+        default=6.0,
+        metavar="DB",
+        help="receiver noise figure in dB (default %(default)s)",
+    )
+    channel.add_argument(
+        "--degrade",
+        type=_degrade,
+        action="append",
+        default=[],
+        metavar="AT:DB",
+        help="change the path loss to DB at time AT (seconds, or 30m / 2h); repeatable, "
+        "e.g. --degrade 20m:140 --degrade 40m:100",
+    )
+    radio = parser.add_argument_group("radio and regulations")
+    radio.add_argument(
+        "--region",
+        type=_region,
+        default="EU868",
+        help=f"regulatory region: {', '.join(REGIONS)} (default %(default)s)",
+    )
+    radio.add_argument(
+        "--frequency",
+        type=_frequency,
+        metavar="MHZ",
+        help="channel in MHz (default: the region's, 869.525 in EU868); the duty-cycle budget "
+        "follows the sub-band it falls in (868.1: 1 %%, 869.525: 10 %%)",
+    )
+    radio.add_argument(
+        "--tx-power",
+        type=int,
+        metavar="DBM",
+        help="maximum TX power in dBm (default: the region's, 14 in EU868)",
+    )
+    radio.add_argument(
+        "--fixed",
+        type=_fixed,
+        metavar="SF/BW[/POWER]",
+        help="fixed radio settings instead of auto-tuning, e.g. 7/250",
+    )
+    radio.add_argument(
+        "--interval",
+        type=_number("interval", 0.0, 3600.0),
+        default=0.0,
+        metavar="S",
+        help="at least S seconds between telegrams sent (default %(default)s: every telegram)",
+    )
+    meter = parser.add_argument_group("meter")
+    source = meter.add_mutually_exclusive_group()
+    source.add_argument(
+        "--profile",
+        type=_profile,
+        default="dsmr5",
+        help=f"virtual meter profile: {', '.join(PROFILES)} (default %(default)s)",
+    )
+    source.add_argument(
+        "--meter",
+        metavar="FILE",
+        help="replay a telegram capture (looped) instead of the virtual meter",
+    )
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument(
+        "--duration",
+        type=_duration,
+        default=3600.0,
+        metavar="S",
+        help="link time to simulate, seconds or 30m / 2h (default 3600)",
+    )
+    run_group.add_argument("--seed", type=_seed, default=1, help="random seed (default 1)")
+    run_group.add_argument(
+        "--baseline",
+        choices=sorted(BASELINES),
+        action="append",
+        default=[],
+        help="also run the seed firmware's model on an identical channel: esp32 (as it is, "
+        "may exceed the duty cycle) or esp32-legal (every frame within the budget); repeatable",
+    )
+    run_group.add_argument("--json", action="store_true", help="print one JSON object")
+    run_group.add_argument(
+        "--timeline",
+        action="store_true",
+        help="list every settings change in the text report (default: the first 10)",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> SimOptions:
+    return SimOptions(
+        duration_s=args.duration,
+        path_loss_db=args.path_loss,
+        distance_m=args.distance,
+        path_loss_exponent=args.path_loss_exponent,
+        frame_loss=args.frame_loss,
+        fading_db=args.fading,
+        noise_figure_db=args.noise_figure,
+        region=args.region,
+        frequency_hz=args.frequency,
+        tx_power_dbm=args.tx_power,
+        profile=args.profile,
+        meter_file=args.meter,
+        seed=args.seed,
+        degrade=tuple(sorted(args.degrade)),
+        fixed=args.fixed,
+        interval_s=args.interval,
+    )
+
+
+def run_simulations(
+    options: SimOptions, baselines: Sequence[str] = ()
+) -> tuple[SimMetrics, dict[str, SimMetrics]]:
+    """Run p1-lora and the requested baselines with the same options."""
+    main = Simulation(options, keep_telegrams=16).run()  # metrics need no telegram bodies
+    others = {name: Esp32Simulation(options, legal=BASELINES[name]).run() for name in baselines}
+    return main, others
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.log_level is None and not os.environ.get("P1LORA_LOG_LEVEL"):
+        # A simulated hour holds thousands of link events the daemons log at INFO: noise
+        # here. Warnings (rejected frames, faults) still show; --log-level info shows all.
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        options = options_from_args(args)
+        options.link_config()  # region/frequency/power problems are reported before running
+        main, baselines = run_simulations(options, list(dict.fromkeys(args.baseline)))
+    except (ValueError, RegionError) as exc:  # also ReplayError (a ValueError)
+        print(f"p1-lora sim: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        document = main.as_dict()
+        if baselines:
+            document["baselines"] = {name: m.as_dict() for name, m in baselines.items()}
+        json.dump(document, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render_text(main, baselines, sys.stdout, timeline_rows=None if args.timeline else 10)
+    return 0
+
+
+# ---------------------------------------------------------------------- text report
+
+
+def _pct(value: object) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value * 100:.2f} %"
+
+
+def _num(value: object, unit: str = "", digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value}{unit}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}{unit}"
+    return str(value)
+
+
+def _pair(a: object, b: object, unit: str = "", digits: int = 1) -> str:
+    return f"{_num(a, '', digits)} / {_num(b, '', digits)}{unit}"
+
+
+def _delivered(m: dict[str, object]) -> str:
+    if m.get("protocol") == "p1-lora":
+        return f"{_num(m['telegrams_delivered'])} telegrams (byte-exact)"
+    return f"{_num(m['readings_delivered'])} readings (22 lossy values)"
+
+
+def _per_hour(m: dict[str, object]) -> str:
+    return _num(m.get("delivered_per_hour", m.get("readings_per_hour")))
+
+
+def _final(m: dict[str, object]) -> str:
+    power = m.get("final_tx_power_dbm")
+    suffix = f", {power} dBm" if power is not None else ""
+    bw = m["final_bw"]
+    bw_text = f"{bw:g}" if isinstance(bw, float) else str(bw)
+    return f"SF{m['final_sf']}/BW{bw_text}{suffix} ({m['final_state']})"
+
+
+def _rejected(m: dict[str, object]) -> str:
+    if "frames_rejected" not in m:
+        return "- (no authentication)"
+    return _num(m["frames_rejected"])
+
+
+#: (label, formatter) per report row; a formatter gets one run's metrics.
+_ROWS: tuple[tuple[str, Callable[[dict[str, object]], str]], ...] = (
+    ("telegrams read", lambda m: _num(m["telegrams_read"])),
+    ("delivered", _delivered),
+    ("delivered per hour", _per_hour),
+    ("delivery ratio", lambda m: _pct(m.get("delivery_ratio"))),
+    ("corrupt", lambda m: _num(m.get("telegrams_corrupt", m.get("readings_corrupt")))),
+    ("frame bytes median / p95", lambda m: _pair(m["frame_bytes_median"], m["frame_bytes_p95"])),
+    ("airtime tx / rx", lambda m: _pair(m["airtime_s_tx"], m["airtime_s_rx"], " s")),
+    (
+        "duty cycle max tx / rx",
+        lambda m: f"{_pct(m['duty_cycle_max_tx'])} / {_pct(m['duty_cycle_max_rx'])}",
+    ),
+    ("over the legal limit", lambda m: _num(m["budget_exceeded"])),
+    ("handshake airtime", lambda m: _num(m["handshake_airtime_s"], " s")),
+    ("latency p50 / p95", lambda m: _pair(m["latency_ms_p50"], m["latency_ms_p95"], " ms", 0)),
+    ("first delivery", lambda m: _num(m["first_delivery_s"], " s")),
+    ("longest gap", lambda m: _num(m["max_gap_s"], " s")),
+    ("converged after", lambda m: _num(m["convergence_s"], " s")),
+    ("final settings", _final),
+    ("frames rejected", _rejected),
+)
+
+
+def render_text(
+    main: SimMetrics,
+    baselines: dict[str, SimMetrics],
+    out: TextIO,
+    *,
+    timeline_rows: int | None = 10,
+) -> None:
+    """The human report: a header, one column per run, the settings timeline."""
+    m = main.as_dict()
+    hours = float(str(m["duration_s"])) / 3600
+    wall = float(str(m["wall_time_s"]))
+    loss = m["path_loss_db"]
+    where = f"path loss {loss:g} dB" if isinstance(loss, float) else f"distance {m['distance_m']} m"
+    out.write(
+        f"p1-lora sim: {hours:g} h of link time in {wall:.1f} s "
+        f"({wall / hours if hours else 0:.1f} s per simulated hour)\n"
+        f"  {m['region']} {m['frequency_mhz']:g} MHz, sub-band {m['sub_band']} "
+        f"({_pct(m['duty_cycle_limit'])} duty cycle), {where}, seed {m['seed']}\n\n"
+    )
+    columns = [("p1-lora", m)] + [(name, b.as_dict()) for name, b in baselines.items()]
+    width = max(len(label) for label, _ in _ROWS) + 2
+    cells = [[fmt(data) for _, data in columns] for _, fmt in _ROWS]
+    col_width = max(len(name) for name, _ in columns)
+    col_width = max(col_width, *(len(c) for row in cells for c in row)) + 2
+    out.write(" " * width + "".join(name.ljust(col_width) for name, _ in columns).rstrip() + "\n")
+    for (label, _), row in zip(_ROWS, cells, strict=True):
+        out.write(label.ljust(width) + "".join(c.ljust(col_width) for c in row).rstrip() + "\n")
+    for name, data in columns:
+        timeline = data.get("settings_timeline")
+        if not isinstance(timeline, list):
+            continue
+        shown = timeline if timeline_rows is None else timeline[:timeline_rows]
+        out.write(f"\n{name} settings (transmitter):\n")
+        for t, sf, bw, power in shown:
+            out.write(f"  {t:10.1f} s  SF{sf}/BW{bw:g}  {power} dBm\n")
+        if len(shown) < len(timeline):
+            out.write(f"  ... {len(timeline) - len(shown)} more (--timeline lists all)\n")
+    if "baselines" not in m and baselines:
+        out.write(
+            "\nBaselines deliver readings (22 float32 values every 7 s at best), not telegrams; "
+            "esp32 is the firmware as described (its handshakes and acks are not budgeted), "
+            "esp32-legal holds every frame to the sub-band's budget.\n"
+        )
