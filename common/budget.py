@@ -31,6 +31,18 @@ class Transmission:
         return self.start + self.airtime
 
 
+def _delay_until(now: float, moment: float) -> float:
+    """A delay that, added to `now` in floating point, lands at or after `moment`.
+
+    `moment - now` can round so that `now + delay` falls one ulp short, and at that instant the
+    transmission would still count: step up until the sum really reaches the moment.
+    """
+    delay = max(0.0, moment - now)
+    while now + delay < moment:
+        delay = math.nextafter(delay, math.inf)
+    return delay
+
+
 class AirtimeBudget:
     """At most `fraction * window_s` seconds of airtime in any `window_s` seconds.
 
@@ -103,7 +115,7 @@ class AirtimeBudget:
         for sent in self._sent:
             freed += sent.airtime
             if freed >= excess - 1e-12:
-                return max(0.0, sent.end + self.window_s - now)
+                return _delay_until(now, sent.end + self.window_s)
         return math.inf  # unreachable: everything expires eventually
 
     def may_send(self, now: float, airtime: float) -> bool:

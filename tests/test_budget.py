@@ -88,3 +88,18 @@ def test_a_sender_that_obeys_never_exceeds_in_any_window(fraction, attempts):
     for start, _ in sent:
         inside = sum(a for s, a in sent if start <= s < start + window)
         assert inside <= fraction * window + 1e-6
+
+
+def test_wait_time_lands_exactly_where_the_frame_has_left_the_window():
+    # (start, airtime, now) triples where end + window - now rounds so that now + wait falls
+    # one ulp short of the moment the frame leaves the window.
+    for start, airtime, now in [
+        (311.6997389732101, 0.4257140064837623, 1749.447761686327),
+        (357.573254097544, 2.542729276452894, 843.454619438284),
+        (377.28263192224665, 2.922414904219814, 1065.8547742674457),
+    ]:
+        budget = AirtimeBudget(airtime / 3600.0)
+        budget.record(start, airtime)
+        wait = budget.wait_time(now, airtime)
+        assert budget.may_send(now + wait, airtime)
+        assert budget.used(now + wait) == 0.0
