@@ -1,0 +1,224 @@
+"""The airtime budget across restarts: a restart must not reset the hour.
+
+Every node counts its transmissions in a sliding one-hour window (`common.budget`), and the law
+counts per device, not per process. A daemon that restarts (a `restart` command, an update, a
+crash) with an empty budget could send another full hour's allowance on top of what it sent in
+the last hour. So the daemon saves the recent transmissions and the next start restores them
+into the new link's budget before its first frame.
+
+Two facts shape the file:
+
+- **Time**: the link's times are monotonic seconds, and the monotonic clock starts over at a
+  reboot. The file therefore stores *ages* ("ended 754 s before the save") plus the wall-clock
+  time of the save; the restore re-anchors them on the new monotonic clock using the wall-clock
+  time that passed. A Pi has no real-time clock: after a reboot its clock may be behind until NTP
+  syncs, which makes the elapsed time look shorter and the old transmissions more recent. That
+  errs on the legal side, and a clock that went backwards counts as no time passed at all.
+- **Size and wear**: at one frame per second an hour holds 3600 transmissions. They are merged
+  into buckets of at most a minute: a bucket's airtime is the sum of its frames and it counts
+  until its *last* frame leaves the window, so it never frees airtime earlier than the frames it
+  stands for would have (conservative). That bounds the file at about 60 entries (2 KB). The
+  daemon saves every 10 minutes, every minute while more than half of the allowance is used,
+  and at every orderly stop; a power cut loses at most the last interval.
+
+Writes are atomic (temporary file, fsync, rename, directory fsync) and failures are logged
+once, never raised: losing this file costs legal margin after a crash, never the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from p1lora.common.budget import AirtimeBudget, Transmission
+
+__all__ = ["BudgetStore", "merge_transmissions", "write_atomically"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION: Final = 1
+#: Transmissions closer than this are merged into one bucket.
+BUCKET_S: Final = 60.0
+SAVE_INTERVAL_S: Final = 600.0
+BUSY_SAVE_INTERVAL_S: Final = 60.0
+_MAX_FILE_BYTES = 256 * 1024
+
+
+def merge_transmissions(sent: list[Transmission], bucket_s: float = BUCKET_S) -> list[Transmission]:
+    """Merge transmissions (ordered by start) into buckets of at most `bucket_s`; each bucket
+    ends with its last frame and starts its summed airtime before that."""
+    buckets: list[Transmission] = []
+    first_start: float | None = None
+    total = 0.0
+    last_end = 0.0
+    for item in sorted(sent, key=lambda t: t.start):
+        if first_start is not None and item.end - first_start > bucket_s:
+            buckets.append(Transmission(last_end - total, total))
+            first_start, total = None, 0.0
+        if first_start is None:
+            first_start = item.start
+        total += item.airtime
+        last_end = max(last_end, item.end)
+    if first_start is not None:
+        buckets.append(Transmission(last_end - total, total))
+    return buckets
+
+
+class BudgetStore:
+    """`<role>_budget.json` in the state directory (None: memory only, nothing persisted)."""
+
+    def __init__(
+        self,
+        directory: Path | None,
+        role: str,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = directory / f"{role}_budget.json" if directory is not None else None
+        self.role = role
+        self._wall = wall_clock
+        self._next_save: float | None = None
+        self._failing = False
+        self._last_text: str | None = None
+        #: Successful writes (diagnostics, tests).
+        self.writes = 0
+
+    def restore(self, budget: AirtimeBudget, now: float) -> int:
+        """Put the saved transmissions back into a new link's budget (call before its first
+        frame). Returns how many buckets were restored."""
+        if self.path is None:
+            return 0
+        try:
+            raw = self.path.read_bytes()[: _MAX_FILE_BYTES + 1]
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            logger.warning("cannot read the saved airtime budget %s: %s", self.path, exc.strerror)
+            return 0
+        try:
+            saved = self._parse(raw, budget)
+        except ValueError as exc:
+            logger.warning(
+                "the saved airtime budget %s is unusable (%s); starting with an empty hour",
+                self.path,
+                exc,
+            )
+            return 0
+        elapsed = max(0.0, self._wall() - saved[0])
+        restored = []
+        for age, airtime in saved[1]:
+            end = now - age - elapsed
+            if end + budget.window_s <= now:
+                continue  # already out of the window
+            restored.append(Transmission(end - airtime, airtime))
+        budget.restore(restored)
+        if restored:
+            logger.info(
+                "airtime budget restored: %.1f s used in the last hour before the restart",
+                sum(t.airtime for t in restored),
+            )
+        self._next_save = now + SAVE_INTERVAL_S
+        return len(restored)
+
+    def _parse(self, raw: bytes, budget: AirtimeBudget) -> tuple[float, list[tuple[float, float]]]:
+        if len(raw) > _MAX_FILE_BYTES:
+            raise ValueError("file too large")
+        try:
+            document = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not valid JSON: {exc}") from None
+        if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
+            raise ValueError("unknown format")
+        if document.get("role") != self.role:
+            raise ValueError(f"written by the {document.get('role')!r} side")
+        saved_at = document.get("saved_at")
+        entries = document.get("transmissions")
+        if not isinstance(saved_at, int | float) or not isinstance(entries, list):
+            raise ValueError("missing saved_at or transmissions")
+        out: list[tuple[float, float]] = []
+        for entry in entries:
+            if (
+                not isinstance(entry, list)
+                or len(entry) != 2
+                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in entry)
+                or entry[1] < 0
+                or entry[1] > budget.window_s
+            ):
+                raise ValueError(f"bad entry {entry!r}")
+            out.append((float(entry[0]), float(entry[1])))
+        return float(saved_at), out
+
+    def maybe_save(self, budget: AirtimeBudget, now: float) -> None:
+        """Save when the interval is due (shorter while the budget is busy)."""
+        if self.path is None:
+            return
+        if self._next_save is None:
+            self._next_save = now + SAVE_INTERVAL_S
+        if now >= self._next_save:
+            self.save(budget, now)
+
+    def save(self, budget: AirtimeBudget, now: float) -> bool:
+        """Write the transmissions still in the window at `now`; False (logged) on failure."""
+        if self.path is None:
+            return True
+        busy = not budget.unlimited and budget.fraction_used(now) > 0.5
+        self._next_save = now + (BUSY_SAVE_INTERVAL_S if busy else SAVE_INTERVAL_S)
+        buckets = merge_transmissions(budget.transmissions(now))
+        document = {
+            "format": FORMAT_VERSION,
+            "role": self.role,
+            "saved_at": round(self._wall(), 3),
+            "window_s": budget.window_s,
+            # [seconds before the save when the bucket's last frame ended, airtime seconds]
+            "transmissions": [[round(now - b.end, 3), round(b.airtime, 6)] for b in buckets],
+        }
+        text = json.dumps(document, separators=(",", ":")) + "\n"
+        try:
+            write_atomically(self.path, text.encode("utf-8"))
+        except OSError as exc:
+            if not self._failing:
+                logger.error(
+                    "cannot write %s (%s): after a crash the airtime budget of the last hour "
+                    "is forgotten; retrying",
+                    self.path,
+                    exc.strerror or exc,
+                )
+            self._failing = True
+            return False
+        if self._failing:
+            logger.warning("airtime budget file %s written again", self.path)
+            self._failing = False
+        self.writes += 1
+        return True
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Temporary file, fsync, rename, directory fsync: the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        temporary.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

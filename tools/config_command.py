@@ -1,0 +1,189 @@
+"""`p1-lora config check FILE [--role tx|rx]`: validate a daemon's config without starting it.
+
+Runs exactly the checks a daemon runs at start (the option table, the cross-checks against the
+region's rules) plus the files the config names (key file format and permissions, TLS files,
+the MQTT password file, a capture to replay), and prints the effective configuration with every
+value's origin and secrets redacted, ready to paste into a bug report. It never opens a radio,
+a serial port or a network connection.
+
+The role is inferred when not given: sections only one daemon has (`[serial]`/`[meter]`:
+transmitter; `[mqtt]`/`[homeassistant]`/`[raw]`: receiver), else the file name (tx.toml,
+rx.toml, p1-lora-rx.toml ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+from p1lora.service.config import Config, ConfigError, OptionTable, load_config
+from p1lora.service.keyfile import KeyFileError, read_key_file
+from p1lora.service.options import table_for
+from p1lora.transmitter.capture_replay import CaptureReplay, ReplayError
+
+__all__ = ["configure", "infer_role", "run"]
+
+logger = logging.getLogger(__name__)
+
+EPILOG: Final = """\
+examples:
+  p1-lora config check /etc/p1-lora/rx.toml
+  p1-lora config check my.toml --role tx
+  p1-lora config check /etc/p1-lora/tx.toml --ignore-env
+
+Environment variables (P1LORA_*) are applied as the daemon would, unless --ignore-env.
+Exit codes: 0 valid, 2 invalid (each problem is logged with its key) or bad arguments."""
+
+#: Sections only one daemon has -> that daemon's role.
+_ROLE_SECTIONS: Final = {
+    "serial": "tx",
+    "meter": "tx",
+    "mqtt": "rx",
+    "homeassistant": "rx",
+    "raw": "rx",
+}
+_NAME_ROLE = re.compile(r"(?:^|[^a-z])(tx|rx)(?:[^a-z]|$)")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the `p1-lora config` arguments (one action: check)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = "Check a p1-lora-tx or p1-lora-rx config file without starting it."
+    parser.epilog = EPILOG
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check",
+        help="validate FILE and print the effective configuration (secrets redacted)",
+        description="Validate FILE and print the effective configuration (secrets redacted).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("file", metavar="FILE", help="the TOML config file to check")
+    check.add_argument(
+        "--role",
+        choices=("tx", "rx"),
+        help="whose config it is (default: inferred from its sections or file name)",
+    )
+    check.add_argument(
+        "--ignore-env",
+        action="store_true",
+        help="ignore P1LORA_* environment variables (check the file alone)",
+    )
+
+
+def infer_role(path: Path, document: Mapping[str, object] | None) -> str | None:
+    """ "tx"/"rx" from the sections of `document`, else from the file name; None if unclear."""
+    roles = {_ROLE_SECTIONS[s] for s in (document or {}) if s in _ROLE_SECTIONS}
+    if len(roles) == 1:
+        return roles.pop()
+    if len(roles) > 1:
+        return None
+    found = {m.group(1) for m in _NAME_ROLE.finditer(path.name.lower())}
+    return found.pop() if len(found) == 1 else None
+
+
+def _peek(path: Path) -> Mapping[str, object] | None:
+    """The document if it parses (role inference only; the real load reports problems)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+
+
+def _file_problems(config: Config) -> tuple[list[str], list[str]]:
+    """Problems (errors) and warnings about the files the config names."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    table = config.table
+    key_file = config.opt_path("link.key_file")
+    if key_file is None:
+        warnings.append(
+            "link.key_file is not set: the daemon then needs the key as the systemd credential "
+            "p1lora-key (LoadCredential=) or --key-file"
+        )
+    elif key_file.exists() and not os.access(key_file, os.R_OK):
+        warnings.append(
+            f"link.key_file: {key_file} is not readable by this user, so it was not checked "
+            "(fine if the service gets it through LoadCredential=)"
+        )
+    else:
+        try:
+            key = read_key_file(key_file)
+        except KeyFileError as exc:
+            errors.append(f"link.key_file: {exc}")
+        else:
+            logger.info("key file %s: network id %s", key_file, key.network_id)
+    if table.role == "tx":
+        source = config.opt_str("meter.source")
+        if source is not None and source.strip().lower() != "virtual":
+            try:
+                CaptureReplay.from_file(source)
+            except ReplayError as exc:
+                errors.append(f"meter.source: {exc}")
+        port = config.opt_path("serial.port")
+        if port is not None and not port.exists():
+            warnings.append(
+                f"serial.port: {port} does not exist now (fine if the P1 cable is plugged in "
+                "later; the daemon waits for it)"
+            )
+    if table.role == "rx" and config.get_bool("mqtt.enabled"):
+        for name in ("mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "mqtt.password_file"):
+            path = config.opt_path(name)
+            if path is None:
+                continue
+            if not path.is_file():
+                errors.append(f"{name}: {path} does not exist or is not a file")
+            elif not os.access(path, os.R_OK):
+                warnings.append(f"{name}: {path} is not readable by this user")
+    return errors, warnings
+
+
+def _check(path: Path, table: OptionTable, environ: Mapping[str, str]) -> int:
+    try:
+        config = load_config(table, None, environ, path=path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            logger.error("%s: %s", path, problem)
+        logger.error("%s is NOT a valid %s configuration", path, table.program)
+        return 2
+    errors, warnings = _file_problems(config)
+    for note in config.notes:
+        logger.info("%s", note)
+    for warning in warnings:
+        logger.warning("%s: %s", path, warning)
+    for error in errors:
+        logger.error("%s: %s", path, error)
+    if errors:
+        logger.error("%s is NOT a valid %s configuration", path, table.program)
+        return 2
+    print(config.render(redact=True), end="")
+    print(f"# OK: {path} is a valid {table.program} configuration")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the file; see the module docstring."""
+    path = Path(args.file).expanduser()
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        logger.error("%s %s", path, what)
+        return 2
+    role: str | None = args.role
+    if role is None:
+        role = infer_role(path, _peek(path))
+        if role is None:
+            logger.error(
+                "cannot tell whether %s is for p1-lora-tx or p1-lora-rx (no [serial]/[meter] "
+                "or [mqtt]/[raw] section, and the name does not say): give --role tx or --role rx",
+                path,
+            )
+            return 2
+        logger.info("checking %s as a %s config", path, table_for(role).program)
+    environ: Mapping[str, str] = {} if args.ignore_env else os.environ
+    return _check(path, table_for(role), environ)
