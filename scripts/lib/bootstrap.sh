@@ -20,9 +20,9 @@ find_python() {
 }
 
 # ensure_venv EXTRAS: create the venv when missing and (re)install the project when
-# pyproject.toml changed since the last install.
+# pyproject.toml changed since the last install. EXTRAS may be empty (runtime dependencies only).
 ensure_venv() {
-    local extras="$1" python stamp
+    local extras="$1" python stamp spec
     if [ ! -x "$P1LORA_VENV/bin/python" ]; then
         if ! python="$(find_python)"; then
             if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -40,11 +40,12 @@ ensure_venv() {
             return 1
         }
     fi
-    stamp="$P1LORA_VENV/.p1lora-installed-$extras"
+    stamp="$P1LORA_VENV/.p1lora-installed-${extras:-base}"
+    spec="$P1LORA_ROOT${extras:+[$extras]}"
     if [ ! -f "$stamp" ] || [ "$P1LORA_ROOT/pyproject.toml" -nt "$stamp" ]; then
-        log "installing p1-lora[$extras] into $P1LORA_VENV"
+        log "installing p1-lora${extras:+[$extras]} into $P1LORA_VENV"
         "$P1LORA_VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-        "$P1LORA_VENV/bin/python" -m pip install -q -e "$P1LORA_ROOT[$extras]"
+        "$P1LORA_VENV/bin/python" -m pip install -q -e "$spec"
         touch "$stamp"
     fi
 }
