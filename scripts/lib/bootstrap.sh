@@ -23,6 +23,11 @@ find_python() {
 # pyproject.toml changed since the last install. EXTRAS may be empty (runtime dependencies only).
 ensure_venv() {
     local extras="$1" python stamp spec
+    if [ -x "$P1LORA_VENV/bin/python" ] && ! "$P1LORA_VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+        # A venv left half-made by an earlier run (e.g. python3-venv was missing): start over.
+        log "removing the incomplete virtual environment $P1LORA_VENV"
+        rm -rf "$P1LORA_VENV"
+    fi
     if [ ! -x "$P1LORA_VENV/bin/python" ]; then
         if ! python="$(find_python)"; then
             if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
