@@ -189,6 +189,7 @@ class HomeAssistantBridge(BaseSink):
         self._unmapped_logged: set[str] = set()
         # The bridge's view.
         self._snapshot: RxSnapshot | None = None
+        self._event_pending = False
         self._transmitter: StatusMessage | None = None
         self._transmitter_wall: float | None = None
         self._last_telegram_wall: float | None = None
@@ -502,17 +503,22 @@ class HomeAssistantBridge(BaseSink):
         with self._lock:
             self._snapshot = snapshot
             self._forget_stale_pending()
-            self._publish_bridge_locked(force=False)
+            published = self._bridge_published_at
+            urgent = self._event_pending and (
+                published is None or self._monotonic() - published >= EVENT_MIN_GAP_S
+            )
+            self._publish_bridge_locked(force=urgent)
 
     def link_event(self, event: LinkEventAction, at: float) -> None:
         self._guard("publishing a link event", self._on_link_event, event)
 
     def _on_link_event(self, event: LinkEventAction) -> None:
+        # Not published here: the snapshot in hand predates the event (a switch would show the
+        # old SF for seconds). The runtime follows every burst of events with fresh diagnostics
+        # in the same step, and those go out at once (at most one a second).
         with self._lock:
             self._last_event = LinkEventView(event.kind, dict(event.fields), self._wall())
-            published = self._bridge_published_at
-            if published is None or self._monotonic() - published >= EVENT_MIN_GAP_S:
-                self._publish_bridge_locked(force=True)
+            self._event_pending = True
 
     def _view(self) -> BridgeView:
         return BridgeView(
@@ -531,6 +537,7 @@ class HomeAssistantBridge(BaseSink):
         last = self._bridge_published_at
         if not force and last is not None and now - last < self._bridge_interval_s:
             return
+        self._event_pending = False
         topic = self._bridge.state_topic(self.settings)
         text = encode_state(bridge_state(self._view()))
         self._states[topic] = text

@@ -152,6 +152,7 @@ class RxRuntime(LinkRuntime):
         self._sinks: list[RxSink] = list(sinks)
         self._diagnostics_interval_s = diagnostics_interval_s
         self._next_diagnostics_at = now + diagnostics_interval_s
+        self._events_since_diagnostics = False
         self._delivered = 0
         self._last_telegram_at: float | None = None
         self._transmitter: StatusMessage | None = None
@@ -202,8 +203,9 @@ class RxRuntime(LinkRuntime):
         }
 
     def _after_tick(self, now: float) -> None:
-        if now >= self._next_diagnostics_at:
+        if now >= self._next_diagnostics_at or self._events_since_diagnostics:
             self._next_diagnostics_at = now + self._diagnostics_interval_s
+            self._events_since_diagnostics = False
             if self._sinks:
                 self._to_sinks("diagnostics", self.diagnostics(now))
 
@@ -212,6 +214,9 @@ class RxRuntime(LinkRuntime):
 
     def _on_link_event(self, now: float, event: LinkEventAction) -> None:
         self._to_sinks("link_event", event, now)
+        # Sinks show the state an event leads to (a switch, a lost link): fresh diagnostics
+        # follow every burst of events at the end of this step.
+        self._events_since_diagnostics = True
 
     def _to_sinks(self, method: str, *args: object) -> None:
         for sink in self._sinks:

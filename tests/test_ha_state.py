@@ -276,8 +276,16 @@ def test_bridge_publishes_diagnostics_at_most_every_interval():
     clock.advance(1)
     from p1lora.common.link.events import LinkEventAction
 
+    published = len(mqtt.on(topic))
     bridge.link_event(LinkEventAction("link_lost", {"reason": "silence"}), 2.0)
-    assert mqtt.last(topic).json()["last_link_event"] == "link_lost"
+    # The event waits for the fresh diagnostics the runtime sends right after it, so the state
+    # never pairs the new event with the old snapshot...
+    assert len(mqtt.on(topic)) == published
+    bridge.diagnostics(snapshot(uplink_rssi_dbm=-95.0))
+    # ...and then goes out at once, not after the diagnostics interval.
+    state = mqtt.last(topic).json()
+    assert state["last_link_event"] == "link_lost"
+    assert state["rssi"] == -95.0
     assert all(p.retain for p in mqtt.on(topic))
 
 

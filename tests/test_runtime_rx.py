@@ -10,6 +10,7 @@ import pytest
 from p1lora.common.clock import VirtualClock
 from p1lora.common.link import LinkConfig, ReplyStatus
 from p1lora.common.link.commands import CommandSyntaxError
+from p1lora.common.link.events import LinkEventAction
 from p1lora.receiver.runtime import BaseSink, RxRuntime, RxSink
 from p1lora.service.state_store import StateStore
 from p1lora.tools.sim import SimOptions, Simulation
@@ -60,7 +61,10 @@ def test_diagnostics_every_few_seconds_describe_the_link() -> None:
     sink = RecordingSink()
     sim = _sim_with(sink)
     sim.run_until(60.0)
-    assert 10 <= len(sink.snapshots) <= 13  # every 5 s
+    # Every 5 s, plus one right after each step that carried link events (handshake, switch).
+    periodic = [b.at - a.at for a, b in zip(sink.snapshots, sink.snapshots[1:], strict=False)]
+    assert 10 <= len(sink.snapshots) <= 13 + len(sink.events)
+    assert max(periodic) <= 5.0 + 1e-9
     last = sink.snapshots[-1]
     assert last.link.state == "running"
     assert last.link.settings.sf == 7
@@ -71,6 +75,27 @@ def test_diagnostics_every_few_seconds_describe_the_link() -> None:
     assert last.transmitter is not None and last.transmitter_status_at is not None
     assert last.radio is not None and last.radio.frames_received > 40
     assert last.runtime.frames_sent > 40
+
+
+def test_diagnostics_after_a_switch_already_show_the_new_setting() -> None:
+    sink = RecordingSink()
+    sim = _sim_with(sink)
+    configured: list[tuple[float, str]] = []
+    record = sink.link_event
+
+    def link_event(event: LinkEventAction, at: float) -> None:
+        if event.kind == "configure":
+            configured.append((at, str(event.fields["settings"])))
+        record(event, at)
+
+    sink.link_event = link_event  # type: ignore[method-assign]
+    sim.run_until(30.0)
+    assert configured, "the link never switched"
+    for at, label in configured:
+        # The snapshot sent in the same step as the event already shows the new setting.
+        snapshot = next(s for s in sink.snapshots if s.at >= at)
+        assert snapshot.at == at
+        assert snapshot.link.settings.label() == label
 
 
 def test_commands_queued_from_another_thread_are_answered() -> None:
