@@ -22,6 +22,18 @@ one expects, and it can be changed at run time.
 
 The port is bound to 127.0.0.1 only. Anything on this machine can join the simulation, which is
 the point; it carries no secrets beyond what the simulated link itself encrypts.
+
+Test hooks (the process-level fault and attack tests; nothing in the daemons uses them). A test
+that binds the port first owns the hub and with it the channel between the daemons:
+
+- `relay_hook` (hub only): called with every member's frame as a `RelayedFrame` before it is
+  relayed; return it (changed, e.g. a higher `path_loss_db` to degrade the link) or None to
+  drop it. Recording frames here and handing them to `send_frame` later replays them.
+- `send_frame(frame)`: put a frame on every other process's air as if `frame.sender` sent it
+  (replays, forgeries, bit-flipped copies: a third radio without a third chip).
+- `send_fault(pid, hung_tx=True)`: a datagram to the member process `pid` that sets the
+  `EmulatorFaults` knobs of its emulated chips, so a running daemon's radio can hang on
+  demand. Members accept it only from the hub's port and log a WARNING naming it a test fault.
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -52,6 +64,8 @@ from p1lora.hardware.sx127x_registers import BANDWIDTH_CODES
 __all__ = [
     "DEFAULT_SIM_PORT",
     "SIM_PORT_ENV",
+    "RelayHook",
+    "RelayedFrame",
     "UdpChannel",
     "UdpSimOptions",
     "default_sim_port",
@@ -103,6 +117,38 @@ class UdpStats:
     relayed: int = 0
     malformed: int = 0
     elections_won: int = 0
+    #: Frames the `relay_hook` dropped, and frames sent with `send_frame`.
+    hook_dropped: int = 0
+    sent_frames: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedFrame:
+    """A frame as it crosses the loopback channel (the test hooks' view of one `frame` message).
+
+    `sender` is the origin process's node id (receivers ignore frames carrying their own id);
+    `path_loss_db` is the sender's setting (None: the receiver's or the channel default);
+    `airtime` is how long the frame occupies the receivers' air.
+    """
+
+    sender: str
+    frame_id: int
+    params: AirParams
+    payload: bytes
+    tx_power_dbm: float
+    airtime: float
+    path_loss_db: float | None = None
+    freq_offset_hz: float = 0.0
+
+
+#: `UdpChannel.relay_hook`: the frame to relay instead (changed or not), or None to drop it.
+RelayHook = Callable[[RelayedFrame], RelayedFrame | None]
+
+#: `send_fault` knobs: name -> validator of the value (the `EmulatorFaults` fields).
+_FAULT_KNOBS: Final[dict[str, Callable[[object], object]]] = {
+    "hung_tx": lambda value: _bool(value, "hung_tx"),
+    "drop_dio0_edges": lambda value: _int(value, 0, 1_000_000, "drop_dio0_edges"),
+}
 
 
 def _params_to_json(params: AirParams) -> dict[str, Any]:
@@ -182,6 +228,8 @@ class UdpChannel:
         self._closed = threading.Event()
         self._last_hello = -math.inf
         self._last_hub_contact = time.monotonic()
+        #: Test hook, hub only (see the module docstring); runs on the network thread.
+        self.relay_hook: RelayHook | None = None
         sock = self._bind_hub()
         if sock is not None:
             self._role = "hub"
@@ -232,6 +280,33 @@ class UdpChannel:
         self.channel.set_default_path_loss(
             DEFAULT_PATH_LOSS_DB if loss_db is None else float(loss_db)
         )
+
+    def send_frame(self, frame: RelayedFrame) -> None:
+        """Put `frame` on the other processes' air as if `frame.sender` had sent it (test hook).
+
+        The hub sends it to every member; a member sends it to the hub, which relays it. No
+        local radio hears it (a radio does not hear its own process's injections).
+        """
+        self.stats.sent_frames += 1
+        self._send_to_peers(_frame_message(frame))
+
+    def send_fault(
+        self, pid: int, *, hung_tx: bool | None = None, drop_dio0_edges: int = 0
+    ) -> None:
+        """Test hook (hub only): set fault knobs on the emulated chips of member process `pid`.
+
+        `hung_tx=True` makes the chips start their next transmissions without ever finishing
+        them (until the driver resets the chip); `drop_dio0_edges` swallows that many DIO0
+        edges. The member logs a WARNING when it applies them.
+        """
+        if self._role != "hub":
+            raise RuntimeError("only the hub can send test faults")
+        faults: dict[str, object] = {}
+        if hung_tx is not None:
+            faults["hung_tx"] = hung_tx
+        if drop_dio0_edges:
+            faults["drop_dio0_edges"] = drop_dio0_edges
+        self._send_to_peers({"t": "fault", "pid": pid, "faults": faults})
 
     def close(self) -> None:
         """Leave the simulation (tell the others) and stop the network thread. Idempotent."""
@@ -291,18 +366,19 @@ class UdpChannel:
 
     def _forward_frame(self, frame: AirFrame) -> None:
         self.stats.frames_out += 1
-        self._send_to_peers(
-            {
-                "t": "frame",
-                "id": frame.frame_id,
-                "params": _params_to_json(frame.params),
-                "payload": frame.payload.hex(),
-                "pwr": frame.tx_power_dbm,
-                "air": frame.end - frame.start,
-                "pl": self._path_loss_db,
-                "xo": frame.freq_offset_hz,
-            }
+        message = _frame_message(
+            RelayedFrame(
+                sender=self.node,
+                frame_id=frame.frame_id,
+                params=frame.params,
+                payload=frame.payload,
+                tx_power_dbm=frame.tx_power_dbm,
+                airtime=frame.end - frame.start,
+                path_loss_db=self._path_loss_db,
+                freq_offset_hz=frame.freq_offset_hz,
+            )
         )
+        self._send_to_peers(message)
 
     def _forward_abort(self, frame: AirFrame) -> None:
         self._send_to_peers({"t": "abort", "id": frame.frame_id})
@@ -381,6 +457,11 @@ class UdpChannel:
             if kind == "hello":
                 self._send({"t": "welcome"}, address)
                 return
+            if kind == "fault":
+                return  # only the hub sends faults; a member's is ignored, never relayed
+            if kind == "frame" and self.relay_hook is not None:
+                self._hook_frame(sender, message, address)
+                return
             if kind in ("frame", "abort"):
                 self.stats.relayed += 1
                 relay = {k: v for k, v in message.items() if k not in ("m",)}
@@ -390,6 +471,10 @@ class UdpChannel:
                 self._last_hub_contact = -math.inf  # elect a new hub right away
                 return
             self._last_hub_contact = now
+            if kind == "fault":
+                if address == self._hub_address():
+                    self._apply_fault(message)
+                return
         if kind == "frame":
             self._receive_frame(sender, message)
         elif kind == "abort":
@@ -409,34 +494,105 @@ class UdpChannel:
                 except OSError as exc:
                     logger.debug("sim UDP relay to %s failed: %s", address, exc)
 
-    def _receive_frame(self, sender: str, message: dict[str, Any]) -> None:
+    def _hook_frame(self, sender: str, message: dict[str, Any], address: tuple[str, int]) -> None:
+        """Hub with a `relay_hook`: let the hook see, change or drop a member's frame."""
+        hook = self.relay_hook
+        frame = self._parse_frame(sender, message)
+        if frame is None or hook is None:
+            return
         try:
-            params = _params_from_json(message.get("params"))
+            result = hook(frame)
+        except Exception:
+            logger.exception("sim UDP: the relay hook failed; relaying the frame unchanged")
+            result = frame
+        if result is None:
+            self.stats.hook_dropped += 1
+            return
+        self.stats.relayed += 1
+        self._send_relayed(_frame_message(result), exclude=address)
+        self._inject(result)
+
+    def _apply_fault(self, message: dict[str, Any]) -> None:
+        """A test fault from the hub: set the knobs on this process's chips if it is `pid`."""
+        if message.get("pid") != os.getpid():
+            return
+        knobs = message.get("faults")
+        try:
+            if not isinstance(knobs, dict) or not knobs:
+                raise ValueError("no fault knobs")
+            values = {name: _FAULT_KNOBS[name](value) for name, value in knobs.items()}
+        except (KeyError, ValueError) as exc:
+            logger.warning("sim UDP: ignored a test fault from the hub: %s", exc)
+            return
+        names = self.channel.radio_names
+        with self.channel.lock.hold():
+            for name in names:
+                chip = self.channel.chip(name)
+                for knob, value in values.items():
+                    setattr(chip.faults, knob, value)
+        logger.warning(
+            "sim UDP: TEST FAULT from the hub applied to emulated chip(s) %s: %s",
+            ", ".join(names) or "(none)",
+            ", ".join(f"{knob}={value}" for knob, value in values.items()),
+        )
+
+    def _parse_frame(self, sender: str, message: dict[str, Any]) -> RelayedFrame | None:
+        try:
+            sender_loss = message.get("pl")
             payload = bytes.fromhex(str(message.get("payload", "")))
             if len(payload) > 255:
                 raise ValueError("payload longer than 255 bytes")
-            power = _float(message.get("pwr"), -60.0, 40.0, "power")
-            airtime = _float(message.get("air"), 0.0, 30.0, "airtime")
-            sender_loss = message.get("pl")
-            loss = None if sender_loss is None else _float(sender_loss, 0.0, 400.0, "path loss")
-            offset = _float(message.get("xo", 0.0), -1e6, 1e6, "frequency offset")
-            frame_id = _int(message.get("id"), -(2**31), 2**31, "id")
+            return RelayedFrame(
+                sender=sender,
+                frame_id=_int(message.get("id"), -(2**31), 2**31, "id"),
+                params=_params_from_json(message.get("params")),
+                payload=payload,
+                tx_power_dbm=_float(message.get("pwr"), -60.0, 40.0, "power"),
+                airtime=_float(message.get("air"), 0.0, 30.0, "airtime"),
+                path_loss_db=(
+                    None if sender_loss is None else _float(sender_loss, 0.0, 400.0, "path loss")
+                ),
+                freq_offset_hz=_float(message.get("xo", 0.0), -1e6, 1e6, "frequency offset"),
+            )
         except ValueError as exc:
             self.stats.malformed += 1
             logger.debug("sim UDP: dropped a malformed frame from %s: %s", sender, exc)
-            return
-        losses = [value for value in (loss, self._path_loss_db) if value is not None]
+            return None
+
+    def _receive_frame(self, sender: str, message: dict[str, Any]) -> None:
+        frame = self._parse_frame(sender, message)
+        if frame is not None:
+            self._inject(frame)
+
+    def _inject(self, frame: RelayedFrame) -> None:
+        """Start `frame` on this process's channel, as heard through the larger path loss."""
+        losses = [value for value in (frame.path_loss_db, self._path_loss_db) if value is not None]
         path_loss = max(losses) if losses else DEFAULT_PATH_LOSS_DB
         self.stats.frames_in += 1
-        frame = self.channel.inject(
-            f"udp:{sender}",
-            params,
-            payload,
-            tx_power_dbm=power,
-            airtime=airtime,
+        onair = self.channel.inject(
+            f"udp:{frame.sender}",
+            frame.params,
+            frame.payload,
+            tx_power_dbm=frame.tx_power_dbm,
+            airtime=frame.airtime,
             path_loss_db=path_loss,
-            freq_offset_hz=offset,
+            freq_offset_hz=frame.freq_offset_hz,
         )
         now = self.scheduler.now()
         self._remote = {key: value for key, value in self._remote.items() if value.end > now - 1.0}
-        self._remote[(sender, frame_id)] = frame
+        self._remote[(frame.sender, frame.frame_id)] = onair
+
+
+def _frame_message(frame: RelayedFrame) -> dict[str, Any]:
+    """The `frame` message for `frame`, origin node id included."""
+    return {
+        "t": "frame",
+        "n": frame.sender,
+        "id": frame.frame_id,
+        "params": _params_to_json(frame.params),
+        "payload": frame.payload.hex(),
+        "pwr": frame.tx_power_dbm,
+        "air": frame.airtime,
+        "pl": frame.path_loss_db,
+        "xo": frame.freq_offset_hz,
+    }

@@ -19,6 +19,10 @@ and a state a daemon can report:
 * Every state change is logged once: "waiting for port", "detecting settings", "connected",
   "no data" (port open, no good telegram for `no_data_after` seconds). Retries in between log
   at debug level only, so an unplugged cable does not flood the journal.
+* Bad telegrams (CRC failures, telegrams cut off by a new header, malformed ends) are dropped
+  and counted; once the settings are known the first is logged at once and later ones in a
+  summary at most every `BAD_TELEGRAM_LOG_INTERVAL_S`, so a noisy line is visible in the journal
+  without flooding it (while detecting settings, garbage is expected and not reported).
 * Nothing raises out of the reading loop: a failing callback is logged and counted, an
   unexpected error is treated like a lost port.
 
@@ -63,6 +67,8 @@ _T = TypeVar("_T")
 
 #: A DSMR telegram is ASCII; this many high-bit bytes under one setting rule it out.
 _HIGH_BIT_LIMIT = 64
+#: Dropped bad telegrams are summarised in the log at most this often (seconds).
+BAD_TELEGRAM_LOG_INTERVAL_S = 60.0
 
 
 class SourceState(enum.StrEnum):
@@ -189,6 +195,10 @@ class SerialSource:
         self._open_failures = 0
         self._callback_errors = 0
         self._last_callback_error = ""
+        #: Bad telegrams (CRC failures, framing errors) already logged, and when the next
+        #: summary may be logged (None: none logged yet).
+        self._bad_logged = (0, 0)
+        self._bad_log_at: float | None = None
 
     # -- control -----------------------------------------------------------------------------
 
@@ -362,11 +372,14 @@ class SerialSource:
                 raise _PortLostError(_reason(exc)) from exc
             now = clock.now()
             good = self._feed(chunk, now) if chunk else 0
+            if not probing:
+                self._log_bad_telegrams(now)
             if good:
                 quiet_since = now
                 garbage_bytes = high_bits = 0
                 if probing:
                     probing = False
+                    self._bad_logged = self._bad_counts()  # garbage while detecting is expected
                     self._generation = generation
                     self._was_connected = True
                     self._set_state(
@@ -410,6 +423,35 @@ class SerialSource:
                     logging.WARNING,
                 )
         return "stopped"
+
+    def _bad_counts(self) -> tuple[int, int]:
+        with self._lock:
+            stats = self._framer.stats
+            return stats.crc_errors, stats.framing_errors
+
+    def _log_bad_telegrams(self, now: float) -> None:
+        """Say that bad telegrams were dropped: the first at once, then at most one summary
+        every BAD_TELEGRAM_LOG_INTERVAL_S (a noisy line must not flood the journal)."""
+        counts = self._bad_counts()
+        crc, framing = (new - old for new, old in zip(counts, self._bad_logged, strict=True))
+        if not (crc or framing) or (self._bad_log_at is not None and now < self._bad_log_at):
+            return
+        first = self._bad_log_at is None
+        self._bad_log_at = now + BAD_TELEGRAM_LOG_INTERVAL_S
+        self._bad_logged = counts
+        logger.warning(
+            "P1 port %s: %d bad telegram(s) dropped%s (%d failed the CRC check, %d cut off or "
+            "malformed: electrical noise, a loose connector or a meter restart); nothing from "
+            "them is sent%s",
+            self.port,
+            crc + framing,
+            "" if first else " since the last report",
+            crc,
+            framing,
+            f"; further ones are summarised at most every {BAD_TELEGRAM_LOG_INTERVAL_S:g} s"
+            if first
+            else "",
+        )
 
     def _feed(self, chunk: bytes, now: float) -> int:
         """Frame `chunk`; deliver good telegrams; return how many there were."""
