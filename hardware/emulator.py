@@ -14,7 +14,11 @@ behaves like the chip at the register level rather than at the driver's level:
   cleared, so a missed edge means no further edge);
 - TX completing after the time on air computed from the *registers* (so a driver that sets
   LowDataRateOptimize wrongly produces frames its peer cannot decode);
-- RESET held low: the chip ignores SPI; released: every register back to its reset value.
+- RESET held low: the chip ignores SPI; released: every register back to its reset value;
+- RegPktSnrValue saturating at `PKT_SNR_SATURATION_DB` (+10 dB): the chip's SNR estimator does
+  not report more even though the register could express +31.75 dB (field reports: strong
+  signals read +5..+12 dB), so software tuned against the emulator sees no more margin than
+  it will on hardware. RegPktRssiValue keeps tracking the signal.
 
 Fault knobs (`EmulatorFaults`): a hung chip that never raises TxDone until reset, a wrong
 RegVersion (0x00/0xFF make the whole bus read that value, as a disconnected MISO does), and
@@ -38,7 +42,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
 from p1lora.common.airtime import time_on_air
 from p1lora.common.clock import Scheduler, TimerHandle
@@ -68,6 +72,7 @@ from p1lora.hardware.sx127x_registers import (
 )
 
 __all__ = [
+    "PKT_SNR_SATURATION_DB",
     "AirFrame",
     "AirParams",
     "AntennaPort",
@@ -82,6 +87,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 AntennaPort = Literal["both", "pa_boost", "rfo"]
+
+#: The largest packet SNR the chip reports: its estimator saturates around +10 dB (SX127x
+#: field reports and driver issues: +5..+12 dB for strong signals, never the +31.75 dB the
+#: register format allows). Weaker signals are reported as they are.
+PKT_SNR_SATURATION_DB: Final = 10.0
 
 #: Registers a write to which changes what the modem hears: a receiver that is reconfigured in
 #: the middle of a frame loses that frame.
@@ -705,7 +715,7 @@ class SX127xEmulator:
         page[Reg.FIFO_RX_CURRENT_ADDR] = start
         page[Reg.FIFO_RX_BYTE_ADDR] = (start + len(payload) - 1) % FIFO_SIZE
         page[Reg.RX_NB_BYTES] = len(payload)
-        snr_raw = max(-128, min(127, round(reception.snr_db * 4)))
+        snr_raw = max(-128, min(round(PKT_SNR_SATURATION_DB * 4), round(reception.snr_db * 4)))
         page[Reg.PKT_SNR_VALUE] = snr_raw & 0xFF
         # The chip's PktRssi measures signal plus noise; below the noise floor (SNR < 0) the
         # driver adds the SNR back, so store what makes the documented formula come out right.

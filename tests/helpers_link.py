@@ -8,6 +8,7 @@ channel model is pure Python and deliberately simple but physical:
   doubling;
 - a frame survives with probability logistic((SNR - floor(SF)) / transition), the floor being
   the SX127x demodulation floor per SF (so reception fades out over about 2 dB around it);
+- the reported SNR saturates at +10 dB as a real SX127x's does (RSSI keeps tracking);
 - extra configurable random loss per direction, and hard blocking per direction by time;
 - the receiver must be on the same channel (frequency, SF, BW, sync word) for the whole frame
   and not transmitting itself (half duplex).
@@ -75,6 +76,8 @@ class Channel:
     fading_db: float = 1.0
     transition_db: float = 0.5
     report_noise_db: float = 0.5
+    #: Real SX127x chips report no packet SNR above about +10 dB (None: no saturation).
+    snr_saturation_db: float | None = 10.0
     uplink_loss: float = 0.0
     downlink_loss: float = 0.0
     uplink_blocked: Callable[[float], bool] = lambda _t: False
@@ -291,6 +294,8 @@ class Harness:
         if self.random.random() >= p_ok:
             return
         reported_snr = round((snr + self.random.gauss(0.0, ch.report_noise_db)) * 4) / 4
+        if ch.snr_saturation_db is not None:
+            reported_snr = min(reported_snr, ch.snr_saturation_db)
         rssi = air.settings.tx_power_dbm - loss + fading
         frame = ReceivedFrame(air.payload, rssi, reported_snr, settings, now)
         air.heard = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 
 import pytest
 
@@ -79,7 +80,8 @@ def test_latest_wins_under_a_one_percent_budget():
     index = {raw: i for i, (_, raw) in enumerate(h.read)}
     positions = [index[raw] for _, raw in h.rx.delivered]
     assert positions == sorted(positions)  # never an older telegram after a newer one
-    sends = [a.start for a in h.tx.sent if a.frame_type == "DATA"]
+    # Updates travel in DATA frames, or in STATUS frames when a status report rides along.
+    sends = [a.start for a in h.tx.sent if a.frame_type in ("DATA", "STATUS")]
     for (received_at, _raw), pos in zip(h.rx.delivered, positions, strict=True):
         sent_at = sends[bisect.bisect_right(sends, received_at) - 1]
         # When its frame left, no newer telegram had been read: it was the newest one.
@@ -246,10 +248,18 @@ def test_status_reports_reach_the_receiver():
     assert any(kind == "status" for _, kind, _ in h.rx.events)
 
 
-def test_idle_transmitter_keeps_the_link_alive_with_status_reports():
+def test_idle_transmitter_keeps_the_link_alive_with_keepalives_and_status_reports():
     h = Harness(channel=Channel(path_loss_db=108.0), telegram_interval=None)
     h.run_until(1000.0)
-    assert h.rx_link.state == "running"  # keepalive status frames stop the silence timeout
+    assert h.rx_link.state == "running"  # keepalives stop the silence timeout
     assert h.rx.delivered == []
-    keepalives = [a for a in h.tx.sent if a.frame_type == "STATUS"]
-    assert len(keepalives) >= 1000.0 / LinkConfig().keepalive_s - 2
+    # Keepalives are the smallest acknowledged frame: a PROBE without padding (14 bytes).
+    interval = timing.keepalive_interval(LinkConfig(), h.tx_link.settings)
+    keepalives = [a for a in h.tx.sent if a.frame_type == "PROBE" and len(a.payload) == 14]
+    assert len(keepalives) >= 0.8 * 1000.0 / interval
+    # Never silent for longer than the slowest legal send interval the receiver assumes.
+    starts = [a.start for a in h.tx.sent if a.start > 20.0]
+    longest = max(b - a for a, b in itertools.pairwise(starts))
+    assert longest <= timing.max_send_interval(LinkConfig(), h.tx_link.settings)
+    # Full status reports still reach home, at the status interval.
+    assert 1000.0 / LinkConfig().status_interval_s - 1 <= len(h.rx.statuses) <= 6

@@ -91,9 +91,13 @@ def test_partial_degradation_steps_down_without_losing_the_link():
     assert _rank(_rung(h.tx_link.settings)) > _rank((7, 250_000))
     assert h.tx_link.state == "running"
     kinds = [k for t, k, _ in h.tx.events if t > 200.0]
-    assert "switch_committed" in kinds
+    assert "switch_committed" in kinds and "link_lost" not in kinds
+    # Settled: every update the new rung's budget sustains arrives (SF9/BW250 has exactly the
+    # 5 dB margin at this loss, SF10/BW250 7.5 dB; either is a correct choice).
+    assert _rank(_rung(h.tx_link.settings)) <= _rank((10, 250_000))
+    gap = timing.pacing_gap(EU, h.tx_link.settings, 27)
     late = [t for t, _ in h.rx.delivered if t > 400.0]
-    assert len(late) > 100
+    assert len(late) >= 0.9 * 200.0 / gap
 
 
 def test_receiver_reboot_without_state_goes_back_to_the_rendezvous():
@@ -175,7 +179,7 @@ def test_downlink_failure_sends_the_transmitter_back_to_the_rendezvous():
     assert h.tx_link.state in ("rendezvous", "handshake")
     assert "link_lost" in h.tx.kinds()
     # The receiver still heard data until the transmitter left; then it times out as well.
-    silence = timing.silence_timeout(EU, EU.settings(7, 250_000), 0.0)
+    silence = timing.silence_timeout(EU, EU.settings(7, 250_000))
     h.run_until(100.0 + EU.link_lost_min_s + 15.0 + silence)
     assert h.rx_link.state in ("rendezvous", "handshake")
 
@@ -183,7 +187,7 @@ def test_downlink_failure_sends_the_transmitter_back_to_the_rendezvous():
 def test_uplink_failure_makes_the_receiver_time_out_after_the_legal_silence():
     h = Harness(channel=Channel(path_loss_db=110.0, uplink_blocked=lambda t: t >= 100.0))
     h.run_until(100.0)
-    silence = timing.silence_timeout(EU, h.rx_link.settings, 0.0)
+    silence = timing.silence_timeout(EU, h.rx_link.settings)
     h.run_until(100.0 + silence - 5.0)
     assert h.rx_link.state == "running"  # never before the slowest legal send interval...
     h.run_until(100.0 + silence + 5.0)

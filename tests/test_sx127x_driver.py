@@ -11,7 +11,7 @@ from p1lora.common.airtime import low_data_rate_optimize, time_on_air_for
 from p1lora.common.clock import VirtualClock
 from p1lora.common.radio_types import BANDWIDTHS_HZ, RadioSettings
 from p1lora.hardware.channel import SimChannel, noise_floor_dbm
-from p1lora.hardware.emulator import Reception, SX127xEmulator
+from p1lora.hardware.emulator import PKT_SNR_SATURATION_DB, Reception, SX127xEmulator
 from p1lora.hardware.radio import Radio, RadioError, TxDone
 from p1lora.hardware.realtime import ThreadScheduler
 from p1lora.hardware.sx127x import SX127x, frf_for, power_setting
@@ -266,7 +266,7 @@ def test_rssi_and_snr_are_what_the_channel_set(settings, loss):
     setup.send_and_settle("a", b"measure me")
     (event,) = received(setup.radios["b"].poll())
     expected_rssi = settings.tx_power_dbm - loss
-    expected_snr = min(expected_rssi - noise_floor_dbm(settings.bw_hz), 31.75)
+    expected_snr = min(expected_rssi - noise_floor_dbm(settings.bw_hz), PKT_SNR_SATURATION_DB)
     assert event.frame.snr_db == pytest.approx(expected_snr, abs=0.13)
     assert event.frame.rssi_dbm == pytest.approx(expected_rssi, abs=0.75)
 

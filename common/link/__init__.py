@@ -7,7 +7,8 @@ state machines and the timing rules.
 
 Modules: `config` (LinkConfig), `events` (actions), `messages` (frame bodies), `commands`
 (downlink commands), `fragments` (multi-frame updates), `tuning` (SNR-margin target choice),
-`timing` (every timeout as a formula), `session` (frame security), `persist` (restart state),
+`timing` (every timeout as a formula), `pacing` (spacing updates by the budget actually left),
+`session` (frame security), `persist` (restart state),
 `diagnostics` (counters and snapshots), `tx` (TxLink), `rx` (RxLink).
 """
 

@@ -68,20 +68,38 @@ class LinkConfig:
     snr_margin_db: float = 5.0
     #: Extra margin before moving up, and the shortfall tolerated before moving down.
     hysteresis_db: float = 3.0
-    #: Lower the transmitter's power when the uplink margin is large at the fastest setting.
+    #: Lower the transmitter's power when the uplink margin is large at the fastest setting,
+    #: but only while `snr_margin_db + power_headroom_db` (10 dB) remains above the floor in
+    #: the worst recent sample: power costs no airtime, a dead link costs minutes.
     power_control: bool = True
-    power_headroom_db: float = 3.0
+    power_headroom_db: float = 5.0
     min_tx_power_dbm: int = 2
     #: Probes that must be acknowledged before a new setting is committed, out of `attempts`.
     probe_count: int = 3
     probe_attempts: int = 5
+    #: A SWITCH without an ack is repeated (byte for byte) up to this many sends in all: a
+    #: step down happens on a lossy link, and one lost SWITCH should not cost the switch.
+    switch_attempts: int = 3
     #: Minimum seconds between telegrams sent (the `set interval` command changes it).
     min_interval_s: float = 0.0
-    #: The transmitter sends something (a status report) at least this often while linked.
-    keepalive_s: float = 60.0
+    #: The transmitter sends something (a keepalive: a 14-byte PROBE) at least this often
+    #: while linked, where that is cheap; where it is not, `keepalive_share` of the budget sets
+    #: the interval (`timing.keepalive_interval`). The receiver's silence timeout follows.
+    keepalive_s: float = 10.0
+    #: Share of the duty-cycle allowance keepalives may use (they flow only when nothing
+    #: else does, so they never compete with telegrams).
+    keepalive_share: float = 0.2
+    #: Full status reports at most this often, and rarer where a standalone report would take
+    #: more than `status_share` of the allowance (`timing.status_interval`).
     status_interval_s: float = 300.0
+    status_share: float = 0.05
     #: Paced traffic aims at this share of the duty-cycle allowance (room for control frames).
+    #: The pacing counts *all* traffic in the sliding window, so a burst of handshake frames
+    #: slows the updates a little for an hour instead of stopping them at the hour's end.
     budget_utilisation: float = 0.9
+    #: However much the window holds, updates keep at least this share of the steady rate
+    #: (the hard budget still applies to every frame).
+    pacing_floor: float = 0.25
     #: Long-run share of the allowance that discovery / challenge / resync traffic may use.
     handshake_share: float = 0.25
     #: Allowance for the peer to start its reply after our frame ends (radio + runtime).
@@ -114,10 +132,14 @@ class LinkConfig:
             (self.hysteresis_db >= 0, "hysteresis_db must be >= 0"),
             (1 <= self.probe_count <= self.probe_attempts, "need 1 <= probe_count <= attempts"),
             (self.probe_attempts <= 20, "probe_attempts must be <= 20"),
+            (1 <= self.switch_attempts <= 5, "switch_attempts must be within 1..5"),
             (0 <= self.min_interval_s <= 3600, "min_interval_s must be within 0..3600"),
             (self.keepalive_s >= 5, "keepalive_s must be >= 5"),
+            (0 < self.keepalive_share <= 1, "keepalive_share must be in (0, 1]"),
             (self.status_interval_s >= self.keepalive_s, "status_interval_s < keepalive_s"),
+            (0 < self.status_share <= 1, "status_share must be in (0, 1]"),
             (0 < self.budget_utilisation <= 1, "budget_utilisation must be in (0, 1]"),
+            (0 < self.pacing_floor <= 1, "pacing_floor must be in (0, 1]"),
             (0 < self.handshake_share <= 1, "handshake_share must be in (0, 1]"),
             (0 <= self.turnaround_s <= 5, "turnaround_s must be within 0..5"),
             (self.silence_factor >= 2, "silence_factor must be >= 2"),

@@ -15,7 +15,7 @@ got through).
 | FRAGMENT  | u8 update tag, u8 index<<4 | (count-1), chunk                                     |
 | PROBE     | u8 probe id, padding to the size of a typical update; acked with CRC-16 of body  |
 | SWITCH    | u8 switch id, u8 SF, u8 bandwidth index (`BANDWIDTHS_HZ`)                        |
-| STATUS    | see `StatusMessage`                                                              |
+| STATUS    | see `StatusMessage`; flag bit 1: a telegram update (codec payload) follows        |
 | REPLY     | u8 command id, u8 status, UTF-8 text                                             |
 | ACK       | u8 kind, u16 acked counter low bits, u16 value, report (3), [u8 cmd id, command] |
 
@@ -25,7 +25,7 @@ in 0.5 % of its allowance (0..200, 255 = unknown).
 ACK kinds and their value: DATA (telegram id of the rebuilt telegram), NAK (the reference id
 that was missing, 0xFFFF when the update itself was bad), PROBE (CRC-16/ARC of the probe body),
 FRAGMENT (bitmap of fragments held), SWITCH (switch id; high byte 1 = refused), FRAME (0: a
-status report or reply was received).
+status report or reply was received). A STATUS that carries an update is acked like DATA.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ __all__ = [
     "CHALLENGE_BODY_SIZE",
     "COMMAND_MAX_SIZE",
     "DISCOVER_BODY_SIZE",
+    "STATUS_TYPICAL_BODY_SIZE",
+    "SWITCH_BODY_SIZE",
     "Ack",
     "AckKind",
     "Challenge",
@@ -62,6 +64,9 @@ CHALLENGE_BODY_SIZE = 7
 ACK_BODY_SIZE = 8
 #: Command id + the longest command on air.
 COMMAND_MAX_SIZE = 1 + 4
+SWITCH_BODY_SIZE = 3
+#: A status report after about a day (uptime, telegram and update counters of 3 varint bytes).
+STATUS_TYPICAL_BODY_SIZE = 24
 
 
 class MessageError(ValueError):
@@ -259,11 +264,16 @@ def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
 class StatusMessage:
     """The transmitter's periodic status report, as the receiver surfaces it.
 
-    Layout: u8 serial state, u8 flags (bit 0: fixed radio mode), i8 TX power, u8 airtime use
-    (0.5 % of the allowance), u8 loss (0.5 %), u8 downlink RSSI as -dBm (0: unknown), i8
-    downlink SNR in 0.25 dB (how the transmitter hears the receiver's acks: the receiver
-    cannot measure that itself), then varints: uptime s, telegrams read, CRC errors, other
-    errors, interval in 0.1 s, updates sent, updates acknowledged, superseded.
+    Layout: u8 serial state, u8 flags (bit 0: fixed radio mode; bit 1: a telegram update
+    follows), i8 TX power, u8 airtime use (0.5 % of the allowance), u8 loss (0.5 %), u8
+    downlink RSSI as -dBm (0: unknown), i8 downlink SNR in 0.25 dB (how the transmitter hears
+    the receiver's acks: the receiver cannot measure that itself), then varints: uptime s,
+    telegrams read, CRC errors, other errors, interval in 0.1 s, updates sent, updates
+    acknowledged, superseded; then, with flag bit 1, the codec payload of a telegram update.
+
+    Why an update can ride along: a standalone report costs a frame header, a tag and an ack;
+    appended to an update that is sent anyway it costs only its ~20 body bytes, so at slow
+    settings the status no longer competes with telegrams for the budget.
     """
 
     serial_state: SerialState
@@ -283,18 +293,24 @@ class StatusMessage:
     downlink_snr_db: float | None = None
 
     FIXED_SIZE = 7
+    FLAG_FIXED_MODE = 0x01
+    FLAG_UPDATE = 0x02
 
-    def encode(self) -> bytes:
+    def encode(self, update: bytes | None = None) -> bytes:
+        """The body; with `update` (a codec payload) the frame also carries that telegram."""
         rssi = (
             0
             if self.downlink_rssi_dbm is None
             else max(1, min(255, round(-self.downlink_rssi_dbm)))
         )
         snr = 0 if self.downlink_snr_db is None else _i8(round(self.downlink_snr_db * 4))
+        flags = (self.FLAG_FIXED_MODE if self.fixed_mode else 0) | (
+            self.FLAG_UPDATE if update is not None else 0
+        )
         out = bytearray(
             (
                 int(self.serial_state),
-                int(self.fixed_mode),
+                flags,
                 _i8(self.tx_power_dbm),
                 max(0, min(255, round(self.airtime_used * 200))),
                 max(0, min(200, round(self.loss_rate * 200))),
@@ -313,10 +329,20 @@ class StatusMessage:
             self.superseded,
         ):
             _put_varint(out, value)
+        if update is not None:
+            if not update:
+                raise ValueError("an update riding on a status cannot be empty")
+            out += update
         return bytes(out)
 
     @classmethod
     def decode(cls, data: bytes) -> StatusMessage:
+        """The status report of a STATUS body (a carried update, if any, is not returned)."""
+        return cls.decode_with_update(data)[0]
+
+    @classmethod
+    def decode_with_update(cls, data: bytes) -> tuple[StatusMessage, bytes | None]:
+        """The status report and the codec payload it carries (None when it carries none)."""
         if len(data) < cls.FIXED_SIZE + 8:
             raise MessageError("STATUS body too short")
         try:
@@ -328,11 +354,16 @@ class StatusMessage:
         for _ in range(8):
             value, pos = _get_varint(data, pos)
             values.append(value)
-        if pos != len(data):
+        update: bytes | None = None
+        if data[1] & cls.FLAG_UPDATE:
+            update = bytes(data[pos:])
+            if not update:
+                raise MessageError("STATUS announces an update but carries none")
+        elif pos != len(data):
             raise MessageError("STATUS body has trailing bytes")
-        return cls(
+        status = cls(
             serial_state=state,
-            fixed_mode=bool(data[1] & 1),
+            fixed_mode=bool(data[1] & cls.FLAG_FIXED_MODE),
             tx_power_dbm=_from_i8(data[2]),
             airtime_used=data[3] / 200,
             loss_rate=data[4] / 200,
@@ -347,6 +378,7 @@ class StatusMessage:
             downlink_rssi_dbm=-float(data[5]) if data[5] else None,
             downlink_snr_db=_from_i8(data[6]) / 4 if data[5] else None,
         )
+        return status, update
 
     def as_fields(self) -> dict[str, object]:
         """Flat dict for logs and Home Assistant diagnostics."""

@@ -11,7 +11,8 @@ States (the `state` property):
 |            |                           | pending session -> running; expiry -> back             |
 | running    | committed setting         | SWITCH -> probing; silence -> rendezvous               |
 | probing    | switch target             | a non-probe frame proves the transmitter committed ->  |
-|            |                           | running; `switch_timeout` without frames -> fallback   |
+|            |                           | running; `switch_timeout` (which covers the SWITCH     |
+|            |                           | repeats and the probe phase) without frames -> fallback|
 | fallback   | setting before the switch | any authentic frame -> running; silence -> rendezvous  |
 
 Security rules: a DISCOVER is answered only when authentic, newer than any uplink frame seen
@@ -25,7 +26,9 @@ ack again (the transmitter resends when an ack was lost) without being processed
 Delivery: a DATA update is decoded against the references this side holds (the last few
 delivered telegrams by id); a rebuilt telegram is delivered once (`Deliver`) and acknowledged
 with its id; an update that cannot be decoded is answered with a NAK so the transmitter sends
-a key update, and nothing wrong is ever delivered (the codec's end-to-end check).
+a key update, and nothing wrong is ever delivered (the codec's end-to-end check). A STATUS
+frame may carry an update after the report: the report is surfaced (`StatusReport`) and the
+update handled exactly like DATA, with one ack for both.
 """
 
 from __future__ import annotations
@@ -124,7 +127,6 @@ class RxLink(LinkBase):
         self._switched_at = now
         self._pending_expires: float | None = None
         self._after_tx: RadioSettings | None = None
-        self._peer_interval = config.min_interval_s
         self._max_peer_counter = -1
         self._last_counter: int | None = None
         self._loss = LossWindow(max(config.loss_window, 50))
@@ -193,12 +195,10 @@ class RxLink(LinkBase):
     def _silence_deadline(self) -> float | None:
         if self._state == "probing":
             return max(self._last_heard, self._switched_at) + timing.switch_timeout(
-                self.config, self._settings
+                self.config, self._settings, self._previous
             )
         if self._state in ("running", "resume", "fallback"):
-            return self._last_heard + timing.silence_timeout(
-                self.config, self._settings, self._peer_interval
-            )
+            return self._last_heard + timing.silence_timeout(self.config, self._settings)
         return None
 
     def _deadlines(self) -> list[float | None]:
@@ -309,9 +309,7 @@ class RxLink(LinkBase):
             return
         self._security.start_session(tx_random, rx_random, counter, pending=True)
         self._max_peer_counter = max(self._max_peer_counter, counter)
-        self._pending_expires = now + timing.silence_timeout(
-            self.config, self._settings, self._peer_interval
-        )
+        self._pending_expires = now + timing.silence_timeout(self.config, self._settings)
         self._last_heard = now
         if self._security.session is None:
             self._set_state("handshake", "discovery answered")
@@ -496,11 +494,13 @@ class RxLink(LinkBase):
     def _on_status(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        status = _decode(StatusMessage.decode, body)
-        self._peer_interval = status.interval_s
+        status, update = _decode(StatusMessage.decode_with_update, body)
         self._down_rssi, self._down_snr = status.downlink_rssi_dbm, status.downlink_snr_db
         self._emit(StatusReport(status, frame.received_at, self._report(frame)))
         self._event("status", **status.as_fields())
+        if update is not None:  # a telegram update rides on the report: ack it like DATA
+            self._deliver_update(now, sealed, counter, update, frame)
+            return
         self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))
 
     def _on_reply(
@@ -510,8 +510,6 @@ class RxLink(LinkBase):
         for queued in list(self._commands):
             if queued.command_id == reply.command_id:
                 self._commands.remove(queued)
-                if queued.command.interval_s is not None and reply.status is ReplyStatus.OK:
-                    self._peer_interval = queued.command.interval_s
                 self._finish_command(queued, reply.status, reply.text, now)
                 break
         self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))

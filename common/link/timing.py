@@ -5,7 +5,10 @@ send at SF12; here every timeout is a formula of the time on air at the current 
 sub-band's duty cycle, and both sides evaluate the same formulas, so neither ever declares the
 other gone while it is legally waiting. Notation: `A(s, n)` is the time on air of an n-byte
 frame at settings s, `f` the sub-band's duty-cycle fraction, `u` the configured budget
-utilisation (0.9), `T` the configured turnaround (how late the peer may start replying).
+utilisation (0.9), `T` the configured turnaround (how late the peer may start replying),
+`k(s)` = max(A(s, KEEPALIVE), A(s, ACK_TYPICAL)) and `c(s)` = max(A(s, STATUS_TYPICAL),
+A(s, ACK_TYPICAL)): what one keepalive (a 14-byte PROBE) and one standalone status report cost
+the busier of the two budgets.
 
 | quantity                 | formula                                                           |
 |--------------------------|-------------------------------------------------------------------|
@@ -13,15 +16,32 @@ utilisation (0.9), `T` the configured turnaround (how late the peer may start re
 | reply_timeout(s, n)      | T + A(s, n) + guard(s): how long to wait for an n-byte answer       |
 | pacing_gap(s, n)         | max(A(s, n), A(s, ACK_TYPICAL)) / (f * u): steady spacing of paced |
 |                          | frames so that *both* budgets hold (our frame, the peer's ack)      |
-| max_send_interval(s, I)  | max(keepalive, I, pacing_gap(s, 255)): the longest a linked         |
-|                          | transmitter may legally stay silent (I = the `set interval` value) |
-| silence_timeout(s, I)    | silence_factor * max_send_interval(s, I) + reply_timeout(s, ACK)   |
+| keepalive_interval(s)    | max(keepalive_s, k(s) / (f * keepalive_share)): the transmitter     |
+|                          | sends *something* at least this often (a keepalive when nothing    |
+|                          | else is due)                                                       |
+| status_interval(s)       | max(status_interval_s, c(s) / (f * status_share)): full status     |
+|                          | reports (they ride on an update whenever one fits)                 |
+| max_send_interval(s)     | keepalive_interval(s) + reply_timeout(s, ACK_MAX): the longest a    |
+|                          | linked transmitter may legally stay silent                         |
+| silence_timeout(s)       | silence_factor * max_send_interval(s) + reply_timeout(s, ACK_MAX)  |
+| rendezvous_window(s)     | [last ack + silence(s), last frame sent + silence(s)] + guard(s):  |
+|                          | when a receiver that stopped hearing us is back at the rendezvous |
 | probe_cycle(s)           | A(s, PROBE_MAX) + reply_timeout(s, ACK_MAX)                        |
-| switch_timeout(s)        | (probe_attempts + 1) * probe_cycle(s) + guard(s): the receiver's   |
-|                          | wait for proof after a switch before it reverts                     |
+| switch_cycle(s)          | A(s, SWITCH) + reply_timeout(s, ACK_MAX)                           |
+| switch_timeout(t, p)     | (switch_attempts - 1) * switch_cycle(p) + (probe_attempts + 1) *   |
+|                          | probe_cycle(t) + guard(t): the receiver's wait at the target t for |
+|                          | proof before it reverts to p (the SWITCH may still be repeated)    |
 | discovery_delay(s, k)    | min(max(base * 2^k, 2 * reply_timeout(s, CHALLENGE)),              |
 |                          |     max(discovery_max, A(s, DISCOVER) / (f * handshake_share)))    |
 | responder rate           | tokens refill at f * handshake_share / A(s, CHALLENGE) per second   |
+
+Why keepalives scale: a fixed keepalive (the first design used 60 s) costs nothing at
+SF7/BW250 in the 10 % band but a large part of the 1 % budget at SF12, and the receiver's
+silence timeout follows it. Tying the interval to a share of the budget makes keepalives
+frequent where they are cheap (so a dead link is noticed in about 30 s at SF7/BW250 and both
+sides meet at the rendezvous quickly) and rare where every second of airtime is a telegram.
+Keepalives do not wait for the data pacing or the `set interval` gate (only for the budget),
+which is what makes `keepalive_interval` the slowest legal send interval.
 
 With no duty-cycle limit (f >= 1) the budget terms vanish and only airtime terms remain.
 """
@@ -36,6 +56,8 @@ from p1lora.common.link.messages import (
     CHALLENGE_BODY_SIZE,
     COMMAND_MAX_SIZE,
     DISCOVER_BODY_SIZE,
+    STATUS_TYPICAL_BODY_SIZE,
+    SWITCH_BODY_SIZE,
 )
 from p1lora.common.radio_types import RadioSettings
 
@@ -44,15 +66,22 @@ __all__ = [
     "ACK_TYPICAL_BYTES",
     "CHALLENGE_BYTES",
     "DISCOVER_BYTES",
+    "KEEPALIVE_BYTES",
     "PROBE_MAX_BYTES",
+    "STATUS_TYPICAL_BYTES",
+    "SWITCH_BYTES",
     "discovery_delay",
     "guard",
+    "keepalive_interval",
     "max_send_interval",
     "pacing_gap",
     "probe_cycle",
+    "rendezvous_window",
     "reply_timeout",
     "responder_refill_per_s",
     "silence_timeout",
+    "status_interval",
+    "switch_cycle",
     "switch_timeout",
 ]
 
@@ -60,8 +89,13 @@ ACK_TYPICAL_BYTES = overhead(FrameType.ACK) + ACK_BODY_SIZE
 ACK_MAX_BYTES = ACK_TYPICAL_BYTES + COMMAND_MAX_SIZE
 CHALLENGE_BYTES = overhead(FrameType.CHALLENGE) + CHALLENGE_BODY_SIZE
 DISCOVER_BYTES = overhead(FrameType.DISCOVER) + DISCOVER_BODY_SIZE
+#: A standalone STATUS frame with typical counters (a day of uptime, thousands of telegrams).
+STATUS_TYPICAL_BYTES = overhead(FrameType.STATUS) + STATUS_TYPICAL_BODY_SIZE
+#: A keepalive: a PROBE with its id and no padding (acked like any probe).
+KEEPALIVE_BYTES = overhead(FrameType.PROBE) + 1
 #: Probes are never larger than this (sized like a typical update, capped).
 PROBE_MAX_BYTES = 64
+SWITCH_BYTES = overhead(FrameType.SWITCH) + SWITCH_BODY_SIZE
 
 
 def _fraction(config: LinkConfig) -> float | None:
@@ -89,16 +123,65 @@ def pacing_gap(config: LinkConfig, settings: RadioSettings, frame_bytes: int) ->
     return max(ours, theirs) / (fraction * config.budget_utilisation)
 
 
-def max_send_interval(config: LinkConfig, settings: RadioSettings, interval_s: float) -> float:
-    """The longest a linked transmitter may stay silent while following every rule."""
-    return max(config.keepalive_s, interval_s, pacing_gap(config, settings, MAX_FRAME))
+def _cost(settings: RadioSettings, frame_bytes: int) -> float:
+    """Airtime of a frame or of the ack it gets, whichever is longer (the busier budget)."""
+    return max(time_on_air_for(settings, frame_bytes), time_on_air_for(settings, ACK_TYPICAL_BYTES))
 
 
-def silence_timeout(config: LinkConfig, settings: RadioSettings, interval_s: float) -> float:
-    """Receiver: after this long without a valid frame the link is considered lost."""
-    return config.silence_factor * max_send_interval(config, settings, interval_s) + reply_timeout(
+def keepalive_interval(config: LinkConfig, settings: RadioSettings) -> float:
+    """The transmitter sends a frame at least this often while linked (a keepalive when
+    nothing else is due): `keepalive_s` where that is cheap, otherwise as often as
+    `keepalive_share` of the budget allows. Keepalives flow only while nothing else does."""
+    fraction = _fraction(config)
+    if fraction is None:
+        return config.keepalive_s
+    cost = _cost(settings, KEEPALIVE_BYTES)
+    return max(config.keepalive_s, cost / (fraction * config.keepalive_share))
+
+
+def status_interval(config: LinkConfig, settings: RadioSettings) -> float:
+    """How often the transmitter reports its full status: `status_interval_s`, or rarer where
+    a standalone report would take more than `status_share` of the budget."""
+    fraction = _fraction(config)
+    if fraction is None:
+        return config.status_interval_s
+    cost = _cost(settings, STATUS_TYPICAL_BYTES)
+    return max(config.status_interval_s, cost / (fraction * config.status_share))
+
+
+def max_send_interval(config: LinkConfig, settings: RadioSettings) -> float:
+    """The longest a linked transmitter may stay silent while following every rule: a
+    keepalive is due after `keepalive_interval`, and it may wait for one reply timeout of the
+    frame before it (stop and wait). It waits for neither the data pacing nor `set interval`."""
+    return keepalive_interval(config, settings) + reply_timeout(config, settings, ACK_MAX_BYTES)
+
+
+def silence_timeout(config: LinkConfig, settings: RadioSettings) -> float:
+    """Receiver: after this long without a valid frame the link is considered lost.
+
+    `silence_factor` (3) slowest legal send intervals: two keepalives in a row may be lost
+    before the receiver gives up and returns to the rendezvous.
+    """
+    return config.silence_factor * max_send_interval(config, settings) + reply_timeout(
         config, settings, ACK_MAX_BYTES
     )
+
+
+def rendezvous_window(
+    config: LinkConfig, settings: RadioSettings, last_ack_at: float, last_sent_end: float
+) -> tuple[float, float]:
+    """Transmitter: when a receiver that stopped hearing us is back at the rendezvous.
+
+    The receiver's silence timer restarts with every frame it hears. It heard the frame whose
+    ack arrived at `last_ack_at`, so if it heard nothing after that (the usual case: the
+    channel failed in both directions) it has given up by the first bound; if it kept hearing
+    us while its acks were lost, it gives up at the latest a silence timeout after our last
+    frame at this setting, which ended at `last_sent_end` (the second bound). Before the first
+    bound a DISCOVER at the rendezvous cannot be heard and only costs budget.
+    """
+    silence = silence_timeout(config, settings)
+    first = last_ack_at + silence + guard(settings)
+    return first, max(first, last_sent_end + silence + guard(settings))
 
 
 def probe_cycle(config: LinkConfig, settings: RadioSettings) -> float:
@@ -108,13 +191,25 @@ def probe_cycle(config: LinkConfig, settings: RadioSettings) -> float:
     )
 
 
-def switch_timeout(config: LinkConfig, settings: RadioSettings) -> float:
-    """Receiver: how long to wait at a new setting for proof before reverting.
+def switch_cycle(config: LinkConfig, settings: RadioSettings) -> float:
+    """One SWITCH and the wait for its ack."""
+    return time_on_air_for(settings, SWITCH_BYTES) + reply_timeout(config, settings, ACK_MAX_BYTES)
 
-    Longer than the transmitter's whole probe phase (it gives up after `probe_attempts`
-    cycles), so the transmitter always reverts first or both succeed.
+
+def switch_timeout(
+    config: LinkConfig, settings: RadioSettings, previous: RadioSettings | None = None
+) -> float:
+    """Receiver: how long to wait at a new setting (`settings`) for proof before reverting.
+
+    The transmitter may still be repeating the SWITCH at the `previous` setting (it sends it
+    up to `switch_attempts` times when no ack comes back: the receiver may have switched
+    anyway), then it probes for at most `probe_attempts` cycles. The timeout outlasts both, so
+    the transmitter always reverts first or both succeed. Without `previous` the repeats are
+    assumed at the new setting.
     """
-    return (config.probe_attempts + 1) * probe_cycle(config, settings) + guard(settings)
+    repeats = (config.switch_attempts - 1) * switch_cycle(config, previous or settings)
+    probing = (config.probe_attempts + 1) * probe_cycle(config, settings)
+    return repeats + probing + guard(settings)
 
 
 def discovery_delay(config: LinkConfig, settings: RadioSettings, attempt: int) -> float:

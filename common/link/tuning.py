@@ -16,11 +16,21 @@ the *fastest* setting (least airtime for a typical update) whose margin in **bot
 is at least `snr_margin_db`; it is then confirmed with probes. Settings that are slower and not
 more sensitive than another one are dropped from the table (SF7/125 vs SF8/250: same
 sensitivity, SF8/250 is faster), so the ladder is short and every rung is worth having.
+
+Real SX127x chips do not report SNR above about +10 dB: the packet SNR estimator saturates
+(field reports: strong signals read +5..+12 dB depending on the board and local noise, while
+the datasheet's formula could express +31.75). A reading at or above `SATURATED_SNR_DB` is
+therefore a lower bound. Where it is, the packet RSSI against the noise floor implied by the
+datasheet's sensitivity table (`effective_snr_db`) may raise the estimate, less a safety
+margin; nothing ever raises an estimate on a saturated reading alone. Decisions stay safe
+either way: the fastest rung needs far less than +10 dB, and power control lowers the power
+only by what the (lower-bound) margin proves, one verified step at a time.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
@@ -30,13 +40,19 @@ from p1lora.common.radio_types import RadioSettings
 
 __all__ = [
     "DEMODULATION_FLOOR_DB",
+    "LOW_MIN_SAMPLES",
+    "LOW_WINDOW_S",
+    "NOISE_FLOOR_125_DBM",
     "REFERENCE_BW_HZ",
+    "RSSI_SNR_MARGIN_DB",
+    "SATURATED_SNR_DB",
     "TYPICAL_FRAME_BYTES",
     "Candidate",
     "SnrEstimate",
     "bw_offset_db",
     "candidate_table",
     "choose_target",
+    "effective_snr_db",
     "margin_db",
 ]
 
@@ -50,6 +66,20 @@ DEMODULATION_FLOOR_DB: dict[int, float] = {
     12: -20.0,
 }
 REFERENCE_BW_HZ = 125_000
+#: Readings at or above this are treated as saturated (a lower bound of the real SNR).
+SATURATED_SNR_DB = 9.0
+#: Noise in 125 kHz implied by the datasheet: sensitivity minus the demodulation floor
+#: (SF7: -123 - -7.5 = -115.5 dBm; SF12: -136 - -20 = -116 dBm), rounded towards more noise.
+NOISE_FLOOR_125_DBM = -115.0
+#: RSSI is less exact than SNR (calibration, nonlinearity above -100 dBm): an SNR estimated
+#: from it is taken this much lower.
+RSSI_SNR_MARGIN_DB = 3.0
+#: The worst-recent-sample view (`SnrEstimate.low`) covers this long, and at least the last
+#: `LOW_MIN_SAMPLES` samples: at 1 Hz it sees every fade of the last half minute, at SF12
+#: (a sample every ~20 s) it still follows a channel that came back within a minute.
+LOW_WINDOW_S = 30.0
+LOW_MIN_SAMPLES = 2
+_RECENT_MAX = 128
 #: A typical DSMR 5 update on air: 5-byte header + ~12-24 byte delta + 8-byte tag.
 TYPICAL_FRAME_BYTES = 37
 _BANDWIDTHS = (125_000, 250_000, 500_000)
@@ -58,6 +88,15 @@ _BANDWIDTHS = (125_000, 250_000, 500_000)
 def bw_offset_db(bw_hz: int) -> float:
     """How much more noise `bw_hz` lets in than the 125 kHz reference (dB)."""
     return 10.0 * math.log10(bw_hz / REFERENCE_BW_HZ)
+
+
+def effective_snr_db(snr_db: float, rssi_dbm: float | None, bw_hz: int) -> float:
+    """The SNR to plan with: the reading, or where the chip's estimator may have saturated, the
+    larger of the reading and what the RSSI says (conservatively)."""
+    if snr_db < SATURATED_SNR_DB or rssi_dbm is None:
+        return snr_db
+    from_rssi = rssi_dbm - (NOISE_FLOOR_125_DBM + bw_offset_db(bw_hz)) - RSSI_SNR_MARGIN_DB
+    return max(snr_db, from_rssi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,27 +179,49 @@ class SnrEstimate:
     """Exponentially weighted SNR at the 125 kHz reference (and at full power for the uplink).
 
     Weighted averaging smooths the +-1-2 dB frame-to-frame scatter; `count` says how much
-    evidence there is, so decisions can wait for enough samples.
+    evidence there is, so decisions can wait for enough samples. `low(now)` is the worst
+    sample of the last `LOW_WINDOW_S`: moving up and lowering the power plan with it, so a
+    fade seen recently is a fade planned for (the average alone moved a fading link up and
+    straight back down every few minutes).
     """
 
-    __slots__ = ("alpha", "count", "value")
+    __slots__ = ("_recent", "alpha", "count", "value")
 
     def __init__(self, alpha: float = 0.3) -> None:
         self.alpha = alpha
         self.value: float | None = None
         self.count = 0
+        self._recent: deque[tuple[float, float]] = deque(maxlen=_RECENT_MAX)
 
-    def add(self, snr_db: float, bw_hz: int, power_deficit_db: float = 0.0) -> None:
-        """One sample measured at `bw_hz`, sent `power_deficit_db` below the maximum power."""
+    def add(
+        self, snr_db: float, bw_hz: int, power_deficit_db: float = 0.0, at: float = 0.0
+    ) -> None:
+        """One sample measured at `bw_hz` at time `at`, sent `power_deficit_db` below the
+        maximum power."""
         sample = snr_db + bw_offset_db(bw_hz) + power_deficit_db
         self.value = (
             sample if self.value is None else self.value + self.alpha * (sample - self.value)
         )
+        self._recent.append((at, sample))
         self.count += 1
+
+    def low(self, now: float) -> float | None:
+        """The worst sample of the last `LOW_WINDOW_S` (at least of the last
+        `LOW_MIN_SAMPLES`); None before the first."""
+        if not self._recent:
+            return None
+        horizon = now - LOW_WINDOW_S
+        worst = min(s for t, s in list(self._recent)[-LOW_MIN_SAMPLES:])
+        for t, sample in reversed(self._recent):
+            if t < horizon:
+                break
+            worst = min(worst, sample)
+        return worst
 
     def reset(self) -> None:
         self.value = None
         self.count = 0
+        self._recent.clear()
 
 
 def margin_db(

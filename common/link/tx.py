@@ -7,27 +7,39 @@ States (the `state` property):
 | rendezvous  | region rendezvous        | DISCOVER with exponential backoff (budget-capped)      |
 | handshake   | last known good          | DISCOVER after a restart or a RESYNC; after            |
 |             |                          | `resume_attempts` failures -> rendezvous               |
-| switching   | current                  | SWITCH sent (phase 1 of a two-phase switch)            |
+| switching   | current                  | SWITCH sent (phase 1 of a two-phase switch), repeated  |
+|             |                          | up to `switch_attempts` times while unacknowledged     |
 | probing     | target                   | PROBEs sized like updates; `probe_count` acks commit,  |
 |             |                          | too many failures revert to last known good            |
 | fallback    | last known good          | holding off after a failed switch until the receiver   |
 |             |                          | has surely reverted too (`timing.switch_timeout`)      |
-| running     | committed setting        | updates (latest wins, paced), status, command replies  |
+| running     | committed setting        | updates (latest wins, paced), status riding on them,   |
+|             |                          | keepalives, command replies                            |
 
 Delivery policy: the newest telegram waits in one slot (a newer one replaces it: latest wins);
 it is encoded against the last telegram the receiver acknowledged; one frame is in flight at a
 time (stop and wait: the ack names the rebuilt telegram's id); an unacknowledged frame is
 resent byte for byte (same counter) up to `max_retries` times unless a newer telegram is
-waiting. Paced frames keep `timing.pacing_gap` apart so both this node's budget and the
-receiver's (its acks) hold in the long run; every frame also passes this node's budget.
+waiting. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
+budget still sustains with *all* traffic in the sliding window counted (handshakes, probes, key
+frames), so a burst slows the updates slightly instead of emptying the budget at the hour's
+end; the receiver's acks are paced with them. Every frame also passes this node's budget.
+
+Status and keepalive: the status report rides on an update when one is due (a STATUS frame
+carrying the update, acked like DATA) and goes alone only when no update came for a keepalive
+interval; after a commit the newest update is the proof the receiver waits for. A keepalive
+(a PROBE without padding) goes when nothing was sent for `timing.keepalive_interval`, a share
+of the budget: frequent where airtime is cheap, so the receiver notices a dead link quickly.
 
 Auto-tune (`RadioMode.AUTO`): after the handshake, jump to the fastest candidate whose
 predicted margin clears `snr_margin_db` in both directions (`tuning`), confirm with probes,
-step down one rung per failure; while running, move up when the margin allows a faster rung by
-`hysteresis_db` more, move down when the margin falls `hysteresis_db` short (after restoring
-full power) or when loss exceeds `loss_retune_threshold`; lower the TX power when the margin
-at the fastest rung is large. `link_lost_after` unanswered frames send the link back to the
-rendezvous.
+step down one rung per failure; while running, move up when even the worst recent sample
+clears a faster rung by `hysteresis_db` more, move down when the margin falls `hysteresis_db`
+short (after restoring full power) or when loss exceeds `loss_retune_threshold`; lower the TX
+power at the fastest rung only while the worst recent sample keeps 10 dB of margin, and
+restore full power at once when acks are lost. Total silence: after `link_lost_after`
+unanswered frames, stay at full power until the receiver's silence timeout has surely sent it
+to the rendezvous (`timing.rendezvous_window`), then meet it there.
 """
 
 from __future__ import annotations
@@ -66,6 +78,7 @@ from p1lora.common.link.messages import (
     Switch,
     TxStatus,
 )
+from p1lora.common.link.pacing import Pacer
 from p1lora.common.link.persist import TxPersistentState
 from p1lora.common.link.tuning import (
     TYPICAL_FRAME_BYTES,
@@ -73,6 +86,7 @@ from p1lora.common.link.tuning import (
     SnrEstimate,
     candidate_table,
     choose_target,
+    effective_snr_db,
     find,
     is_faster,
     margin_db,
@@ -91,6 +105,8 @@ _T = TypeVar("_T")
 _MIN_SAMPLES = 5
 #: Remember this many recently executed command ids (their replies are repeated, not re-run).
 _COMMAND_MEMORY = 16
+#: Consecutive unanswered frames at reduced power before full power is restored.
+_POWER_RESTORE_AFTER = 2
 
 
 @dataclass
@@ -117,7 +133,10 @@ class _Switch:
     target: RadioSettings
     switch_id: int
     reason: str
+    origin: RadioSettings
     acked: bool = False
+    #: The SWITCH frame once sent (repeated byte for byte while unacknowledged).
+    sent: _Outstanding | None = None
     probes_ok: int = 0
     probes_failed: int = 0
     last_probe_end: float = 0.0
@@ -201,9 +220,23 @@ class TxLink(LinkBase):
         self._gate_at = now
         self._data_gate_at = now
         self._last_sent_at = now
+        self._last_sent_end = now
         self._last_status_at = now
         self._status_due = False
+        self._status_due_at = now
+        #: After a commit the receiver waits for a non-probe frame as proof (keepalives are
+        #: probes): the next update, or the status at once.
+        self._proof_due = False
+        #: Moments a receiver that lost us may arrive at the rendezvous (a DISCOVER goes out
+        #: right after each, and the backoff starts over).
+        self._meet_times: list[float] = []
+        #: When a receiver that followed a failed switch reverted, at the latest (its silence
+        #: timer restarts then).
+        self._revert_anchor = now
+        self._pacer = Pacer(self._budget, config.budget_utilisation, config.pacing_floor)
         self._status = TxStatus()
+        #: The serial side as last reported (None: nothing reported in this run yet).
+        self._reported: TxStatus | None = None
         self._typical_bytes = float(TYPICAL_FRAME_BYTES)
         self._recent: deque[tuple[int, float]] = deque(maxlen=32)
         self._last_rx_static = -1
@@ -253,7 +286,9 @@ class TxLink(LinkBase):
         return self.actions()
 
     def update_status(self, status: TxStatus) -> None:
-        """The runtime's view of the serial source, sent in the next status report."""
+        """The runtime's view of the serial source, sent in the next status report. A change of
+        the serial state (meter disconnected, back) is reported soon, new error counts within
+        a keepalive interval: the status interval alone can be an hour at slow settings."""
         self._status = status
 
     def diagnostics(self, now: float) -> LinkDiagnostics:
@@ -310,8 +345,11 @@ class TxLink(LinkBase):
         if out is not None and out.deadline is not None and now >= out.deadline:
             self._outstanding = None
             self._on_timeout(now, out)
-        for name in [k for k, t in self._timers.items() if t <= now]:
+        fired = [k for k, t in self._timers.items() if t <= now]
+        for name in fired:
             del self._timers[name]
+        if "lost" in fired and self._state == "running":
+            self._check_lost(now)
         self._pump(now)
 
     def _pump(self, now: float) -> None:
@@ -350,6 +388,11 @@ class TxLink(LinkBase):
             return None
         self._recent.append((sent.counter, now))
         self._last_sent_at = now
+        self._last_sent_end = now + self._airtime(size)
+        if frame_type is not FrameType.PROBE:
+            self._proof_due = False
+        if kind in ("switch", "probe"):
+            self._pacer.invalidate()  # unpaced traffic: the pacing must account for it
         out = _Outstanding(
             kind, sent.frame, frame_type, sent.counter, self._settings, now, reply_bytes
         )
@@ -378,6 +421,7 @@ class TxLink(LinkBase):
         if sent is None:
             return False
         self._timers.pop("discover", None)
+        self._pacer.invalidate()
         self._outstanding = _Outstanding(
             "discover",
             sent.frame,
@@ -399,7 +443,17 @@ class TxLink(LinkBase):
             self._go_rendezvous(now, "no answer at the last known good setting")
             return
         delay = timing.discovery_delay(self.config, self._settings, self._discover_attempts - 1)
-        self._timers["discover"] = now + delay * self._jitter()
+        due = now + delay * self._jitter()
+        passed = [t for t in self._meet_times if t <= now]
+        if passed:
+            # The receiver may be listening at the rendezvous by now: the backoff starts over,
+            # so a lost DISCOVER or CHALLENGE costs seconds, not minutes.
+            self._meet_times = [t for t in self._meet_times if t > now]
+            self._discover_attempts = 0
+            due = now + timing.discovery_delay(self.config, self._settings, 0) * self._jitter()
+        if self._meet_times:
+            due = min(due, self._meet_times[0])
+        self._timers["discover"] = due
 
     def _reset_traffic(self) -> None:
         self._outstanding = None
@@ -414,7 +468,9 @@ class TxLink(LinkBase):
         for reply in self._replies:
             reply.attempts = 0
 
-    def _go_rendezvous(self, now: float, reason: str) -> None:
+    def _go_rendezvous(self, now: float, reason: str, meet_times: tuple[float, ...] = ()) -> None:
+        """Back to the rendezvous; `meet_times`: when the receiver may arrive there too (a
+        DISCOVER is sent right after each, and the backoff starts over)."""
         self._security.drop_sessions()
         self._reset_traffic()
         rendezvous = self.config.rendezvous()
@@ -424,6 +480,7 @@ class TxLink(LinkBase):
         self._discover_attempts = 0
         self._timers.clear()
         self._timers["discover"] = now
+        self._meet_times = sorted(t for t in set(meet_times) if t > now)
         self._event("link_lost", reason=reason)
 
     def _go_handshake(self, now: float, reason: str) -> None:
@@ -431,6 +488,7 @@ class TxLink(LinkBase):
         self._reset_traffic()
         self._set_state("handshake", reason)
         self._discover_attempts = 0
+        self._meet_times = []
         self._timers.clear()
         self._timers["discover"] = now
 
@@ -459,6 +517,7 @@ class TxLink(LinkBase):
         self._consecutive_failures = 0
         self._loss.clear()
         self._discover_attempts = 0
+        self._meet_times = []
         self._timers.pop("discover", None)
         self._event(
             "session_established",
@@ -467,9 +526,12 @@ class TxLink(LinkBase):
             downlink_snr=frame.snr_db,
         )
         self._set_state("running", "handshake complete")
-        self._status_due = True  # the receiver's session is pending until our first frame
+        # The receiver's session is pending until our first frame; any frame proves it, so
+        # the status rides on the first update (or goes alone when there is none).
+        self._want_status(now)
         self._gate_at = now
         self._data_gate_at = now
+        self._pacer.invalidate()
         target = self._desired_target(now)
         if target is not None and not _same_rung(target, self._settings):
             self._start_switch(now, target, "handshake")
@@ -513,9 +575,9 @@ class TxLink(LinkBase):
 
     def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
         probe_bytes = self._probe_size()
-        needed = self._airtime(overhead(FrameType.SWITCH) + 3) + self.config.probe_attempts * (
-            time_on_air_for(target, probe_bytes)
-        )
+        needed = self.config.switch_attempts * self._airtime(
+            timing.SWITCH_BYTES
+        ) + self.config.probe_attempts * time_on_air_for(target, probe_bytes)
         wait = self._budget.wait_time(now, needed)
         if wait > 0:
             delay = wait if math.isfinite(wait) else self.config.retune_interval_s
@@ -523,7 +585,8 @@ class TxLink(LinkBase):
             self._event("switch_deferred", target=target.label(), reason="budget")
             return False
         self._switch_id = (self._switch_id + 1) & 0xFF
-        self._switch = _Switch(target, self._switch_id, reason)
+        self._switch = _Switch(target, self._switch_id, reason, self._settings)
+        self._proof_due = False
         self._set_state("switching", reason)
         self._event("switch_start", target=target.label(), reason=reason)
         return True
@@ -533,11 +596,29 @@ class TxLink(LinkBase):
         if plan is None:
             self._set_state("running", "no switch planned")
             return False
-        body = Switch(plan.switch_id, plan.target.sf, plan.target.bw_hz).encode()
-        out = self._session_send(now, "switch", FrameType.SWITCH, body, timing.ACK_MAX_BYTES)
-        if out is None:
+        if plan.sent is None:
+            body = Switch(plan.switch_id, plan.target.sf, plan.target.bw_hz).encode()
+            out = self._session_send(now, "switch", FrameType.SWITCH, body, timing.ACK_MAX_BYTES)
+            if out is None:
+                return False
+            out.expect = plan.switch_id
+            plan.sent = out
+            return True
+        # Unacknowledged: the same bytes again (same counter: the receiver, if it heard the
+        # first, has already switched and does not hear this one; if not, it is new to it).
+        sent = plan.sent
+        wait = self._budget_wait(now, len(sent.frame))
+        if wait > 0:
+            self._wait("budget", now + wait)
             return False
-        out.expect = plan.switch_id
+        if not self._resend(now, sent.frame, sent.frame_type.name):
+            return False
+        sent.attempts += 1
+        sent.deadline = None
+        sent.sent_at = now
+        self._outstanding = sent
+        self._last_sent_at = now
+        self._last_sent_end = now + self._airtime(len(sent.frame))
         return True
 
     def _enter_probing(self, now: float, acked: bool) -> None:
@@ -547,12 +628,18 @@ class TxLink(LinkBase):
         plan.last_probe_end = now
         self._configure(plan.target, "switch" if acked else "switch (unacknowledged)")
         self._set_state("probing", plan.reason)
+        # The receiver changes its settings when its ack has left, the moment we heard it: a
+        # probe sent at once could start before it listens at the target. A guard avoids
+        # losing the first probe (a whole probe cycle: seconds at SF12).
+        self._timers["probe"] = now + timing.guard(plan.target)
 
     def _probe_size(self) -> int:
         low = overhead(FrameType.PROBE) + 1
         return max(low, min(timing.PROBE_MAX_BYTES, round(self._typical_bytes)))
 
     def _probing(self, now: float) -> bool:
+        if self._timers.get("probe", now) > now:
+            return False
         size = self._probe_size()
         self._probe_id = (self._probe_id + 1) & 0xFF
         padding = self._rng(size - overhead(FrameType.PROBE) - 1)
@@ -582,13 +669,17 @@ class TxLink(LinkBase):
         self._failed.pop((plan.target.sf, plan.target.bw_hz), None)
         self._set_state("running", "switch confirmed")
         self._event("switch_committed", settings=self._settings.label(), reason=plan.reason)
-        self._status_due = True  # proof for the receiver that we committed
+        # Any non-probe frame proves the commit to the receiver: the newest telegram goes
+        # first (the status rides on it), not a status followed by a full pacing gap.
+        self._want_status(now)
+        self._proof_due = True
         self._samples = 0
         self._loss.clear()
         self._consecutive_failures = 0
         self._next_tune_at = now + self.config.retune_interval_s
         self._next_power_at = now + self.config.retune_interval_s
         self._gate_at = now
+        self._pacer.invalidate()
         self._persist()
 
     def _revert(self, now: float, plan: _Switch) -> None:
@@ -599,8 +690,9 @@ class TxLink(LinkBase):
         cooldown = min(self.config.failed_cooldown_s * 2 ** (failures - 1), 4 * 3600.0)
         self._failed[key] = _Failure(now + cooldown, failures)
         self._configure(self._last_good, "switch failed")
-        holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target)
+        holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target, plan.origin)
         self._timers["holdoff"] = max(now, holdoff) + timing.guard(plan.target)
+        self._revert_anchor = max(now, holdoff)
         self._step_down_from = plan.target
         self._set_state("fallback", "switch failed")
         self._event(
@@ -646,27 +738,73 @@ class TxLink(LinkBase):
     # -- running ------------------------------------------------------------------------------
 
     def _running(self, now: float) -> bool:
+        """Choose the next frame: a command reply; else an update (the status report riding on
+        it when due); else, when no update came to ride on for a keepalive interval, the status
+        alone; and a keepalive when nothing was sent for `timing.keepalive_interval`, even
+        while updates wait for their pacing or interval gate: that bound is what the receiver's
+        silence timeout is built on. Right after a commit the receiver needs a non-probe frame
+        as proof: the newest update, or the status at once when there is none."""
         if self._replies:
             return self._send_reply(now)
-        status_due = (
-            self._status_due
-            or now >= self._last_status_at + self.config.status_interval_s
-            or (
-                now >= self._last_sent_at + self.config.keepalive_s
-                and self._pending is None
-                and self._fragments is None
-                and self._retry is None
-            )
+        keepalive = timing.keepalive_interval(self.config, self._settings)
+        if now >= self._last_status_at + timing.status_interval(
+            self.config, self._settings
+        ) or self._serial_news(now, keepalive):
+            self._want_status(now)
+        keepalive_at = self._last_sent_at + keepalive
+        has_update = (
+            self._retry is not None or self._fragments is not None or self._pending is not None
         )
-        if status_due:
-            return self._send_status(now)
-        if self._retry is not None or self._fragments is not None or self._pending is not None:
+        if has_update and not self._gated(now, data=True):
             return self._send_update(now)
+        if self._proof_due or now >= keepalive_at:
+            if self._status_due or self._proof_due:
+                return self._send_status(now, unpaced=True)
+            return self._send_keepalive(now)
+        if self._status_due:
+            alone_at = self._status_due_at + keepalive  # waited long enough for a ride
+            if now < alone_at:
+                self._timers["status"] = min(keepalive_at, alone_at)
+                return False
+            if self._send_status(now, unpaced=False):
+                return True
+            self._timers["status"] = keepalive_at  # (the pacing gate's timer is set)
+            return False
         self._timers["status"] = min(
-            self._last_status_at + self.config.status_interval_s,
-            self._last_sent_at + self.config.keepalive_s,
+            self._last_status_at + timing.status_interval(self.config, self._settings),
+            keepalive_at,
         )
         return False
+
+    def _send_keepalive(self, now: float) -> bool:
+        """The smallest acknowledged frame (a PROBE without padding): proof of life for the
+        receiver's silence timer and an SNR sample for us. Not paced (keepalives are rare by
+        construction); the budget applies as always."""
+        self._probe_id = (self._probe_id + 1) & 0xFF
+        body = Probe(self._probe_id, b"").encode()
+        out = self._session_send(now, "keepalive", FrameType.PROBE, body, timing.ACK_MAX_BYTES)
+        if out is None:
+            return False
+        out.expect = crc16_arc(body)
+        return True
+
+    def _serial_news(self, now: float, keepalive: float) -> bool:
+        """The serial side changed since the last report: its state (at once) or its error
+        counts (at most once per keepalive interval)."""
+        last, current = self._reported, self._status
+        if last is None:
+            return False
+        if current.serial_state != last.serial_state:
+            return True
+        errors = (current.crc_errors, current.other_errors)
+        return errors != (last.crc_errors, last.other_errors) and (
+            now >= self._last_status_at + keepalive
+        )
+
+    def _want_status(self, now: float) -> None:
+        if not self._status_due:
+            self._status_due = True
+            self._status_due_at = now
 
     def _gated(self, now: float, data: bool) -> bool:
         gate = max(self._gate_at, self._data_gate_at) if data else self._gate_at
@@ -676,17 +814,28 @@ class TxLink(LinkBase):
         return False
 
     def _paced(self, now: float, size: int) -> None:
-        gap = timing.pacing_gap(self.config, self._settings, size)
+        """Space the next paced frame by what a *typical* update costs at the rate the budget
+        sustains (`Pacer`: all traffic in the window counts, the frame just sent included).
+
+        Pacing by the frame just sent would follow a key frame (at SF12 a 150-byte update
+        takes 6 s, a sixth of the hourly 1 % budget) with a 14-minute silence; the pacer
+        instead spreads its cost over the rest of the window, so deliveries stay even. The
+        gap also grows when the receiver's budget is running out (its acks need room too).
+        """
+        typical = max(round(self._typical_bytes), overhead(FrameType.DATA) + 1)
+        steady = timing.pacing_gap(self.config, self._settings, typical)
+        airtime = max(self._airtime(typical), self._airtime(timing.ACK_TYPICAL_BYTES))
+        if size > 1.5 * typical:
+            self._pacer.invalidate()  # a large frame changes what the window can still carry
+        gap = self._pacer.gap(now, airtime, steady)
         peer = self._m.peer_budget
         if peer is not None and peer > 0.8:
             gap *= 1.0 + (peer - 0.8) * 5  # the receiver is running out: give its acks room
         self._gate_at = now + gap
 
-    def _send_status(self, now: float) -> bool:
-        if self._gated(now, data=False):
-            return False
+    def _status_message(self, now: float) -> StatusMessage:
         s = self._status
-        body = StatusMessage(
+        return StatusMessage(
             serial_state=s.serial_state,
             fixed_mode=self._mode is RadioMode.FIXED,
             tx_power_dbm=self._settings.tx_power_dbm,
@@ -702,12 +851,24 @@ class TxLink(LinkBase):
             superseded=self._telegrams["superseded"],
             downlink_rssi_dbm=self._m.down_rssi,
             downlink_snr_db=self._m.down_snr,
-        ).encode()
+        )
+
+    def _status_sent(self, now: float) -> None:
+        self._status_due = False
+        self._last_status_at = now
+        self._reported = self._status
+
+    def _send_status(self, now: float, unpaced: bool) -> bool:
+        """A standalone status report. `unpaced` (it serves as the keepalive, or as the proof
+        of a commit) skips the pacing gate, never the budget: such reports are rare by
+        construction and must not wait behind a long data gap."""
+        if not unpaced and self._gated(now, data=False):
+            return False
+        body = self._status_message(now).encode()
         out = self._session_send(now, "status", FrameType.STATUS, body, timing.ACK_MAX_BYTES)
         if out is None:
             return False
-        self._status_due = False
-        self._last_status_at = now
+        self._status_sent(now)
         self._paced(now, len(out.frame))
         return True
 
@@ -767,14 +928,14 @@ class TxLink(LinkBase):
             self._event("encode_failed", error=str(exc))
             return False
         if len(payload) <= self._max_body(FrameType.DATA):
-            out = self._session_send(now, "data", FrameType.DATA, payload, timing.ACK_MAX_BYTES)
+            out = self._send_data(now, payload)
             if out is None:
                 return False
             self._pending = None
             out.telegram = telegram
             out.expect = codec.telegram_id(telegram)
             self._telegrams["sent"] += 1
-            self._after_update_sent(now, len(out.frame))
+            self._after_update_sent(now, len(out.frame), overhead(FrameType.DATA) + len(payload))
             return True
         chunk = self._max_body(FrameType.FRAGMENT) - 2
         try:
@@ -791,6 +952,18 @@ class TxLink(LinkBase):
         self._telegrams["sent"] += 1
         self._event("fragmented", tag=self._tag, fragments=len(chunks), bytes=len(payload))
         return self._send_fragment(now, self._fragments)
+
+    def _send_data(self, now: float, payload: bytes) -> _Outstanding | None:
+        """A single-frame update; when a status report is due and fits, it rides along (a STATUS
+        frame carrying the update, acknowledged like DATA)."""
+        if self._status_due:
+            body = self._status_message(now).encode(payload)
+            if len(body) <= self._max_body(FrameType.STATUS):
+                out = self._session_send(now, "data", FrameType.STATUS, body, timing.ACK_MAX_BYTES)
+                if out is not None:
+                    self._status_sent(now)
+                return out
+        return self._session_send(now, "data", FrameType.DATA, payload, timing.ACK_MAX_BYTES)
 
     def _maybe_supersede_fragments(self) -> None:
         """Latest wins, but only when the newer telegram fits one frame: a multi-frame update
@@ -820,12 +993,14 @@ class TxLink(LinkBase):
         out.telegram = update.telegram
         out.expect = codec.telegram_id(update.telegram)
         out.fragment_index = index
-        self._after_update_sent(now, len(out.frame))
+        self._after_update_sent(now, len(out.frame), len(out.frame))
         return True
 
-    def _after_update_sent(self, now: float, size: int) -> None:
+    def _after_update_sent(self, now: float, size: int, update_size: int) -> None:
+        """Bookkeeping after an update frame of `size` bytes (`update_size` of them the update
+        itself, which is what probes imitate)."""
         self._telegrams["frames"] += 1
-        self._typical_bytes += 0.1 * (size - self._typical_bytes)
+        self._typical_bytes += 0.1 * (update_size - self._typical_bytes)
         self._paced(now, size)
         self._data_gate_at = now + self._interval
 
@@ -852,9 +1027,12 @@ class TxLink(LinkBase):
 
     def _measure(self, report: Report, sent_with: RadioSettings, frame: ReceivedFrame) -> None:
         m = self._m
+        at = frame.received_at
         deficit = self._max_power - sent_with.tx_power_dbm
-        m.up.add(report.snr_db, sent_with.bw_hz, deficit)
-        m.down.add(frame.snr_db, frame.settings.bw_hz)
+        up = effective_snr_db(report.snr_db, report.rssi_dbm, sent_with.bw_hz)
+        m.up.add(up, sent_with.bw_hz, deficit, at)
+        down = effective_snr_db(frame.snr_db, frame.rssi_dbm, frame.settings.bw_hz)
+        m.down.add(down, frame.settings.bw_hz, at=at)
         m.up_rssi, m.up_snr = report.rssi_dbm, report.snr_db
         m.down_rssi, m.down_snr = frame.rssi_dbm, frame.snr_db
         m.peer_budget = report.budget_used
@@ -927,6 +1105,9 @@ class TxLink(LinkBase):
     def _ack_status(self, now: float, out: _Outstanding, ack: Ack) -> None:
         return
 
+    def _ack_keepalive(self, now: float, out: _Outstanding, ack: Ack) -> None:
+        return
+
     def _ack_reply(self, now: float, out: _Outstanding, ack: Ack) -> None:
         if self._replies and self._replies[0].command_id == out.expect:
             reply = self._replies.popleft()
@@ -944,7 +1125,17 @@ class TxLink(LinkBase):
             return
         self._loss.record(False)
         self._consecutive_failures += 1
+        if (
+            self._state == "running"
+            and self._consecutive_failures >= _POWER_RESTORE_AFTER
+            and self._settings.tx_power_dbm < self._max_power
+        ):
+            # Lost acks: full power first. It is immediate and costs no airtime; a step down
+            # needs the receiver's cooperation, which is what is failing.
+            self._restore_power(now, "acks lost")
         if out.kind == "switch":
+            if self._switch is not None and out.attempts < self.config.switch_attempts:
+                return  # still switching: `_switching` repeats the SWITCH
             self._enter_probing(now, acked=False)
             return
         if out.kind in ("data", "fragment"):
@@ -966,14 +1157,35 @@ class TxLink(LinkBase):
                 self._evaluate(now)
 
     def _check_lost(self, now: float) -> None:
+        """Total silence for `link_lost_after` frames and `link_lost_min_s`: the link is lost.
+
+        The way back is the rendezvous, but only once the receiver is there: it returns after
+        its silence timeout, which restarts with every frame it hears. Until it has given up
+        on us (`timing.rendezvous_window`), stay here at full power (a fade that ends resumes
+        the link without a handshake); at the rendezvous, make sure a DISCOVER goes out right
+        after the latest moment it can arrive (it kept hearing us while its acks were lost).
+        """
         if (
-            self._consecutive_failures >= self.config.link_lost_after
-            and now - self._last_ack_at >= self.config.link_lost_min_s
+            self._consecutive_failures < self.config.link_lost_after
+            or now - self._last_ack_at < self.config.link_lost_min_s
         ):
-            self._go_rendezvous(
-                now,
-                f"{self._consecutive_failures} frames unanswered for {now - self._last_ack_at:.0f} s",
-            )
+            return
+        first, latest = timing.rendezvous_window(
+            self.config, self._settings, self._last_ack_at, self._last_sent_end
+        )
+        if now < first:
+            self._timers["lost"] = first
+            return
+        meet = [latest]
+        if self._revert_anchor > self._last_ack_at:
+            # A failed switch: the receiver, if it had followed, restarted its silence timer
+            # when it reverted.
+            meet.append(self._revert_anchor + first - self._last_ack_at)
+        self._go_rendezvous(
+            now,
+            f"{self._consecutive_failures} frames unanswered for {now - self._last_ack_at:.0f} s",
+            tuple(meet),
+        )
 
     # -- tuning -------------------------------------------------------------------------------
 
@@ -994,7 +1206,7 @@ class TxLink(LinkBase):
             # a lost link: `_check_lost` returns to the rendezvous for a fresh measurement.)
             self._loss.clear()
             if self._settings.tx_power_dbm < self._max_power:
-                self._set_power(now, self._max_power, "loss")
+                self._restore_power(now, "loss")
                 return
             target = self._step_down_target(now, self._settings)
             if target is not None:
@@ -1005,7 +1217,15 @@ class TxLink(LinkBase):
         up, down = self._m.up.value, self._m.down.value
         margin = self.config.snr_margin_db
         hysteresis = self.config.hysteresis_db
-        best = choose_target(self._table, up, down, margin + hysteresis, self._cooling(now))
+        # Up only when even the worst recent sample clears the faster rung: on a fading
+        # channel the average alone moved up and straight back down every few minutes.
+        best = choose_target(
+            self._table,
+            self._m.up.low(now),
+            self._m.down.low(now),
+            margin + hysteresis,
+            self._cooling(now),
+        )
         if is_faster(self._table, _settings_of(self, best), self._settings):
             self._next_tune_at = now + self.config.retune_interval_s
             self._start_switch(now, _settings_of(self, best), "margin up")
@@ -1038,11 +1258,14 @@ class TxLink(LinkBase):
             self._set_power(now, target.tx_power_dbm, "fixed settings")
 
     def _power_control(self, now: float, current: Candidate) -> None:
-        up = self._m.up.value
-        if up is None:
+        """Lower the power only while the worst recent uplink sample keeps `snr_margin_db +
+        power_headroom_db` (10 dB) above the floor; raise it when it falls `hysteresis_db`
+        short. A saturated SNR reading is a lower bound, so every step down is proven."""
+        low = self._m.up.low(now)
+        if low is None:
             return
         power = self._settings.tx_power_dbm
-        uplink_margin = up - (self._max_power - power) - current.required_125_db
+        uplink_margin = low - (self._max_power - power) - current.required_125_db
         wanted = self.config.snr_margin_db + self.config.power_headroom_db
         new = power
         if uplink_margin > wanted + 1:
@@ -1057,6 +1280,11 @@ class TxLink(LinkBase):
         self._next_power_at = now + self.config.retune_interval_s
         self._samples = 0
         self._event("power", tx_power=power, reason=reason)
+
+    def _restore_power(self, now: float, reason: str) -> None:
+        """Full power after losses; power control waits a cooldown before lowering it again."""
+        self._set_power(now, self._max_power, reason)
+        self._next_power_at = now + self.config.failed_cooldown_s
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -1079,6 +1307,7 @@ class TxLink(LinkBase):
     def _execute(self, now: float, command: Command) -> tuple[ReplyStatus, str, RunCommand | None]:
         code = command.code
         if code is CommandCode.INFO:
+            self._want_status(now)  # whoever asks wants fresh diagnostics at home too
             return ReplyStatus.OK, self._info(now), None
         if code is CommandCode.RETUNE:
             self._failed.clear()
@@ -1165,5 +1394,6 @@ _ACK_HANDLERS: dict[str, Callable[[TxLink, float, _Outstanding, Ack], None]] = {
     "data": TxLink._ack_update,
     "fragment": TxLink._ack_update,
     "status": TxLink._ack_status,
+    "keepalive": TxLink._ack_keepalive,
     "reply": TxLink._ack_reply,
 }
