@@ -16,6 +16,7 @@ from p1lora.common.link import (
     timing,
 )
 from p1lora.common.regions import Region, RegionError, SubBand
+from tests.conftest import telegram_bytes
 from tests.helpers_link import (
     Channel,
     Harness,
@@ -263,3 +264,16 @@ def test_idle_transmitter_keeps_the_link_alive_with_keepalives_and_status_report
     assert longest <= timing.max_send_interval(LinkConfig(), h.tx_link.settings)
     # Full status reports still reach home, at the status interval.
     assert 1000.0 / LinkConfig().status_interval_s - 1 <= len(h.rx.statuses) <= 6
+
+
+def test_identical_telegrams_of_a_meter_without_clock_are_all_delivered():
+    # DSMR 2.2/3 meters print no timestamp: an unchanged reading is the same telegram every
+    # 10 s, and each one must reach Home Assistant (or expire_after marks it unavailable).
+    same = telegram_bytes("DSMR22_ISKRA_MT382_REAL.txt")
+    h = Harness(channel=Channel(path_loss_db=108.0), telegram_interval=10.0, telegrams=lambda: same)
+    h.run_until(300.0)
+    read_after_start = [t for t, _ in h.read if t > 30.0]
+    delivered_after_start = [t for t, _ in h.rx.delivered if t > 30.0]
+    assert len(read_after_start) >= 25
+    assert len(delivered_after_start) >= len(read_after_start) - 1
+    assert h.delivered_ok()

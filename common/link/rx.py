@@ -440,7 +440,10 @@ class RxLink(LinkBase):
             self._ack(now, sealed, frame, (AckKind.NAK, counter, value))
             return
         telegram_id = codec.telegram_id(telegram)
-        if telegram == self._last_delivered:
+        if telegram == self._last_delivered and _has_meter_clock(telegram):
+            # The transmitter re-encoded a telegram whose ack was lost. Only a meter with a
+            # clock proves that: DSMR 2.2/3 meters have none and send identical telegrams
+            # whenever nothing changed, and each of those must reach Home Assistant.
             self._telegrams["duplicates"] += 1
         else:
             self._telegrams["delivered"] += 1
@@ -556,3 +559,9 @@ _HANDLERS: dict[FrameType, _Handler] = {
     FrameType.STATUS: RxLink._on_status,
     FrameType.REPLY: RxLink._on_reply,
 }
+
+
+def _has_meter_clock(telegram: bytes) -> bool:
+    """Whether the telegram carries the meter's timestamp (DSMR 4+, e-MUCS), which a meter never
+    repeats: two identical telegrams with a clock are one telegram sent twice."""
+    return b"\n0-0:1.0.0(" in telegram
