@@ -195,7 +195,9 @@ def test_stuck_client_is_disconnected_and_never_blocks_the_others(caplog):
                 assert recv_exactly(healthy, len(telegram)) == telegram
             assert wait_until(lambda: server.stats().lagging_disconnects == 1)
             assert server.client_count == 1
-            assert slowest < 0.5, f"broadcast blocked for {slowest:.3f} s"
+            # Not a speed test: a broadcast that waited on the stuck socket would block until
+            # the 60 s stall timeout; anything far below that proves it never waits on a client.
+            assert slowest < 5.0, f"broadcast blocked for {slowest:.3f} s"
             # The stuck client got whole telegrams only, then its connection was closed.
             stuck.settimeout(10)
             data = bytearray()
