@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-__all__ = ["Clock", "Scheduler", "TimerHandle", "VirtualClock"]
+__all__ = ["Clock", "ScheduledCallback", "Scheduler", "TimerHandle", "VirtualClock"]
 
 
 class TimerHandle(Protocol):
@@ -52,7 +52,10 @@ class Scheduler(Clock, Protocol):
         """Run `callback` once after `delay` seconds."""
 
 
-class _VirtualTimer:
+class ScheduledCallback:
+    """A callback due at `when`; `cancel()` marks it so the scheduler skips it (shared by the
+    virtual clock here and the real-time scheduler in `p1lora.hardware.realtime`)."""
+
     __slots__ = ("callback", "cancelled", "when")
 
     def __init__(self, when: float, callback: Callable[[], None]) -> None:
@@ -75,7 +78,7 @@ class VirtualClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)
-        self._queue: list[tuple[float, int, _VirtualTimer]] = []
+        self._queue: list[tuple[float, int, ScheduledCallback]] = []
         self._sequence = itertools.count()
         self._lock = threading.RLock()
 
@@ -83,7 +86,7 @@ class VirtualClock:
         return self._now
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
-        timer = _VirtualTimer(max(float(when), self._now), callback)
+        timer = ScheduledCallback(max(float(when), self._now), callback)
         with self._lock:
             heapq.heappush(self._queue, (timer.when, next(self._sequence), timer))
         return timer

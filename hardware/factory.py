@@ -7,19 +7,17 @@
   `VirtualClock`), the chip joins it; otherwise the chip joins the loopback-UDP channel in real
   time, so two processes started with `--radio sim` hear each other with no further flags.
 
-`add_radio_arguments` / `radio_from_args` give the daemons the same command-line options
-(`--radio`, `--board`, `--pins`, `--sim-path-loss` ...) with validation and clear messages.
+The daemons' options (`--radio`, `--board`, `--pins`, `--sim-*`) live in the declarative option
+table of `p1lora.service.options`, which calls `open_radio`.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import math
 from collections.abc import Callable, Sequence
 
 from p1lora.common.clock import Clock, Scheduler
-from p1lora.hardware.boards import BOARD_ALIASES, BOARDS, BoardPins, get_board, parse_pins
+from p1lora.hardware.boards import BOARDS, BoardPins, get_board, parse_pins
 from p1lora.hardware.channel import SimChannel
 from p1lora.hardware.emulator import AntennaPort, SX127xEmulator
 from p1lora.hardware.radio import RadioError
@@ -30,11 +28,8 @@ from p1lora.hardware.udp_channel import UdpChannel, UdpSimOptions
 __all__ = [
     "BACKENDS",
     "DEFAULT_POLL_INTERVAL_S",
-    "add_radio_arguments",
     "open_radio",
-    "radio_from_args",
     "resolve_pins",
-    "sim_options_from_args",
 ]
 
 logger = logging.getLogger(__name__)
@@ -217,126 +212,3 @@ def _run_all(closers: Sequence[Callable[[], None]]) -> None:
             close()
         except Exception:
             logger.exception("error while cleaning up after a failed radio open")
-
-
-# ---------------------------------------------------------------------- command line
-
-
-def _board_name(text: str) -> str:
-    try:
-        return get_board(text).name
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _pins(text: str) -> BoardPins:
-    try:
-        return parse_pins(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _bounded(low: float, high: float, what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number, not {text!r}") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"{what} {value:g} is outside {low:g}..{high:g}")
-        return value
-
-    return parse
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"port {text!r} is not 1..65535")
-    return int(text)
-
-
-def _seed(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed {text!r} is not an integer") from None
-
-
-def add_radio_arguments(parser: argparse.ArgumentParser, *, default: str = "sx127x") -> None:
-    """Add --radio, --board, --pins and the --sim-* options to a daemon's parser."""
-    boards = ", ".join([*BOARDS, *BOARD_ALIASES])
-    group = parser.add_argument_group("radio")
-    group.add_argument(
-        "--radio",
-        choices=BACKENDS,
-        default=default,
-        help="sx127x: the LoRa HAT on this Pi; sim: an emulated radio on a simulated channel "
-        "shared with other local processes over loopback UDP (default: %(default)s)",
-    )
-    group.add_argument("--board", type=_board_name, help=f"the radio HAT: {boards}")
-    group.add_argument(
-        "--pins",
-        type=_pins,
-        help="custom wiring instead of --board, e.g. 'spi=0.0,cs=25,reset=17,dio0=4,pa_boost=yes'",
-    )
-    group.add_argument(
-        "--sim-path-loss",
-        type=_bounded(0, 250, "path loss"),
-        metavar="DB",
-        help="sim: path loss to the other processes' radios in dB (default 100; the larger of "
-        "both sides' settings applies)",
-    )
-    group.add_argument(
-        "--sim-noise-figure",
-        type=_bounded(0, 30, "noise figure"),
-        metavar="DB",
-        default=6.0,
-        help="sim: receiver noise figure in dB (default %(default)s)",
-    )
-    group.add_argument(
-        "--sim-fading",
-        type=_bounded(0, 30, "fading"),
-        metavar="DB",
-        default=0.0,
-        help="sim: per-frame Gaussian fading standard deviation in dB (default %(default)s)",
-    )
-    group.add_argument(
-        "--sim-loss",
-        type=_bounded(0, 1, "loss probability"),
-        metavar="P",
-        default=0.0,
-        help="sim: extra random frame loss probability 0..1 (default %(default)s)",
-    )
-    group.add_argument("--sim-seed", type=_seed, metavar="N", help="sim: random seed")
-    group.add_argument(
-        "--sim-port",
-        type=_port,
-        metavar="PORT",
-        help="sim: loopback UDP port where simulated radios meet (default $P1LORA_SIM_PORT "
-        "or 47868)",
-    )
-
-
-def sim_options_from_args(args: argparse.Namespace) -> UdpSimOptions:
-    return UdpSimOptions(
-        port=args.sim_port,
-        path_loss_db=args.sim_path_loss,
-        noise_figure_db=args.sim_noise_figure,
-        fading_sigma_db=args.sim_fading,
-        loss_probability=args.sim_loss,
-        seed=args.sim_seed,
-    )
-
-
-def radio_from_args(
-    args: argparse.Namespace, *, name: str = "radio", scheduler: Scheduler | None = None
-) -> SX127x:
-    """Open the radio the command line asked for (RadioError with a clear message if not)."""
-    return open_radio(
-        args.radio,
-        scheduler=scheduler,
-        board=args.board,
-        pins=args.pins,
-        sim=sim_options_from_args(args) if args.radio == "sim" else None,
-        name=name,
-    )

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from p1lora.common.clock import TimerHandle
+from p1lora.common.clock import ScheduledCallback, TimerHandle
 
 __all__ = ["SystemClock", "ThreadScheduler"]
 
@@ -40,18 +40,6 @@ class SystemClock:
             time.sleep(seconds)
 
 
-class _Timer:
-    __slots__ = ("callback", "cancelled", "when")
-
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
-        self.when = when
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
 class ThreadScheduler(SystemClock):
     """A `Scheduler` on real time: callbacks run on one daemon thread, in time order.
 
@@ -62,14 +50,14 @@ class ThreadScheduler(SystemClock):
 
     def __init__(self, name: str = "p1lora-scheduler") -> None:
         self._name = name
-        self._queue: list[tuple[float, int, _Timer]] = []
+        self._queue: list[tuple[float, int, ScheduledCallback]] = []
         self._sequence = itertools.count()
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
-        timer = _Timer(float(when), callback)
+        timer = ScheduledCallback(float(when), callback)
         with self._condition:
             if self._closed:
                 timer.cancelled = True
@@ -105,7 +93,7 @@ class ThreadScheduler(SystemClock):
     def closed(self) -> bool:
         return self._closed
 
-    def _next_due(self) -> _Timer | None:
+    def _next_due(self) -> ScheduledCallback | None:
         """Block until a timer is due (returned) or the scheduler closes (None)."""
         with self._condition:
             while not self._closed:

@@ -27,18 +27,17 @@ once, never raised: losing this file costs legal margin after a crash, never the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from p1lora.common.budget import AirtimeBudget, Transmission
+from p1lora.service.state_store import write_atomically
 
-__all__ = ["BudgetStore", "merge_transmissions", "write_atomically"]
+__all__ = ["BudgetStore", "merge_transmissions"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,29 +195,3 @@ class BudgetStore:
             self._failing = False
         self.writes += 1
         return True
-
-
-def write_atomically(path: Path, payload: bytes) -> None:
-    """Temporary file, fsync, rename, directory fsync: the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        temporary.replace(path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

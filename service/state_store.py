@@ -45,7 +45,7 @@ from typing import TypeVar
 from p1lora.common.counters import CounterState
 from p1lora.common.link.persist import RxPersistentState, TxPersistentState
 
-__all__ = ["FORMAT_VERSION", "StateStore", "StateStoreStats"]
+__all__ = ["FORMAT_VERSION", "StateStore", "StateStoreStats", "write_atomically"]
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class StateStore:
         document = {"format": FORMAT_VERSION, "role": self.role, "data": data}
         text = json.dumps(document, indent=1, sort_keys=True) + "\n"
         try:
-            _write_atomically(path, text.encode("utf-8"))
+            write_atomically(path, text.encode("utf-8"))
         except OSError as exc:
             self._failures += 1
             self._pending[kind] = dict(data)
@@ -295,7 +295,7 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def _write_atomically(path: Path, payload: bytes) -> None:
+def write_atomically(path: Path, payload: bytes) -> None:
     """tmp + fsync + rename + directory fsync; the old file stays intact on any failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary(path)

@@ -6,7 +6,6 @@ emulated chip, so the real adapter code (chip select, reset pulse, edge detectio
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import types
@@ -18,14 +17,10 @@ from p1lora.hardware import pi_adapters
 from p1lora.hardware.boards import BOARDS, BoardPins, get_board, parse_pins
 from p1lora.hardware.channel import SimChannel
 from p1lora.hardware.emulator import SX127xEmulator
-from p1lora.hardware.factory import (
-    add_radio_arguments,
-    open_radio,
-    radio_from_args,
-    sim_options_from_args,
-)
+from p1lora.hardware.factory import open_radio
 from p1lora.hardware.radio import RadioError, TxDone
 from p1lora.hardware.sx127x_registers import Mode, Reg
+from p1lora.hardware.udp_channel import UdpSimOptions
 
 from .helpers_radio import SF7, received
 
@@ -304,45 +299,10 @@ def test_sim_backend_on_an_in_process_channel():
     b.close()
 
 
-def test_command_line_options():
-    parser = argparse.ArgumentParser()
-    add_radio_arguments(parser)
-    args = parser.parse_args(["--radio", "sim", "--sim-path-loss", "120", "--sim-seed", "4"])
-    options = sim_options_from_args(args)
-    assert (options.path_loss_db, options.seed, options.port) == (120.0, 4, None)
-    args = parser.parse_args(["--board", "Adafruit", "--pins", "spi=0.1,dio0=22"])
-    assert args.board == "adafruit-rfm95w" and args.pins.dio0_gpio == 22
-    assert parser.parse_args([]).radio == "sx127x"
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["--radio", "wifi"],
-        ["--board", "heltec"],
-        ["--pins", "dio0=10"],
-        ["--sim-path-loss", "-3"],
-        ["--sim-loss", "1.5"],
-        ["--sim-port", "70000"],
-        ["--sim-fading", "nan"],
-    ],
-)
-def test_bad_command_line_options_exit_2(argv, capsys):
-    parser = argparse.ArgumentParser()
-    add_radio_arguments(parser)
-    with pytest.raises(SystemExit) as info:
-        parser.parse_args(argv)
-    assert info.value.code == 2
-    assert "error:" in capsys.readouterr().err
-
-
-def test_radio_from_args_opens_the_udp_sim(monkeypatch):
+def test_open_radio_joins_the_udp_sim():
     from .helpers_radio import free_udp_port
 
-    parser = argparse.ArgumentParser()
-    add_radio_arguments(parser)
-    args = parser.parse_args(["--radio", "sim", "--sim-port", str(free_udp_port())])
-    radio = radio_from_args(args, name="cli")
+    radio = open_radio("sim", sim=UdpSimOptions(port=free_udp_port()), name="cli")
     try:
         radio.configure(SF7)
         assert not radio.busy()

@@ -26,7 +26,6 @@ from typing import Final, Protocol
 
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.clock import Clock
-from p1lora.service.budget_store import write_atomically
 from p1lora.service.config import Config, ConfigError
 from p1lora.service.daemon import (
     DaemonContext,
@@ -36,7 +35,7 @@ from p1lora.service.daemon import (
     run_daemon,
 )
 from p1lora.service.options import TX_OPTIONS, VIRTUAL_METER, fixed_radio, link_config
-from p1lora.service.state_store import StateStore
+from p1lora.service.state_store import StateStore, write_atomically
 from p1lora.transmitter.capture_replay import CaptureReplay, ReplayError
 from p1lora.transmitter.runtime import TxRuntime
 from p1lora.transmitter.serial_source import SerialSource, SourceStats
