@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -175,7 +176,11 @@ class BudgetStore:
             "saved_at": round(self._wall(), 3),
             "window_s": budget.window_s,
             # [seconds before the save when the bucket's last frame ended, airtime seconds]
-            "transmissions": [[round(now - b.end, 3), round(b.airtime, 6)] for b in buckets],
+            # Rounded towards the legal side: ages down (later ends), airtime up.
+            "transmissions": [
+                [math.floor((now - b.end) * 1e3) / 1e3, math.ceil(b.airtime * 1e6) / 1e6]
+                for b in buckets
+            ],
         }
         text = json.dumps(document, separators=(",", ":")) + "\n"
         try:
