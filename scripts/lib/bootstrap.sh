@@ -49,8 +49,14 @@ ensure_venv() {
     spec="$P1LORA_ROOT${extras:+[$extras]}"
     if [ ! -f "$stamp" ] || [ "$P1LORA_ROOT/pyproject.toml" -nt "$stamp" ]; then
         log "installing p1-lora${extras:+[$extras]} into $P1LORA_VENV"
-        "$P1LORA_VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-        "$P1LORA_VENV/bin/python" -m pip install -q -e "$spec"
+        local pip_log="$P1LORA_VENV/pip-install.log"
+        # pip's and setuptools' chatter goes to a log; it is shown only when the install fails.
+        if ! { "$P1LORA_VENV/bin/python" -m pip install --upgrade pip ||
+            true; "$P1LORA_VENV/bin/python" -m pip install -e "$spec"; } >"$pip_log" 2>&1; then
+            tail -n 40 "$pip_log" >&2
+            log "installing p1-lora failed (full log: $pip_log)"
+            return 1
+        fi
         touch "$stamp"
     fi
 }
