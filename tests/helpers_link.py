@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.clock import VirtualClock
 from p1lora.common.counters import CounterState
-from p1lora.common.crypto import FrameCipher
+from p1lora.common.crypto import Direction, FrameCipher
+from p1lora.common.frames import FrameType
 from p1lora.common.link import (
     Action,
     CommandReply,
@@ -47,6 +48,8 @@ from p1lora.common.link import (
     TxLink,
     TxPersistentState,
 )
+from p1lora.common.link.messages import Discover
+from p1lora.common.link.session import LinkSecurity
 from p1lora.common.link.tuning import DEMODULATION_FLOOR_DB
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 
@@ -415,6 +418,21 @@ def record_nonces(monkeypatch: object) -> list[tuple[bytes, bytes]]:
 
     monkeypatch.setattr(FrameCipher, "seal", seal)  # type: ignore[attr-defined]
     return used
+
+
+def recorded_discovers(
+    count: int, *, first_counter: int = 0, psk: bytes = PSK, seed: int = 7
+) -> list[bytes]:
+    """`count` genuine DISCOVERs of a transmitter holding `psk` (rising counters from
+    `first_counter`, each with its own random): what an attacker records while a transmitter
+    searches for a receiver that is down, to replay them later."""
+    rng = random.Random(seed)
+    security = LinkSecurity(psk, Direction.UPLINK, CounterState(first_counter), 1, rng.randbytes)
+    body = Discover(False, 14).encode()
+    return [
+        security.seal_static(FrameType.DISCOVER, body, security.random()).frame
+        for _ in range(count)
+    ]
 
 
 def _meter_stream(seed: int) -> Callable[[], bytes]:

@@ -97,6 +97,12 @@ class TokenBucket:
             self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate_per_s)
             self._at = now
 
+    def ready(self, now: float) -> bool:
+        """Whether `take` would succeed now (without taking): lets a response that needs
+        tokens from two buckets take from neither when one of them is empty."""
+        self._refill(now)
+        return self._tokens >= 1.0
+
     def take(self, now: float) -> bool:
         self._refill(now)
         if self._tokens >= 1.0:

@@ -8,20 +8,30 @@ States (the `state` property):
 | resume     | last known good (restart) | a frame confirms a session -> running; silence ->      |
 |            |                           | rendezvous. Session frames it cannot open get a RESYNC |
 | handshake  | where DISCOVER was heard  | the transmitter's first session frame confirms the     |
-|            |                           | pending session -> running; expiry -> back             |
+|            |                           | pending session -> running; expiry -> back; from       |
+|            |                           | resume also its silence deadline (+ one handshake      |
+|            |                           | grace after the last CHALLENGE) -> rendezvous          |
 | running    | committed setting         | SWITCH -> probing; silence -> rendezvous               |
 | probing    | switch target             | a non-probe frame proves the transmitter committed ->  |
 |            |                           | running; `switch_timeout` (which covers the SWITCH     |
 |            |                           | repeats and the probe phase) without frames -> fallback|
 | fallback   | setting before the switch | any authentic frame -> running; silence -> rendezvous  |
 
-Security rules: a DISCOVER is answered only when authentic, newer than any uplink frame seen
-while a session exists, and within the response rate (a token bucket refilled so challenges use
-at most `handshake_share` of the budget) and the budget; the CHALLENGE binds the discovery's
-random, and the session it creates stays *pending* until the transmitter proves it holds the
-same keys, so a replayed discovery never establishes anything. Every session frame must carry
-a counter above the last accepted; an exact copy of the last acknowledged frame gets the same
-ack again (the transmitter resends when an ack was lost) without being processed twice.
+Security rules: a DISCOVER is answered only when authentic, not answered before, above the
+counters of the current transmitter's confirmed sessions while one is confirmed (below them
+after it ended: only at a quarter of the response rate), within the response rate (a token
+bucket refilled so challenges use at most `handshake_share` of the budget) and the budget
+(`replay_limits.DiscoverFilter`). The CHALLENGE binds the discovery's random, and the session
+it creates stays *pending* until the transmitter proves it holds the same keys, so a replayed
+discovery never establishes anything; nor does it hide the real transmitter: a session frame
+that opens under no pending session is `no_session` as without one and earns a RESYNC, and an
+answered DISCOVER holds a resumed receiver away from the rendezvous for one
+`timing.handshake_grace` only. Every session frame must carry a counter above the last
+accepted; an exact copy of the last acknowledged frame gets the same ack again (the
+transmitter resends when an ack was lost) without being processed twice, at most as often as a
+transmitter can need (`replay_limits.DuplicateAnswers`), never from the last tenth of the
+budget (kept for the acks of new frames), and it does not reset the silence timer: anyone can
+send a copy.
 
 Delivery: a DATA update is decoded against the references this side holds (the last few
 delivered telegrams by id); a rebuilt telegram is delivered once (`Deliver`) and acknowledged
@@ -71,6 +81,7 @@ from p1lora.common.link.messages import (
     Switch,
 )
 from p1lora.common.link.persist import RxPersistentState
+from p1lora.common.link.replay_limits import DiscoverFilter, DuplicateAnswers
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import RegionError
 
@@ -79,6 +90,16 @@ __all__ = ["RxLink"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+
+@dataclass
+class _Acked:
+    """The last frame acknowledged (or that we tried to): its bytes, the ack sent (None when it
+    could not be sent) and what the ack said, so that an exact resend is answered."""
+
+    raw: bytes
+    ack_frame: bytes | None
+    answer: tuple[AckKind, int, int]
 
 
 @dataclass
@@ -126,8 +147,10 @@ class RxLink(LinkBase):
         self._last_heard = now
         self._switched_at = now
         self._pending_expires: float | None = None
+        #: When the last CHALLENGE left (a resumed receiver's handshake grace runs from it).
+        self._answered_at: float | None = None
         self._after_tx: RadioSettings | None = None
-        self._max_peer_counter = -1
+        self._discovers = DiscoverFilter()
         self._last_counter: int | None = None
         self._loss = LossWindow(max(config.loss_window, 50))
         self._references: OrderedDict[int, bytes] = OrderedDict()
@@ -135,10 +158,12 @@ class RxLink(LinkBase):
         self._reassembler = Reassembler()
         self._commands: deque[_Queued] = deque()
         self._next_command_id = 0
-        #: The last frame acknowledged (or that we tried to): its bytes, the ack sent (None
-        #: when it could not be sent) and what the ack said, so an exact resend is answered.
-        self._last_ack: tuple[bytes, bytes | None, tuple[AckKind, int, int]] | None = None
+        self._last_ack: _Acked | None = None
+        resends = max(config.max_retries, config.switch_attempts - 1)
+        self._duplicates = DuplicateAnswers(per_frame=resends, saved=resends + 1)
         self._challenges = TokenBucket(3.0, self._refill(timing.CHALLENGE_BYTES), now)
+        #: DISCOVERs below the floor after the session ended: a quarter of the response rate.
+        self._below_floor = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
         self._resyncs = TokenBucket(1.0, self._refill(timing.CHALLENGE_BYTES), now)
         self._telegrams: Counter[str] = Counter()
         self._up_rssi: float | None = None
@@ -199,7 +224,20 @@ class RxLink(LinkBase):
             )
         if self._state in ("running", "resume", "fallback"):
             return self._last_heard + timing.silence_timeout(self.config, self._settings)
+        if self._state == "handshake" and self._idle_state() == "resume":
+            # An answered DISCOVER may be a replay: it holds a resumed receiver here only
+            # while its handshake can complete, not until the pending session expires.
+            deadline = self._last_heard + timing.silence_timeout(self.config, self._settings)
+            if self._answered_at is not None:
+                grace = timing.handshake_grace(self.config, self._settings)
+                deadline = max(deadline, self._answered_at + grace)
+            return deadline
         return None
+
+    def _idle_state(self) -> str:
+        """The state without a session or handshake at the current setting: a receiver in a
+        handshake came from it and returns to it when the handshake expires."""
+        return "rendezvous" if self._settings == self.config.rendezvous() else "resume"
 
     def _deadlines(self) -> list[float | None]:
         command = (
@@ -219,11 +257,9 @@ class RxLink(LinkBase):
                 self._go_rendezvous(now)
         if self._pending_expires is not None and now >= self._pending_expires:
             self._pending_expires = None
-            self._security.pending = None
+            self._security.drop_pending()
             if self._state == "handshake":
-                at_rendezvous = self._settings == self.config.rendezvous()
-                self._last_heard = now
-                self._set_state("rendezvous" if at_rendezvous else "resume", "handshake expired")
+                self._set_state(self._idle_state(), "handshake expired")
         while self._commands and now >= self._commands[0].queued_at + self.config.command_timeout_s:
             queued = self._commands.popleft()
             self._finish_command(queued, ReplyStatus.TIMEOUT, "no reply from the transmitter", now)
@@ -231,6 +267,7 @@ class RxLink(LinkBase):
     def _go_rendezvous(self, now: float) -> None:
         self._security.drop_sessions()
         self._pending_expires = None
+        self._answered_at = None
         self._reassembler.reset()
         self._last_ack = None
         self._fail_sent_commands(now, "link lost before a reply arrived")
@@ -255,16 +292,8 @@ class RxLink(LinkBase):
 
     def _on_frame(self, now: float, frame: ReceivedFrame) -> None:
         last = self._last_ack
-        if last is not None and frame.payload == last[0]:
-            # The transmitter resent exactly what we acknowledged: our ack was lost (or never
-            # left because the radio or the budget did not allow it). Answer again, once more.
-            self._telegrams["duplicate_frames"] += 1
-            self._last_heard = now
-            raw, ack_frame, answer = last
-            if ack_frame is None:
-                self._ack(now, raw, frame, answer)
-            elif not self._resend(now, ack_frame, FrameType.ACK.name):
-                self._telegrams["ack_suppressed"] += 1
+        if last is not None and frame.payload == last.raw:
+            self._on_duplicate(now, frame, last)
             return
         try:
             sealed = self._security.parse(frame.payload)
@@ -277,18 +306,72 @@ class RxLink(LinkBase):
             if error.reason is RejectReason.NO_SESSION:
                 self._maybe_resync(now, frame)
 
+    def _on_duplicate(self, now: float, frame: ReceivedFrame, last: _Acked) -> None:
+        """The transmitter resent exactly what we acknowledged: our ack was lost (or never
+        left because the radio or the budget did not allow it). Answer again, with the same
+        ack bytes, and process nothing twice. Anyone who recorded the frame can send it too,
+        so a copy does not reset the silence timer and is answered only as often as a
+        transmitter can need (`DuplicateAnswers`), and never from the last tenth of the budget:
+        that stays for the acks of new frames. Copies beyond the bound count as `replay`."""
+        self._telegrams["duplicate_frames"] += 1
+        refusal = self._duplicates.refusal()
+        if refusal is not None:
+            self._reject(now, FrameError(RejectReason.REPLAY, refusal), frame)
+            return
+        size = len(last.ack_frame) if last.ack_frame is not None else timing.ACK_TYPICAL_BYTES
+        if not self._within_reserve(now, self._airtime(size)):
+            self._telegrams["ack_suppressed"] += 1
+            self._event("ack_suppressed", reason="reserve")
+            return
+        if last.ack_frame is None:
+            answered = self._ack(now, last.raw, frame, last.answer, repeat=True)
+        else:
+            answered = self._resend(now, last.ack_frame, FrameType.ACK.name)
+            if not answered:
+                self._telegrams["ack_suppressed"] += 1
+        if answered:
+            self._duplicates.answered()
+
+    def _within_reserve(self, now: float, airtime: float) -> bool:
+        """Whether an answer that only a copy asked for leaves `budget_utilisation` of the
+        allowance untouched: the rest is kept for the acks of new frames."""
+        budget = self._budget
+        if budget.unlimited:
+            return True
+        return budget.used(now) + airtime <= self.config.budget_utilisation * budget.allowance_s
+
     def _on_discover(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
         counter, body = self._security.open_static(sealed)
-        if self._security.session is not None and counter <= self._max_peer_counter:
-            raise FrameError(RejectReason.REPLAY, f"DISCOVER counter {counter} is not new")
-        discover = _decode(Discover.decode, body)
         tx_random = sealed.header.random
         assert tx_random is not None
-        self._challenges.set_rate(self._refill(timing.CHALLENGE_BYTES), now)
+        discovers = self._discovers
+        if discovers.answered_before(counter, tx_random):
+            raise FrameError(RejectReason.REPLAY, f"DISCOVER counter {counter} was answered")
+        below = discovers.below_floor(counter)
+        in_session = self._security.session is not None
+        if below and in_session:
+            raise FrameError(
+                RejectReason.REPLAY,
+                f"DISCOVER counter {counter} is not above {discovers.floor} of the session",
+            )
+        discover = _decode(Discover.decode, body)
+        refill = self._refill(timing.CHALLENGE_BYTES)
+        self._challenges.set_rate(refill, now)
+        self._below_floor.set_rate(refill / 4, now)
+        if below and not self._below_floor.ready(now):
+            # A replay, or a transmitter that lost its counter store: these may take only a
+            # quarter of the response rate, so they never starve the real transmitter.
+            raise FrameError(
+                RejectReason.REPLAY,
+                f"DISCOVER counter {counter} is not above {discovers.floor} of the last "
+                "session (such DISCOVERs are answered at a quarter of the response rate)",
+            )
         if not self._challenges.take(now):
             self._telegrams["challenges_rate_limited"] += 1
             self._event("challenge_suppressed", reason="rate")
             return
+        if below:
+            self._below_floor.take(now)
         reference = next(reversed(self._references)) if self._references else None
         reply = Challenge(
             Report(frame.rssi_dbm, frame.snr_db, self._airtime_used(now)),
@@ -307,11 +390,13 @@ class RxLink(LinkBase):
             self._telegrams["challenges_suppressed"] += 1
             self._event("challenge_suppressed", reason="budget")
             return
+        discovers.answered(counter, tx_random)
         self._security.start_session(tx_random, rx_random, counter, pending=True)
-        self._max_peer_counter = max(self._max_peer_counter, counter)
+        # Not `_last_heard`: the DISCOVER may be a replay, only a confirmation proves a
+        # transmitter (a resumed receiver's grace runs from `_answered_at`).
         self._pending_expires = now + timing.silence_timeout(self.config, self._settings)
-        self._last_heard = now
-        if self._security.session is None:
+        self._answered_at = now
+        if not in_session:
             self._set_state("handshake", "discovery answered")
         self._event(
             "discover_answered",
@@ -319,11 +404,17 @@ class RxLink(LinkBase):
             rssi=frame.rssi_dbm,
             snr=frame.snr_db,
             resume=discover.resume,
+            below_floor=below,
         )
 
     def _maybe_resync(self, now: float, frame: ReceivedFrame) -> None:
-        """Tell a transmitter that talks to a session we lost (our restart) to re-handshake."""
-        if self._state not in ("resume", "running", "fallback") or len(frame.payload) < 5:
+        """Tell a transmitter that talks to a session we lost (our restart) to re-handshake.
+
+        A pending handshake changes nothing here: it may stem from a replayed DISCOVER, and
+        the frame that opened under none of them is the real transmitter's as much as without
+        one, so the state the handshake came from decides."""
+        state = self._idle_state() if self._state == "handshake" else self._state
+        if state not in ("resume", "running", "fallback") or len(frame.payload) < 5:
             return
         self._resyncs.set_rate(self._refill(timing.CHALLENGE_BYTES) / 4, now)
         if not self._resyncs.take(now):
@@ -342,7 +433,9 @@ class RxLink(LinkBase):
         frame_type = sealed.header.frame_type
         if confirmed:
             self._session_confirmed(now)
-        self._max_peer_counter = max(self._max_peer_counter, counter)
+            self._discovers.confirmed(counter)
+        else:
+            self._discovers.accepted(counter)
         self._count_gap(counter)
         self._last_heard = now
         self._up_rssi, self._up_snr = frame.rssi_dbm, frame.snr_db
@@ -364,6 +457,7 @@ class RxLink(LinkBase):
 
     def _session_confirmed(self, now: float) -> None:
         self._pending_expires = None
+        self._answered_at = None
         self._reassembler.reset()
         self._last_ack = None
         self._last_counter = None
@@ -393,9 +487,14 @@ class RxLink(LinkBase):
         acked: SealedFrame | bytes,
         frame: ReceivedFrame,
         ack: tuple[AckKind, int, int],
+        *,
+        repeat: bool = False,
     ) -> bool:
-        """Acknowledge a frame with (kind, counter, value); False if it could not be sent."""
+        """Acknowledge a frame with (kind, counter, value); False if it could not be sent.
+        `repeat`: the frame is a copy of the one acknowledged last (whose ack never left)."""
         raw = acked.raw if isinstance(acked, SealedFrame) else acked
+        if not repeat:
+            self._duplicates.new_frame()
         kind, counter, value = ack
         queued = self._commands[0] if self._commands else None
         body = Ack(
@@ -411,11 +510,11 @@ class RxLink(LinkBase):
         if sent is None:
             self._telegrams["ack_suppressed"] += 1
             self._event("ack_suppressed", reason="busy" if self._radio_busy else "budget")
-            self._last_ack = (raw, None, ack)
+            self._last_ack = _Acked(raw, None, ack)
             return False
         if queued is not None:
             queued.sent += 1
-        self._last_ack = (raw, sent.frame, ack)
+        self._last_ack = _Acked(raw, sent.frame, ack)
         return True
 
     def _on_data(

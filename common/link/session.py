@@ -6,10 +6,16 @@ Shared by `TxLink` and `RxLink` so that both seal and check frames the same way:
 - static-key frames (discover, challenge, resync) use the static direction key and a fresh
   8-byte random in the nonce;
 - session frames use the session's direction key and nonce prefix with the full counter;
-- a received session frame is authenticated under the current session, or else the pending
-  one (a handshake in progress: its first authentic frame *confirms* it), and must carry a
-  counter above the last one accepted in that session (replay protection; the nonce uses the
-  reconstructed full counter, so a wrong reconstruction cannot authenticate).
+- a received session frame is authenticated under the current session, or else one of the
+  pending ones (handshakes in progress: the first authentic frame under one *confirms* it), and
+  must carry a counter above the last one accepted in that session (replay protection; the
+  nonce uses the reconstructed full counter, so a wrong reconstruction cannot authenticate).
+
+Pending sessions prove nothing: a replayed DISCOVER makes one as easily as the transmitter's
+own. So a receiver keeps the last few (a replay arriving between the real CHALLENGE and the
+transmitter's first session frame cannot displace the real one), and a frame that opens under
+none of them while no session is confirmed is classified exactly as if none were pending
+(`no_session`, which makes the receiver send a RESYNC), never as a forgery.
 """
 
 from __future__ import annotations
@@ -30,7 +36,12 @@ from p1lora.common.frames import (
     reconstruct_counter,
 )
 
-__all__ = ["LinkSecurity", "OutgoingFrame", "Session"]
+__all__ = ["PENDING_LIMIT", "LinkSecurity", "OutgoingFrame", "Session"]
+
+#: Handshakes a receiver keeps pending at once, newest first tried. Each costs one challenge
+#: token, whose burst is 3: displacing the real one takes more CHALLENGEs than a flood can
+#: draw in the seconds between the real CHALLENGE and the transmitter's first session frame.
+PENDING_LIMIT = 4
 
 
 @dataclass
@@ -70,7 +81,8 @@ class LinkSecurity:
         self.counter = FrameCounter(counter_state, counter_block)
         self._rng = rng
         self.session: Session | None = None
-        self.pending: Session | None = None
+        #: Unconfirmed handshakes, oldest first (at most `PENDING_LIMIT`).
+        self.pending: list[Session] = []
 
     @property
     def network_id(self) -> bytes:
@@ -134,13 +146,15 @@ class LinkSecurity:
     def open_session(self, sealed: SealedFrame) -> tuple[int, bytes, bool]:
         """Authenticate a session frame; returns (counter, body, confirmed_pending).
 
-        Tries the current session first, then the pending one; accepting a frame under the
-        pending session promotes it (the handshake is confirmed). FrameError otherwise.
+        Tries the current session first, then the pending ones, newest first; accepting a
+        frame under a pending session promotes it (the handshake is confirmed) and drops the
+        other pending ones. FrameError otherwise: `auth_failed` while a session is confirmed,
+        `no_session` while none is, whether or not handshakes are pending (see the module
+        docstring: a pending session must never hide the real transmitter's frames).
         """
+        frame_type = sealed.header.frame_type.name
         candidates = [(s, False) for s in (self.session,) if s is not None]
-        candidates += [(s, True) for s in (self.pending,) if s is not None]
-        if not candidates:
-            raise FrameError(RejectReason.NO_SESSION, "session frame while no session exists")
+        candidates += [(s, True) for s in reversed(self.pending)]
         low = sealed.header.counter_low
         for session, is_pending in candidates:
             counter = reconstruct_counter(session.peer_last, low)
@@ -152,16 +166,18 @@ class LinkSecurity:
             if counter <= session.peer_last:
                 raise FrameError(
                     RejectReason.REPLAY,
-                    f"{sealed.header.frame_type.name} counter {counter} is not above "
-                    f"{session.peer_last}",
+                    f"{frame_type} counter {counter} is not above {session.peer_last}",
                 )
             session.peer_last = counter
             if is_pending:
-                self.session, self.pending = session, None
+                self.session, self.pending = session, []
             return counter, body, is_pending
-        raise FrameError(
-            RejectReason.AUTH_FAILED, f"{sealed.header.frame_type.name} did not authenticate"
-        )
+        if self.session is None:
+            detail = f" (nor under {len(self.pending)} pending)" if self.pending else ""
+            raise FrameError(
+                RejectReason.NO_SESSION, f"{frame_type} while no session exists{detail}"
+            )
+        raise FrameError(RejectReason.AUTH_FAILED, f"{frame_type} did not authenticate")
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -169,16 +185,21 @@ class LinkSecurity:
         self, tx_random: bytes, rx_random: bytes, peer_counter: int, *, pending: bool
     ) -> Session:
         """Derive a session from the handshake randoms; the receiver keeps it pending until the
-        transmitter's first session frame proves it holds the same keys."""
+        transmitter's first session frame proves it holds the same keys (the oldest pending
+        one gives way beyond `PENDING_LIMIT`)."""
         session = Session(
             self.keys.session(tx_random, rx_random), peer_counter, tx_random, rx_random
         )
         if pending:
-            self.pending = session
+            self.pending = [*self.pending, session][-PENDING_LIMIT:]
         else:
-            self.session, self.pending = session, None
+            self.session, self.pending = session, []
         return session
+
+    def drop_pending(self) -> None:
+        """Forget the unconfirmed handshakes (they expired)."""
+        self.pending = []
 
     def drop_sessions(self) -> None:
         self.session = None
-        self.pending = None
+        self.pending = []

@@ -26,6 +26,9 @@ the busier of the two budgets.
 | silence_timeout(s)       | silence_factor * max_send_interval(s) + reply_timeout(s, ACK_MAX)  |
 | rendezvous_window(s)     | [last ack + silence(s), last frame sent + silence(s)] + guard(s):  |
 |                          | when a receiver that stopped hearing us is back at the rendezvous |
+| handshake_grace(s)       | reply_timeout(s, CHALLENGE) + reply_timeout(s, MAX_FRAME): how     |
+|                          | long an answered DISCOVER may keep a resumed receiver from the     |
+|                          | rendezvous (the CHALLENGE and the transmitter's first frame)       |
 | probe_cycle(s)           | A(s, PROBE_MAX) + reply_timeout(s, ACK_MAX)                        |
 | switch_cycle(s)          | A(s, SWITCH) + reply_timeout(s, ACK_MAX)                           |
 | switch_timeout(t, p)     | (switch_attempts - 1) * switch_cycle(p) + (probe_attempts + 1) *   |
@@ -72,6 +75,7 @@ __all__ = [
     "SWITCH_BYTES",
     "discovery_delay",
     "guard",
+    "handshake_grace",
     "keepalive_interval",
     "max_send_interval",
     "pacing_gap",
@@ -164,6 +168,22 @@ def silence_timeout(config: LinkConfig, settings: RadioSettings) -> float:
     """
     return config.silence_factor * max_send_interval(config, settings) + reply_timeout(
         config, settings, ACK_MAX_BYTES
+    )
+
+
+def handshake_grace(config: LinkConfig, settings: RadioSettings) -> float:
+    """Receiver: how long after a CHALLENGE the transmitter's first session frame has ended.
+
+    The transmitter sends it as soon as the CHALLENGE has arrived (a SWITCH, or the status on
+    the first update), and no frame is longer than `MAX_FRAME`. A resumed receiver stays at its
+    setting this long after an answered DISCOVER beyond its own silence deadline, and no more:
+    the DISCOVER may be a replay, and replays one grace apart would otherwise keep it there
+    while the transmitter waits at the rendezvous. One grace is shorter than one response
+    token's refill everywhere (about 0.7 s against 1.3 s at SF7/BW250 in the 10 % band), so a
+    flood cannot string graces together.
+    """
+    return reply_timeout(config, settings, CHALLENGE_BYTES) + reply_timeout(
+        config, settings, MAX_FRAME
     )
 
 
