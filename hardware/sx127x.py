@@ -105,6 +105,11 @@ _STRAY_FLAGS: Final = int(
 )
 _LORA: Final = int(OpMode.LONG_RANGE)
 _LF: Final = int(OpMode.LOW_FREQUENCY)
+#: Registers left out of the read-back check after configuring. RegIrqFlagsMask: a wrong mask
+#: only hides interrupts, which the polling fallback covers. RegLna: with AGC on (AgcAutoOn)
+#: its gain bits may read back the gain the AGC picked rather than the value written; a
+#: mismatch there says nothing about the wiring and must not stop a working radio.
+_NOT_READ_BACK: Final = frozenset({Reg.IRQ_FLAGS_MASK, Reg.LNA})
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,7 +518,7 @@ class SX127x:
         mismatches = [
             f"{register.name} wrote {value:#04x} reads {actual:#04x}"
             for register, value in image
-            if register != Reg.IRQ_FLAGS_MASK and (actual := self._read(register)) != value
+            if register not in _NOT_READ_BACK and (actual := self._read(register)) != value
         ]
         if mismatches:
             raise RadioError(
