@@ -105,6 +105,27 @@ class AirtimeBudget:
         """Seconds from `now` until a frame of `airtime` may start; `math.inf` if never."""
         if not self.frame_fits(airtime):
             return math.inf
+        return self._wait_for_room(now, airtime)
+
+    def sequence_fits(self, frames: Iterable[float]) -> bool:
+        """Whether a short sequence of frames (a switch and its probes) can be sent within one
+        window at all: every frame within the per-frame (dwell) cap, the *sum* within the
+        allowance. The dwell cap limits single frames, never the sum of several."""
+        airtimes = list(frames)
+        if not all(self.frame_fits(a) for a in airtimes):
+            return False
+        return self.unlimited or sum(airtimes) <= self.allowance_s
+
+    def sequence_wait(self, now: float, frames: Iterable[float]) -> float:
+        """Seconds from `now` until the window has room for all of `frames` (sent one after
+        the other, shortly); `math.inf` if it never will (`sequence_fits` is false)."""
+        airtimes = list(frames)
+        if not self.sequence_fits(airtimes):
+            return math.inf
+        return self._wait_for_room(now, sum(airtimes))
+
+    def _wait_for_room(self, now: float, airtime: float) -> float:
+        """Seconds until `airtime` more fits the allowance (no per-frame check)."""
         if self.unlimited:
             return 0.0
         excess = self.used(now) + airtime - self.allowance_s

@@ -225,6 +225,15 @@ def telegram_feed(options: SimOptions) -> Iterator[tuple[float, bytes]]:
     (`ReplayError`, unknown profile) with a clear message."""
     if options.meter_file is not None:
         replay = CaptureReplay.from_file(Path(options.meter_file), loop=True)
+        distinct = len(set(replay.telegrams))
+        if distinct < 2:
+            logger.warning(
+                "%s holds %d distinct telegram: looped, every repeat is identical to the one "
+                "already delivered, which the transmitter does not send again "
+                "(telegrams_unchanged); delivery figures say little about the link",
+                options.meter_file,
+                distinct,
+            )
         return iter(replay)
     return iter(VirtualMeter(options.profile, options.seed))
 
@@ -820,6 +829,11 @@ class Simulation:
             "telegrams_duplicate": duplicates,
             "telegrams_out_of_order": out_of_order,
             "telegrams_missed_while_down": self.missed_while_down,
+            # Identical to what the receiver already had: not sent (the meter's clock did
+            # not tick, or a capture of one telegram looped).
+            "telegrams_unchanged": self.tx.tx_link.diagnostics(end).telegrams.get(
+                "duplicate_telegrams", 0
+            ),
             "delivered_per_hour": round(delivered / hours, 1),
             "delivery_ratio": _round(delivered / read if read else None, 4),
             "telegrams_read_after_convergence": read_after,

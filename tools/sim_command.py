@@ -15,6 +15,7 @@ with every frame held to the sub-band's duty-cycle budget (the fair "same 1 % ba
 | telegrams_read | telegrams the meter produced while the transmitter ran |
 | telegrams_delivered | telegrams the receiver delivered (rebuilt, verified) |
 | telegrams_corrupt | delivered but not byte-equal to any telegram the meter produced |
+| telegrams_unchanged | identical to the telegram the receiver already had: not sent (a capture of one telegram, looped) |
 | delivery_ratio(_after_convergence) | delivered / read (counting from convergence) |
 | frame_bytes_median / _p95 | on-air size of the update frames (DATA, FRAGMENT) |
 | airtime_s_tx / _rx | total airtime of each side, every frame counted |
@@ -387,6 +388,7 @@ _ROWS: tuple[tuple[str, Callable[[dict[str, object]], str]], ...] = (
     ("delivered per hour", _per_hour),
     ("delivery ratio", lambda m: _pct(m.get("delivery_ratio"))),
     ("corrupt", lambda m: _num(m.get("telegrams_corrupt", m.get("readings_corrupt")))),
+    ("unchanged, not sent", lambda m: _num(m.get("telegrams_unchanged"))),
     ("frame bytes median / p95", lambda m: _pair(m["frame_bytes_median"], m["frame_bytes_p95"])),
     ("airtime tx / rx", lambda m: _pair(m["airtime_s_tx"], m["airtime_s_rx"], " s")),
     (

@@ -19,6 +19,15 @@ __all__ = ["FixedRadio", "LinkConfig", "RadioMode"]
 
 #: The largest handshake frame (a CHALLENGE is 30 bytes): it must fit the dwell limit.
 _HANDSHAKE_FRAME_BYTES = 32
+#: Frames each side sends in a rendezvous handshake before the link can leave the rendezvous
+#: setting (DISCOVER and SWITCH; CHALLENGE and the SWITCH's ack).
+_HANDSHAKE_FRAMES = 2
+#: The longest the duty cycle may need to earn back the airtime of one rendezvous handshake.
+#: In the 1 % band it is about 6 minutes at SF12; in the 0.1 % sub-bands (863-865 and
+#: 868.7-869.2 MHz) about an hour: the handshake alone takes the whole hourly allowance, so
+#: every lost link would mean an hour of silence, discovery would retry every ~1.5 hours, and
+#: the acks of the first hour's telegrams would no longer fit the receiver's budget.
+MAX_HANDSHAKE_RECOVERY_S = 1800.0
 
 
 class RadioMode(StrEnum):
@@ -119,7 +128,14 @@ class LinkConfig:
     #: Minimum seconds between two re-tunes decided from margin.
     retune_interval_s: float = 30.0
     #: A setting that failed its probes is not tried again for this long (doubling per failure).
+    #: The fixed-mode target is retried sooner (`retune_interval_s`, doubling up to this): it
+    #: is what the user asked for, and random loss makes its probes fail now and then.
     failed_cooldown_s: float = 300.0
+    #: Loss while the measured SNR margin (both directions) clears `snr_margin_db +
+    #: hysteresis_db` is interference (collisions), not weak signal: slower settings would
+    #: only make frames longer and easier to hit, so the link keeps its rung, restores full
+    #: power, and lowers the power again only after this long without such loss.
+    interference_cooldown_s: float = 1200.0
     command_timeout_s: float = 600.0
     #: DISCOVER attempts at the last known good setting before going to the rendezvous.
     resume_attempts: int = 3
@@ -150,6 +166,7 @@ class LinkConfig:
             (self.reply_attempts >= 1, "reply_attempts must be >= 1"),
             (self.reference_cache >= 1, "reference_cache must be >= 1"),
             (self.counter_block >= 1, "counter_block must be >= 1"),
+            (self.interference_cooldown_s >= 0, "interference_cooldown_s must be >= 0"),
             (self.resume_attempts >= 1, "resume_attempts must be >= 1"),
             (self.discovery_base_s > 0, "discovery_base_s must be > 0"),
             (self.coding_rate in (5, 6, 7, 8), "coding_rate must be 5..8 (4/5..4/8)"),
@@ -167,6 +184,7 @@ class LinkConfig:
                 f"{self.region.name}: a handshake frame at the rendezvous setting "
                 f"{rendezvous.label()} exceeds the {band.max_dwell_s * 1000:g} ms dwell limit"
             )
+        self._check_handshake_budget(band, rendezvous)
         if self.tx_power_dbm is not None and self.tx_power_dbm > band.max_tx_power_dbm:
             raise RegionError(
                 f"TX power {self.tx_power_dbm} dBm exceeds {band.name}'s "
@@ -178,6 +196,26 @@ class LinkConfig:
             raise ValueError("fixed radio mode needs fixed settings (SF, BW)")
         if self.fixed is not None:
             self.region.check(self.fixed_settings())
+
+    def _check_handshake_budget(self, band: SubBand, rendezvous: RadioSettings) -> None:
+        """Refuse a sub-band whose duty cycle cannot carry the link: one rendezvous handshake
+        must be earned back within `MAX_HANDSHAKE_RECOVERY_S` (RegionError naming the channel,
+        the sub-band and why)."""
+        if band.duty_cycle >= 1.0:
+            return
+        airtime = _HANDSHAKE_FRAMES * time_on_air_for(rendezvous, _HANDSHAKE_FRAME_BYTES)
+        recovery = airtime / band.duty_cycle
+        per = "hour" if band.window_s == 3600 else f"{band.window_s:g} s"
+        if recovery > MAX_HANDSHAKE_RECOVERY_S:
+            raise RegionError(
+                f"{self.channel_hz / 1e6:g} MHz is in {self.region.name} sub-band {band.name} "
+                f"with a {band.duty_cycle:.1%} duty cycle ({band.airtime_per_window_s:g} s of "
+                f"airtime per {per}): one handshake at the rendezvous setting "
+                f"{rendezvous.label()} takes about {airtime:.1f} s of airtime on each side, which "
+                f"the duty cycle earns back only after {recovery / 60:.0f} minutes, so every lost "
+                "link would mean about that long without telegrams; the link cannot run there. "
+                "Choose a channel in a 1 % or 10 % sub-band (e.g. 868.1 or 869.525 MHz)"
+            )
 
     @property
     def channel_hz(self) -> int:

@@ -35,7 +35,8 @@ class DuplicateAnswers:
     - In the long run at most once per new frame: each frame acknowledged for the first time
       earns one answer, and at most `saved` are kept. A transmitter whose acks are lost with
       probability q needs q + q^2 answers per frame (with two resends), less than one while
-      fewer than 60 % of the acks are lost, and it steps down long before that (30 % loss).
+      fewer than 60 % of the acks are lost (beyond 30 % loss it steps down, unless the
+      margin shows interference, where slower settings would not help).
       An attacker can therefore at most double the receiver's ack airtime, never empty the
       budget with copies; `RxLink` also keeps a reserve for the acks of new frames.
     """

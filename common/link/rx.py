@@ -85,7 +85,7 @@ from p1lora.common.link.replay_limits import DiscoverFilter, DuplicateAnswers
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import RegionError
 
-__all__ = ["RxLink"]
+__all__ = ["RxLink", "has_meter_clock"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,9 @@ class RxLink(LinkBase):
         self._next_command_id = 0
         self._last_ack: _Acked | None = None
         resends = max(config.max_retries, config.switch_attempts - 1)
-        self._duplicates = DuplicateAnswers(per_frame=resends, saved=resends + 1)
+        # Saved answers cover a burst of lost acks: under interference the transmitter keeps
+        # its rung (it does not step down at 30 % loss), so bursts of resends are normal.
+        self._duplicates = DuplicateAnswers(per_frame=resends, saved=2 * (resends + 1))
         self._challenges = TokenBucket(3.0, self._refill(timing.CHALLENGE_BYTES), now)
         #: DISCOVERs below the floor after the session ended: a quarter of the response rate.
         self._below_floor = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
@@ -539,7 +541,7 @@ class RxLink(LinkBase):
             self._ack(now, sealed, frame, (AckKind.NAK, counter, value))
             return
         telegram_id = codec.telegram_id(telegram)
-        if telegram == self._last_delivered and _has_meter_clock(telegram):
+        if telegram == self._last_delivered and has_meter_clock(telegram):
             # The transmitter re-encoded a telegram whose ack was lost. Only a meter with a
             # clock proves that: DSMR 2.2/3 meters have none and send identical telegrams
             # whenever nothing changed, and each of those must reach Home Assistant.
@@ -660,7 +662,7 @@ _HANDLERS: dict[FrameType, _Handler] = {
 }
 
 
-def _has_meter_clock(telegram: bytes) -> bool:
+def has_meter_clock(telegram: bytes) -> bool:
     """Whether the telegram carries the meter's timestamp (DSMR 4+, e-MUCS), which a meter never
     repeats: two identical telegrams with a clock are one telegram sent twice."""
     return b"\n0-0:1.0.0(" in telegram

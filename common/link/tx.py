@@ -17,10 +17,11 @@ States (the `state` property):
 |             |                          | keepalives, command replies                            |
 
 Delivery policy: the newest telegram waits in one slot (a newer one replaces it: latest wins);
-it is encoded against the last telegram the receiver acknowledged; one frame is in flight at a
-time (stop and wait: the ack names the rebuilt telegram's id); an unacknowledged frame is
-resent byte for byte (same counter) up to `max_retries` times unless a newer telegram is
-waiting. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
+it is encoded against the last telegram the receiver acknowledged (and not sent at all when
+it is byte-identical to that one, meter timestamp included: `duplicate_telegrams`); one frame
+is in flight at a time (stop and wait: the ack names the rebuilt telegram's id); an
+unacknowledged frame is resent byte for byte (same counter) up to `max_retries` times unless a
+newer telegram is waiting. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
 budget still sustains with *all* traffic in the sliding window counted (handshakes, probes, key
 frames), so a burst slows the updates slightly instead of emptying the budget at the hour's
 end; the receiver's acks are paced with them. Every frame also passes this node's budget.
@@ -35,7 +36,9 @@ Auto-tune (`RadioMode.AUTO`): after the handshake, jump to the fastest candidate
 predicted margin clears `snr_margin_db` in both directions (`tuning`), confirm with probes,
 step down one rung per failure; while running, move up when even the worst recent sample
 clears a faster rung by `hysteresis_db` more, move down when the margin falls `hysteresis_db`
-short (after restoring full power) or when loss exceeds `loss_retune_threshold`; lower the TX
+short (after restoring full power) or when loss exceeds `loss_retune_threshold`, unless the
+worst recent samples still clear the rung by `snr_margin_db + hysteresis_db` (interference:
+keep the rung, full power, no power reduction for `interference_cooldown_s`); lower the TX
 power at the fastest rung only while the worst recent sample keeps 10 dB of margin, and
 restore full power at once when acks are lost. Total silence: after `link_lost_after`
 unanswered frames, stay at full power until the receiver's silence timeout has surely sent it
@@ -53,6 +56,7 @@ from typing import TypeVar
 
 from p1lora.common import codec
 from p1lora.common.airtime import time_on_air_for
+from p1lora.common.budget import AirtimeBudget
 from p1lora.common.counters import CounterState
 from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
@@ -80,6 +84,7 @@ from p1lora.common.link.messages import (
 )
 from p1lora.common.link.pacing import Pacer
 from p1lora.common.link.persist import TxPersistentState
+from p1lora.common.link.rx import has_meter_clock
 from p1lora.common.link.tuning import (
     TYPICAL_FRAME_BYTES,
     Candidate,
@@ -209,9 +214,21 @@ class TxLink(LinkBase):
         self._probe_id = 0
         self._step_down_from: RadioSettings | None = None
         self._failed: dict[tuple[int, int], _Failure] = {}
+        #: A switch put off for a short budget wait, retried at `_deferred_at`.
+        self._deferred: tuple[RadioSettings, str] | None = None
+        self._deferred_at = now
+        #: The receiver's budget as far as we heard its frames: a switch also needs room
+        #: for its acks (at US915's 0.4 s per 20 s, its CHALLENGE left no room for the ack
+        #: of a SWITCH sent right after the handshake, and the switch failed).
+        self._peer_budget = AirtimeBudget.for_sub_band(config.sub_band())
+        #: Switch targets the budget can never carry (warned about once each).
+        self._never_warned: set[tuple[int, int]] = set()
+        self._never_warned_frames: set[tuple[str, str, int, int]] = set()
         self._next_tune_at = now
         self._next_down_at = now
         self._next_power_at = now
+        #: Until then loss was interference lately: no power reduction (`_interference`).
+        self._interference_until = now
         self._samples = 0
         self._m = _Measurements()
         self._loss = LossWindow(config.loss_window)
@@ -374,6 +391,21 @@ class TxLink(LinkBase):
     def _wait(self, name: str, until: float) -> None:
         if math.isfinite(until):
             self._timers[name] = until
+            return
+        # A frame the budget can never carry (larger than the whole allowance or the dwell
+        # cap): nothing will wake us for it, so say so instead of sitting still in silence.
+        key = (name, self._state, self._settings.sf, self._settings.bw_hz)
+        if key not in self._never_warned_frames:
+            self._never_warned_frames.add(key)
+            logger.warning(
+                "tx: %s: a frame never fits %s's airtime budget (%.3g s per %g s) at %s; "
+                "waiting for something else to change",
+                self._state,
+                self.config.sub_band().name,
+                self._budget.allowance_s,
+                self._budget.window_s,
+                self._settings.label(),
+            )
 
     def _session_send(
         self, now: float, kind: str, frame_type: FrameType, body: bytes, reply_bytes: int
@@ -462,6 +494,7 @@ class TxLink(LinkBase):
             self._pending = self._fragments.telegram
         self._fragments = None
         self._switch = None
+        self._deferred = None
         self._replies_unacked()
 
     def _replies_unacked(self) -> None:
@@ -497,6 +530,7 @@ class TxLink(LinkBase):
         if out is None or out.kind != "discover":
             raise FrameError(RejectReason.STALE, "CHALLENGE without a DISCOVER in flight")
         counter, body = self._security.open_static(sealed, extra_associated=out.random)
+        self._peer_sent(frame)
         challenge = _decode(Challenge.decode, body)
         rx_random = sealed.header.random
         assert rx_random is not None
@@ -573,16 +607,58 @@ class TxLink(LinkBase):
     def _cooling(self, now: float) -> set[tuple[int, int]]:
         return {key for key, f in self._failed.items() if f.until > now}
 
+    def _switch_plans(self, target: RadioSettings) -> tuple[list[float], ...]:
+        """The airtime of each frame a switch to `target` may take, most generous plan first:
+        every SWITCH repeat and every probe attempt; one SWITCH and every probe; one SWITCH and
+        just the probes that commit. A plan must fit one budget window so the probes are not
+        held up by the budget while the receiver waits at the target (it reverts after
+        `timing.switch_timeout`). Where the window is short (US915: 0.4 s in 20 s) only the
+        smaller plans fit; a SWITCH repeat then waits for the budget like any frame."""
+        switch = self._airtime(timing.SWITCH_BYTES)
+        probe = time_on_air_for(target, self._probe_size())
+        config = self.config
+        return (
+            [switch] * config.switch_attempts + [probe] * config.probe_attempts,
+            [switch] + [probe] * config.probe_attempts,
+            [switch] + [probe] * config.probe_count,
+        )
+
     def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
-        probe_bytes = self._probe_size()
-        needed = self.config.switch_attempts * self._airtime(
-            timing.SWITCH_BYTES
-        ) + self.config.probe_attempts * time_on_air_for(target, probe_bytes)
-        wait = self._budget.wait_time(now, needed)
+        """Start a two-phase switch to `target` when the budget has room for it; otherwise
+        defer it (retried at `_deferred_at` if the wait is short, else by the next evaluation)
+        and return False."""
+        self._deferred = None
+        # The plan that can start soonest (the most generous one among equals), once the
+        # receiver also has room for the acks of the SWITCH and of the probes that commit.
+        acks = [self._airtime(timing.ACK_TYPICAL_BYTES)] + [
+            time_on_air_for(target, timing.ACK_TYPICAL_BYTES)
+        ] * self.config.probe_count
+        wait = max(
+            min(
+                (self._budget.sequence_wait(now, p) for p in self._switch_plans(target)),
+                default=math.inf,
+            ),
+            self._peer_budget.sequence_wait(now, acks),
+        )
         if wait > 0:
             delay = wait if math.isfinite(wait) else self.config.retune_interval_s
             self._next_tune_at = self._next_down_at = now + delay
-            self._event("switch_deferred", target=target.label(), reason="budget")
+            if not math.isfinite(wait):
+                self._switch_never(target)
+            elif delay <= self.config.retune_interval_s:
+                # A short wait (a 20 s dwell window): hold the paced traffic so the window
+                # empties for the switch instead of refilling with updates, and retry when
+                # the room is there (waiting for the next evaluation could take minutes).
+                self._gate_at = max(self._gate_at, now + delay)
+                self._deferred = (target, reason)
+                self._deferred_at = now + delay
+                self._timers["deferred"] = now + delay
+            self._event(
+                "switch_deferred",
+                target=target.label(),
+                reason="budget",
+                wait_s=round(delay, 3) if math.isfinite(wait) else None,
+            )
             return False
         self._switch_id = (self._switch_id + 1) & 0xFF
         self._switch = _Switch(target, self._switch_id, reason, self._settings)
@@ -590,6 +666,24 @@ class TxLink(LinkBase):
         self._set_state("switching", reason)
         self._event("switch_start", target=target.label(), reason=reason)
         return True
+
+    def _switch_never(self, target: RadioSettings) -> None:
+        """A switch the budget can never carry: say so once per target (WARNING), not silently
+        retry forever."""
+        key = (target.sf, target.bw_hz)
+        if key in self._never_warned:
+            return
+        self._never_warned.add(key)
+        band = self.config.sub_band()
+        logger.warning(
+            "tx: cannot switch to %s: the SWITCH and its probes never fit %s's %.3g s of airtime "
+            "per %g s; staying at %s",
+            target.label(),
+            band.name,
+            self._budget.allowance_s,
+            band.window_s,
+            self._settings.label(),
+        )
 
     def _switching(self, now: float) -> bool:
         plan = self._switch
@@ -687,7 +781,12 @@ class TxLink(LinkBase):
         key = (plan.target.sf, plan.target.bw_hz)
         failure = self._failed.get(key)
         failures = 1 if failure is None else failure.failures + 1
-        cooldown = min(self.config.failed_cooldown_s * 2 ** (failures - 1), 4 * 3600.0)
+        base, cap = self.config.failed_cooldown_s, 4 * 3600.0
+        if self._mode is RadioMode.FIXED:
+            # The user's setting: retried sooner (a few lost probes are enough to fail it on a
+            # lossy channel, and the link would wait at the rendezvous setting meanwhile).
+            base, cap = self.config.retune_interval_s, self.config.failed_cooldown_s
+        cooldown = min(base * 2 ** (failures - 1), cap)
         self._failed[key] = _Failure(now + cooldown, failures)
         self._configure(self._last_good, "switch failed")
         holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target, plan.origin)
@@ -744,6 +843,11 @@ class TxLink(LinkBase):
         while updates wait for their pacing or interval gate: that bound is what the receiver's
         silence timeout is built on. Right after a commit the receiver needs a non-probe frame
         as proof: the newest update, or the status at once when there is none."""
+        if self._deferred is not None and now >= self._deferred_at:
+            target, reason = self._deferred
+            self._deferred = None
+            if not _same_rung(target, self._settings) and self._start_switch(now, target, reason):
+                return False  # the state changed: the pump goes on in `switching`
         if self._replies:
             return self._send_reply(now)
         keepalive = timing.keepalive_interval(self.config, self._settings)
@@ -752,6 +856,18 @@ class TxLink(LinkBase):
         ) or self._serial_news(now, keepalive):
             self._want_status(now)
         keepalive_at = self._last_sent_at + keepalive
+        if (
+            self._pending is not None
+            and self._pending == self._reference
+            and has_meter_clock(self._pending)
+        ):
+            # Byte for byte what the receiver already has, timestamp included (a capture of
+            # one telegram looped): the receiver would take it for a resend, acknowledge it
+            # and deliver nothing, so it would cost airtime for no news. Counted, not sent.
+            # (Meters without a clock, DSMR 2.2/3, repeat an unchanged telegram, and each
+            # repeat is delivered: it keeps Home Assistant's values from expiring.)
+            self._pending = None
+            self._telegrams["duplicate_telegrams"] += 1
         has_update = (
             self._retry is not None or self._fragments is not None or self._pending is not None
         )
@@ -1006,6 +1122,12 @@ class TxLink(LinkBase):
 
     # -- answers --------------------------------------------------------------------------
 
+    def _peer_sent(self, frame: ReceivedFrame) -> None:
+        """Count an authentic frame of the receiver in our copy of its budget (only authentic
+        ones: a jammer's or an attacker's frames must not hold up our switches)."""
+        airtime = time_on_air_for(frame.settings, len(frame.payload))
+        self._peer_budget.record(max(0.0, frame.received_at - airtime), airtime)
+
     def _on_frame(self, now: float, frame: ReceivedFrame) -> None:
         if frame.payload == self._last_accepted_raw:
             self._telegrams["duplicate_acks"] += 1
@@ -1019,6 +1141,7 @@ class TxLink(LinkBase):
                 self._on_resync(now, sealed)
             else:
                 _, body, _ = self._security.open_session(sealed)
+                self._peer_sent(frame)
                 ack = _decode(Ack.decode, body)
                 self._last_accepted_raw = sealed.raw
                 self._on_ack(now, ack, frame)
@@ -1205,6 +1328,16 @@ class TxLink(LinkBase):
             # Partial loss: the channel degraded but still carries some frames. (Total loss is
             # a lost link: `_check_lost` returns to the rendezvous for a fresh measurement.)
             self._loss.clear()
+            if current is not None and self._interference(now, current):
+                # The frames that arrive show plenty of margin: the losses are collisions.
+                # A slower rung only makes frames longer (easier to hit); keep the rung, give
+                # the frames full power (it helps the capture of a colliding frame).
+                self._interference_until = now + self.config.interference_cooldown_s
+                self._next_down_at = now + self.config.retune_interval_s
+                self._event("interference", loss=round(rate, 3), settings=current.label())
+                if self._settings.tx_power_dbm < self._max_power:
+                    self._restore_power(now, f"loss {rate:.0%} with margin: interference")
+                return
             if self._settings.tx_power_dbm < self._max_power:
                 self._restore_power(now, "loss")
                 return
@@ -1241,8 +1374,26 @@ class TxLink(LinkBase):
                 self._next_tune_at = now + self.config.retune_interval_s
                 self._start_switch(now, _settings_of(self, fallback), "margin down")
             return
-        if self.config.power_control and current is self._table[0] and now >= self._next_power_at:
+        if (
+            self.config.power_control
+            and current is self._table[0]
+            and now >= max(self._next_power_at, self._interference_until)
+        ):
             self._power_control(now, current)
+
+    def _interference(self, now: float, current: Candidate) -> bool:
+        """Whether the loss just seen is interference rather than weak signal: even the worst
+        recent sample in each direction (uplink at the power in use) clears the rung's floor by
+        `snr_margin_db + hysteresis_db`. Needs a sample in both directions; a fading channel
+        shows its fades in the worst sample and is treated as weak signal."""
+        up, down = self._m.up.low(now), self._m.down.low(now)
+        if up is None or down is None:
+            return False
+        deficit = self._max_power - self._settings.tx_power_dbm
+        margin = margin_db(current, up, down, deficit)
+        return (
+            margin is not None and margin >= self.config.snr_margin_db + self.config.hysteresis_db
+        )
 
     def _evaluate_fixed(self, now: float) -> None:
         """Fixed mode: go to the fixed settings (again, after a cooldown if they failed)."""
