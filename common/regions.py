@@ -6,10 +6,14 @@ and the answer comes from the tables below. A new region is a new row.
 
 Power limits are radiated (ERP, or EIRP where the rule says so); `max_tx_power_dbm` is the
 conducted power that stays inside the limit with a 0 dBd (2.15 dBi) antenna, capped at the
-SX127x's +20 dBm. A higher-gain antenna must lower it (see the deployment docs).
+SX127x's +20 dBm. A higher-gain antenna must lower it (see the deployment docs). Where a
+sub-band allows more than 1 % duty cycle, the chip itself is rated for +17 dBm only (its +20 dBm
+mode is a 1 % mode; `p1lora.hardware.sx127x.max_power_for_duty_cycle`), so the defaults there
+are 17 dBm and the daemons cap a higher `tx_power` with a WARNING.
 
-Sources: ETSI EN 300 220 / ERC Recommendation 70-03 annex 1 (EU 433/868), FCC 15.247
-(US 902-928), the LoRaWAN Regional Parameters (channel plans and dwell limits per region).
+Sources: ETSI EN 300 220 / ERC Recommendation 70-03 annex 1 (EU 433/868), FCC 47 CFR 15.247
+and 15.249 (US 902-928; see the US915 caveat), the LoRaWAN Regional Parameters (channel plans
+and dwell limits per region).
 """
 
 from __future__ import annotations
@@ -81,6 +85,9 @@ class Region:
     rendezvous_sf: int = 12
     rendezvous_bw_hz: int = 125_000
     default_tx_power_dbm: int = 14
+    #: Where the profile is not (or not always) legal as p1-lora uses it: said as a WARNING
+    #: whenever the region is chosen (daemon start, `config check`, `p1-lora airtime`).
+    caveat: str = ""
 
     def sub_band_for(self, frequency_hz: int, bw_hz: int = 0) -> SubBand:
         """The sub-band a channel falls in; RegionError when it is outside every sub-band."""
@@ -156,7 +163,7 @@ REGIONS: dict[str, Region] = {
     ),
     "US915": Region(
         name="US915",
-        description="USA 902-928 MHz (FCC 15.247); one channel: 400 ms per 20 s occupancy",
+        description="USA 902-928 MHz (FCC 47 CFR 15.247 / 15.249); EXPERIMENTAL, see caveat",
         sub_bands=(
             SubBand(
                 "902-928",
@@ -167,12 +174,28 @@ REGIONS: dict[str, Region] = {
                 20,
                 window_s=20.0,
                 max_dwell_s=0.4,
-                note="a single channel may be occupied 0.4 s in any 20 s",
+                note=(
+                    "0.4 s in any 20 s is the 15.247(a)(1)(i) occupancy rule of a hopping "
+                    "system, kept here as a conservative airtime budget; a fixed channel is no "
+                    "hopping system, see the region's caveat"
+                ),
             ),
         ),
         default_frequency_hz=915_000_000,
-        rendezvous_sf=9,
-        default_tx_power_dbm=20,
+        # BW500, the one LoRa bandwidth that can be a 15.247 digitally modulated system: with
+        # fixed BW500 settings the link never uses a narrower signal. SF11: its handshake
+        # frames (206 ms) fit the 400 ms dwell budget; about as sensitive as SF9/BW125.
+        rendezvous_sf=11,
+        rendezvous_bw_hz=500_000,
+        default_tx_power_dbm=17,
+        caveat=(
+            "experimental, and not legal in auto mode: FCC 15.247 covers frequency hopping "
+            "(at least 50 channels for a 125 kHz signal) and digital modulation with a 6 dB "
+            "bandwidth of at least 500 kHz; one fixed 125 kHz channel is neither and falls "
+            "under 15.249 (50 mV/m at 3 m, about -1 dBm EIRP), far below p1-lora's power. The "
+            "rendezvous uses BW500; set radio.mode = fixed, fixed_sf = 7, fixed_bw = 500 so "
+            "that the link never uses a narrower signal (see docs/regions.md)"
+        ),
     ),
     "AU915": Region(
         name="AU915",
@@ -180,7 +203,7 @@ REGIONS: dict[str, Region] = {
         sub_bands=(SubBand("915-928", 915_000_000, 928_000_000, 1.0, 1000, 20, max_dwell_s=0.4),),
         default_frequency_hz=916_800_000,
         rendezvous_sf=9,
-        default_tx_power_dbm=20,
+        default_tx_power_dbm=17,  # the SX127x's most without its 1 %-duty +20 dBm mode
     ),
     "AS923": Region(
         name="AS923",
@@ -194,7 +217,7 @@ REGIONS: dict[str, Region] = {
         description="India 865-867 MHz (no duty cycle limit)",
         sub_bands=(SubBand("865-867", 865_000_000, 867_000_000, 1.0, 1000, 20),),
         default_frequency_hz=865_985_000,
-        default_tx_power_dbm=20,
+        default_tx_power_dbm=17,  # the SX127x's most without its 1 %-duty +20 dBm mode
     ),
 }
 

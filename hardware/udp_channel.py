@@ -14,6 +14,10 @@ $P1LORA_SIM_PORT, or `port=`):
 - When the hub goes away (`bye`, or two seconds without `welcome`), members try to bind the
   well-known port; the kernel lets exactly one succeed, and it becomes the new hub. Frames sent
   during the hand-over are lost, as they would be in a radio outage.
+- When the port is held by something that is not a p1-lora hub, binding it fails and nothing
+  answers the `hello`s: after `JOIN_WARNING_S` (5 s) without a `welcome` the member logs one
+  WARNING naming the port and `--sim-port` / $P1LORA_SIM_PORT, keeps trying, and logs INFO once
+  it joins a hub (or wins the freed port).
 
 Path loss between processes: each process may set its own (`--sim-path-loss`); a frame crossing
 between two processes sees the larger of the sender's and the receiver's setting, or the
@@ -78,6 +82,10 @@ SIM_PORT_ENV: Final = "P1LORA_SIM_PORT"
 MAGIC: Final = "p1lora-sim/1"
 HELLO_INTERVAL_S: Final = 0.5
 HUB_TIMEOUT_S: Final = 2.0
+#: A member that has had no `welcome` for this long says so once (WARNING): usually something
+#: other than a p1-lora hub holds the rendezvous port, and the radio would otherwise hear
+#: nothing without a word.
+JOIN_WARNING_S: Final = 5.0
 MEMBER_TIMEOUT_S: Final = 3.0
 _RECV_TIMEOUT_S = 0.1
 _MAX_DATAGRAM = 4096
@@ -200,7 +208,17 @@ def _params_from_json(data: object) -> AirParams:
 class UdpChannel:
     """A `SimChannel` for this process's radios, joined to other processes over loopback UDP."""
 
-    def __init__(self, scheduler: Scheduler, options: UdpSimOptions | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        options: UdpSimOptions | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`monotonic` times the network housekeeping (hello, hub hand-over, the join warning);
+        tests pass a fake one to step through those timeouts without sleeping.
+        """
+        self._monotonic = monotonic
         self.options = options or UdpSimOptions()
         self.port = self.options.resolved_port()
         self.scheduler = scheduler
@@ -227,7 +245,10 @@ class UdpChannel:
         self._remote: dict[tuple[str, int], AirFrame] = {}
         self._closed = threading.Event()
         self._last_hello = -math.inf
-        self._last_hub_contact = time.monotonic()
+        self._last_hub_contact = monotonic()
+        #: When this member last heard `welcome` (or started); and whether it has warned.
+        self._last_welcome = self._last_hub_contact
+        self._join_warned = False
         #: Test hook, hub only (see the module docstring); runs on the network thread.
         self.relay_hook: RelayHook | None = None
         sock = self._bind_hub()
@@ -402,7 +423,7 @@ class UdpChannel:
                 except Exception:
                     logger.exception("sim UDP: could not handle a message from %s", address)
             try:
-                self._housekeeping(time.monotonic())
+                self._housekeeping(self._monotonic())
             except Exception:
                 logger.exception("sim UDP housekeeping failed")
 
@@ -416,9 +437,41 @@ class UdpChannel:
             return
         if now - self._last_hub_contact > HUB_TIMEOUT_S:
             self._try_become_hub(now)
+        if self._role == "member":
+            self._check_joined(now)
         if now - self._last_hello >= HELLO_INTERVAL_S and self._role == "member":
             self._last_hello = now
             self._send({"t": "hello"}, self._hub_address())
+
+    def _check_joined(self, now: float) -> None:
+        """Warn once when no hub has welcomed this member for `JOIN_WARNING_S`.
+
+        The usual cause is another program on the rendezvous port: binding it fails (so this
+        process is no hub) and nothing answers the `hello`s, so the radio hears nothing and
+        nothing would say why.
+        """
+        if self._join_warned or now - self._last_welcome < JOIN_WARNING_S:
+            return
+        self._join_warned = True
+        logger.warning(
+            "simulated radio channel: no p1-lora hub has answered on %s:%d for %.0f s; another "
+            "program probably holds that UDP port. Start both processes with another free port "
+            "(--sim-port PORT or %s=PORT); this process keeps trying.",
+            self.options.host,
+            self.port,
+            now - self._last_welcome,
+            SIM_PORT_ENV,
+        )
+
+    def _welcomed(self, now: float) -> None:
+        self._last_welcome = now
+        if self._join_warned:
+            self._join_warned = False
+            logger.info(
+                "simulated radio channel: joined the hub on %s:%d after all",
+                self.options.host,
+                self.port,
+            )
 
     def _try_become_hub(self, now: float) -> None:
         sock = self._bind_hub()
@@ -431,7 +484,16 @@ class UdpChannel:
         old.close()
         self._role = "hub"
         self.stats.elections_won += 1
-        logger.info("sim UDP: the hub went away; this process is the hub now (port %d)", self.port)
+        if self._join_warned:
+            self._join_warned = False
+            logger.info(
+                "simulated radio channel: the UDP port %d is free now; this process is the hub",
+                self.port,
+            )
+        else:
+            logger.info(
+                "sim UDP: the hub went away; this process is the hub now (port %d)", self.port
+            )
 
     def _handle(self, data: bytes, address: tuple[str, int]) -> None:
         try:
@@ -446,7 +508,7 @@ class UdpChannel:
         sender = str(message.get("n", ""))
         if sender == self.node:
             return
-        now = time.monotonic()
+        now = self._monotonic()
         if self._role == "hub":
             if kind == "bye":
                 with self._net_lock:
@@ -471,6 +533,9 @@ class UdpChannel:
                 self._last_hub_contact = -math.inf  # elect a new hub right away
                 return
             self._last_hub_contact = now
+            if kind == "welcome":
+                self._welcomed(now)
+                return
             if kind == "fault":
                 if address == self._hub_address():
                     self._apply_fault(message)

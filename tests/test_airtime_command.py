@@ -73,10 +73,66 @@ def test_other_regions(capsys):
     data = run_json(capsys, "--payload", "40", "--region", "us915", "--sf", "7", "10")
     rows = {row["sf"]: row for row in data["rows"] if row["bw_hz"] == 125_000}
     assert rows[10]["min_interval_s"] == [None]  # 534 ms: longer than the 400 ms dwell
-    assert rows[10]["notes"] == ["> 400 ms dwell"]
+    assert rows[10]["notes"] == ["never (dwell 0.4 s)"]
     assert rows[7]["min_interval_s"][0] == pytest.approx(0.082176 / 0.02)
     data = run_json(capsys, "--payload", "40", "--region", "IN865", "--sf", "12", "--bw", "125")
     assert data["rows"][0]["notes"] == ["no limit"]
+
+
+def test_a_frame_no_budget_can_carry_is_never_given_an_interval(capsys):
+    # 9.02 s on air: more than the 3.6 s per hour of a 0.1 % band, so no interval fits it
+    # (the budget's wait_time is inf); 1 % (36 s/h) and 10 % still carry it.
+    data = run_json(capsys, "--payload", "255", "--sf", "12", "--bw", "125")
+    (row,) = data["rows"]
+    assert row["airtime_s"] == pytest.approx(9.019392)
+    assert row["min_interval_s"][0] is None
+    assert row["notes"][0] == "never (> 3.6 s/h)"
+    assert row["min_interval_s"][1] == pytest.approx(901.9392)
+    assert row["min_interval_s"][2] == pytest.approx(90.19392)
+    code, out, _ = run(capsys, "--payload", "255", "--sf", "12", "--bw", "125")
+    assert code == 0
+    assert "never (> 3.6 s/h)" in out and "9019 s" not in out
+
+
+@pytest.mark.parametrize("region", ["US915", "AU915", "AS923"])
+def test_dwell_limits_forbid_long_frames_outright(capsys, region):
+    data = run_json(capsys, "--payload", "60", "--region", region, "--sf", "7", "12")
+    rows = {row["sf"]: row for row in data["rows"] if row["bw_hz"] == 125_000}
+    assert rows[12]["min_interval_s"] == [None]
+    assert rows[12]["notes"] == ["never (dwell 0.4 s)"]
+    assert rows[7]["min_interval_s"][0] is not None  # 118 ms fits all three
+
+
+def test_interval_is_the_budgets_answer_and_a_true_lower_bound():
+    """The table asks the link's `AirtimeBudget`; no sender obeying it ever beats the interval."""
+    from p1lora.common.budget import AirtimeBudget
+    from p1lora.common.regions import REGIONS
+    from p1lora.tools.airtime_command import build_table
+
+    for region in REGIONS.values():
+        columns, rows = build_table(255, (7, 9, 12), (125_000, 250_000, 500_000), region=region)
+        for row in rows:
+            for column, cell in zip(columns, row.cells, strict=True):
+                budget = AirtimeBudget.for_sub_band(column.rules)
+                if cell.interval_s is None:
+                    if cell.note != "BW too wide":
+                        assert budget.wait_time(0.0, row.airtime_s) == float("inf")
+                    continue
+                assert budget.frame_fits(row.airtime_s)
+                assert cell.interval_s == budget.sustainable_interval(row.airtime_s)
+                if budget.unlimited:
+                    continue
+                # A greedy sender that waits exactly as long as the budget says it must: after
+                # the first window's burst its steady rhythm is never faster than the table's.
+                now, starts = 0.0, []
+                while now < 6 * budget.window_s:
+                    now += budget.wait_time(now, row.airtime_s)
+                    budget.record(now, row.airtime_s)
+                    starts.append(now)
+                    now += row.airtime_s
+                steady = [t for t in starts if t >= budget.window_s]
+                rhythm = (steady[-1] - steady[0]) / (len(steady) - 1)
+                assert rhythm >= cell.interval_s * (1 - 1e-9), (region.name, row)
 
 
 def test_coding_rate_and_preamble(capsys):
@@ -99,6 +155,12 @@ def test_coding_rate_and_preamble(capsys):
         (["--payload", "10", "--frequency", "2400"], "137-1020 MHz"),
         (["--payload", "10", "--preamble", "2"], "6..65535"),
         ([], "--payload"),
+        (["--payload", "4", "--bw", "inf"], "bandwidth 'inf' is not one of"),
+        (["--payload", "4", "--bw", "1e400"], "bandwidth '1e400' is not one of"),
+        (["--payload", "4", "--bw", "nan"], "bandwidth 'nan' is not one of"),
+        (["--payload", "4", "--frequency", "inf"], "137-1020 MHz"),
+        (["--payload", "4", "--frequency", "1e400"], "137-1020 MHz"),
+        (["--payload", "4", "--frequency=-1e400"], "137-1020 MHz"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(capsys, argv, message):

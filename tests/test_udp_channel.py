@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -142,6 +143,104 @@ def test_default_port_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(SIM_PORT_ENV, "http")
     with pytest.raises(ValueError, match=SIM_PORT_ENV):
         default_sim_port()
+
+
+class FakeMonotonic:
+    """The network housekeeping's clock, stepped by the test (no waiting out 5 s for real)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _next_hello(sock: socket.socket) -> None:
+    """Wait for the member's next `hello`: proof its housekeeping ran at the current fake time."""
+    while True:
+        data, _ = sock.recvfrom(4096)
+        if b'"t":"hello"' in data:
+            return
+
+
+def _records(caplog, level: int) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "p1lora.hardware.udp_channel" and r.levelno == level
+    ]
+
+
+def test_a_port_held_by_another_program_is_reported_then_the_join_is_logged(caplog):
+    port = free_udp_port()
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # not a p1-lora hub
+    blocker.bind(("127.0.0.1", port))
+    blocker.settimeout(5)
+    fake = FakeMonotonic()
+    scheduler = ThreadScheduler("test-blocked")
+    hub_scheduler = ThreadScheduler("test-late-hub")
+    hub: UdpChannel | None = None
+    caplog.set_level(logging.INFO, logger="p1lora.hardware.udp_channel")
+    udp = UdpChannel(scheduler, UdpSimOptions(port=port), monotonic=fake)
+    try:
+        assert udp.role == "member"
+        _next_hello(blocker)
+        fake.now += 4.9
+        _next_hello(blocker)
+        assert _records(caplog, logging.WARNING) == []  # not yet: 4.9 s without a welcome
+        fake.now += 0.6
+        _next_hello(blocker)
+        (warning,) = _records(caplog, logging.WARNING)
+        assert f"127.0.0.1:{port}" in warning and "no p1-lora hub has answered" in warning
+        assert "--sim-port" in warning and SIM_PORT_ENV in warning
+        fake.now += 0.6
+        _next_hello(blocker)
+        assert len(_records(caplog, logging.WARNING)) == 1  # said once, not every loop
+
+        # The other program goes away and a real hub takes the port: the member joins it.
+        blocker.close()
+        hub = UdpChannel(hub_scheduler, UdpSimOptions(port=port))
+        assert hub.role == "hub"
+        fake.now += 0.6
+        eventually(lambda: hub is not None and hub.member_count == 1, timeout=5)
+        eventually(lambda: any("after all" in m for m in _records(caplog, logging.INFO)), 5)
+        assert udp.role == "member"
+        # Steady welcomes keep it quiet, well past another 5 s.
+        for _ in range(12):
+            fake.now += 0.6
+            eventually(lambda: udp._last_welcome == fake.now, timeout=5)
+        assert len(_records(caplog, logging.WARNING)) == 1
+    finally:
+        blocker.close()
+        udp.close()
+        if hub is not None:
+            hub.close()
+        scheduler.close()
+        hub_scheduler.close()
+
+
+def test_the_warned_member_that_wins_the_freed_port_says_so(caplog):
+    port = free_udp_port()
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    blocker.bind(("127.0.0.1", port))
+    blocker.settimeout(5)
+    fake = FakeMonotonic()
+    scheduler = ThreadScheduler("test-freed")
+    caplog.set_level(logging.INFO, logger="p1lora.hardware.udp_channel")
+    udp = UdpChannel(scheduler, UdpSimOptions(port=port), monotonic=fake)
+    try:
+        _next_hello(blocker)
+        fake.now += 5.5
+        _next_hello(blocker)
+        assert len(_records(caplog, logging.WARNING)) == 1
+        blocker.close()
+        fake.now += 3.0  # past the hub timeout: it tries the port again and gets it
+        eventually(lambda: udp.role == "hub", timeout=5)
+        assert any(f"port {port} is free now" in m for m in _records(caplog, logging.INFO))
+    finally:
+        blocker.close()
+        udp.close()
+        scheduler.close()
 
 
 CHILD = textwrap.dedent(

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 
 from p1lora.common.airtime import MAX_PAYLOAD, low_data_rate_optimize, time_on_air
+from p1lora.common.budget import AirtimeBudget
 from p1lora.common.radio_types import BANDWIDTHS_HZ, CODING_RATES, SPREADING_FACTORS
 from p1lora.common.regions import DEFAULT_REGION, REGIONS, Region, RegionError, SubBand
 
@@ -48,14 +49,26 @@ def _sf(text: str) -> int:
     return int(value)
 
 
+def _hz(text: str, *, scale: int, hz_from: float) -> int:
+    """A number in Hz, or in kHz/MHz (`scale`) when below `hz_from`; -1 when not a number.
+
+    `float()` accepts "inf", "nan" and "1e400" (which overflows to inf); rounding those raises
+    OverflowError/ValueError, so anything non-finite or non-positive is rejected here as -1 and
+    the caller's range check turns it into a clear argparse message (exit 2), not a traceback.
+    """
+    try:
+        number = float(text)
+    except ValueError:
+        return -1
+    if not math.isfinite(number) or number <= 0:
+        return -1
+    return round(number) if number >= hz_from else round(number * scale)
+
+
 def _bw(text: str) -> int:
     """Bandwidth in kHz as people write it (125, 62.5, 7.8) or in Hz (125000)."""
     value = text.strip().lower().removesuffix("khz").removesuffix("k")
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    hz = round(number) if number >= 7_800 else round(number * 1000) if number > 0 else -1
+    hz = _hz(value, scale=1000, hz_from=7_800)
     if hz not in BANDWIDTHS_HZ:
         known = ", ".join(f"{bw / 1000:g}" for bw in BANDWIDTHS_HZ)
         raise argparse.ArgumentTypeError(f"bandwidth {text!r} is not one of {known} kHz")
@@ -86,11 +99,7 @@ def _region(text: str) -> str:
 
 def _frequency(text: str) -> int:
     """MHz (869.525) or Hz (869525000)."""
-    try:
-        number = float(text.strip().lower().removesuffix("mhz"))
-    except ValueError:
-        number = math.nan
-    hz = round(number) if number >= 1e6 else round(number * 1e6) if number > 0 else -1
+    hz = _hz(text.strip().lower().removesuffix("mhz"), scale=1_000_000, hz_from=1e6)
     if not 137_000_000 <= hz <= 1_020_000_000:
         raise argparse.ArgumentTypeError(
             f"frequency {text!r} is not an SX127x frequency (137-1020 MHz, e.g. 869.525)"
@@ -216,7 +225,24 @@ def columns_for(region: Region, frequency_hz: int | None) -> list[Column]:
     return sorted(columns, key=lambda column: column.rules.duty_cycle)
 
 
+def _window(seconds: float) -> str:
+    return "h" if seconds == 3600 else f"{seconds:g} s"
+
+
+def _never(budget: AirtimeBudget, airtime: float) -> str:
+    """Why no interval at all lets a single frame of `airtime` through the budget."""
+    if budget.max_frame_s is not None and airtime > budget.max_frame_s:
+        return f"never (dwell {budget.max_frame_s:g} s)"
+    return f"never (> {budget.allowance_s:g} s/{_window(budget.window_s)})"
+
+
 def _cell(column: Column, airtime: float, bw_hz: int, frequency_hz: int | None) -> Cell:
+    """Ask the sub-band's `AirtimeBudget` (the one the link obeys) rather than re-deriving rules.
+
+    A frame longer than the dwell cap or than the whole allowance of one window can never be
+    sent, whatever the interval: "time on air / duty cycle" would print a number for it (a 9 s
+    SF12 frame "every 2.5 h" in a 3.6 s-per-hour band) that no budget would ever grant.
+    """
     rules = column.rules
     if frequency_hz is not None:
         fits = rules.contains(frequency_hz, bw_hz)
@@ -224,11 +250,12 @@ def _cell(column: Column, airtime: float, bw_hz: int, frequency_hz: int | None) 
         fits = any(band.high_hz - band.low_hz >= bw_hz for band in column.bands)
     if bw_hz > rules.max_bw_hz or not fits:
         return Cell(None, "BW too wide")
-    if rules.max_dwell_s is not None and airtime > rules.max_dwell_s:
-        return Cell(None, f"> {rules.max_dwell_s * 1000:g} ms dwell")
-    if rules.duty_cycle >= 1:
+    budget = AirtimeBudget.for_sub_band(rules)
+    if not budget.frame_fits(airtime):
+        return Cell(None, _never(budget, airtime))
+    if budget.unlimited:
         return Cell(0.0, "no limit")
-    return Cell(airtime / rules.duty_cycle)
+    return Cell(budget.sustainable_interval(airtime))
 
 
 def build_table(
@@ -321,8 +348,13 @@ def render_text(
     for column in columns:
         for band in column.bands:
             lines.append(f"  {band.describe()}")
+            if band.note:
+                lines.append(f"    ({band.note})")
     lines.append(
         "Interval = time on air / duty cycle: every frame counts (handshake, probes, acks too)."
+    )
+    lines.append(
+        "never = a single frame is longer than the dwell limit or than a whole window's allowance."
     )
     return "\n".join(lines)
 
@@ -331,6 +363,7 @@ def render_json(payload: int, columns: list[Column], rows: list[Row], *, region:
     data = {
         "payload_bytes": payload,
         "region": region.name,
+        "caveat": region.caveat or None,
         "columns": [
             {
                 "label": column.label,
@@ -389,5 +422,7 @@ def run(args: argparse.Namespace) -> int:
             region=region,
             frequency_hz=args.frequency,
         )
+    if region.caveat:
+        logger.warning("%s: %s", region.name, region.caveat)
     sys.stdout.write(output + "\n")
     return 0
