@@ -40,9 +40,14 @@ from p1lora.service.daemon import (
     run_daemon,
 )
 from p1lora.service.keyfile import credential_path
-from p1lora.service.options import MQTT_PASSWORD_CREDENTIAL, RX_OPTIONS, mqtt_config
+from p1lora.service.options import (
+    MQTT_PASSWORD_CREDENTIAL,
+    RX_OPTIONS,
+    mqtt_config,
+    raw_listen_problem,
+)
 
-__all__ = ["SPEC", "DeliveryLog", "RawServerSink", "main"]
+__all__ = ["RAW_TELEGRAM_TOPIC", "SPEC", "DeliveryLog", "RawMqttSink", "RawServerSink", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ examples:
              --state-dir /tmp/p1-rx    simulated radio, publish to a local broker
   p1-lora-rx --radio sim --mqtt-host localhost --raw-port 8088 --key-file key
                                       also serve the telegrams on TCP port 8088
+  p1-lora-rx --radio sim --mqtt-host localhost --raw-mqtt --key-file key
+                                      also publish them on p1lora/telegram/raw
   p1-lora-rx --board dragino --mqtt-host homeassistant.local --key-file /etc/p1-lora/key
 
 The broker password comes from [mqtt] password or password_file in the config file, from
@@ -70,6 +77,27 @@ class RawServerSink(BaseSink):
 
     def telegram(self, raw: bytes, received_at: float, report: LinkReport) -> None:
         self.server.broadcast(raw)
+
+
+#: Where `[raw] mqtt` publishes each telegram, under the base topic.
+RAW_TELEGRAM_TOPIC: Final = ("telegram", "raw")
+
+
+class RawMqttSink(BaseSink):
+    """Publishes every delivered telegram byte for byte on `<base>/telegram/raw` (`[raw] mqtt`).
+
+    Not retained: each message is one reading at one moment, and a retained one would hand a
+    new subscriber an old telegram as if it were current. QoS 0 like the state topics: the
+    next telegram follows within seconds. While the broker is unreachable the telegrams wait
+    in the publisher's bounded queue (`mqtt.queue_size`) and follow in order on reconnect.
+    """
+
+    def __init__(self, publisher: MqttPublisher) -> None:
+        self.publisher = publisher
+        self.topic = publisher.topic(*RAW_TELEGRAM_TOPIC)
+
+    def telegram(self, raw: bytes, received_at: float, report: LinkReport) -> None:
+        self.publisher.publish(self.topic, raw, retain=False)
 
 
 class DeliveryLog(BaseSink):
@@ -101,7 +129,11 @@ def _read_password_file(path: Path) -> str:
         ) from None
     if info.st_mode & stat.S_IROTH:
         logger.warning(
-            "MQTT password file %s is readable by everyone: run chmod 640 %s", path, path
+            "MQTT password file %s is readable by everyone: run sudo chown root:p1lora %s and "
+            "sudo chmod 640 %s (the p1lora service user must still read it)",
+            path,
+            path,
+            path,
         )
     lines = data.decode("utf-8", "replace").splitlines()
     password = lines[0].strip() if lines else ""
@@ -133,8 +165,9 @@ def _warn_if_public(path: Path) -> None:
         return
     if mode & stat.S_IROTH:
         logger.warning(
-            "config file %s holds the MQTT password and is readable by everyone: run "
-            "chmod 640 %s, or move the password to password_file",
+            "config file %s holds the MQTT password and is readable by everyone: run sudo chown "
+            "root:p1lora %s and sudo chmod 640 %s, or move the password to password_file",
+            path,
             path,
             path,
         )
@@ -182,7 +215,7 @@ class RxDaemon:
             try:
                 self.raw_server.start()
             except OSError as exc:
-                raise ConfigError(f"raw.port: {exc.strerror or exc}") from None
+                raise ConfigError(raw_listen_problem(exc)) from None
         if self.publisher is not None:
             self.publisher.start()
         if self.bridge is not None:
@@ -204,7 +237,16 @@ class RxDaemon:
         return "; ".join(parts)
 
     def health(self, now: float) -> str | None:
-        return self.parts.health.problem(now)
+        """Why the watchdog should stop being pinged, else None: a radio broken for too long,
+        or a dead output thread (paho's network thread, the raw server thread), after which
+        the process would look alive while nothing is published. A broker that is merely
+        unreachable is not a reason: the publisher's reconnect loop is alive and recovers."""
+        problems = [self.parts.health.problem(now)]
+        if self.publisher is not None:
+            problems.append(self.publisher.problem())
+        if self.raw_server is not None:
+            problems.append(self.raw_server.problem())
+        return next((p for p in problems if p is not None), None)
 
     def shutdown(self) -> None:
         # Offline first: Home Assistant must not keep showing the last values as current.
@@ -252,6 +294,8 @@ def build(context: DaemonContext) -> RxDaemon:
         publisher = MqttPublisher(broker)
         bridge = HomeAssistantBridge(publisher, settings)
         sinks.append(bridge)
+        if config.get_bool("raw.mqtt"):
+            sinks.append(RawMqttSink(publisher))
     if raw_server is not None:
         sinks.append(RawServerSink(raw_server))
     runtime = RxRuntime(

@@ -39,6 +39,7 @@ __all__ = [
     "BRIDGE_BUTTONS",
     "BRIDGE_SENSORS",
     "LINK_STATES",
+    "NOT_SECURITY_REJECTIONS",
     "RADIO_MODE_SELECT",
     "SERIAL_STATES",
     "BridgeButton",
@@ -192,13 +193,27 @@ def _link_state(view: BridgeView) -> object:
     return None if link is None else link.state
 
 
+#: Rejection reasons that are ordinary operation, not a security concern: a session frame that
+#: arrives while this side has no session is what a restart of either side looks like until the
+#: next handshake. "Frames rejected" leaves them out (they stay in the link log and in the
+#: sensor's `no_session` attribute), so the entity only rises for replays, forgeries, other
+#: networks and garbage.
+NOT_SECURITY_REJECTIONS: frozenset[str] = frozenset({"no_session"})
+
+
 def _rejected(link: LinkDiagnostics) -> int:
-    return sum(link.rejected.values())
+    return sum(n for reason, n in link.rejected.items() if reason not in NOT_SECURITY_REJECTIONS)
 
 
 def _rejected_reasons(view: BridgeView) -> Mapping[str, object] | None:
     link = view.link
-    return None if link is None else {"reasons": dict(sorted(link.rejected.items()))}
+    if link is None:
+        return None
+    security = {r: n for r, n in link.rejected.items() if r not in NOT_SECURITY_REJECTIONS}
+    return {
+        "reasons": dict(sorted(security.items())),
+        "no_session": link.rejected.get("no_session", 0),
+    }
 
 
 def _telegram_age(view: BridgeView) -> object:

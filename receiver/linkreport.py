@@ -11,13 +11,20 @@ What the report answers, per radio setting (SF/BW):
 
   - *Uplink loss* from the sender's authenticated frame counters on accepted frames: a jump
     from counter 41 to 44 means frames 42 and 43 never arrived. The gap is charged to the
-    setting of the frame that ended it. A new ``session`` starts a new sequence; so does a
-    jump larger than ``max_gap`` (a sender that restarted and skipped ahead to its next
-    persisted counter block, which is not loss). Repeated or older counters are counted as
-    duplicates, not as received frames.
-  - *Acknowledgement loss* from this node's point of view: sent frames with
-    ``ack_expected`` and a ``counter``, matched with received acks whose ``acked`` names that
-    counter. Frames sent within ``ack_grace`` seconds of the log's end are "pending", not lost.
+    setting of the frame that ended it. A new ``session`` starts a new sequence, and so does
+    an accepted handshake frame (discovery, challenge, resync): a sender that restarted skips
+    ahead to its next persisted counter block and handshakes again, which is not loss (the
+    daemons name the peer's handshake in ``session`` too; the frame type covers older logs).
+    A jump larger than ``max_gap`` also starts over (a log that missed the handshake).
+    Repeated or older counters are counted as duplicates, not as received frames.
+  - *Acknowledgement loss* from this node's point of view (the transmitter's log): sent
+    frames with ``ack_expected`` and a ``counter``, matched with received acks whose ``acked``
+    names that counter. It counts transmissions: a frame sent again after its ack did not come
+    carries the same counter, and an ack answers the latest transmission of that counter before
+    it, so the earlier one counts as lost. Frames sent within ``ack_grace`` seconds of the
+    log's end are "pending", not lost. Uplink loss, by contrast, counts counters that never
+    arrived at all (a repeat that got through closes the gap), as the receiver's packet loss
+    does; on a link that needs repeats, ack loss is therefore the higher figure.
 
 - **RSSI and SNR percentiles** (p5/p50/p95) of heard frames, rejected ones included (they were
   heard; the radio's view of the channel does not depend on our verdict).
@@ -60,6 +67,9 @@ __all__ = [
 MAX_BAD_EXAMPLES = 5
 DEFAULT_MAX_GAP = 1000
 DEFAULT_ACK_GRACE_S = 30.0
+#: Frame types (as the log names them) that open a handshake: the sender's counter starts a
+#: new sequence there (a restarted sender skips ahead to its next reserved block, any size).
+HANDSHAKE_TYPES = frozenset({"discovery", "challenge", "resync"})
 HOUR_S = 3600.0
 
 
@@ -380,8 +390,9 @@ def analyse(
     rejected_by_reason: Counter[str] = Counter()
     hours: dict[float, list[float]] = defaultdict(lambda: [0.0, 0.0])
     last_counter: dict[str | None, int] = {}
-    acked_counters: set[int] = set()
     awaiting: list[tuple[Record, tuple[int, int]]] = []
+    answered: set[int] = set()  # indexes into `awaiting`
+    latest_sent: dict[int, int] = {}  # counter -> index of its latest unanswered transmission
     frames_rx = frames_tx = events = 0
 
     for record in records:
@@ -411,10 +422,13 @@ def analyse(
                 target.rejected_by_reason[record.reason or "unspecified"] += 1
                 continue
             if record.acked is not None:
-                acked_counters.add(record.acked)
+                index = latest_sent.pop(record.acked, None)
+                if index is not None:
+                    answered.add(index)
             if record.counter is not None:
                 previous = last_counter.get(record.session)
-                if previous is None or record.counter - previous > max_gap:
+                handshake = record.type in HANDSHAKE_TYPES
+                if previous is None or handshake or record.counter - previous > max_gap:
                     target.uplink_received += 1
                     last_counter[record.session] = record.counter
                 elif record.counter <= previous:
@@ -431,13 +445,14 @@ def analyse(
             target.frames_tx += 1
             target.airtime_tx += airtime
             if record.ack_expected and record.counter is not None:
+                latest_sent[record.counter] = len(awaiting)
                 awaiting.append((record, (target.sf, target.bw)))
 
     end = records[-1].time if records else 0.0
-    for sent, setting in awaiting:
+    for index, (sent, setting) in enumerate(awaiting):
         target = summaries[setting]
         target.acks_expected += 1
-        if sent.counter in acked_counters:
+        if index in answered:
             target.acks_received += 1
         elif end - sent.time < ack_grace:
             target.acks_pending += 1

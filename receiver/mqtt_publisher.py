@@ -157,6 +157,16 @@ class _Client(mqtt.Client):
         self.awaiting_connack = True
         return result
 
+    def network_thread_alive(self) -> bool:
+        """Whether paho's network thread (started by `loop_start`) is still running.
+
+        paho keeps that thread in `_thread` and clears it when `loop_forever` ends; it ends on
+        `disconnect()`, and otherwise only if something inside it failed. A broker outage does
+        not end it: the reconnect loop runs inside the thread.
+        """
+        thread: threading.Thread | None = getattr(self, "_thread", None)
+        return thread is not None and thread.is_alive()
+
 
 def _payload_bytes(payload: bytes | bytearray | memoryview | str) -> bytes:
     if isinstance(payload, str):
@@ -352,6 +362,18 @@ class MqttPublisher:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def problem(self) -> str | None:
+        """Why this publisher can no longer publish anything, for the watchdog; else None.
+
+        Only the death of the network thread counts: an unreachable broker is a state the
+        thread recovers from by itself (it keeps reconnecting), so it is not a problem here.
+        """
+        with self._lock:
+            running = self._started and not self._stopping and not self._stopped
+        if running and not self._client.network_thread_alive():
+            return "the MQTT network thread is not running (nothing is published)"
+        return None
 
     def wait_connected(self, timeout: float) -> bool:
         """Block until connected (True) or `timeout` seconds passed (False)."""

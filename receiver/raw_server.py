@@ -119,6 +119,8 @@ class RawTelegramServer:
         self._wake_w: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = False
+        #: `close()` was called (the thread ending is then expected, not a failure).
+        self._close_requested = False
         self._close_deadline = 0.0
         self._accepted = 0
         self._telegrams = 0
@@ -168,6 +170,7 @@ class RawTelegramServer:
             return
         with self._lock:
             self._closing = True
+            self._close_requested = True
             self._close_deadline = self._clock() + timeout
         self._wake()
         self._thread.join(timeout + 1.0)
@@ -221,6 +224,16 @@ class RawTelegramServer:
     def client_count(self) -> int:
         with self._lock:
             return len(self._clients)
+
+    def problem(self) -> str | None:
+        """Why the server no longer serves, for the watchdog; None while it runs (or before
+        `start()` / after `close()`)."""
+        thread = self._thread
+        with self._lock:
+            requested = self._close_requested
+        if thread is not None and not requested and not thread.is_alive():
+            return "the raw telegram server thread is not running"
+        return None
 
     def wait_for_clients(self, count: int, timeout: float) -> bool:
         """Block until at least `count` clients are connected (True) or `timeout` passes."""

@@ -18,7 +18,8 @@ Every record has:
 Frame records (`LinkLog.frame`, `LinkLog.sent`, `LinkLog.received`) add:
 
 - ``direction``: ``"rx"`` (heard by this node) or ``"tx"`` (sent by this node).
-- ``sf``, ``bw`` (Hz), ``freq`` (Hz), ``tx_power`` (dBm, the sender's power when known).
+- ``sf``, ``bw`` (Hz), ``freq`` (Hz), ``tx_power`` (dBm, the sender's power when known: on
+  received frames, the power the transmitter's last status report gave, else null).
 - ``bytes``: payload length on air; ``airtime``: seconds on air.
 - ``rssi`` (dBm), ``snr`` (dB): for received frames, else null.
 - ``ok``: true when the frame was accepted; ``reason``: why it was rejected (``"auth"``,
@@ -28,9 +29,14 @@ Frame records (`LinkLog.frame`, `LinkLog.sent`, `LinkLog.received`) add:
   - ``counter``: the authenticated frame counter of the sender. On received frames that were
     accepted, gaps between consecutive counters of one sender are frames that never arrived.
   - ``session``: identifies one run of the sender's counter; when it changes, the counter
-    sequence starts over and no gap is counted across the change.
+    sequence starts over and no gap is counted across the change. The daemons write their own
+    run on sent frames, and on received frames the peer's handshake (the hex of the random in
+    the last authenticated DISCOVER, CHALLENGE or RESYNC heard), so a restarted peer's jump to
+    its next counter block is not loss (`p1lora.service.observers.LinkLogObserver`).
   - ``ack_expected``: on sent frames that the peer should acknowledge, true (with ``counter``).
-  - ``acked``: on received acknowledgements, the ``counter`` of the frame they acknowledge.
+    A repeated frame carries the same counter again.
+  - ``acked``: on received acknowledgements, the ``counter`` of the frame they acknowledge
+    (absent on an ack that came too late for the frame it answered, or was heard twice).
 
 Event records carry free-form fields. ``type: "settings"`` with ``sf``, ``bw``, ``freq``,
 ``tx_power`` (and optionally ``reason``) marks a change of radio settings; `linkreport` builds
@@ -143,6 +149,7 @@ class LinkLog:
         self._dropped = 0
         self._rotations = 0
         self._failures = 0
+        self._close_hooks: list[Callable[[], None]] = []
 
     @property
     def enabled(self) -> bool:
@@ -423,8 +430,18 @@ class LinkLog:
                 self._file.close()
             self._file = None
 
+    def add_close_hook(self, hook: Callable[[], None]) -> None:
+        """Call `hook` first thing in `close()`: a writer that holds a record back (the
+        observer's ACK row waiting for the link's verdict) writes it before the file closes."""
+        self._close_hooks.append(hook)
+
     def close(self) -> None:
-        """Try once more to write what is pending, then close the file."""
+        """Write what writers still hold and what is pending, then close the file."""
+        for hook in list(self._close_hooks):
+            try:
+                hook()
+            except Exception:  # closing must go on; the hook's bug is logged
+                logger.exception("link log: a writer failed to flush before closing")
         with self._lock:
             try:
                 while self._pending:

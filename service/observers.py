@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from p1lora.common.airtime import time_on_air_for
@@ -38,6 +39,22 @@ LOG_FRAME_TYPES: Final[dict[str, str]] = {
 _STATIC: Final = frozenset(
     {FrameType.DISCOVER.name, FrameType.CHALLENGE.name, FrameType.RESYNC.name}
 )
+#: Frames the transmitter sends and the receiver answers with an ACK (every uplink session
+#: frame: the transmitter waits for each one's ACK before sending the next).
+_ACK_EXPECTED: Final = frozenset(
+    {
+        FrameType.DATA.name,
+        FrameType.FRAGMENT.name,
+        FrameType.PROBE.name,
+        FrameType.SWITCH.name,
+        FrameType.STATUS.name,
+        FrameType.REPLY.name,
+    }
+)
+#: The 8-byte random of a static-key frame (after the 5-byte header and 2 counter-high bytes).
+_RANDOM = slice(7, 15)
+#: The transmitter's link event for an ACK that did not answer its outstanding frame.
+_LATE_ACK: Final = "late_ack"
 
 
 def _log_type(name: str) -> str:
@@ -73,57 +90,140 @@ class _CounterTracker:
         return value
 
 
+@dataclass
+class _HeldAck:
+    """An accepted ACK whose row waits for the link's verdict (see `LinkLogObserver`)."""
+
+    wall: float
+    frame: ReceivedFrame
+    fields: dict[str, Any]
+    acked: int | None
+
+
 class LinkLogObserver(RuntimeObserver):
     """Writes every frame, settings change and link event to a `LinkLog` (JSON lines).
 
     Times in the log are wall-clock (the runtime's are monotonic): the observer runs inside the
     step that handles the event, so "now" on the wall clock is the event's time to within the
-    step's duration. `session` marks this daemon run: counters start a new sequence after a
-    restart (the jump to the next reserved block is not loss).
+    step's duration.
+
+    What `p1-lora linkreport` needs to count loss honestly (`p1lora.service.link_log`):
+
+    - ``session`` on sent frames marks this daemon run; on received frames it names the peer's
+      current handshake: the hex of the random in the last authenticated static-key frame
+      heard (DISCOVER on the receiver; CHALLENGE or RESYNC on the transmitter). A restarted
+      peer skips ahead to its next reserved counter block and handshakes again, so a new
+      session starts a new counter sequence and that jump is not counted as loss. Before the
+      first handshake heard it is ``peer@<this run>``.
+    - ``ack_expected`` on every uplink session frame the transmitter sends (each one waits for
+      its ACK), and ``acked`` on an accepted ACK: the counter of the frame it answered. The
+      observer cannot read the encrypted ACK; it knows the transmitter waits for one frame at a
+      time, so an ACK answers the last frame sent with ``ack_expected``, unless the link says
+      `late_ack` for it (it came after the wait ended). That verdict arrives right after the
+      frame callback, so an accepted ACK's row is held until the next callback (or the log's
+      close) and written with or without ``acked`` then.
+    - ``tx_power`` on received frames: the sender's power as its last status report said
+      (forgotten at a new handshake: a restarted transmitter may start at another power).
     """
 
     def __init__(self, log: LinkLog, *, wall_clock: Callable[[], float] = time.time) -> None:
         self._log = log
         self._wall = wall_clock
         self._session = f"{int(wall_clock())}"
+        self._peer_session = f"peer@{self._session}"
+        self._peer_power: int | None = None
+        self._awaiting_ack: int | None = None
+        self._held: _HeldAck | None = None
+        self._last_ack = b""
         self._peer = _CounterTracker()
         self._own = _CounterTracker()
+        log.add_close_hook(self.flush)
+
+    def flush(self) -> None:
+        """Write a held ACK row now (called before every other record and when the log
+        closes, so nothing is lost and the order of the log is the order of events)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        fields = held.fields
+        if held.acked is not None:
+            fields = {**fields, "acked": held.acked}
+        self._write_received(held.wall, held.frame, None, fields)
 
     def frame_sent(self, now: float, transmit: Transmit, airtime_s: float) -> None:
+        self.flush()
         counter = self._own.full(transmit.frame_type, transmit.payload)
+        extra: dict[str, Any] = {"counter": counter, "session": self._session}
+        if transmit.frame_type in _ACK_EXPECTED and counter is not None:
+            extra["ack_expected"] = True
+            self._awaiting_ack = counter
         self._log.sent(
             self._wall(),
             transmit.settings,
             frame_type=_log_type(transmit.frame_type),
             nbytes=len(transmit.payload),
             airtime=airtime_s,
-            counter=counter,
-            session=self._session,
+            **extra,
         )
 
     def frame_received(self, frame: ReceivedFrame, rejected: str | None) -> None:
+        self.flush()
         name = frame_type_name(frame.payload)
-        extra: dict[str, Any] = {}
-        if rejected is None:
-            # Only authenticated frames say anything true about the peer's counter.
-            extra = {"counter": self._peer.full(name, frame.payload), "session": "peer"}
+        wall = self._wall()
+        if rejected is not None:
+            self._write_received(wall, frame, rejected, {})
+            return
+        # Only authenticated frames say anything true about the peer's counter and session.
+        if name in _STATIC and len(frame.payload) >= _RANDOM.stop:
+            self._peer_session = frame.payload[_RANDOM].hex()
+            self._peer_power = None
+        fields: dict[str, Any] = {
+            "counter": self._peer.full(name, frame.payload),
+            "session": self._peer_session,
+        }
+        if name == FrameType.ACK.name:
+            # The same ACK heard twice (the link ignores the repeat) answers nothing new.
+            repeat = frame.payload == self._last_ack
+            self._last_ack = frame.payload
+            self._held = _HeldAck(wall, frame, fields, None if repeat else self._awaiting_ack)
+            if not repeat:
+                self._awaiting_ack = None
+            return
+        self._write_received(wall, frame, None, fields)
+
+    def _write_received(
+        self, wall: float, frame: ReceivedFrame, rejected: str | None, fields: dict[str, Any]
+    ) -> None:
+        name = frame_type_name(frame.payload)
         self._log.received(
-            self._wall(),
+            wall,
             frame,
             frame_type=_log_type(name),
             airtime=time_on_air_for(frame.settings, len(frame.payload)),
             ok=rejected is None,
             reason=rejected,
-            **extra,
+            tx_power=self._peer_power,
+            **fields,
         )
 
     def configured(self, now: float, settings: RadioSettings, reason: str) -> None:
+        self.flush()
         self._log.settings_changed(self._wall(), settings, reason=reason)
 
     def link_event(self, now: float, event: LinkEventAction) -> None:
+        held = self._held
+        if event.kind == _LATE_ACK and held is not None and held.acked is not None:
+            # The ACK answered a frame the link had given up on, not the one still waiting.
+            self._awaiting_ack, held.acked = held.acked, None
+        self.flush()
+        if event.kind == "status":
+            power = event.fields.get("tx_power_dbm")
+            if isinstance(power, int) and not isinstance(power, bool):
+                self._peer_power = power
         self._log.event(self._wall(), event.kind, **{str(k): v for k, v in event.fields.items()})
 
     def radio_fault(self, now: float, fault: RadioFault) -> None:
+        self.flush()
         self._log.event(self._wall(), "radio_fault", reason=fault.reason, recovered=fault.recovered)
 
 

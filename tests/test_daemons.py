@@ -373,7 +373,10 @@ def test_unknown_flag_exits_2(tmp_path):
             "p1-lora-tx",
             ["--radio", "--serial", "--meter", "--meter-profile", "--key-file", "--state-dir"],
         ),
-        ("p1-lora-rx", ["--radio", "--mqtt-host", "--mqtt-port", "--raw-port", "--key-file"]),
+        (
+            "p1-lora-rx",
+            ["--radio", "--mqtt-host", "--mqtt-port", "--raw-port", "--raw-mqtt", "--key-file"],
+        ),
     ],
 )
 def test_help_documents_the_command_line_contract(tmp_path, command, flags):
@@ -549,6 +552,7 @@ def test_bridge_delivers_stops_and_the_receiver_resumes(tmp_path, key, mqtt_brok
                 "127.0.0.1",
                 "--link-log",
                 str(tmp_path / "rx.jsonl"),
+                "--raw-mqtt",
             )
             rx = group.start(
                 "rx",
@@ -574,6 +578,12 @@ def test_bridge_delivers_stops_and_the_receiver_resumes(tmp_path, key, mqtt_brok
             assert equipment is not None
             assert topic == f"p1lora/meter_{equipment.group(1).decode().lower()}/state"
             json.loads(collector.on(topic)[-1].payload)
+            # --raw-mqtt: the same telegrams byte for byte on p1lora/telegram/raw, not retained.
+            raw = collector.wait_for("p1lora/telegram/raw")
+            assert check_crc(raw.payload) and not raw.retain
+            assert raw.payload.startswith(b"/") and raw.payload.endswith(b"\r\n")
+            raw_topic = "p1lora/telegram/raw"
+            assert wait_until(lambda: telegram in collector.payloads(raw_topic), TIMEOUT)
             assert "DSMR 5" in tx.wait_log(r"detected DSMR \d settings").group(0)
             # systemd: ready, watchdog pings while healthy.
             assert wait_until(lambda: notify.seen("READY=1"), TIMEOUT)

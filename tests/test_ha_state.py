@@ -182,6 +182,20 @@ def test_announced_fields_are_always_present():
 # ---------------------------------------------------------------------------- the bridge
 
 
+def test_frames_rejected_leaves_out_no_session():
+    """A restart of either side makes session frames arrive without a session (`no_session`):
+    ordinary, not a security rejection. The entity leaves them out; the attribute keeps them."""
+    rejected = {"no_session": 7, "replay": 2, "auth_failed": 1, "wrong_network": 4}
+    state = bridge_state(BridgeView(snapshot=snapshot(rejected=rejected)))
+    assert state["frames_rejected"] == 7  # 2 + 1 + 4: the security reasons only
+    assert state["attributes"]["frames_rejected"] == {
+        "reasons": {"auth_failed": 1, "replay": 2, "wrong_network": 4},
+        "no_session": 7,
+    }
+    only_restarts = bridge_state(BridgeView(snapshot=snapshot(rejected={"no_session": 3})))
+    assert only_restarts["frames_rejected"] == 0
+
+
 def test_bridge_state_from_a_snapshot():
     view = BridgeView(
         snapshot=snapshot(at=500.0, last_telegram_at=470.4, transmitter=status(fixed_mode=True)),
@@ -195,7 +209,10 @@ def test_bridge_state_from_a_snapshot():
     assert state["transmitter_airtime_used"] == 25.0
     assert state["packet_loss"] == 5.0
     assert state["frames_rejected"] == 3
-    assert state["attributes"]["frames_rejected"] == {"reasons": {"bad_tag": 1, "replay": 2}}
+    assert state["attributes"]["frames_rejected"] == {
+        "reasons": {"bad_tag": 1, "replay": 2},
+        "no_session": 0,
+    }
     assert state["link_state"] == "running"
     assert state["last_telegram_age"] == 30
     assert state["last_telegram"] == "2023-11-14T22:13:20+00:00"
