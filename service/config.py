@@ -104,7 +104,13 @@ def _describe(value: object) -> str:
 def _type_name(value: object) -> str:
     """Only the type of a value (for secrets, whose value must not be shown)."""
     names = {bool: "a boolean", str: "a string", int: "an integer", float: "a number"}
-    return names.get(type(value), "a table" if isinstance(value, dict) else "an array")
+    if type(value) in names:
+        return names[type(value)]
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__}"  # TOML dates and times
 
 
 def _quote(text: str) -> str:
@@ -155,10 +161,15 @@ def _int_text(text: str) -> int:
         raise ValueError(f"expected an integer, got {_quote(text)}") from None
 
 
+#: Floats written for integers (``port = 1883.0``) are accepted up to here, where every
+#: integer is still exact; beyond it ``1e300`` would become a 301-digit integer in messages.
+_EXACT_FLOAT_INT = 2**53
+
+
 def _int_toml(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) <= _EXACT_FLOAT_INT:
         return int(value)
     raise _expect("an integer", value)
 
@@ -179,7 +190,10 @@ def _finite(value: float) -> float:
 
 def _float_toml(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return _finite(float(value))
+        try:
+            return _finite(float(value))
+        except OverflowError:  # an integer beyond the float range
+            raise ValueError("expected a finite number, got a number too large") from None
     raise _expect("a number", value)
 
 
@@ -213,7 +227,12 @@ def _path_text(text: str) -> Path:
         raise ValueError("expected a path, got an empty string")
     if "\x00" in text:
         raise ValueError("a path cannot contain a NUL character")
-    return Path(text).expanduser()
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # "~user" of an unknown user, or "~" without a home directory
+        raise ValueError(
+            f"cannot expand ~ in {_quote(text)}: no such user or no home directory"
+        ) from None
 
 
 def _path_toml(value: object) -> Path:
@@ -633,6 +652,9 @@ def _read_file(path: Path, explicit_by: str | None) -> tuple[dict[str, Any] | No
     except tomllib.TOMLDecodeError as exc:
         # tomllib's message carries "(at line N, column M)".
         return None, [f"config file {path} is not valid TOML: {exc}"]
+    except ValueError:
+        # Not a TOMLDecodeError: Python refuses integers of more than 4300 digits.
+        return None, [f"config file {path} is not valid TOML: a number is too long"]
 
 
 def _unknown_key_message(table: OptionTable, section: str, key: str) -> str:
@@ -647,6 +669,34 @@ def _unknown_key_message(table: OptionTable, section: str, key: str) -> str:
     return f"unknown key {section}.{key} (known keys in [{section}]: {known})"
 
 
+def _is_table_array(value: object) -> bool:
+    """`[[name]]` in TOML: a non-empty array whose items are all tables."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _unknown_top_level_message(table: OptionTable, name: str, body: object) -> str:
+    """The problem with a top-level entry that is not one of the table's sections.
+
+    A table (``[bogus]``, ``[[bogus]]``) is an unknown section; a plain value (``port = 1``)
+    is a key outside any section, most often one whose ``[section]`` line is missing above it.
+    Every hint is optional: there may be no near section name and no option of that name.
+    """
+    sections = ", ".join(f"[{s}]" for s in table.sections)
+    if isinstance(body, dict) or _is_table_array(body):
+        shown = f"[{name}]" if isinstance(body, dict) else f"[[{name}]]"
+        near = _suggest(name, table.sections)
+        hint = f"; did you mean [{near}]?" if near else f" (known: {sections})"
+        return f"unknown section {shown}{hint}"
+    elsewhere = [o.name for o in table.options if o.key == name]
+    if not elsewhere:
+        near_key = _suggest(name, sorted({o.key for o in table.options}))
+        elsewhere = [o.name for o in table.options if o.key == near_key]
+    if elsewhere:
+        where = " or ".join(f"{n} (under [{n.split('.', 1)[0]}])" for n in elsewhere)
+        return f"key {_quote(name)} is outside any section; did you mean {where}?"
+    return f"key {_quote(name)} is outside any section; put it under one of {sections}"
+
+
 def _file_values(
     table: OptionTable, document: Mapping[str, Any], path: Path
 ) -> tuple[dict[str, object], list[str]]:
@@ -654,17 +704,12 @@ def _file_values(
     problems: list[str] = []
     for section, body in document.items():
         if section not in table.sections:
-            if not isinstance(body, dict):
-                elsewhere = [o.name for o in table.options if o.key == section]
-                hint = f"; did you mean {elsewhere[0]} (under [{elsewhere[0].split('.')[0]}])?"
-                problems.append(
-                    f"key {section!r} is outside any section"
-                    + (hint if elsewhere else f"; sections are {', '.join(table.sections)}")
-                )
-                continue
-            near = _suggest(section, table.sections)
-            hint = f"; did you mean [{near}]?" if near else f" (known: {', '.join(table.sections)})"
-            problems.append(f"unknown section [{section}]{hint}")
+            problems.append(_unknown_top_level_message(table, section, body))
+            continue
+        if _is_table_array(body):
+            problems.append(
+                f"[[{section}]] is an array of tables: write one section [{section}] instead"
+            )
             continue
         if not isinstance(body, dict):
             problems.append(f"{section} must be a section ([{section}]), not a value")

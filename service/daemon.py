@@ -40,6 +40,7 @@ from typing import Final, Protocol
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.link import LinkConfig
 from p1lora.common.logging_setup import setup_logging
+from p1lora.common.radio_types import RadioSettings
 from p1lora.common.regions import RegionError
 from p1lora.hardware.factory import open_radio
 from p1lora.hardware.radio import RadioError
@@ -69,8 +70,10 @@ __all__ = [
     "LinkParts",
     "build_parser",
     "exit_codes_help",
+    "log_radio_start",
     "prepare_link",
     "run_daemon",
+    "start_setting_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -191,6 +194,9 @@ class LinkParts:
     health: RadioHealth
     observers: list[RuntimeObserver]
     state_dir: Path
+    #: The radio, region and channel for the start-up "radio:" line (logged once the runtime
+    #: is built and knows whether it resumed at a saved setting).
+    description: str = ""
 
     def close(self) -> None:
         for what, close in (("radio", self.radio.close), ("link log", self.link_log.close)):
@@ -268,14 +274,10 @@ def prepare_link(context: DaemonContext, role: str) -> LinkParts:
     if link_log.enabled:
         observers.append(LinkLogObserver(link_log))
     band = link.sub_band()
-    logger.info(
-        "radio: %s; %s %.3f MHz in sub-band %s (%s), rendezvous %s",
-        wiring,
-        link.region.name,
-        link.channel_hz / 1e6,
-        band.name,
-        "no duty-cycle limit" if band.duty_cycle >= 1 else f"{band.duty_cycle:.1%} duty cycle",
-        link.rendezvous().label(),
+    duty = "no duty-cycle limit" if band.duty_cycle >= 1 else f"{band.duty_cycle:.1%} duty cycle"
+    description = (
+        f"{wiring}; {link.region.name} {link.channel_hz / 1e6:.3f} MHz in sub-band "
+        f"{band.name} ({duty})"
     )
     return LinkParts(
         key=key,
@@ -287,6 +289,26 @@ def prepare_link(context: DaemonContext, role: str) -> LinkParts:
         health=health,
         observers=observers,
         state_dir=directory,
+        description=description,
+    )
+
+
+def start_setting_text(link: LinkConfig, start: RadioSettings) -> str:
+    """Where the link starts, for the "radio:" line: the rendezvous, or the last good setting
+    a restart resumes at (state kept in the state directory; the link falls back to the
+    rendezvous by itself if the other side is not there)."""
+    rendezvous = link.rendezvous()
+    if (start.sf, start.bw_hz) == (rendezvous.sf, rendezvous.bw_hz):
+        return f"rendezvous {rendezvous.label()}"
+    return f"resuming at {start.label()} (last good setting; rendezvous {rendezvous.label()})"
+
+
+def log_radio_start(parts: LinkParts, runtime: LinkRuntime) -> None:
+    """The start-up "radio:" line: the radio, the channel and the setting the link starts at."""
+    logger.info(
+        "radio: %s, %s",
+        parts.description,
+        start_setting_text(parts.link_config, runtime.link_settings),
     )
 
 
@@ -418,6 +440,8 @@ def _run(context: DaemonContext) -> int:
         logger.exception("%s could not start", program)
         return EXIT_FAILURE
     context.wakeup = daemon.runtime.wakeup
+    if context.link is not None:
+        log_radio_start(context.link, daemon.runtime)
     try:
         return _serve(context, daemon)
     except Exception:

@@ -213,6 +213,12 @@ class LinkRuntime:
         """The time of the last step (what thread-safe entry points use as `now`)."""
         return self._now
 
+    @property
+    def link_settings(self) -> RadioSettings:
+        """The radio settings the link uses now; right after construction, where it started
+        (the rendezvous, or the last good setting a restart resumed at)."""
+        return self._link.settings
+
     def add_observer(self, observer: RuntimeObserver) -> None:
         with self._lock:
             self._observers.append(observer)

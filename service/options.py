@@ -20,6 +20,10 @@ each side's own settings against the region's rules before anything touches a ra
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import logging
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +33,7 @@ from p1lora.common.link import FixedRadio, LinkConfig, RadioMode
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 from p1lora.common.regions import DEFAULT_REGION, REGIONS, RegionError, get_region
 from p1lora.hardware.boards import BOARD_ALIASES, BOARDS, BoardPins, get_board, parse_pins
+from p1lora.hardware.sx127x import HIGH_POWER_MAX_DUTY_CYCLE, max_power_for_duty_cycle
 from p1lora.hardware.udp_channel import UdpSimOptions
 from p1lora.receiver.mqtt_config import MqttConfig, MqttConfigError
 from p1lora.service.config import (
@@ -55,12 +60,16 @@ __all__ = [
     "RX_OPTIONS",
     "TX_OPTIONS",
     "board_pins",
+    "chip_tx_power",
     "fixed_radio",
     "link_config",
     "mqtt_config",
+    "raw_listen_problem",
     "sim_options",
     "table_for",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR: Final = Path("/var/lib/p1-lora")
 #: systemd credential names (LoadCredential=NAME:PATH in the units).
@@ -125,6 +134,40 @@ def _bw_hz(khz: float) -> int | None:
 
 def _not_empty(value: str) -> str | None:
     return None if value.strip() else "must not be empty"
+
+
+_HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_NUMERIC: Final = re.compile(r"[0-9]+")
+
+
+def _listen_address(value: str) -> str | None:
+    """An IP address or a host name, checked by its form only (no DNS lookup at start).
+
+    Without this, a typo such as 999.1.1.1 only shows when the server binds, as a name
+    resolution error; all-numeric dotted names are taken as IPv4 addresses, as the resolver
+    would, so they must be valid ones.
+    """
+    if not value.strip():
+        return "must not be empty"
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            return f"{value} is not an IPv6 address"
+        return None
+    labels = value.removesuffix(".").split(".")
+    if all(_NUMERIC.fullmatch(label) for label in labels):
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            return (
+                f"{value} is not an IPv4 address (four numbers 0..255, such as 0.0.0.0 or "
+                "192.168.1.10)"
+            )
+        return None
+    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        return f"{value!r} is not an IP address or host name"
+    return None
 
 
 def _meter_source(value: str) -> str | None:
@@ -528,8 +571,9 @@ _MQTT: Final = (
         "password",
         STRING,
         None,
-        "password at the broker (secret: keep this file mode 0640 or better, or use "
-        "password_file, or the systemd credential p1lora-mqtt-password)",
+        "password at the broker (secret: keep this file readable by root and the service "
+        "only: sudo chown root:p1lora FILE && sudo chmod 640 FILE; or use password_file, or "
+        "the systemd credential p1lora-mqtt-password)",
         secret=True,
         cli=False,
         sample="change-me",
@@ -674,7 +718,7 @@ _RAW: Final = (
         "0.0.0.0",  # noqa: S104 - Home Assistant usually runs on another machine
         "address the raw telegram server listens on (0.0.0.0: every interface; 127.0.0.1: "
         "this machine only)",
-        check=_not_empty,
+        check=_listen_address,
         metavar="ADDRESS",
     ),
     Option(
@@ -685,6 +729,14 @@ _RAW: Final = (
         "connections the raw telegram server accepts at once",
         check=in_range(1, 1000),
         metavar="N",
+    ),
+    Option(
+        "raw",
+        "mqtt",
+        BOOLEAN,
+        False,
+        "also publish every telegram, byte for byte as the meter sent it, on the MQTT topic "
+        "BASE_TOPIC/telegram/raw (not retained; needs mqtt.enabled)",
     ),
 )
 
@@ -701,8 +753,13 @@ _SECTIONS_COMMON: Final = {
 
 
 def _link_problems(config: Config, role: str) -> Iterator[str]:
-    """Region, channel, power and fixed settings against the region's rules."""
+    """Region, channel, power and fixed settings against the region's rules.
+
+    Logs (does not refuse) the region's legal caveat and a power capped to the chip's rating.
+    """
     region = get_region(config.get_str("radio.region"))
+    if region.caveat:
+        logger.warning("radio.region %s: %s", region.name, region.caveat)
     frequency = config.opt_float("radio.frequency")
     channel = round(frequency * 1e6) if frequency is not None else region.default_frequency_hz
     try:
@@ -717,6 +774,9 @@ def _link_problems(config: Config, role: str) -> Iterator[str]:
             f"{region.name} sub-band {band.name} ({band.max_erp_mw:g} mW ERP)"
         )
         return
+    _capped, warning = chip_tx_power(config)
+    if warning is not None:
+        logger.warning("%s", warning)
     if role == "tx":
         mode_problems = list(_mode_problems(config))
         if mode_problems:
@@ -776,6 +836,8 @@ def _rx_output_problems(config: Config) -> Iterator[str]:
             "to deliver telegrams"
         )
     if not config.get_bool("mqtt.enabled"):
+        if config.get_bool("raw.mqtt"):
+            yield "raw.mqtt is true but mqtt.enabled is false: there is no broker to publish to"
         return
     # A password from password_file is read at start; stand in for it so that the rules about
     # it (a user name is needed) are checked now.
@@ -889,7 +951,41 @@ def fixed_radio(config: Config) -> FixedRadio | None:
     bw_hz = _bw_hz(bw)
     if bw_hz is None:
         raise ValueError(f"{bw:g} kHz is not an SX127x bandwidth")
-    return FixedRadio(sf, bw_hz, config.opt_int("radio.tx_power"))
+    power = config.opt_int("radio.tx_power")
+    return FixedRadio(sf, bw_hz, power if power is None else chip_tx_power(config)[0])
+
+
+def chip_tx_power(config: Config) -> tuple[int | None, str | None]:
+    """radio.tx_power within the SX127x's rating for the channel's duty cycle, and the WARNING
+    to log when it had to be lowered (None power: the region's default, which stays within).
+
+    Above +17 dBm the chip runs its +20 dBm mode, rated for at most 1 % duty cycle; in a sub-band
+    that allows more the link could keep the chip there far longer. A working, legal link at
+    +17 dBm (3 dB less) is what a user wants rather than a refusal to start, so the power is
+    capped and the cap is said once at start (and by `p1-lora config check`).
+    RegionError when the channel fits no sub-band.
+    """
+    region = get_region(config.get_str("radio.region"))
+    frequency = config.opt_float("radio.frequency")
+    channel = round(frequency * 1e6) if frequency is not None else region.default_frequency_hz
+    band = region.sub_band_for(channel, region.rendezvous_bw_hz)
+    wanted = config.opt_int("radio.tx_power")
+    power = min(region.default_tx_power_dbm if wanted is None else wanted, band.max_tx_power_dbm)
+    limit = max_power_for_duty_cycle(band.duty_cycle)
+    if power <= limit:
+        return wanted, None
+    return limit, (
+        f"radio.tx_power: {power} dBm needs the SX127x's +20 dBm mode (PA_BOOST, RegPaDac "
+        f"0x87), which the datasheet rates for at most {HIGH_POWER_MAX_DUTY_CYCLE:.0%} duty "
+        f"cycle; {region.name} sub-band {band.name} lets the link transmit "
+        f"{_duty(band.duty_cycle)}, so this node uses at most {limit} dBm"
+    )
+
+
+def _duty(duty_cycle: float) -> str:
+    return (
+        "without a duty-cycle limit" if duty_cycle >= 1 else f"up to {duty_cycle:.0%} of the time"
+    )
 
 
 def link_config(config: Config, role: str) -> LinkConfig:
@@ -900,7 +996,7 @@ def link_config(config: Config, role: str) -> LinkConfig:
     return LinkConfig(
         region=get_region(config.get_str("radio.region")),
         frequency_hz=round(frequency * 1e6) if frequency is not None else None,
-        tx_power_dbm=config.opt_int("radio.tx_power"),
+        tx_power_dbm=chip_tx_power(config)[0],
         mode=RadioMode.FIXED if fixed is not None else RadioMode.AUTO,
         fixed=fixed,
         min_interval_s=interval if role == "tx" else 0.0,
@@ -940,6 +1036,18 @@ def sim_options(config: Config) -> UdpSimOptions:
         loss_probability=config.get_float("sim.loss"),
         seed=config.opt_int("sim.seed"),
     )
+
+
+#: Why binding the raw telegram server failed -> the option to blame. The port is at fault
+#: when it is taken or privileged; anything else (a name that does not resolve, an address
+#: this machine does not have, an address family it lacks) is the host's.
+_PORT_ERRNOS: Final = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EPERM})
+
+
+def raw_listen_problem(exc: OSError) -> str:
+    """The configuration problem, named by its key, for the raw server failing to listen."""
+    key = "raw.port" if exc.errno in _PORT_ERRNOS else "raw.host"
+    return f"{key}: {exc.strerror or exc}"
 
 
 def mqtt_config(config: Config, *, password: str | None) -> MqttConfig:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
+from p1lora.receiver.raw_server import RawTelegramServer
 from p1lora.service.config import (
     ConfigError,
     OptionTable,
@@ -21,9 +25,11 @@ from p1lora.service.options import (
     board_pins,
     link_config,
     mqtt_config,
+    raw_listen_problem,
     sim_options,
     table_for,
 )
+from tests.helpers_config import documents, toml_document, toml_value
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -305,7 +311,7 @@ def test_all_problems_are_reported_at_once(tmp_path):
         ),
         ("rx", "[mqtx]\nhost = 'x'\n", "unknown section [mqtx]; did you mean [mqtt]?"),
         ("tx", "[mqtt]\nhost = 'x'\n", "unknown section [mqtt]"),
-        ("rx", "port = 1883\n", "key 'port' is outside any section; did you mean"),
+        ("rx", "port = 1883\n", 'key "port" is outside any section; did you mean mqtt.port'),
         ("rx", "mqtt = 5\n", "mqtt must be a section ([mqtt]), not a value"),
         ("rx", "[mqtt.tls]\nenabled = true\n", "mqtt.tls: expected true or false, got a table"),
     ],
@@ -313,6 +319,57 @@ def test_all_problems_are_reported_at_once(tmp_path):
 def test_unknown_keys_and_sections_are_errors_with_suggestions(tmp_path, role, text, expected):
     problems = _problems(tmp_path, role, text, base=False)
     assert any(p.startswith(expected) for p in problems), problems
+
+
+#: Odd shapes at the top level and inside sections (both roles): each is one clear problem
+#: that names the key, never a crash (a crash under systemd means restarting forever).
+ODD_SHAPES = [
+    ("bogus = 1\n", 'key "bogus" is outside any section; put it under one of [', "bogus"),
+    ("bogus = [1, 2]\n", 'key "bogus" is outside any section', "bogus"),
+    ("bogus = []\n", 'key "bogus" is outside any section', "bogus"),
+    ("bogus = 1979-05-27\n", 'key "bogus" is outside any section', "bogus"),
+    ("prot = 1\n", 'key "prot" is outside any section; did you mean ', "prot"),
+    ("[bogus]\nx = 1\n", "unknown section [bogus] (known: [", "[bogus]"),
+    ("[[bogus]]\nx = 1\n", "unknown section [[bogus]] (known: [", "[[bogus]]"),
+    ("[[radio]]\nregion = 'EU868'\n", "[[radio]] is an array of tables", "[[radio]]"),
+    ("radio = 1\n", "radio must be a section ([radio]), not a value", "radio"),
+    ("radio = [1]\n", "radio must be a section ([radio]), not a value", "radio"),
+    ("[radio]\nbogus = 1\n", "unknown key radio.bogus", "radio.bogus"),
+    ("[radio]\nregion = 868\n", "radio.region: expected one of ", "radio.region"),
+    ("[radio]\nregion = ['EU868']\n", "radio.region: expected one of ", "radio.region"),
+    ("[radio.sub]\nx = 1\n", "unknown key radio.sub", "radio.sub"),
+    ("[[radio.sub]]\nx = 1\n", "unknown key radio.sub", "radio.sub"),
+    ("[radio]\ntx_power = 1e300\n", "radio.tx_power: expected an integer, got 1e+300", ""),
+    ("[radio]\nfrequency = 1" + "0" * 400 + "\n", "radio.frequency: expected a finite", ""),
+    ("[radio]\ntx_power = 1" + "0" * 5000 + "\n", "is not valid TOML: a number is too long", ""),
+    ("[state]\ndir = '~nosuchuser-p1lora/x'\n", "state.dir: cannot expand ~", ""),
+]
+
+
+@pytest.mark.parametrize("role", ["tx", "rx"])
+@pytest.mark.parametrize(("text", "expected", "names"), ODD_SHAPES)
+def test_odd_shapes_are_problems_not_crashes(tmp_path, role, text, expected, names):
+    problems = _problems(tmp_path, role, text)
+    assert any(expected in p and names in p for p in problems), problems
+
+
+def test_a_secret_of_the_wrong_type_names_only_its_type(tmp_path):
+    problems = _problems(tmp_path, "rx", "[mqtt]\npassword = 2026-11-24\n")
+    assert problems == ["mqtt.password: expected a string, got a date"]
+
+
+@pytest.mark.parametrize("role", ["tx", "rx"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=documents)
+def test_any_toml_document_loads_or_names_its_problems(tmp_path_factory, role, document):
+    """Whatever a TOML file holds, loading gives a Config or a ConfigError, nothing else."""
+    path = tmp_path_factory.mktemp("odd") / f"{role}.toml"
+    path.write_text(toml_document(document), encoding="utf-8")
+    try:
+        load_config(table_for(role), None, BASE[role], path=path)
+    except ConfigError as exc:
+        assert exc.problems
+        assert all(isinstance(p, str) and p for p in exc.problems)
 
 
 def test_bad_toml_syntax_names_the_line(tmp_path):
@@ -500,3 +557,73 @@ def test_custom_wiring_in_the_hardware_docs_loads(tmp_path):
         4,
     )
     assert pins.pa_boost
+
+
+# ------------------------------------------------------------------------------ raw server
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("999.1.1.1", "raw.host: 999.1.1.1 is not an IPv4 address"),
+        ("10.0.0", "raw.host: 10.0.0 is not an IPv4 address"),
+        ("::g", "raw.host: ::g is not an IPv6 address"),
+        ("my host", "raw.host: 'my host' is not an IP address or host name"),
+        ("-bad.lan", "raw.host: '-bad.lan' is not an IP address or host name"),
+        (" ", "raw.host: must not be empty"),
+    ],
+)
+def test_raw_host_must_look_like_an_address(tmp_path, host, expected):
+    flag = expected.replace("raw.host:", "raw.host (from --raw-host):")
+    problems = _problems(tmp_path, "rx", argv=["--raw-port", "8088", f"--raw-host={host}"])
+    assert any(p.startswith(flag) for p in problems), problems
+    from_file = _problems(tmp_path, "rx", f"[raw]\nport = 8088\nhost = {json.dumps(host)}\n")
+    assert any(p.startswith(expected) for p in from_file), from_file
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1", "::", "::1", "localhost", "p1-home.lan"])
+def test_raw_host_accepts_addresses_and_names(tmp_path, host):
+    config = _load(tmp_path, "rx", f"[raw]\nport = 8088\nhost = {json.dumps(host)}\n")
+    assert config["raw.host"] == host
+
+
+def test_a_failed_listen_names_the_option_at_fault():
+    """Binding fails at start: an address this machine lacks is raw.host's fault, a port in
+    use raw.port's (the message used to blame raw.port for both)."""
+    with pytest.raises(OSError) as lacking:
+        RawTelegramServer("192.0.2.1", 0).start()  # TEST-NET-1: never a local address
+    assert raw_listen_problem(lacking.value).startswith("raw.host: raw telegram server cannot")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as in_use:
+            RawTelegramServer("127.0.0.1", port).start()
+    assert raw_listen_problem(in_use.value).startswith("raw.port: ")
+    assert "already in use" in raw_listen_problem(in_use.value)
+
+
+_ODD_VALUES = (True, 10**30, 10**400, 1e300, float("nan"), "", "~nosuchuser-p1lora/x", [], {"a": 1})
+_ODD_TEXTS = ("", " ", "9" * 5000, "nan", "1e999", "~nosuchuser-p1lora/x", "\u00e9")
+
+
+@pytest.mark.parametrize("role", ["tx", "rx"])
+def test_every_option_with_odd_values_gives_problems_not_crashes(tmp_path, role):
+    """Each option in turn, from the file and from the environment, with values of the wrong
+    type or out of any range: a `ConfigError` naming the option, or a valid config."""
+    table = table_for(role)
+    path = tmp_path / f"{role}.toml"
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    for option in table.options:
+        for value in _ODD_VALUES:
+            path.write_text(f"[{option.section}]\n{option.key} = {toml_value(value)}\n")
+            try:
+                load_config(table, None, BASE[role], path=path)
+            except ConfigError as exc:
+                assert exc.problems, option.name
+        for text in _ODD_TEXTS:
+            try:
+                load_config(table, None, {**BASE[role], option.env_name: text}, path=empty)
+            except ConfigError as exc:
+                assert exc.problems, option.name

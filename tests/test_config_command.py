@@ -186,6 +186,16 @@ def test_missing_file(tmp_path, capsys):
     assert "does not exist" in err
 
 
+def test_a_device_or_directory_is_not_a_config_file(tmp_path, capsys):
+    code, out, err = run(capsys, "/dev/null", "--role", "rx")
+    assert (code, out) == (2, "")
+    assert "/dev/null is not a regular file" in err
+    assert "does not exist" not in err
+    code, _, err = run(capsys, str(tmp_path), "--role", "rx")
+    assert code == 2
+    assert "is a directory" in err
+
+
 def test_example_configs_check_out_apart_from_the_key(capsys):
     root = Path(__file__).resolve().parent.parent / "deploy" / "config"
     for role in ("tx", "rx"):
@@ -193,3 +203,76 @@ def test_example_configs_check_out_apart_from_the_key(capsys):
         problems = [line for line in err.splitlines() if line.startswith("ERROR")]
         assert all("link.key_file" in line or "NOT a valid" in line for line in problems), err
         assert code in (0, 2)
+
+
+@pytest.mark.parametrize("role", ["tx", "rx"])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bogus = 1\n", 'key "bogus" is outside any section'),
+        ("[bogus]\nx = 1\n", "unknown section [bogus]"),
+        ("[[bogus]]\nx = 1\n", "unknown section [[bogus]]"),
+        ("[radio]\nbogus = 1\n", "unknown key radio.bogus"),
+        ("radio = 1\n", "radio must be a section ([radio]), not a value"),
+    ],
+)
+def test_stray_keys_exit_2_in_config_check_and_in_the_daemons(
+    tmp_path, capsys, role, text, expected
+):
+    """A stray key is a configuration error (exit code 2, which the systemd unit does not
+    restart on), in `config check` and at the daemon's start alike; it used to crash."""
+    from p1lora.receiver.cli import main as rx_main
+    from p1lora.transmitter.cli import main as tx_main
+
+    path = _write(tmp_path, "odd.toml", text)
+    code, out, err = run(capsys, str(path), "--role", role, "--ignore-env")
+    assert (code, out) == (2, "")
+    assert expected in err
+    assert "Traceback" not in err
+    daemon = {"tx": tx_main, "rx": rx_main}[role]
+    assert daemon(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"configuration error: {expected}" in err
+    assert "Traceback" not in err
+
+
+def test_a_world_readable_config_holding_the_password_is_warned_about(tmp_path, key, capsys):
+    """The same warning p1-lora-rx gives at start (its own function is reused)."""
+    text = (
+        f"[mqtt]\nhost = 'b'\nusername = 'u'\npassword = '{SECRET}'\n[radio]\nbackend = 'sim'\n"
+        f"[link]\nkey_file = '{key}'\n"
+    )
+    path = _write(tmp_path, "rxp.toml", text)
+    path.chmod(0o644)
+    code, out, err = run(capsys, str(path), "--ignore-env")
+    assert code == 0  # a warning, as in the daemon
+    assert out.rstrip().endswith("is a valid p1-lora-rx configuration")
+    assert f"config file {path} holds the MQTT password and is readable by everyone" in err
+    assert f"sudo chown root:p1lora {path}" in err
+    assert SECRET not in out + err
+    path.chmod(0o640)
+    code, _, err = run(capsys, str(path), "--ignore-env")
+    assert code == 0
+    assert "readable by everyone" not in err
+
+
+def test_the_password_file_is_read_as_the_daemon_reads_it(tmp_path, key, capsys):
+    secret_file = tmp_path / "mqtt-password"
+    secret_file.write_text(f"{SECRET}\n")
+    secret_file.chmod(0o644)
+    text = (
+        f"[mqtt]\nusername = 'u'\npassword_file = '{secret_file}'\n[radio]\nbackend = 'sim'\n"
+        f"[link]\nkey_file = '{key}'\n"
+    )
+    path = _write(tmp_path, "rx.toml", text)
+    path.chmod(0o600)
+    code, out, err = run(capsys, str(path), "--ignore-env")
+    assert code == 0
+    assert f"MQTT password file {secret_file} is readable by everyone" in err
+    assert SECRET not in out + err
+    secret_file.write_text("\n")
+    secret_file.chmod(0o600)
+    code, out, err = run(capsys, str(path), "--ignore-env")
+    assert (code, out) == (2, "")
+    assert f"mqtt.password_file: {secret_file} does not hold a password" in err
+    assert "readable by everyone" not in err

@@ -287,8 +287,8 @@ def test_plain_lines_and_summary():
     line = status_line(view)
     # The transmitter's power from its status report (11 dBm in the canned one).
     assert line.startswith("[00:12] link running SF7/BW250 11 dBm; RSSI -98 dBm, SNR 7.2 dB")
-    assert "1 telegram(s) end to end" in line
-    assert "power " in line
+    assert "1 telegram(s) end to end (last 11 s ago)" in line
+    assert "meter 12:00:00: import " in line
 
     ok = DemoResult("--duration")
     summary = summary_dict(view, ok)
@@ -306,6 +306,39 @@ def test_plain_lines_and_summary():
     empty = _state(BridgeTraffic()).view(130.0)
     assert summary_dict(empty, ok)["ok"] is False
     assert "no telegram arrived end to end" in "\n".join(summary_lines(empty, ok))
+
+
+def test_plain_status_lines_show_both_directions_and_change_every_time():
+    """The plain status line used to read `power 0.000 kW` (import) on every line while the
+    virtual meter exported: it now shows import and export power, the energy registers with
+    all their digits, the meter's clock and the telegram count, which all move."""
+    traffic = BridgeTraffic()
+    state = _state(traffic)
+    lines, telegrams = [], []
+    for second in range(3):
+        for _ in range(30):
+            telegrams.append(parse_telegram(traffic.telegram()))
+        traffic.diagnostics()
+        _feed(state, traffic, 101.0 + 30 * second)
+        lines.append(status_line(state.view(131.0 + 30 * second)))
+    last = telegrams[-1]
+
+    def total(prefix: str) -> Decimal:
+        values = [last.value(f"{prefix}_tariff_{n}") for n in (1, 2)]
+        assert all(isinstance(v, Decimal) for v in values)
+        return sum(values, Decimal(0))
+
+    line = lines[-1]
+    assert f"import {last.value('current_electricity_usage')} kW" in line
+    assert f"export {last.value('current_electricity_delivery')} kW" in line
+    assert (
+        f"energy in {total('electricity_used')} kWh, out {total('electricity_delivered')} kWh"
+        in line
+    )
+    assert "90 telegram(s) end to end (last 30 s ago)" in line
+    assert len(set(lines)) == 3  # every line differs from the one before
+    clocks = [re.search(r"meter (\d\d:\d\d:\d\d)", text) for text in lines]
+    assert all(clocks) and len({c.group(1) for c in clocks if c}) == 3
 
 
 # ---------------------------------------------------------------------------------- options

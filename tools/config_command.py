@@ -92,7 +92,7 @@ def _peek(path: Path) -> Mapping[str, object] | None:
     """The document if it parses (role inference only; the real load reports problems)."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, ValueError):  # UnicodeDecodeError and TOMLDecodeError are ValueErrors
         return None
 
 
@@ -133,15 +133,33 @@ def _file_problems(config: Config) -> tuple[list[str], list[str]]:
                 "later; the daemon waits for it)"
             )
     if table.role == "rx" and config.get_bool("mqtt.enabled"):
+        unchecked = False
         for name in ("mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "mqtt.password_file"):
             path = config.opt_path(name)
             if path is None:
                 continue
             if not path.is_file():
                 errors.append(f"{name}: {path} does not exist or is not a file")
+                unchecked |= name == "mqtt.password_file"
             elif not os.access(path, os.R_OK):
                 warnings.append(f"{name}: {path} is not readable by this user")
+                unchecked |= name == "mqtt.password_file"
+        if not unchecked:
+            errors.extend(_password_problems(config))
     return errors, warnings
+
+
+def _password_problems(config: Config) -> list[str]:
+    """Get the broker password exactly as p1-lora-rx does at start, so that config check gives
+    the same warnings (a world-readable config file holding the password, or password file)
+    and the same errors (an empty password file). The daemon logs those warnings itself."""
+    from p1lora.receiver.cli import broker_password  # noqa: PLC0415 - rx only; paho is heavy
+
+    try:
+        broker_password(config)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
 
 
 def _check(path: Path, table: OptionTable, environ: Mapping[str, str]) -> int:
@@ -171,7 +189,12 @@ def run(args: argparse.Namespace) -> int:
     """Check the file; see the module docstring."""
     path = Path(args.file).expanduser()
     if not path.is_file():
-        what = "is a directory" if path.is_dir() else "does not exist"
+        if path.is_dir():
+            what = "is a directory"
+        elif path.exists():
+            what = "is not a regular file (give the TOML config file itself)"
+        else:
+            what = "does not exist"
         logger.error("%s %s", path, what)
         return 2
     role: str | None = args.role

@@ -50,6 +50,7 @@ __all__ = [
     "discovery_line",
     "event_line",
     "format_value",
+    "meter_words",
     "parse_log_line",
     "render_screen",
     "status_line",
@@ -659,27 +660,95 @@ def event_line(event: LogEvent) -> str:
 
 
 def status_line(view: DemoView) -> str:
-    """One plain line with the link and delivery state (non-terminal output)."""
+    """One plain line with the link, delivery and meter state (non-terminal output).
+
+    Made to show progress from one line to the next: the telegram count and the age of the
+    last one, the meter's own clock, power in both directions (the virtual meter's solar panels
+    export while the import reads 0.000 kW), and the energy registers with every digit the
+    meter sends (they move by a few watt-hours, which rounding would hide).
+    """
     w = _link_words(view)
     parts = [
         f"[{_clock(view.elapsed)}] link {w['state']} {w['settings']} {w['power']}",
         f"RSSI {w['rssi']}, SNR {w['snr']}",
         f"airtime {w['air_rx']} (rx) / {w['air_tx']} (tx) of the hourly allowance",
         f"loss {w['loss_rx']}",
-        f"{view.telegrams} telegram(s) end to end",
+        _delivery_words(view),
     ]
-    power = _meter_value(view, "current_electricity_usage")
-    if power is not None:
-        parts.append(f"power {power}")
+    meter = meter_words(view)
+    if meter is not None:
+        parts.append(meter)
     return "; ".join(parts)
 
 
-def _meter_value(view: DemoView, key: str) -> str | None:
+def _delivery_words(view: DemoView) -> str:
+    text = f"{view.telegrams} telegram(s) end to end"
+    if view.telegrams and view.last_telegram_at is not None:
+        text += f" (last {max(0.0, view.elapsed - view.last_telegram_at):.0f} s ago)"
+    return text
+
+
+#: The energy registers summed for the totals (the tariffs a meter has; 1 and 2 in NL/BE).
+_ENERGY_KEYS: Final = {
+    "in": tuple(f"electricity_used_tariff_{n}" for n in range(1, 5)),
+    "out": tuple(f"electricity_delivered_tariff_{n}" for n in range(1, 5)),
+}
+_CLOCK_TIME: Final = re.compile(r"T(\d\d:\d\d:\d\d)")
+
+
+def _meter_entities(view: DemoView) -> dict[str, EntityView]:
+    """The meters' entities by value key (the bridge's own are left out)."""
+    found: dict[str, EntityView] = {}
     for device in view.devices:
+        if device.is_bridge:
+            continue
         for entity in device.entities:
-            if entity.value_key == key and not device.is_bridge:
-                return format_value(entity, view.availability)
-    return None
+            if entity.value_key is not None and entity.has_value:
+                found.setdefault(entity.value_key, entity)
+    return found
+
+
+def _energy_total(entities: Mapping[str, EntityView], keys: tuple[str, ...]) -> str | None:
+    """The sum of the registers present, exact (Decimal keeps the meter's digits)."""
+    total: Decimal | None = None
+    unit = ""
+    for key in keys:
+        entity = entities.get(key)
+        if entity is None or isinstance(entity.value, bool):
+            continue
+        if isinstance(entity.value, int | float | Decimal):
+            total = (total or Decimal(0)) + Decimal(str(entity.value))
+            unit = entity.unit or unit
+    return None if total is None else f"{total} {unit}".rstrip()
+
+
+def meter_words(view: DemoView) -> str | None:
+    """`meter 12:00:01: import 0.000 kW, export 1.651 kW, energy in 13920.164 kWh, out
+    3731.876 kWh`; None before the first meter values."""
+    entities = _meter_entities(view)
+    if not entities:
+        return None
+    if view.availability == "offline":
+        return "meter unavailable (bridge offline)"
+    stamp = entities.get("timestamp")
+    clock = _CLOCK_TIME.search(str(stamp.value)) if stamp is not None else None
+    words: list[str] = []
+    for label, key in (
+        ("import", "current_electricity_usage"),
+        ("export", "current_electricity_delivery"),
+    ):
+        entity = entities.get(key)
+        if entity is not None:
+            words.append(f"{label} {format_value(entity, view.availability)}")
+    energy = [
+        f"{direction} {total}"
+        for direction, keys in _ENERGY_KEYS.items()
+        if (total := _energy_total(entities, keys)) is not None
+    ]
+    if energy:
+        words.append("energy " + ", ".join(energy))
+    head = f"meter {clock.group(1)}" if clock is not None else "meter"
+    return f"{head}: {', '.join(words)}" if words else None
 
 
 def discovery_line(device: DeviceView) -> str:
