@@ -15,6 +15,11 @@ Arithmetic is exact `Decimal`, in the meter's own unit (kWh, or Wh on Sagemcom/E
 register in another scale of the same unit (Wh next to kWh) is converted exactly. A value is
 None when a register it needs is missing, rather than a guess.
 
+A register that is present but unreadable (`1-0:1.8.2(abc*kWh)`: the parser keeps it as null)
+makes its total and the net values that use it None too, with a warning. Leaving it out would
+publish tariff 1 alone as "total import": a drop that Home Assistant takes for a meter reset
+of a `total_increasing` sensor, and a wrong net energy.
+
 On that client's reference telegram (import 2640.860 + 1164.335 kWh, export
 1076.832 + 2684.048 kWh, 0.006 kW in, 0 out) this gives net energy 44.315 kWh and net power
 0.006 kW.
@@ -170,10 +175,35 @@ def _difference(a: _Quantity | None, b: _Quantity | None) -> _Quantity | None:
     return a[0] - converted, a[1]
 
 
+# Warn once per (output, register key); bounded like the parser's warnings.
+_WARN_LIMIT = 64
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_unreadable(output: str, key: str) -> None:
+    if (output, key) in _warned:
+        logger.debug("%s left empty: %s is unreadable", output, key)
+        return
+    if len(_warned) < _WARN_LIMIT:
+        _warned.add((output, key))
+    logger.warning(
+        "%s left empty: register %s is in the telegram but its value is unreadable (a total "
+        "without it would be wrong)",
+        output,
+        key,
+    )
+
+
 def compute_derived(objects: Iterable[DataObject]) -> DerivedValues:
-    """Derived values from a telegram's objects (M-Bus channels are ignored)."""
+    """Derived values from a telegram's objects (M-Bus channels are ignored).
+
+    A role (import tariffs, export totals, power in ...) with a register that is present but
+    not a number is unusable: the values computed from it are None, never a partial sum.
+    """
     # One list per role; this runs for every telegram, so it stays a plain loop.
     found: list[list[_Quantity]] = [[], [], [], [], [], []]
+    # Per role: the key of a register that is present but unreadable (None: all readable).
+    unreadable: list[str | None] = [None, None, None, None, None, None]
     index_of = _ROLE_INDEX.get
     any_found = False
     for obj in objects:
@@ -183,13 +213,26 @@ def compute_derived(objects: Iterable[DataObject]) -> DerivedValues:
         value = obj.value
         if isinstance(value, Decimal):
             found[index].append((value, obj.unit))
-            any_found = True
+        elif unreadable[index] is None:
+            unreadable[index] = obj.key
+        any_found = True
     if not any_found:
         return _NOTHING
-    import_tariffs, export_tariffs, import_totals, export_totals, power_in, power_out = found
-    total_import = _sum(import_tariffs or import_totals)
-    total_export = _sum(export_tariffs or export_totals)
-    net_power = _difference(_sum(power_in), _sum(power_out))
+    import_tariffs, export_tariffs, _, _, power_in, power_out = found
+    # The tariffs are used when the meter has any (readable or not), else the totals.
+    import_role = 0 if import_tariffs or unreadable[0] else 2
+    export_role = 1 if export_tariffs or unreadable[1] else 3
+    bad_import, bad_export = unreadable[import_role], unreadable[export_role]
+    bad_power = unreadable[4] or unreadable[5]
+    if bad_import is not None:
+        _warn_unreadable("total_energy_import and net_energy", bad_import)
+    if bad_export is not None:
+        _warn_unreadable("total_energy_export and net_energy", bad_export)
+    if bad_power is not None:
+        _warn_unreadable("net_power", bad_power)
+    total_import = None if bad_import else _sum(found[import_role])
+    total_export = None if bad_export else _sum(found[export_role])
+    net_power = None if bad_power else _difference(_sum(power_in), _sum(power_out))
     if total_import is not None:
         energy_unit = total_import[1]
         net_energy = _difference(total_import, total_export)

@@ -47,6 +47,7 @@ __all__ = [
     "TelegramFramer",
     "check_crc",
     "crc_check_at",
+    "excerpt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,25 @@ _TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\r\n"
 # A header-looking `/XXX5` inside a line: where a cut-off telegram was followed by a new one.
 _EMBEDDED_HEADER = re.compile(rb"/[A-Za-z]{3}\d")
 _HEADER_PROBE = 5
+
+
+#: How much of the meter's text a log line quotes (`excerpt`).
+EXCERPT_CHARS = 40
+
+
+def excerpt(data: bytes | str, limit: int = EXCERPT_CHARS) -> str:
+    """Meter bytes made safe for a log line: escaped like `repr` and cut to `limit` characters.
+
+    Whatever arrives on a P1 port (or in a file given to `p1-lora parse`) may be noise: control
+    characters that move a terminal's cursor, kilobytes without a line end. A log line quotes at
+    most `limit` characters of it, escaped (`\\x00`, `\\r`, non-ASCII as `\\xe9`), and says how
+    long the rest was.
+    """
+    text = data.decode("latin-1") if isinstance(data, bytes | bytearray) else data
+    shown = ascii(text[:limit])[1:-1]
+    if len(text) > limit:
+        shown += f"... ({len(text)} characters)"
+    return shown
 
 
 @dataclass(frozen=True, slots=True)

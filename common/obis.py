@@ -33,6 +33,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 __all__ = [
+    "BILLING_SNAPSHOT_SPEC",
     "KNOWN_CODES",
     "MBUS_CHANNELS",
     "MBUS_DEVICE_TYPES",
@@ -67,7 +68,8 @@ class ValueKind(StrEnum):
     LEGACY_MBUS = "legacy_mbus"
     #: `(2)(0-0:96.7.19)(TST)(dur*s)(TST)(dur*s)`: the power-failure event log, any length.
     EVENT_LOG = "event_log"
-    #: `0-0:98.1.0`: Belgian 13-month peak history, or the Hungarian last-month snapshot.
+    #: `0-0:98.1.0`: Belgian 13-month peak history, or the Hungarian last-month snapshot
+    #: (`BILLING_SNAPSHOT_SPEC`).
     BILLING_HISTORY = "billing_history"
     #: `(040*A)(-040*A)`: several numbers on one line.
     NUMBER_LIST = "number_list"
@@ -237,7 +239,7 @@ _ROWS: tuple[tuple[str, str, str, ValueKind, str | None, str | None, str | None,
     ("0-0:96.3.10", "actual_switch_position", "Breaker state (0 off, 1 on, 2 ready to switch on)", _K.INTEGER, None, None, None, _DIAG, False, _E),
     ("1-0:1.4.0", "belgium_current_average_demand", "Average import power of the running quarter-hour (Belgium)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E),
     ("1-0:1.6.0", "belgium_maximum_demand_current_month", "Highest quarter-hour average this month, and when (Belgium)", _K.TIMESTAMPED_NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E),
-    ("0-0:98.1.0", "belgium_maximum_demand_13_months", "Monthly peak history of the last 13 months (Belgium); Hungarian meters put last month's register snapshot here", _K.BILLING_HISTORY, "kW", None, None, _DIAG, False, _E),
+    ("0-0:98.1.0", "belgium_maximum_demand_13_months", "Monthly peak history of the last 13 months (Belgium); the Hungarian snapshot on this code is BILLING_SNAPSHOT_SPEC", _K.BILLING_HISTORY, "kW", None, None, _DIAG, False, _E),
     # --- M-Bus sub-meters (n = channel 1-4) ----------------------------------------------------
     ("0-n:24.1.0", "mbus_device_type", "M-Bus device type (3 gas, 4 heat, 7 water ...)", _K.INTEGER, None, None, None, _DIAG, False, _M),
     ("0-n:96.1.0", "mbus_equipment_identifier", "Equipment identifier of the M-Bus device", _K.STRING, None, None, None, _DIAG, False, _M),
@@ -406,14 +408,30 @@ def reading_spec(spec: SensorSpec, device_type: int | None) -> SensorSpec:
     return _READING_SPECS.get((spec.code, device_type), spec)
 
 
+#: `0-0:98.1.0` on Hungarian meters: not the Belgian peak history but a snapshot of the
+#: registers at the end of the last billing period, `(time)(value*kWh)(value*kvarh)...(peak*kW)`
+#: (E.ON's V5 telegram has 19 values, mostly kWh and kvarh). Same code, different meaning, so a
+#: separate row: the parser picks it by the line's shape (the Belgian history starts with a
+#: month count, the snapshot with a timestamp). No unit: the entries carry their own.
+BILLING_SNAPSHOT_SPEC: SensorSpec = dataclasses.replace(
+    OBIS_TABLE["0-0:98.1.0"],
+    key="billing_snapshot",
+    description="Register snapshot at the end of the last billing period (Hungary)",
+    unit=None,
+)
+
+
 def spec_by_key(key: str) -> SensorSpec | None:
     """The table row for a key (the first row when two codes share one, as M-Bus ids do).
 
-    Resolved M-Bus reading keys (`gas_reading`, `water_reading` ...) are found too.
+    Resolved M-Bus reading keys (`gas_reading`, `water_reading` ...) and the Hungarian
+    `billing_snapshot` are found too.
     """
     spec = _BY_KEY.get(key)
     if spec is not None:
         return spec
+    if key == BILLING_SNAPSHOT_SPEC.key:
+        return BILLING_SNAPSHOT_SPEC
     for resolved in _READING_SPECS.values():
         if resolved.key == key:
             return resolved

@@ -28,8 +28,9 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING
 
 from p1lora.common.dsmr_time import parse_timestamp
-from p1lora.common.framing import CrcCheck, crc_check_at
+from p1lora.common.framing import CrcCheck, crc_check_at, excerpt
 from p1lora.common.obis import (
+    BILLING_SNAPSHOT_SPEC,
     KNOWN_CODES,
     OBIS_TABLE,
     SensorSpec,
@@ -76,12 +77,18 @@ _warned: set[tuple[str, str]] = set()
 
 
 def _warn(code: str, problem: str, line: str) -> None:
+    # The line is meter text, maybe noise: quoted escaped and cut short (`excerpt`).
     if (code, problem) in _warned:
-        logger.debug("%s: %s in %r", code, problem, line)
+        logger.debug("%s: %s in '%s'", excerpt(code), problem, excerpt(line, 80))
         return
     if len(_warned) < _WARN_LIMIT:
         _warned.add((code, problem))
-    logger.warning("%s: %s in %r; value kept as null with its raw text", code, problem, line)
+    logger.warning(
+        "%s: %s in '%s'; value kept as null with its raw text",
+        excerpt(code),
+        problem,
+        excerpt(line, 80),
+    )
 
 
 class _UnreadableError(Exception):
@@ -228,6 +235,16 @@ def _read_billing_history(line: str, p: int) -> _Read:
         value, entry_unit = _number(text)
         entries.append(ProfileEntry(None, value, entry_unit, period_start=snapshot))
     return entries, None, snapshot
+
+
+def _is_snapshot(line: str, p: int) -> bool:
+    """Whether a `0-0:98.1.0` line is the Hungarian snapshot (it starts with a timestamp, the
+    Belgian peak history with a month count of one or two digits)."""
+    match = _GROUP_RE.match(line, p)
+    if match is None:
+        return False
+    head = match.group(1)
+    return bool(head) and not (head.isdigit() and len(head) <= 2)
 
 
 def _read_number_list(line: str, p: int) -> _Read:
@@ -421,6 +438,8 @@ def parse_telegram(raw: bytes, crc: CrcCheck | None = None) -> Telegram:
                     text_value = decode_text(inner) if inner else None
                     append(DataObject(code, key, text_value, None, channel, None, line, spec))
                     continue
+        if kind is ValueKind.BILLING_HISTORY and _is_snapshot(line, p):
+            spec, key = BILLING_SNAPSHOT_SPEC, BILLING_SNAPSHOT_SPEC.key
         value, unit, stamp = _read_value(kind, code, line, p)
         obj = DataObject(code, key, value, unit, channel, stamp, line, spec)
         append(obj)

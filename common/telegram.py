@@ -267,7 +267,9 @@ def _object_dict(obj: DataObject, include_raw: bool) -> dict[str, Any]:
         "channel": obj.channel,
         "timestamp": None if obj.timestamp is None else obj.timestamp.isoformat(),
     }
-    if include_raw or obj.key is None:
+    if include_raw or obj.key is None or obj.value is None:
+        # A line whose value came out null keeps its raw text: it is what the meter sent and
+        # the only way to see why (a garbled digit, an empty register).
         out["raw"] = obj.raw
     return out
 
@@ -275,7 +277,8 @@ def _object_dict(obj: DataObject, include_raw: bool) -> dict[str, Any]:
 def to_json_dict(telegram: Telegram, include_raw: bool = False) -> dict[str, Any]:
     """A telegram as JSON-ready data (Decimals stay Decimals: serialise with `dumps`).
 
-    Unknown lines always carry their `raw` text; `include_raw` adds it to every object.
+    Unknown lines, and known lines whose value is null (unreadable or empty), always carry
+    their `raw` text; `include_raw` adds it to every object.
     """
     identity = telegram.identity
     timestamp = telegram.meter_timestamp

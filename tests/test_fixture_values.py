@@ -293,7 +293,10 @@ def test_eon_hungary():
     assert t.get("eon_hu_frequency").unit == "Hz"
     assert t.value("eon_hu_frequency") == D("50.00")
     assert t.value("fuse_threshold_l3") == D("200.00")
-    snapshot = t.get("belgium_maximum_demand_13_months")
+    # The Hungarian 0-0:98.1.0 is a register snapshot, not the Belgian kW peak history.
+    assert t.get("belgium_maximum_demand_13_months") is None
+    snapshot = t.get("billing_snapshot")
+    assert snapshot.unit is None and snapshot.spec.unit is None
     assert snapshot.timestamp == datetime(2023, 7, 1, tzinfo=CEST)
     assert len(snapshot.value) == 19
     assert snapshot.value[0] == ProfileEntry(

@@ -230,3 +230,12 @@ def test_manufacturer_table():
     assert all(re.fullmatch(r"[A-Z]{3}", flag) for flag in MANUFACTURERS)
     assert manufacturer_for("sag") == "Sagemcom"
     assert manufacturer_for("LGZ") == manufacturer_for("LGB") == "Landis+Gyr"
+
+
+def test_billing_snapshot_spec_is_found_by_key():
+    from p1lora.common.obis import BILLING_SNAPSHOT_SPEC, spec_by_key
+
+    assert spec_by_key("billing_snapshot") is BILLING_SNAPSHOT_SPEC
+    assert BILLING_SNAPSHOT_SPEC.code == "0-0:98.1.0"
+    assert BILLING_SNAPSHOT_SPEC.unit is None
+    assert spec_by_key("belgium_maximum_demand_13_months").unit == "kW"

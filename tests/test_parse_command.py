@@ -14,7 +14,7 @@ import pytest
 
 from p1lora.tools.cli import main
 
-from .helpers_telegrams import fixture, telegram_part
+from .helpers_telegrams import build_telegram, fixture, telegram_part
 
 
 @pytest.fixture
@@ -283,3 +283,23 @@ def test_bench_parse_input_errors(cli, tmp_path):
     assert code == 2
     assert "NOPE" in err
     assert cli("bench", "parse", "--rounds", "0")[0] == 2
+
+
+def test_error_lines_quote_noise_escaped_and_short(cli, tmp_path):
+    noise = bytes(range(1, 10)) + bytes(range(0x80, 0x100)) * 20
+    path = tmp_path / "noise.bin"
+    path.write_bytes(b"\r\n/" + noise + b"\r\n!\r\n")
+    code, out, err = cli("parse", str(path))
+    assert code == 1 and out == ""
+    (line,) = [line for line in err.splitlines() if "telegram 1" in line]
+    assert "\\x01\\x02" in line and "\x01" not in line and "\x80" not in line
+    assert len(line) < 300 and "(2570 characters)" in line
+
+
+def test_unreadable_known_line_keeps_its_raw_text_in_the_output(cli, tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(build_telegram("ISK5\\2M550T-1012", ["1-0:1.8.2(abc*kWh)"], crc=True))
+    code, out, _ = cli("parse", str(path))
+    assert code == 0
+    (obj,) = json_lines(out)[0]["objects"]
+    assert obj["value"] is None and obj["raw"] == "1-0:1.8.2(abc*kWh)"

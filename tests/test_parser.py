@@ -404,3 +404,53 @@ def test_dumps_types():
         dumps(object())
     with pytest.raises(TypeError):
         dumps({1: 2})
+
+
+def test_json_carries_raw_text_for_known_lines_whose_value_is_null():
+    t = parse_lines("1-0:1.8.1(000001.000*kWh)", "1-0:1.8.2(abc*kWh)", "0-0:96.13.0()")
+    objects = to_json_dict(t)["objects"]
+    assert "raw" not in objects[0]
+    assert objects[1]["value"] is None and objects[1]["raw"] == "1-0:1.8.2(abc*kWh)"
+    assert objects[2]["value"] is None and objects[2]["raw"] == "0-0:96.13.0()"
+
+
+def test_hungarian_billing_snapshot_has_its_own_key_and_no_kw_unit():
+    t = parse_telegram(fixture("V5_EON_HU.txt"))
+    snapshot = t.find_obis("0-0:98.1.0")
+    assert snapshot is not None
+    assert snapshot.key == "billing_snapshot"
+    assert snapshot.spec is not None and snapshot.spec.unit is None
+    assert "Hungary" in snapshot.spec.description
+    assert isinstance(snapshot.value, list) and len(snapshot.value) == 19
+    units = {entry.unit for entry in snapshot.value}
+    assert units == {"kWh", "kvarh", "kW"}
+    assert t.get("belgium_maximum_demand_13_months") is None
+    # The Belgian history keeps the Belgian key, in kW.
+    belgian = parse_telegram(fixture("FLUVIUS_V171.txt")).find_obis("0-0:98.1.0")
+    assert belgian is not None and belgian.key == "belgium_maximum_demand_13_months"
+    assert belgian.unit == "kW" and belgian.spec is not None and belgian.spec.unit == "kW"
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("0-0:98.1.0(230701000000S)(000040.777*kWh)", "billing_snapshot"),
+        ("0-0:98.1.0(1)(1-0:1.6.0)(1-0:1.6.0)(200501000000S)(200423192538S)(03.695*kW)", None),
+        ("0-0:98.1.0()", None),
+    ],
+)
+def test_billing_line_shape_picks_the_key(line, key):
+    obj = parse_lines(line).find_obis("0-0:98.1.0")
+    assert obj is not None
+    assert obj.key == (key or "belgium_maximum_demand_13_months")
+
+
+def test_warnings_quote_meter_text_escaped_and_short(caplog):
+    noise = "1-0:1.8.1(\x1b[2J" + "x" * 3000 + "*kWh)"
+    with caplog.at_level(logging.WARNING):
+        t = parse_lines(noise)
+    assert t.value("electricity_used_tariff_1") is None
+    (record,) = [r for r in caplog.records if r.name == parser.logger.name]
+    message = record.getMessage()
+    assert "\x1b" not in message and "\\x1b" in message
+    assert len(message) < 250 and "characters)" in message

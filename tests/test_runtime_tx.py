@@ -10,6 +10,7 @@ import pytest
 
 from p1lora.common.clock import VirtualClock
 from p1lora.common.counters import CounterState
+from p1lora.common.crc16 import crc16_arc
 from p1lora.common.link import LinkConfig, LinkEventAction, SerialState, Transmit, TxStatus
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.service.link_runtime import RuntimeObserver, frame_type_name
@@ -183,13 +184,19 @@ def test_settings_the_radio_refuses_are_retried(caplog: pytest.LogCaptureFixture
     assert radio.configured and radio.configured[0] == LinkConfig().rendezvous()
 
 
+def _with_crc(telegram: bytes) -> bytes:
+    """A telegram with its CRC: it passes the plausibility gate at once (CRC-less ones wait
+    for the next telegram to confirm them, see test_plausibility)."""
+    return telegram + b"%04X\r\n" % crc16_arc(telegram)
+
+
 def test_telegrams_from_another_thread_are_queued_bounded_and_wake_the_loop() -> None:
     clock = VirtualClock()
     radio = FakeRadio(clock)
     runtime = _runtime(clock, radio, max_queued=4)
     radio.wakeup.clear()
     threads = [
-        threading.Thread(target=runtime.submit_telegram, args=(b"/X%d\r\n!" % i, 0.0))
+        threading.Thread(target=runtime.submit_telegram, args=(_with_crc(b"/X%d\r\n!" % i), 0.0))
         for i in range(10)
     ]
     for thread in threads:

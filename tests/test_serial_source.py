@@ -10,11 +10,14 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import os
+import termios
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import serial
 
 from p1lora.common.clock import VirtualClock
 from p1lora.common.framing import FramedTelegram
@@ -23,7 +26,12 @@ from p1lora.hardware.realtime import SystemClock
 from p1lora.transmitter.meter_faults import FaultConfig
 from p1lora.transmitter.meter_profiles import SERIAL_SETTINGS, SerialSettings
 from p1lora.transmitter.meter_writer import PtyPort, StableLink
-from p1lora.transmitter.serial_source import SerialSource, SourceState
+from p1lora.transmitter.serial_source import (
+    SerialSource,
+    SourceState,
+    enable_parity_check,
+    open_serial,
+)
 from p1lora.transmitter.virtual_meter import VirtualMeter
 from tests.helpers_pty import (
     TIMEOUT,
@@ -440,3 +448,108 @@ def test_configuration_errors_are_clear() -> None:
             source.start()
     finally:
         source.stop()
+
+
+# -------------------------------------------------------------- parity checking (7E1 ports)
+
+
+def _iflag(fd: int) -> int:
+    return int(termios.tcgetattr(fd)[0])
+
+
+@pytest.mark.parametrize("generation", ["2.2", "4"])
+def test_7e1_ports_check_parity_so_a_bad_byte_reads_as_nul(generation: str) -> None:
+    """A pty cannot produce parity errors, but it keeps the flags: INPCK on, IGNPAR and PARMRK
+    off is what makes the kernel deliver a byte with a parity error as NUL."""
+    pty = PtyPort()
+    try:
+        try:
+            port = open_serial(pty.path, SERIAL_SETTINGS[generation], 0.1)
+        except serial.SerialException as exc:  # some kernels refuse 7E1 on a pty
+            pytest.skip(f"this kernel refuses 7E1 on a pty: {exc}")
+        try:
+            iflag = _iflag(port.fileno())
+        finally:
+            port.close()
+    finally:
+        pty.close()
+    assert iflag & termios.INPCK
+    assert not iflag & termios.IGNPAR
+    assert not iflag & termios.PARMRK
+
+
+def test_8n1_ports_are_left_without_parity_check() -> None:
+    pty = PtyPort()
+    try:
+        port = open_serial(pty.path, SERIAL_SETTINGS["5"], 0.1)
+        try:
+            iflag = _iflag(port.fileno())
+        finally:
+            port.close()
+    finally:
+        pty.close()
+    assert not iflag & termios.INPCK
+
+
+def test_enable_parity_check_sets_the_flags_and_reports_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pty = PtyPort()
+    try:
+        assert enable_parity_check(pty.slave, pty.path)
+        iflag = _iflag(pty.slave)
+    finally:
+        pty.close()
+    assert iflag & termios.INPCK and not iflag & (termios.IGNPAR | termios.PARMRK)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        with open(os.devnull, "rb") as not_a_tty:
+            assert not enable_parity_check(not_a_tty.fileno(), "/dev/null")
+    assert "cannot enable the UART's parity check" in caplog.text
+
+
+def test_a_parity_error_nul_in_a_telegram_without_crc_is_never_delivered() -> None:
+    """What the kernel makes of a flipped bit on a 7E1 line (NUL) drops that DSMR 2.2 telegram;
+    the clean ones around it are delivered, the bad one is counted."""
+    meter = VirtualMeter("dsmr22", seed=1)
+    first, second, third = (meter.next_telegram()[1] for _ in range(3))
+    assert b"!\r\n" in first and b"!0" not in first  # no CRC
+    damaged = second.replace(b"1-0:1.8.1(", b"1-0:1.8.1(\x00", 1)
+    assert damaged != second
+    collected = TelegramCollector()
+    bad: list[FramedTelegram] = []
+    port = _ChunksPort([first, damaged, third])
+    source = SerialSource(
+        "/dev/ttyUSB9",
+        collected,
+        VirtualClock(),
+        mode="2.2",
+        serial_factory=lambda path, settings, timeout: port,
+        on_bad_telegram=lambda telegram, at: bad.append(telegram),
+    )
+    with source:
+        assert wait_until(lambda: len(collected) >= 2 and len(bad) >= 1)
+    assert collected.telegrams == [first, third]
+    assert [t.raw for t in bad] == [damaged]
+    assert source.stats().framing_errors == 1
+
+
+class _ChunksPort:
+    """A port that returns the given chunks once each, then nothing."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = list(chunks)
+        self._lock = threading.Lock()
+
+    @property
+    def in_waiting(self) -> int:
+        with self._lock:
+            return len(self._chunks[0]) if self._chunks else 0
+
+    def read(self, size: int = 1) -> bytes:
+        with self._lock:
+            if not self._chunks:
+                return b""
+            return self._chunks.pop(0)
+
+    def close(self) -> None:
+        pass

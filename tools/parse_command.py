@@ -23,6 +23,7 @@ from p1lora.common.framing import (
     FramedTelegram,
     TelegramFramer,
     check_crc,
+    excerpt,
 )
 from p1lora.common.parser import TelegramParseError, parse_telegram
 from p1lora.common.telegram import dumps, to_json_dict
@@ -50,8 +51,9 @@ FILE, or with '-', telegrams are read from stdin (a live serial stream works too
 
 Numbers are JSON numbers with exactly the meter's digits (0.000 stays 0.000). M-Bus readings
 (gas, water, heat) carry their channel and the time the sub-meter was read. Lines the OBIS
-table does not know are kept with their raw text. "derived" holds the import/export totals,
-net energy and net power.
+table does not know, and known lines whose value cannot be read (null), are kept with their
+raw text. "derived" holds the import/export totals, net energy and net power; a total is null
+when one of its registers is unreadable (never a partial sum).
 
 CRC: DSMR 4/5 telegrams end in a CRC-16. A telegram whose CRC does not match is reported on
 stderr with both values (the one in the telegram and the computed one), it is not printed,
@@ -85,7 +87,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--raw",
         action="store_true",
-        help="add each line's raw text to every object (unknown lines always have it)",
+        help=(
+            "add each line's raw text to every object (unknown lines and lines whose value "
+            "could not be read always have it)"
+        ),
     )
     parser.add_argument(
         "--max-telegram-bytes",
@@ -156,8 +161,10 @@ class _Session:
 
 
 def _header_of(raw: bytes) -> str:
+    """The telegram's first line for an error message: escaped and cut short (`excerpt`),
+    because a failed "telegram" may be kilobytes of noise with control characters."""
     line = raw.split(b"\n", 1)[0].rstrip(b"\r")
-    return line.decode("ascii", "replace")
+    return excerpt(line)
 
 
 def _open(name: str) -> BinaryIO:

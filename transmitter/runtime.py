@@ -8,8 +8,13 @@
 Each step (see `p1lora.service.link_runtime` for what all runtimes share):
 
 1. radio events: `TxDone` -> `link.tx_done`, frames -> `link.frame_received`, faults;
-2. telegrams submitted since the last step -> `link.telegram_ready` (the link keeps the newest:
-   latest wins, so a short queue is enough; overflow drops the oldest and is counted);
+2. telegrams submitted since the last step -> the plausibility gate -> `link.telegram_ready`
+   (the link keeps the newest: latest wins, so a short queue is enough; overflow drops the
+   oldest and is counted). Telegrams with a valid CRC pass the gate at once; DSMR 2.2/3
+   telegrams (no CRC) are checked against the ones before them
+   (`p1lora.common.plausibility`), sent one telegram late, and never sent when implausible:
+   those are counted as telegram errors (in the STATUS frame's `other_errors`) and logged,
+   the first at once and then a summary at most every `REJECTED_LOG_INTERVAL_S`;
 3. every `status_update_s`, the serial source's counters -> `link.update_status` (the link sends
    them in its STATUS frames so the receiver can show the closet's health in Home Assistant);
 4. `link.tick` when due; every returned action executed in order, `RunCommand` included: the
@@ -41,6 +46,7 @@ from p1lora.common.link import (
     TxLink,
     TxStatus,
 )
+from p1lora.common.plausibility import PlausibilityGate
 from p1lora.hardware.radio import Radio
 from p1lora.service.link_runtime import LinkRuntime, RuntimeObserver, RuntimeStats
 from p1lora.service.state_store import StateStore
@@ -54,6 +60,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_QUEUE = 8
 #: How often the serial source's counters are handed to the link.
 DEFAULT_STATUS_UPDATE_S = 10.0
+#: Implausible telegrams are summarised in the log at most this often (seconds).
+REJECTED_LOG_INTERVAL_S = 60.0
 #: Without a serial source, no telegram for this long means "no data".
 _NO_DATA_AFTER_S = 30.0
 
@@ -102,6 +110,8 @@ class TxSnapshot:
     telegrams_dropped: int
     last_telegram_at: float | None
     runtime: RuntimeStats
+    #: Telegrams without CRC the plausibility gate refused (never sent).
+    telegrams_rejected: int = 0
 
 
 class TxRuntime(LinkRuntime):
@@ -125,6 +135,7 @@ class TxRuntime(LinkRuntime):
         link_log: Callable[[float, LinkEventAction], None] | None = None,
         status_update_s: float = DEFAULT_STATUS_UPDATE_S,
         max_queued: int = DEFAULT_QUEUE,
+        plausibility: PlausibilityGate | None = None,
     ) -> None:
         if max_queued < 1:
             raise ValueError("max_queued must be at least 1")
@@ -154,6 +165,12 @@ class TxRuntime(LinkRuntime):
         self._submitted = 0
         self._dropped = 0
         self._last_telegram_at: float | None = None
+        self._gate = plausibility if plausibility is not None else PlausibilityGate()
+        self._rejected = 0
+        # Rejections already logged, and when the next summary may be (None: none logged).
+        self._rejected_logged = 0
+        self._rejected_log_at: float | None = None
+        self._last_rejection = ""
         self.tx_link = link
         super().__init__(radio, link, store, now=now, observers=observers, link_log=link_log)
 
@@ -182,6 +199,7 @@ class TxRuntime(LinkRuntime):
                 telegrams_dropped=dropped,
                 last_telegram_at=self._last_telegram_at,
                 runtime=replace(self.stats),
+                telegrams_rejected=self._rejected,
             )
 
     # ------------------------------------------------------------------ hooks
@@ -195,10 +213,36 @@ class TxRuntime(LinkRuntime):
             self._queue.clear()
         for raw, received_at in telegrams:
             self._last_telegram_at = received_at
-            self._execute(now, self.tx_link.telegram_ready(now, raw))
+            verdict = self._gate.check(raw, received_at)
+            if verdict.rejected:
+                self._rejected += verdict.rejected
+                self._last_rejection = verdict.reason or "implausible"
+            if verdict.release is not None:
+                self._execute(now, self.tx_link.telegram_ready(now, verdict.release[0]))
+        self._log_rejected(now)
         if now >= self._next_status_at:
             self._next_status_at = now + self._status_update_s
             self.tx_link.update_status(self._status(now))
+
+    def _log_rejected(self, now: float) -> None:
+        """Say that implausible telegrams were dropped: the first at once, then at most one
+        summary every REJECTED_LOG_INTERVAL_S (a noisy line must not flood the journal)."""
+        new = self._rejected - self._rejected_logged
+        if not new or (self._rejected_log_at is not None and now < self._rejected_log_at):
+            return
+        first = self._rejected_log_at is None
+        self._rejected_log_at = now + REJECTED_LOG_INTERVAL_S
+        self._rejected_logged = self._rejected
+        logger.warning(
+            "P1 telegram(s) without CRC rejected as implausible: %d%s (last: %s); nothing from "
+            "them is sent%s",
+            new,
+            "" if first else " since the last report",
+            self._last_rejection,
+            f"; further ones are summarised at most every {REJECTED_LOG_INTERVAL_S:g} s"
+            if first
+            else "",
+        )
 
     def _own_deadlines(self) -> list[float | None]:
         return [self._next_status_at]
@@ -213,7 +257,7 @@ class TxRuntime(LinkRuntime):
                 return TxStatus(serial_state=SerialState.UNKNOWN, uptime_s=uptime)
             status = tx_status_from_source(stats, uptime, previous=self._previous_source)
             self._previous_source = stats
-            return status
+            return replace(status, other_errors=status.other_errors + self._rejected)
         # No serial source (simulator, replay): the runtime's own view of the telegram feed.
         with self._submit_lock:
             submitted = self._submitted
@@ -224,7 +268,12 @@ class TxRuntime(LinkRuntime):
             state = SerialState.NO_DATA
         else:
             state = SerialState.OK
-        return TxStatus(serial_state=state, telegrams_read=submitted, uptime_s=uptime)
+        return TxStatus(
+            serial_state=state,
+            telegrams_read=submitted,
+            other_errors=self._rejected,
+            uptime_s=uptime,
+        )
 
     def _do_run_command(self, now: float, action: RunCommand) -> None:
         if action.name == "restart":

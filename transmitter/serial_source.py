@@ -19,6 +19,9 @@ and a state a daemon can report:
 * Every state change is logged once: "waiting for port", "detecting settings", "connected",
   "no data" (port open, no good telegram for `no_data_after` seconds). Retries in between log
   at debug level only, so an unplugged cable does not flood the journal.
+* 7E1 ports (DSMR 2.2-4) are opened with the UART's input parity check on
+  (`enable_parity_check`): a byte with a parity error reads as NUL, so a DSMR 2.2/3 telegram,
+  which has no CRC, is dropped as malformed instead of passing on a flipped digit.
 * Bad telegrams (CRC failures, telegrams cut off by a new header, malformed ends) are dropped
   and counted; once the settings are known the first is logged at once and later ones in a
   summary at most every `BAD_TELEGRAM_LOG_INTERVAL_S`, so a noisy line is visible in the journal
@@ -36,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import termios
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +59,7 @@ __all__ = [
     "SerialSource",
     "SourceState",
     "SourceStats",
+    "enable_parity_check",
     "open_serial",
 ]
 
@@ -98,8 +103,13 @@ SerialFactory = Callable[[str, SerialSettings, float], SerialPort]
 
 
 def open_serial(path: str, settings: SerialSettings, timeout: float) -> SerialPort:
-    """Open a real port with pyserial; exclusive, so a second reader gets a clear error."""
-    return serial.Serial(
+    """Open a real port with pyserial; exclusive, so a second reader gets a clear error.
+
+    On ports with a parity bit (7E1: DSMR 2.2-4) the UART is told to check it
+    (`enable_parity_check`). The port must not be reconfigured afterwards: pyserial clears
+    INPCK whenever it applies settings.
+    """
+    port = serial.Serial(
         port=path,
         baudrate=settings.baudrate,
         bytesize=settings.bytesize,
@@ -108,6 +118,36 @@ def open_serial(path: str, settings: SerialSettings, timeout: float) -> SerialPo
         timeout=timeout,
         exclusive=True,
     )
+    if settings.parity != "N":
+        enable_parity_check(port.fileno(), path)
+    return port
+
+
+def enable_parity_check(fd: int, path: str = "") -> bool:
+    """Make the tty check input parity: a byte with a parity error then reads as NUL.
+
+    pyserial opens 7E1 ports with INPCK off, so the kernel strips the parity bit unchecked and
+    a flipped bit reaches the framer as a plausible character. That is harmless for DSMR 4
+    (the CRC catches it) but DSMR 2.2/3 telegrams have no CRC: a `0` turned into `8` in an
+    energy register would be sent on as a real reading. With INPCK on, IGNPAR off (do not drop
+    the byte silently: the telegram would just be shorter) and PARMRK off (no escape sequences
+    in the stream), the kernel delivers a bad byte as NUL, which the framer rejects in a
+    telegram without CRC (`PROBLEM_NON_ASCII`). Returns whether the flags were set; a driver
+    that refuses them is logged and the port is used as it is.
+    """
+    try:
+        attributes = termios.tcgetattr(fd)
+        attributes[0] = (attributes[0] | termios.INPCK) & ~(termios.IGNPAR | termios.PARMRK)
+        termios.tcsetattr(fd, termios.TCSANOW, attributes)
+    except (termios.error, OSError) as exc:
+        logger.warning(
+            "P1 port %s: cannot enable the UART's parity check (%s); telegrams without a CRC "
+            "then rely on the plausibility check alone",
+            path or fd,
+            _reason(exc),
+        )
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
