@@ -5,14 +5,16 @@ prints the path of a fresh pseudo-terminal and writes a realistic, evolving tele
 it at the meter's interval and baud rate until Ctrl-C or SIGTERM. `--link` keeps a stable
 symlink to the pty, like /dev/serial/by-id/..., so a configuration need not change when the
 meter restarts. `--stdout` writes the stream to standard output instead (with `--count` and
-`--speed max` it makes capture files). Fault flags make the line misbehave on purpose, and
-`--replay` plays back a real meter's capture instead of the simulation.
+`--speed max` it makes capture files). Fault flags make the line misbehave on purpose,
+`--replay` plays back a real meter's capture instead of the simulation, and `--template`
+simulates any meter in the exact style of one of its telegrams (`meter_template`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -27,6 +29,7 @@ from p1lora.hardware.realtime import SystemClock
 from p1lora.transmitter.capture_replay import CaptureReplay, ReplayError
 from p1lora.transmitter.meter_faults import FaultConfig, FaultInjector, inject
 from p1lora.transmitter.meter_profiles import PROFILES, SerialSettings, get_profile
+from p1lora.transmitter.meter_template import load_template
 from p1lora.transmitter.meter_writer import (
     FdSink,
     LineSink,
@@ -48,6 +51,7 @@ examples:
   p1-lora meter --profile dsmr4 --bit-errors 0.1 --junk 0.05
   p1-lora meter --stdout --count 3600 --speed max > capture.txt
   p1-lora meter --replay capture.txt --loop --link /tmp/p1
+  p1-lora meter --template my-meter.txt   any meter, in the exact style of one telegram
 
 profiles:
 {profiles}
@@ -55,7 +59,17 @@ profiles:
 The stream is paced like the real line: each telegram leaves at the meter's interval (divided
 by --speed) and its bytes at the profile's baud rate. Fault probabilities are per telegram.
 Replayed telegrams are byte-exact (timestamps are not rewritten; with --loop the registers
-restart at each pass). Exit codes: 0 done or stopped, 1 no pty available, 2 bad arguments
+restart at each pass).
+
+--template FILE takes the first telegram in FILE (any P1 meter: DSMR 2.2-5, e-MUCS, Smarty,
+Sagemcom, EasyMeter ...) and keeps its header, line order, OBIS codes, units and digit counts,
+starting from its values: the clock, energy registers (per tariff and totals), power per phase,
+voltages, currents, tariff, quarter-hour demand and gas/water readings (with their own capture
+times) evolve; every other line is kept verbatim; the CRC is recomputed when the template has
+one. Interval and serial line follow its version line (DSMR 5 and e-MUCS: every 1 s, 115200
+8N1; DSMR 4: 10 s, 115200 7E1; no CRC: 10 s, 9600 7E1; other meters with a CRC: 10 s, 115200
+8N1); --profile NAME takes that profile's behaviour instead and --interval sets the interval.
+Exit codes: 0 done or stopped, 1 no pty available, 2 bad arguments
 or unreadable input.
 """
 
@@ -168,7 +182,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--profile",
         choices=list(PROFILES),
         default=None,
-        help="meter style (default: dsmr5; with --replay: the capture's own serial settings)",
+        help="meter style (default: dsmr5; with --replay: the capture's own serial settings; "
+        "with --template: its serial line, interval, tariffs and gas cadence)",
     )
     meter.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     meter.add_argument(
@@ -183,10 +198,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="KWP",
         help="rooftop solar size in kWp (default: the profile's; 0 for none)",
     )
-    meter.add_argument(
+    source = meter.add_mutually_exclusive_group()
+    source.add_argument(
         "--replay",
         metavar="FILE",
         help="replay the telegrams of a capture file instead of simulating (byte-exact)",
+    )
+    source.add_argument(
+        "--template",
+        metavar="FILE",
+        help="simulate the meter whose telegram is in FILE, in its exact style (see below)",
+    )
+    meter.add_argument(
+        "--interval",
+        type=_positive_int,
+        metavar="S",
+        help="seconds between telegrams (default: the profile's or the template's)",
     )
     meter.add_argument("--loop", action="store_true", help="with --replay: start over at the end")
     faults = parser.add_argument_group("fault injection (probability per telegram, 0..1)")
@@ -195,7 +222,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=_probability,
         default=0.0,
         metavar="P",
-        help="flip 1-3 bits (the telegram then fails its CRC)",
+        help=(
+            "flip 1-3 bits of a telegram with probability P; with a CRC (DSMR 4/5) it then "
+            "fails it, without one (dsmr22) only p1-lora-tx's plausibility check can catch it"
+        ),
     )
     faults.add_argument(
         "--truncate",
@@ -249,9 +279,21 @@ def _events(
         )
         return replay, serial, what
     start = args.start or datetime.now(UTC)
-    meter = VirtualMeter(args.profile or "dsmr5", seed=args.seed, start=start, solar_kwp=args.solar)
+    if args.template:
+        template = load_template(args.template, profile=args.profile, interval=args.interval)
+        meter = template.meter(seed=args.seed, start=start, solar_kwp=args.solar)
+        style = (
+            f"meter in the style of {args.template} ({template.live_lines} live line(s), "
+            f"{template.verbatim_lines} verbatim)"
+        )
+    else:
+        profile = get_profile(args.profile or "dsmr5")
+        if args.interval is not None:
+            profile = dataclasses.replace(profile, interval=args.interval)
+        meter = VirtualMeter(profile, seed=args.seed, start=start, solar_kwp=args.solar)
+        style = f"{meter.profile.name} meter"
     what = (
-        f"virtual {meter.profile.name} meter (seed {args.seed}, solar {meter.solar_kwp:g} kWp) "
+        f"virtual {style} (seed {args.seed}, solar {meter.solar_kwp:g} kWp) "
         f"from {meter.start.isoformat()}, every {meter.interval:g} s"
     )
     return meter, meter.serial_settings, what
@@ -300,8 +342,12 @@ def run(args: argparse.Namespace) -> int:
     """
     if args.loop and not args.replay:
         return _usage_error("--loop only applies to --replay")
-    if args.replay and (args.start is not None or args.solar is not None):
-        return _usage_error("--start and --solar apply to the virtual meter, not to --replay")
+    if args.replay and (
+        args.start is not None or args.solar is not None or args.interval is not None
+    ):
+        return _usage_error(
+            "--start, --solar and --interval apply to the virtual meter, not to --replay"
+        )
     if math.isinf(args.speed) and not args.stdout:
         return _usage_error(
             "--speed max needs --stdout: a pty reader needs a paced meter (try --speed 100)"

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from p1lora.common.crc16 import crc16_arc
 from p1lora.transmitter.meter_profiles import (
@@ -38,6 +39,8 @@ __all__ = [
     "DEFAULT_START",
     "FIELDS",
     "MeterReading",
+    "MeterState",
+    "TelegramRenderer",
     "VirtualMeter",
     "eu_summer_time",
     "meter_timestamp",
@@ -285,8 +288,12 @@ class MeterReading:
     water_liters: int
 
 
-class _State:
-    """Everything the meter prints, as integers in base units (J, W, dV, cA, litre*s)."""
+class MeterState:
+    """Everything the meter prints, as integers in base units (J, W, dV, cA, litre*s).
+
+    Gas and water accumulate in litre*seconds (`gas_ls`); `gas_shown` / `water_shown` are the
+    litres the M-Bus reading printed at its last refresh, and `gas_stamp` that refresh time.
+    """
 
     def __init__(self) -> None:
         self.stamp = ""
@@ -318,7 +325,7 @@ class _State:
         self.peak_history: list[tuple[str, str, int]] = []
 
 
-_Field = Callable[[_State, MeterProfile], str]
+_Field = Callable[[MeterState, MeterProfile], str]
 
 
 def _energy(index: int) -> _Field:
@@ -341,13 +348,13 @@ def _current(phase: int) -> _Field:
     return lambda s, p: _fixed(s.current_ca[phase], p.current)
 
 
-def _peak_history(s: _State, p: MeterProfile) -> str:
+def _peak_history(s: MeterState, p: MeterProfile) -> str:
     parts = [f"({len(s.peak_history)})(1-0:1.6.0)(1-0:1.6.0)"]
     parts += [f"({month})({at})({_fixed(w, p.power)})" for month, at, w in s.peak_history]
     return "".join(parts)
 
 
-def _failure_log(s: _State, p: MeterProfile) -> str:
+def _failure_log(s: MeterState, p: MeterProfile) -> str:
     parts = [f"({len(s.failure_log)})(0-0:96.7.19)"]
     parts += [f"({stamp})({seconds:010d}*s)" for stamp, seconds in s.failure_log]
     return "".join(parts)
@@ -388,6 +395,27 @@ FIELDS: dict[str, _Field] = {
 }
 
 
+class TelegramRenderer(Protocol):
+    """Prints the meter's state in a layout other than a `MeterProfile`'s `{field}` lines.
+
+    `p1lora.transmitter.meter_template` implements it to imitate any real telegram: the
+    household, grid and register model stay the virtual meter's, only the text differs.
+    """
+
+    @property
+    def tracks_demand(self) -> bool:
+        """True when the layout shows quarter-hour demand, so the meter must compute it."""
+        ...
+
+    def seed(self, state: MeterState) -> None:
+        """Overwrite the freshly drawn starting state with the layout's own values."""
+        ...
+
+    def render(self, state: MeterState) -> bytes:
+        """The complete telegram, `/` through the CRC line's CRLF."""
+        ...
+
+
 def _hex_id(rng: random.Random, prefix: str) -> str:
     """An equipment identifier as DSMR prints it: the ASCII serial number, hex-encoded."""
     serial = prefix + "".join(rng.choice(string.digits) for _ in range(12))
@@ -411,6 +439,7 @@ class VirtualMeter:
         start: datetime | None = None,
         *,
         solar_kwp: float | None = None,
+        renderer: TelegramRenderer | None = None,
     ) -> None:
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.seed = seed
@@ -430,11 +459,23 @@ class VirtualMeter:
         self._dt = self.profile.interval
         self._k = -1
         self._last = b""
-        self._s = _State()
-        self._template, self._builders = self._compile_template()
-        self._tracks_demand = any(name == "average_demand" for name, _ in self._builders)
+        self._s = MeterState()
+        self._renderer = renderer
+        self._nominal_dv: tuple[int, ...] = _NOMINAL_DV
+        if renderer is None:
+            self._template, self._builders = self._compile_template()
+            self._tracks_demand = any(name == "average_demand" for name, _ in self._builders)
+        else:
+            self._template, self._builders = "", []
+            self._tracks_demand = renderer.tracks_demand
         self._init_household()
         self._init_registers()
+        if renderer is not None:
+            # The layout's registers, readings and grid voltage are the starting point; the
+            # voltages then wander around the template's level instead of the default grid's.
+            renderer.seed(self._s)
+            self._nominal_dv = tuple(self._s.voltage_dv)
+            self._free_dv = list(self._s.voltage_dv)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -647,7 +688,7 @@ class VirtualMeter:
         rng, s = self._rng, self._s
         for p in range(self.profile.phases):
             free = self._free_dv[p] + rng.choice((-1, 0, 0, 1)) * (1 if dt < 5 else 2)
-            free += round((_NOMINAL_DV[p] - free) * min(1.0, 0.01 * dt))
+            free += round((self._nominal_dv[p] - free) * min(1.0, 0.01 * dt))
             self._free_dv[p] = min(2450, max(2200, free))
             volts_dv = self._free_dv[p] - round(s.phase_w[p] / 230.0 * _GRID_OHM * 10)
             s.voltage_dv[p] = volts_dv
@@ -698,6 +739,8 @@ class VirtualMeter:
 
     def _render(self) -> bytes:
         s, p = self._s, self.profile
+        if self._renderer is not None:
+            return self._renderer.render(s)
         body = self._template.format_map({name: build(s, p) for name, build in self._builders})
         raw = body.encode("ascii")
         if not p.has_crc:
