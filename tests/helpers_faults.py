@@ -122,7 +122,8 @@ EXPECTED_FIELDS: dict[str, Callable[[MeterReading], Decimal]] = {
     **{f"instantaneous_active_power_l{n + 1}_negative": _phase_power(n, -1) for n in range(3)},
 }
 
-_TELEGRAM = re.compile(rb"/[^\r\n]*\r\n.*?![0-9A-F]{4}\r\n", re.DOTALL)
+# A whole telegram: header to the end line (DSMR 2.2/3 telegrams end in `!` without a CRC).
+_TELEGRAM = re.compile(rb"/[^\r\n]*\r\n.*?\n![0-9A-F]{0,4}\r\n", re.DOTALL)
 _STAMP = re.compile(rb"^0-0:1\.0\.0\((\d{12}[SW])\)", re.MULTILINE)
 _EQUIPMENT = re.compile(rb"^0-0:96\.1\.1\(([0-9A-F]+)\)", re.MULTILINE)
 _GAS_ID = re.compile(rb"^0-1:96\.1\.0\(([0-9A-F]+)\)", re.MULTILINE)
@@ -139,10 +140,13 @@ class MeterOracle:
     faults never change what a good telegram says. Generated lazily and kept (about 1 KB each).
     """
 
-    def __init__(self, seed: int = METER_SEED, start: datetime = METER_START) -> None:
+    def __init__(
+        self, seed: int = METER_SEED, start: datetime = METER_START, profile: str = "dsmr5"
+    ) -> None:
         self.seed = seed
         self.start = start
-        self._meter = VirtualMeter("dsmr5", seed=seed, start=start)
+        self.profile = profile
+        self._meter = VirtualMeter(profile, seed=seed, start=start)
         self.interval = self._meter.interval
         self._start_epoch = int(start.timestamp())
         self._telegrams: list[bytes] = []
@@ -451,7 +455,7 @@ class Verified:
 class FaultRig:
     """One installation as real processes; see the module docstring."""
 
-    def __init__(self, workdir: Path, broker: MosquittoBroker) -> None:
+    def __init__(self, workdir: Path, broker: MosquittoBroker, profile: str = "dsmr5") -> None:
         self.workdir = workdir
         self.broker = broker
         self.key = workdir / "key"
@@ -461,7 +465,7 @@ class FaultRig:
         self.link = workdir / "p1"
         self.rx_state = workdir / "rx-state"
         self.tx_state = workdir / "tx-state"
-        self.oracle = MeterOracle()
+        self.oracle = MeterOracle(profile=profile)
         self.group = ProcessGroup(workdir)
         self.channel = ChannelController(self.sim_port)
         self.collector = MqttCollector(broker.host, broker.port, ["p1lora/#"])
@@ -476,6 +480,8 @@ class FaultRig:
         """The virtual meter on a pty behind the stable link (the P1 cable plugged in)."""
         self.meter, _ = self.group.meter(
             self.link,
+            "--profile",
+            self.oracle.profile,
             "--seed",
             str(self.oracle.seed),
             "--start",
@@ -718,8 +724,9 @@ class FaultRig:
 
 
 @contextlib.contextmanager
-def fault_rig(workdir: Path, broker: MosquittoBroker) -> Iterator[FaultRig]:
-    rig = FaultRig(workdir, broker)
+def fault_rig(workdir: Path, broker: MosquittoBroker, profile: str = "dsmr5") -> Iterator[FaultRig]:
+    """A `FaultRig` (the virtual meter with `profile`), closed on exit."""
+    rig = FaultRig(workdir, broker, profile)
     try:
         yield rig
     finally:
@@ -729,3 +736,64 @@ def fault_rig(workdir: Path, broker: MosquittoBroker) -> Iterator[FaultRig]:
 def since(proc: Proc) -> int:
     """The current end of `proc`'s log: pass as `after=` to wait for lines written from now."""
     return len(proc.log())
+
+
+# ------------------------------------------------------------------------------ a read-only card
+
+
+class ReadOnlySwitch:
+    """A directory bind-mounted onto itself, so it can be remounted read-only and back while
+    processes use it: an SD card the kernel remounted read-only after I/O errors, then fixed.
+
+    Writes then fail with EROFS for everyone, root included (chmod cannot do that as root).
+    Needs root and mount(8) (`problem()` says why not otherwise); the bind mount is always
+    removed on exit, and a read-only one never outlives the test.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.mounted = False
+
+    @staticmethod
+    def problem(probe: Path) -> str | None:
+        """Why bind mounts cannot be used here (None: they can); tries one on `probe`."""
+        if os.geteuid() != 0:
+            return "remounting a directory read-only needs root"
+        probe.mkdir(parents=True, exist_ok=True)
+        switch = ReadOnlySwitch(probe)
+        try:
+            with switch:
+                switch.read_only()
+                switch.writable()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            return f"bind mounts are not available here: {exc}"
+        return None
+
+    def _mount(self, *args: str) -> None:
+        subprocess.run(
+            ["mount", *args, str(self.path)], check=True, capture_output=True, timeout=30
+        )
+
+    def __enter__(self) -> ReadOnlySwitch:
+        subprocess.run(
+            ["mount", "--bind", str(self.path), str(self.path)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        self.mounted = True
+        return self
+
+    def read_only(self) -> None:
+        self._mount("-o", "remount,bind,ro")
+
+    def writable(self) -> None:
+        self._mount("-o", "remount,bind,rw")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mounted:
+            # Lazy: a daemon that still has a file open there must not keep the mount alive.
+            subprocess.run(
+                ["umount", "-l", str(self.path)], check=False, capture_output=True, timeout=30
+            )
+            self.mounted = False

@@ -25,6 +25,7 @@ TITLES = (
     "Cold-start convergence",
     "End-to-end latency (link latency on a virtual clock)",
     "CPU time per telegram",
+    "End-to-end latency and CPU of the real processes",
 )
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -137,6 +138,13 @@ def test_a_quick_report_has_every_section_and_numbers_where_numbers_belong(
         step = number(side["runtime step incl. emulated radio (µs/telegram)"])
         assert 0 < link <= step
     assert number(cpu["receiver"]["Home Assistant bridge (µs/telegram)"]) > 0
+    latency_rows, usage_rows = sections[TITLES[6]]
+    (e2e,) = latency_rows
+    assert e2e["broker"] in ("mosquitto", "embedded (pure Python)")
+    assert number(e2e["states received (count)"]) >= 1
+    daemons = {r["daemon"]: r for r in usage_rows}
+    assert set(daemons) == {"p1-lora-tx", "p1-lora-rx"}
+    assert all(number(r["peak RSS (MiB)"]) >= number(r["RSS (MiB)"]) > 5 for r in usage_rows)
 
 
 def test_the_committed_page_is_a_full_generated_report() -> None:

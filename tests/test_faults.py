@@ -22,14 +22,18 @@ from __future__ import annotations
 import json
 import re
 import signal
+import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from p1lora.common.parser import parse_telegram
 from tests.helpers_faults import (
     SLOW_TIMEOUT,
     TIMEOUT,
     FaultRig,
+    ReadOnlySwitch,
     fault_rig,
     since,
 )
@@ -122,6 +126,77 @@ def test_garbage_truncated_and_crc_bad_telegrams_are_never_published(
         result = rig.verify()
         assert result.distinct >= 15 and result.raw_telegrams >= 15
         # Nothing bad even reached the receiver: the transmitter never sends a bad telegram.
+        assert rig.bridge()["telegrams_refused"] == 0
+        assert "Home Assistant: telegram not published" not in rx.log()
+
+
+#: The electricity registers of a DSMR 2.2 meter (no total registers, no meter timestamp).
+DSMR22_REGISTERS = (
+    "electricity_used_tariff_1",
+    "electricity_used_tariff_2",
+    "electricity_delivered_tariff_1",
+    "electricity_delivered_tariff_2",
+)
+
+
+def test_bit_errors_on_a_meter_without_crc_never_publish_a_wrong_register(
+    tmp_path: Path, mqtt_broker: MosquittoBroker
+) -> None:
+    """The same bad line on a DSMR 2.2 meter, whose telegrams carry no CRC: the framer cannot
+    tell a flipped bit, so the transmitter's plausibility check must. Every published set of
+    energy registers (and every telegram on the raw server) is one the meter really sent,
+    registers never go back, the gas reading is one the meter sent, and the transmitter logs
+    what it rejected. (A pty cannot emulate the UART's parity check: this is the second layer.)
+    """
+    with fault_rig(tmp_path, mqtt_broker, profile="dsmr22") as rig:
+        rig.start_all(*LINE_FAULTS)
+        tx, rx = rig.tx, rig.rx
+        assert tx is not None and rx is not None
+        tx.wait_log(r"P1 telegram\(s\) without CRC rejected as implausible: \d+ \(last: .+\)")
+        # One telegram a second (10 s meter interval at 10x), a third of them damaged.
+        rig.wait_states(15, timeout=SLOW_TIMEOUT)
+
+        meter = rig.meter
+        assert meter is not None
+        written = rig.stop_meter()
+        injected = re.search(r"faults injected: (\{.*\})", meter.log())
+        assert injected is not None, meter.log()
+        counts = {k: int(v) for k, v in re.findall(r"'(\w+)': (\d+)", injected.group(1))}
+        assert counts.get("bit_errors", 0) >= 3, counts
+
+        truth: set[tuple[object, ...]] = set()
+        gas_truth: set[object] = set()
+        for k in range(written + 1):
+            telegram = parse_telegram(rig.oracle.telegram(k))
+            truth.add(tuple(telegram.value(key) for key in DSMR22_REGISTERS))
+            gas_truth.add(telegram.value("gas_meter_reading", 1))
+        states = [
+            json.loads(m.payload, parse_float=Decimal)
+            for m in rig.collector.on(rig.oracle.meter_topic)
+        ]
+        assert len(states) >= 15
+        previous: tuple[Decimal, ...] | None = None
+        for index, state in enumerate(states):
+            registers = tuple(state[key] for key in DSMR22_REGISTERS)
+            assert registers in truth, f"meter state #{index}: {registers} never sent"
+            assert previous is None or all(
+                a >= b for a, b in zip(registers, previous, strict=True)
+            ), f"meter state #{index}: a register went back: {previous} -> {registers}"
+            assert state["total_energy_import"] == registers[0] + registers[1]
+            previous = registers
+        gas_states = [
+            json.loads(m.payload, parse_float=Decimal)
+            for m in rig.collector.on(rig.oracle.gas_topic)
+        ]
+        gas_values = [s.get("gas_meter_reading") for s in gas_states]
+        assert gas_values and all(v in gas_truth for v in gas_values), gas_values
+        assert gas_values == sorted(gas_values)
+        raw = rig.raw.snapshot()
+        assert len(raw) >= 15
+        for telegram in raw:
+            parsed = parse_telegram(telegram)
+            assert parsed.crc.valid is None
+            assert tuple(parsed.value(key) for key in DSMR22_REGISTERS) in truth
         assert rig.bridge()["telegrams_refused"] == 0
         assert "Home Assistant: telegram not published" not in rx.log()
 
@@ -347,4 +422,82 @@ def test_state_directory_full_the_daemons_keep_delivering(
         assert not (rig.tx_state / "tx_counters.json").exists()
         assert not (rig.rx_state / "rx_link.json").exists()
         assert tx.running and rx.running
+        rig.verify()
+
+
+def _command(rig: FaultRig, payload: dict[str, object]) -> dict[str, object]:
+    """Send a command over MQTT (as Home Assistant does) and wait for its final reply."""
+    request = uuid.uuid4().hex
+    rig.collector.publish("p1lora/command", json.dumps({**payload, "id": request}))
+
+    def final() -> dict[str, object] | None:
+        for message in rig.collector.on("p1lora/command/reply"):
+            reply: dict[str, object] = json.loads(message.payload)
+            if reply.get("id") == request and reply.get("status") != "queued":
+                return reply
+        return None
+
+    assert wait_until(lambda: final() is not None, TIMEOUT), f"no answer to {payload}"
+    reply = final()
+    assert reply is not None and reply["status"] == "ok", reply
+    return reply
+
+
+def _link_state(state_dir: Path, role: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads((state_dir / f"{role}_link.json").read_text())["data"]
+    return data
+
+
+def test_state_directory_turns_read_only_mid_run_and_writable_again(
+    tmp_path: Path, mqtt_broker: MosquittoBroker
+) -> None:
+    """Both daemons hold state when their state directories become read-only (EROFS, as when
+    the kernel remounts an SD card read-only after I/O errors; done with a bind mount of each
+    directory onto itself, since chmod cannot stop root). A radio command then changes what
+    both must save: they say they cannot, keep the old files intact, and keep delivering. Once
+    the directories are writable again, the next change is written at once and they say so."""
+    problem = ReadOnlySwitch.problem(tmp_path / "probe")
+    if problem is not None:
+        pytest.skip(problem)
+    with fault_rig(tmp_path, mqtt_broker) as rig:
+        rig.start_all()
+        rx, tx = rig.rx, rig.tx
+        assert rx is not None and tx is not None
+        files = [rig.tx_state / "tx_link.json", rig.rx_state / "rx_link.json"]
+        assert wait_until(lambda: all(f.exists() for f in files), TIMEOUT), rig.logs_tail()
+        with ReadOnlySwitch(rig.tx_state) as tx_card, ReadOnlySwitch(rig.rx_state) as rx_card:
+            tx_card.read_only()
+            rx_card.read_only()
+            before = {f: f.read_bytes() for f in [*rig.tx_state.iterdir(), *rig.rx_state.iterdir()]}
+            marks = since(tx), since(rx)
+            _command(rig, {"cmd": "radio", "mode": "fixed", "sf": 8, "bw": 250, "power": 14})
+            for proc, role, mark in ((tx, "tx", marks[0]), (rx, "rx", marks[1])):
+                proc.wait_log(
+                    rf"cannot write \S+/{role}_link\.json \(Read-only file system\): "
+                    r".*kept in memory only",
+                    after=mark,
+                )
+            count = rig.state_count()
+            rig.wait_states(5, after=count, what="with read-only state directories")
+            assert {f: f.read_bytes() for f in before} == before, "a read-only file changed"
+            assert tx.running and rx.running
+
+            tx_card.writable()
+            rx_card.writable()
+            marks = since(tx), since(rx)
+            _command(rig, {"cmd": "radio", "mode": "fixed", "sf": 8, "bw": 125, "power": 14})
+            for proc, role, mark in ((tx, "tx", marks[0]), (rx, "rx", marks[1])):
+                proc.wait_log(
+                    rf"state file \S+/{role}_link\.json written again after earlier failures",
+                    after=mark,
+                )
+            tx_link = _link_state(rig.tx_state, "tx")
+            assert tx_link["mode"] == "fixed", tx_link
+            assert tx_link["fixed"] == {"sf": 8, "bw_hz": 125_000, "tx_power_dbm": 14}, tx_link
+            rx_last = _link_state(rig.rx_state, "rx")["last_good"]
+            assert isinstance(rx_last, dict) and rx_last.get("sf") == 8, rx_last
+            count = rig.state_count()
+            rig.wait_states(3, after=count, what="after the state directories recovered")
+        assert tx.running and rx.running
+        assert not list(rig.tx_state.glob(".*.tmp")) and not list(rig.rx_state.glob(".*.tmp"))
         rig.verify()

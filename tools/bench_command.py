@@ -31,6 +31,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         "p1lora.tools.bench_codec",
         "lossless codec: update/key bytes, frame size, encode/decode time",
     ),
+    "e2e": Benchmark(
+        "p1lora.tools.bench_e2e",
+        "real processes: latency pty -> MQTT, CPU per telegram and RSS of each daemon",
+    ),
     "report": Benchmark(
         "p1lora.tools.bench_report",
         "measure everything and regenerate BENCHMARKS.md (--quick for a short run)",

@@ -17,7 +17,11 @@ What it measures (each section of the page is one function below, `SECTIONS` lis
 4. cold-start convergence (the delivery runs, and several seeds on a fading link);
 5. end-to-end link latency on the simulator's virtual clock (meter telegram -> delivery);
 6. CPU time per telegram on each side, measured with `time.process_time` around the link's
-   event methods and the runtimes' `step` in a simulated run.
+   event methods and the runtimes' `step` in a simulated run;
+7. the real processes, the way users run them (`tools.bench_e2e`, also `p1-lora bench e2e`):
+   virtual meter on a pty -> `p1-lora-tx --radio sim` -> `p1-lora-rx --radio sim` -> a broker ->
+   an MQTT subscriber, in wall time: latency from the pty write to the MQTT state, each
+   daemon's CPU per telegram from /proc/PID/stat, and its resident memory.
 
 `--quick` runs everything shorter (minutes of simulated time instead of hours, fewer parses):
 the same page with less precise numbers, for the test suite's smoke test. Exit codes: 0 done,
@@ -44,7 +48,7 @@ from typing import Any
 from p1lora.common.parser import parse_telegram
 from p1lora.receiver.ha_discovery import DiscoverySettings
 from p1lora.receiver.home_assistant import HomeAssistantBridge
-from p1lora.tools import bench_parse
+from p1lora.tools import bench_e2e, bench_parse
 from p1lora.tools.esp32_baseline import Esp32Simulation
 from p1lora.tools.sim import SimMetrics, SimOptions, Simulation, percentile, telegram_feed
 from p1lora.tools.sim import median as median_of
@@ -104,11 +108,13 @@ class Plan:
     parse_rounds: int
     parse_rss_parses: int
     parse_traced_parses: int
+    #: Wall-time seconds of the real-process run after its first delivery.
+    e2e_s: float
 
 
 PLANS: dict[str, Plan] = {
-    "full": Plan("full", 3600.0, 1800.0, 6, 600.0, 1800.0, 0.2, 3, 20_000, 5_000),
-    "quick": Plan("quick", 300.0, 120.0, 2, 120.0, 120.0, 0.02, 1, 300, 100),
+    "full": Plan("full", 3600.0, 1800.0, 6, 600.0, 1800.0, 0.2, 3, 20_000, 5_000, 60.0),
+    "quick": Plan("quick", 300.0, 120.0, 2, 120.0, 120.0, 0.02, 1, 300, 100, 4.0),
 }
 
 
@@ -736,6 +742,50 @@ def measure_cpu(context: Context) -> Section:
     return section
 
 
+# ---------------------------------------------------------------------------- 7. processes
+
+
+def measure_e2e(context: Context) -> Section:
+    seconds = context.plan.e2e_s
+    section = Section(
+        "End-to-end latency and CPU of the real processes",
+        [
+            f"`p1-lora bench e2e --duration {seconds:g} --seed {context.seed}`: the virtual "
+            "DSMR 5 meter writes a telegram a second to a pty at 115200 baud (in the bench "
+            "process); `p1-lora-tx --radio sim --serial LINK` and `p1-lora-rx --radio sim` run "
+            "as separate processes, started like their console scripts (empty config file, "
+            "fresh key, own state directories, path loss 100 dB on the loopback radio channel), "
+            "the receiver publishing to a broker on a free loopback port (which one: first "
+            "table); an MQTT subscriber in the bench process receives the meter states. "
+            f"Measured for {_duration(seconds)} of wall time after the first delivery.",
+            "Latency: from the moment the telegram's last byte was written to the pty to the "
+            "moment the meter state with that telegram's meter timestamp arrived at the "
+            "subscriber (both `time.monotonic()` in the bench process), for the telegrams "
+            "written after the first delivery that were delivered (the link sends the latest "
+            "telegram; any it skipped while the air was busy have no latency). First delivery: "
+            "from the meter's first telegram.",
+            "CPU: user + system time of each daemon from /proc/PID/stat (all its threads), "
+            "from its 'running' log line to the end, divided by the telegrams the meter wrote "
+            "(transmitter: it reads every one) or the meter states received (receiver); "
+            "start-up CPU (imports, key, state, radio set-up) is the time before that line. "
+            "RSS and peak RSS: VmRSS and VmHWM from /proc/PID/status at the end.",
+        ],
+    )
+    logger.info("e2e: real processes for %s", _duration(seconds))
+    try:
+        result = bench_e2e.measure(bench_e2e.E2eOptions(duration_s=seconds, seed=context.seed))
+    except (bench_e2e.E2eError, OSError) as exc:
+        raise MeasurementError(f"end-to-end run: {exc}") from None
+    for headers, rows in (bench_e2e.latency_table(result), bench_e2e.usage_table(result)):
+        section.tables.append(Table(headers, rows))
+    section.notes.append(
+        f"Both daemons, the broker and the bench process shared this machine's "
+        f"{os.cpu_count() or 1} logical cores; on a Pi each daemon has its own, and the "
+        "SX127x driver talks to a real chip over spidev instead of the loopback channel."
+    )
+    return section
+
+
 # ---------------------------------------------------------------------------- the page
 
 
@@ -744,7 +794,15 @@ class MeasurementError(RuntimeError):
 
 
 #: Page order of the sections, by key.
-SECTIONS: tuple[str, ...] = ("parse", "frames", "delivery", "convergence", "latency", "cpu")
+SECTIONS: tuple[str, ...] = (
+    "parse",
+    "frames",
+    "delivery",
+    "convergence",
+    "latency",
+    "cpu",
+    "e2e",
+)
 
 
 def _delivery_and_latency(context: Context) -> dict[str, Section]:
@@ -758,6 +816,7 @@ def _delivery_and_latency(context: Context) -> dict[str, Section]:
 _STEPS: tuple[tuple[str, Callable[[Context], Section | dict[str, Section]]], ...] = (
     ("frames", measure_frame_bytes),
     ("cpu", measure_cpu),
+    ("e2e", measure_e2e),
     ("delivery", _delivery_and_latency),
     ("convergence", measure_convergence),  # after delivery: it reports those runs too
     ("parse", measure_parse),
@@ -799,7 +858,8 @@ def render(sections: Sequence[Section], machine: Machine, context: Context, wall
         "Link figures come from the simulator (`p1-lora sim`): the real link state machines, "
         "codec, crypto and SX127x driver on a register-level emulator and a simulated RF "
         "channel, on a virtual clock. Run the same command to check any figure; the seed "
-        "makes every simulated run repeatable.",
+        "makes every simulated run repeatable. The last section runs the real processes "
+        "instead, in wall time (`p1-lora bench e2e`).",
         "",
     ]
     for index, section in enumerate(sections, start=1):
@@ -861,7 +921,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Measure every figure of BENCHMARKS.md on this machine and write the page: parsing vs "
         "dsmr_parser, bytes on air per telegram, delivery per hour and gaps by path loss in "
-        "the 1 %% and 10 %% sub-bands (vs the ESP32 firmware's model), cold-start "
+        "the 1 % and 10 % sub-bands (vs the ESP32 firmware's model), cold-start "
         "convergence, link latency and CPU time per telegram. A few minutes; --quick takes "
         "seconds and gives rougher numbers."
     )
