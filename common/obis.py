@@ -43,6 +43,7 @@ __all__ = [
     "MbusDeviceType",
     "SensorSpec",
     "ValueKind",
+    "is_obis_code",
     "lookup_code",
     "reading_spec",
     "spec_by_key",
@@ -352,6 +353,11 @@ _normalized_cache: dict[str, CodeInfo] = {}
 
 # A-B:C.D.E with an optional F group written as `*255` or `.255` (EasyMeter and others).
 _OBIS_RE = re.compile(r"(\d{1,3})-(\d{1,3}):(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:[.*](\d{1,3}))?")
+
+
+def is_obis_code(text: str) -> bool:
+    """Whether `text` is an OBIS code as meters write it (with an optional `*255`/`.255`)."""
+    return _OBIS_RE.fullmatch(text) is not None
 
 
 def lookup_code(obis: str) -> CodeInfo:

@@ -30,7 +30,7 @@ from pathlib import Path
 from p1lora.common.crc16 import crc16_arc
 from p1lora.common.dsmr_time import parse_timestamp
 from p1lora.common.framing import crc_check_at
-from p1lora.common.obis import lookup_code
+from p1lora.common.obis import is_obis_code, lookup_code
 from p1lora.transmitter.meter_profiles import (
     BE_TARIFFS,
     NL_TARIFFS,
@@ -71,7 +71,6 @@ _UNITS: Mapping[str, Mapping[str, int]] = {
 _NUMBER_RE = re.compile(r"(\d+)(?:\.(\d+))?(?:\*(.+))?")
 _STAMP_RE = re.compile(r"\d{12}[SW]?")
 _GROUP_RE = re.compile(r"\(([^()]*)\)")
-_CODE_RE = re.compile(r"\d{1,3}-\d{1,3}:\d{1,3}\.\d{1,3}\.\d{1,3}(?:[.*]\d{1,3})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +433,7 @@ class _Compiler:
     def _line(self, line: str) -> tuple[tuple[_Part, ...], tuple[str, str] | None]:
         p = line.find("(")
         code = line[:p] if p > 0 else ""
-        if not code or not _CODE_RE.fullmatch(code):
+        if not code or not is_obis_code(code):
             return (line,), None
         groups = _GROUP_RE.findall(line, p)
         if code + "".join(f"({g})" for g in groups) != line:
