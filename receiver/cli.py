@@ -19,7 +19,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -142,8 +142,9 @@ def _read_password_file(path: Path) -> str:
     return password
 
 
-def broker_password(config: Config) -> str | None:
-    """The broker password: [mqtt] password, password_file, or the systemd credential."""
+def broker_password(config: Config, environ: Mapping[str, str] | None = None) -> str | None:
+    """The broker password: [mqtt] password, password_file, or the systemd credential (found
+    through `environ`, the process environment by default)."""
     password = config.opt_str("mqtt.password")
     if password is not None:
         if config.source("mqtt.password") is Source.FILE and config.path is not None:
@@ -152,7 +153,7 @@ def broker_password(config: Config) -> str | None:
     password_file = config.opt_path("mqtt.password_file")
     if password_file is not None:
         return _read_password_file(password_file)
-    credential = credential_path(MQTT_PASSWORD_CREDENTIAL)
+    credential = credential_path(MQTT_PASSWORD_CREDENTIAL, environ)
     if credential is not None:
         return _read_password_file(credential)
     return None

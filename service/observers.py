@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from p1lora.common.airtime import time_on_air_for
-from p1lora.common.frames import FrameType
+from p1lora.common.crypto import RANDOM_SIZE
+from p1lora.common.frames import STATIC_HEADER_SIZE, FrameType
 from p1lora.common.link import LinkEventAction, Transmit
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.hardware.radio import RadioFault
@@ -51,8 +52,8 @@ _ACK_EXPECTED: Final = frozenset(
         FrameType.REPLY.name,
     }
 )
-#: The 8-byte random of a static-key frame (after the 5-byte header and 2 counter-high bytes).
-_RANDOM = slice(7, 15)
+#: The random of a static-key frame: the last field of its header (`common.frames`).
+_RANDOM = slice(STATIC_HEADER_SIZE - RANDOM_SIZE, STATIC_HEADER_SIZE)
 #: The transmitter's link event for an ACK that did not answer its outstanding frame.
 _LATE_ACK: Final = "late_ack"
 

@@ -276,3 +276,23 @@ def test_the_password_file_is_read_as_the_daemon_reads_it(tmp_path, key, capsys)
     assert (code, out) == (2, "")
     assert f"mqtt.password_file: {secret_file} does not hold a password" in err
     assert "readable by everyone" not in err
+
+
+def test_the_password_credential_is_looked_up_only_in_the_environment_applied(
+    tmp_path, key, capsys, monkeypatch
+):
+    """An empty systemd credential is an error the daemon would hit; with --ignore-env the
+    check must not read CREDENTIALS_DIRECTORY from this shell's environment either."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "p1lora-mqtt-password").write_text("\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    text = f"[mqtt]\nusername = 'u'\n[radio]\nbackend = 'sim'\n[link]\nkey_file = '{key}'\n"
+    path = _write(tmp_path, "rx.toml", text)
+    path.chmod(0o600)
+    code, out, err = run(capsys, str(path), "--role", "rx")
+    assert (code, out) == (2, ""), err
+    assert "does not hold a password" in err
+    code, out, err = run(capsys, str(path), "--role", "rx", "--ignore-env")
+    assert code == 0, err
+    assert "does not hold a password" not in err

@@ -468,7 +468,7 @@ def test_state_directory_turns_read_only_mid_run_and_writable_again(
         with ReadOnlySwitch(rig.tx_state) as tx_card, ReadOnlySwitch(rig.rx_state) as rx_card:
             tx_card.read_only()
             rx_card.read_only()
-            before = {f: f.read_bytes() for f in [*rig.tx_state.iterdir(), *rig.rx_state.iterdir()]}
+            before = {f: f.read_bytes() for f in files}
             marks = since(tx), since(rx)
             _command(rig, {"cmd": "radio", "mode": "fixed", "sf": 8, "bw": 250, "power": 14})
             for proc, role, mark in ((tx, "tx", marks[0]), (rx, "rx", marks[1])):
@@ -479,11 +479,14 @@ def test_state_directory_turns_read_only_mid_run_and_writable_again(
                 )
             count = rig.state_count()
             rig.wait_states(5, after=count, what="with read-only state directories")
-            assert {f: f.read_bytes() for f in before} == before, "a read-only file changed"
             assert tx.running and rx.running
 
             tx_card.writable()
             rx_card.writable()
+            # Writable again: the failed atomic writes left the old files whole and no
+            # temporary file behind (the read-only mount itself kept anyone from changing them).
+            assert {f: f.read_bytes() for f in files} == before, "a state file changed"
+            assert all(json.loads(f.read_bytes()) for f in files)
             marks = since(tx), since(rx)
             _command(rig, {"cmd": "radio", "mode": "fixed", "sf": 8, "bw": 125, "power": 14})
             for proc, role, mark in ((tx, "tx", marks[0]), (rx, "rx", marks[1])):

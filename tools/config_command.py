@@ -96,7 +96,7 @@ def _peek(path: Path) -> Mapping[str, object] | None:
         return None
 
 
-def _file_problems(config: Config) -> tuple[list[str], list[str]]:
+def _file_problems(config: Config, environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
     """Problems (errors) and warnings about the files the config names."""
     errors: list[str] = []
     warnings: list[str] = []
@@ -145,18 +145,18 @@ def _file_problems(config: Config) -> tuple[list[str], list[str]]:
                 warnings.append(f"{name}: {path} is not readable by this user")
                 unchecked |= name == "mqtt.password_file"
         if not unchecked:
-            errors.extend(_password_problems(config))
+            errors.extend(_password_problems(config, environ))
     return errors, warnings
 
 
-def _password_problems(config: Config) -> list[str]:
+def _password_problems(config: Config, environ: Mapping[str, str]) -> list[str]:
     """Get the broker password exactly as p1-lora-rx does at start, so that config check gives
     the same warnings (a world-readable config file holding the password, or password file)
     and the same errors (an empty password file). The daemon logs those warnings itself."""
     from p1lora.receiver.cli import broker_password  # noqa: PLC0415 - rx only; paho is heavy
 
     try:
-        broker_password(config)
+        broker_password(config, environ)
     except ConfigError as exc:
         return list(exc.problems)
     return []
@@ -170,7 +170,7 @@ def _check(path: Path, table: OptionTable, environ: Mapping[str, str]) -> int:
             logger.error("%s: %s", path, problem)
         logger.error("%s is NOT a valid %s configuration", path, table.program)
         return 2
-    errors, warnings = _file_problems(config)
+    errors, warnings = _file_problems(config, environ)
     for note in config.notes:
         logger.info("%s", note)
     for warning in warnings:

@@ -688,11 +688,6 @@ def _delivery_words(view: DemoView) -> str:
     return text
 
 
-#: The energy registers summed for the totals (the tariffs a meter has; 1 and 2 in NL/BE).
-_ENERGY_KEYS: Final = {
-    "in": tuple(f"electricity_used_tariff_{n}" for n in range(1, 5)),
-    "out": tuple(f"electricity_delivered_tariff_{n}" for n in range(1, 5)),
-}
 _CLOCK_TIME: Final = re.compile(r"T(\d\d:\d\d:\d\d)")
 
 
@@ -706,20 +701,6 @@ def _meter_entities(view: DemoView) -> dict[str, EntityView]:
             if entity.value_key is not None and entity.has_value:
                 found.setdefault(entity.value_key, entity)
     return found
-
-
-def _energy_total(entities: Mapping[str, EntityView], keys: tuple[str, ...]) -> str | None:
-    """The sum of the registers present, exact (Decimal keeps the meter's digits)."""
-    total: Decimal | None = None
-    unit = ""
-    for key in keys:
-        entity = entities.get(key)
-        if entity is None or isinstance(entity.value, bool):
-            continue
-        if isinstance(entity.value, int | float | Decimal):
-            total = (total or Decimal(0)) + Decimal(str(entity.value))
-            unit = entity.unit or unit
-    return None if total is None else f"{total} {unit}".rstrip()
 
 
 def meter_words(view: DemoView) -> str | None:
@@ -740,10 +721,12 @@ def meter_words(view: DemoView) -> str | None:
         entity = entities.get(key)
         if entity is not None:
             words.append(f"{label} {format_value(entity, view.availability)}")
+    # The bridge's own totals (all tariffs): unknown, like in Home Assistant, when a register
+    # could not be read, never a partial sum.
     energy = [
-        f"{direction} {total}"
-        for direction, keys in _ENERGY_KEYS.items()
-        if (total := _energy_total(entities, keys)) is not None
+        f"{direction} {format_value(entity, view.availability)}"
+        for direction, key in (("in", "total_energy_import"), ("out", "total_energy_export"))
+        if (entity := entities.get(key)) is not None
     ]
     if energy:
         words.append("energy " + ", ".join(energy))
