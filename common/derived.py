@@ -18,7 +18,9 @@ None when a register it needs is missing, rather than a guess.
 A register that is present but unreadable (`1-0:1.8.2(abc*kWh)`: the parser keeps it as null)
 makes its total and the net values that use it None too, with a warning. Leaving it out would
 publish tariff 1 alone as "total import": a drop that Home Assistant takes for a meter reset
-of a `total_increasing` sensor, and a wrong net energy.
+of a `total_increasing` sensor, and a wrong net energy. A meter that prints its own total next
+to the tariffs (`1.8.0`, Hungary and Austria) keeps its totals: with a tariff unreadable, the
+readable total register is used instead of the sum.
 
 On that client's reference telegram (import 2640.860 + 1164.335 kWh, export
 1076.832 + 2684.048 kWh, 0.006 kW in, 0 out) this gives net energy 44.315 kWh and net power
@@ -35,6 +37,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from p1lora.common.obis import SensorSpec, ValueKind
+from p1lora.common.warn_once import WarnOnce
 
 if TYPE_CHECKING:
     from p1lora.common.telegram import DataObject
@@ -177,21 +180,34 @@ def _difference(a: _Quantity | None, b: _Quantity | None) -> _Quantity | None:
 
 # Warn once per (output, register key); bounded like the parser's warnings.
 _WARN_LIMIT = 64
-_warned: set[tuple[str, str]] = set()
+_warned = WarnOnce(logger, _WARN_LIMIT)
 
 
 def _warn_unreadable(output: str, key: str) -> None:
-    if (output, key) in _warned:
-        logger.debug("%s left empty: %s is unreadable", output, key)
-        return
-    if len(_warned) < _WARN_LIMIT:
-        _warned.add((output, key))
-    logger.warning(
+    _warned(
+        (output, key),
         "%s left empty: register %s is in the telegram but its value is unreadable (a total "
         "without it would be wrong)",
         output,
         key,
     )
+
+
+def _pick_role(
+    tariffs: int, total: int, found: list[list[_Quantity]], bad: list[str | None]
+) -> int:
+    """Which role gives a direction's total: its tariffs, or the meter's own total register.
+
+    The tariffs when the meter has any (readable or not), else the total register. When a
+    tariff is unreadable but the meter also prints its own total (Hungarian and Austrian
+    meters print `1.8.0` next to `1.8.1`..`1.8.4`) and that is readable, the total is used:
+    it is the meter's own sum, so nothing is guessed and nothing is left out.
+    """
+    if not found[tariffs] and bad[tariffs] is None:
+        return total
+    if bad[tariffs] is not None and found[total] and bad[total] is None:
+        return total
+    return tariffs
 
 
 def compute_derived(objects: Iterable[DataObject]) -> DerivedValues:
@@ -218,10 +234,9 @@ def compute_derived(objects: Iterable[DataObject]) -> DerivedValues:
         any_found = True
     if not any_found:
         return _NOTHING
-    import_tariffs, export_tariffs, _, _, power_in, power_out = found
-    # The tariffs are used when the meter has any (readable or not), else the totals.
-    import_role = 0 if import_tariffs or unreadable[0] else 2
-    export_role = 1 if export_tariffs or unreadable[1] else 3
+    power_in, power_out = found[4], found[5]
+    import_role = _pick_role(0, 2, found, unreadable)
+    export_role = _pick_role(1, 3, found, unreadable)
     bad_import, bad_export = unreadable[import_role], unreadable[export_role]
     bad_power = unreadable[4] or unreadable[5]
     if bad_import is not None:

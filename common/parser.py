@@ -39,6 +39,7 @@ from p1lora.common.obis import (
     reading_spec,
 )
 from p1lora.common.telegram import DataObject, ProfileEntry, Telegram, Value
+from p1lora.common.warn_once import WarnOnce
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,17 +74,13 @@ _HEX_RE = re.compile(r"(?:[0-9A-Fa-f]{2})+")
 
 # Warn once per (code, problem); bounded so that arbitrary input cannot grow memory.
 _WARN_LIMIT = 256
-_warned: set[tuple[str, str]] = set()
+_warned = WarnOnce(logger, _WARN_LIMIT)
 
 
 def _warn(code: str, problem: str, line: str) -> None:
     # The line is meter text, maybe noise: quoted escaped and cut short (`excerpt`).
-    if (code, problem) in _warned:
-        logger.debug("%s: %s in '%s'", excerpt(code), problem, excerpt(line, 80))
-        return
-    if len(_warned) < _WARN_LIMIT:
-        _warned.add((code, problem))
-    logger.warning(
+    _warned(
+        (code, problem),
         "%s: %s in '%s'; value kept as null with its raw text",
         excerpt(code),
         problem,

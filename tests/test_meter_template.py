@@ -493,3 +493,26 @@ def test_command_help_documents_template() -> None:
     )
     text = result.stdout.decode()
     assert "--template FILE" in text and "verbatim" in text and "--interval" in text
+
+
+@pytest.mark.parametrize(("printed", "low", "high"), [("251.0", 240, 245), ("215.0", 220, 225)])
+def test_template_voltages_outside_the_meters_range_wander_inside_it(
+    printed: str, low: int, high: int
+) -> None:
+    """The virtual meter keeps voltages in 220-245 V: a template level outside that is
+    clamped inside it, so that voltages still wander instead of sticking to the bound."""
+    body = telegram_part("V5.txt").replace(
+        b"1-0:32.7.0(0230.0*V)", f"1-0:32.7.0({printed:0>6}*V)".encode()
+    )
+    body = body[: body.rindex(b"!") + 1]
+    body += b"%04X\r\n" % crc16_arc(body)
+    meter = parse_template(body).meter(
+        seed=1, start=datetime.fromisoformat("2024-01-01T00:00:00+01:00")
+    )
+    volts: list[Decimal] = []
+    for _ in range(300):
+        value = parse_telegram(meter.next_telegram()[1]).value("instantaneous_voltage_l1")
+        assert isinstance(value, Decimal)
+        volts.append(value)
+    assert low <= min(volts) and max(volts) <= high, (min(volts), max(volts))
+    assert len(set(volts)) > 5  # wandering, not pinned to 245.0 / 220.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -12,12 +13,14 @@ from p1lora.common.clock import VirtualClock
 from p1lora.common.counters import CounterState
 from p1lora.common.crc16 import crc16_arc
 from p1lora.common.link import LinkConfig, LinkEventAction, SerialState, Transmit, TxStatus
+from p1lora.common.plausibility import PlausibilityGate, PlausibilityLimits
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.service.link_runtime import RuntimeObserver, frame_type_name
 from p1lora.service.state_store import StateStore
 from p1lora.tools.sim import SimOptions, Simulation
 from p1lora.transmitter.runtime import TxRuntime, tx_status_from_source
 from p1lora.transmitter.serial_source import SourceStats
+from p1lora.transmitter.virtual_meter import VirtualMeter
 from tests.helpers_sim import PSK, FakeRadio, frame_counter
 
 DISCOVER = 0x01
@@ -364,3 +367,56 @@ def test_link_events_go_to_the_link_log_callable() -> None:
     runtime.step(0.0)
     assert (0.0, "discover") in logged
     assert (0.0, "configure") in logged  # the construction's Configure
+
+
+def _handed_to_link(runtime: TxRuntime, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every telegram the runtime hands to its link, in order."""
+    handed: list[bytes] = []
+    real = runtime.tx_link.telegram_ready
+
+    def spy(now: float, raw: bytes):  # type: ignore[no-untyped-def]
+        handed.append(raw)
+        return real(now, raw)
+
+    monkeypatch.setattr(runtime.tx_link, "telegram_ready", spy)
+    return handed
+
+
+def test_a_telegram_held_over_a_meter_outage_is_dropped_not_sent_as_current(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DSMR 2.2 (no CRC): the telegram held for confirmation when the meter's data stopped
+    must not be sent when the first telegram after a two-hour outage arrives."""
+    clock = VirtualClock()
+    runtime = _runtime(clock, FakeRadio(clock))
+    handed = _handed_to_link(runtime, monkeypatch)
+    meter = VirtualMeter("dsmr22", seed=0)
+    stream = [meter.next_telegram()[1] for _ in range(4)]
+    caplog.set_level(logging.INFO, logger="p1lora.transmitter.runtime")
+    for at, raw in zip((0.0, 10.0, 7200.0, 7210.0), stream, strict=True):
+        clock.advance_to(at)
+        runtime.submit_telegram(raw, at)
+        runtime.step(at)
+    assert handed == [stream[0], stream[2]]  # stream[1] was held when the data stopped
+    snapshot = runtime.diagnostics()
+    assert snapshot.telegrams_expired == 1 and snapshot.telegrams_rejected == 0
+    assert any("held for confirmation was dropped" in r.getMessage() for r in caplog.records)
+
+
+def test_telegrams_the_gate_lets_through_unchecked_are_sent_and_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gate = PlausibilityGate(PlausibilityLimits(resync_after=2, fail_open_after=1))
+    clock = VirtualClock()
+    runtime = _runtime(clock, FakeRadio(clock), plausibility=gate)
+    handed = _handed_to_link(runtime, monkeypatch)
+    meter = VirtualMeter("dsmr22", seed=0)
+    stream = [meter.next_telegram() for _ in range(5)]
+    high = [re.sub(rb"1-0:1\.7\.0\([0-9.]+", b"1-0:1.7.0(0070.00", raw) for _, raw in stream]
+    for (at, _), raw in zip(stream, high, strict=True):
+        clock.advance_to(at)
+        runtime.submit_telegram(raw, at)
+        runtime.step(at)
+    assert handed == high[1:]  # the first refused, then open after 2 in a row
+    snapshot = runtime.diagnostics()
+    assert snapshot.telegrams_unchecked == 4 and snapshot.telegrams_rejected == 1

@@ -175,7 +175,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         metavar="X",
         help="run time X times faster (intervals and byte pacing); 'max' = no pacing, "
-        "--stdout only (default: 1)",
+        "--stdout only (default: 1). Without a CRC (dsmr22, or such a template) a real "
+        "p1-lora-tx checks that registers rise no faster than physically possible in the "
+        "time it measures between telegrams (at least 10 s): above 1 the meter's clock runs "
+        "faster than that, so high loads can be refused as implausible; test that check "
+        "at --speed 1",
     )
     meter = parser.add_argument_group("meter")
     meter.add_argument(

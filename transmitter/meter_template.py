@@ -207,6 +207,13 @@ _ENERGY: Mapping[str, tuple[int, ...]] = {
 }
 
 _MBUS_READINGS = frozenset({"24.2.1", "24.2.3"})
+#: Template voltages (dV) taken as a mains level at all: a template showing 0 V (a phase
+#: not connected) must not anchor the grid.
+_MAINS_DV = (2000, 2600)
+#: The level the voltages wander around is kept within this (dV): 2 V inside the 220-245 V
+#: that `VirtualMeter` keeps phase voltages in, so that a template at 251 V gives voltages
+#: wandering just below 245 V instead of a flat 245.0 pinned to the bound.
+_SEED_DV = (2220, 2430)
 #: M-Bus device types the model has a flow for (3 gas, 7 water, per EN 13757-3).
 _MBUS_FLOWS: Mapping[int, str] = {3: "gas", 7: "water"}
 
@@ -279,10 +286,10 @@ class TemplateRenderer:
         if init.water_liters is not None:
             state.water_ls = init.water_liters * 3600
             state.water_shown = init.water_liters
+        low, high = _SEED_DV
         for phase, dv in enumerate(init.voltages_dv):
-            # Only plausible mains voltages; a template showing 0 V must not anchor the grid.
-            if dv is not None and 2000 <= dv <= 2600:
-                state.voltage_dv[phase] = dv
+            if dv is not None and _MAINS_DV[0] <= dv <= _MAINS_DV[1]:
+                state.voltage_dv[phase] = min(high, max(low, dv))
         # The month's peak is the template's only while the meter runs in the template's month
         # (the model drew a peak for the start month; a peak from another month would never
         # roll over into the history correctly).

@@ -14,7 +14,10 @@ Each step (see `p1lora.service.link_runtime` for what all runtimes share):
    telegrams (no CRC) are checked against the ones before them
    (`p1lora.common.plausibility`), sent one telegram late, and never sent when implausible:
    those are counted as telegram errors (in the STATUS frame's `other_errors`) and logged,
-   the first at once and then a summary at most every `REJECTED_LOG_INTERVAL_S`;
+   the first at once and then a summary at most every `REJECTED_LOG_INTERVAL_S`. A held
+   telegram the next one arrives too late for (the meter's data stopped in between) is
+   dropped, not sent as current, and counted in `telegrams_expired`; telegrams the gate lets
+   through unchecked while failing open (it logs an ERROR) in `telegrams_unchecked`;
 3. every `status_update_s`, the serial source's counters -> `link.update_status` (the link sends
    them in its STATUS frames so the receiver can show the closet's health in Home Assistant);
 4. `link.tick` when due; every returned action executed in order, `RunCommand` included: the
@@ -46,7 +49,7 @@ from p1lora.common.link import (
     TxLink,
     TxStatus,
 )
-from p1lora.common.plausibility import PlausibilityGate
+from p1lora.common.plausibility import PlausibilityGate, Verdict
 from p1lora.hardware.radio import Radio
 from p1lora.service.link_runtime import LinkRuntime, RuntimeObserver, RuntimeStats
 from p1lora.service.state_store import StateStore
@@ -112,6 +115,10 @@ class TxSnapshot:
     runtime: RuntimeStats
     #: Telegrams without CRC the plausibility gate refused (never sent).
     telegrams_rejected: int = 0
+    #: Telegrams without CRC held for confirmation and dropped: the next came too late.
+    telegrams_expired: int = 0
+    #: Telegrams without CRC sent unchecked while the gate failed open.
+    telegrams_unchecked: int = 0
 
 
 class TxRuntime(LinkRuntime):
@@ -167,6 +174,8 @@ class TxRuntime(LinkRuntime):
         self._last_telegram_at: float | None = None
         self._gate = plausibility if plausibility is not None else PlausibilityGate()
         self._rejected = 0
+        self._expired = 0
+        self._unchecked = 0
         # Rejections already logged, and when the next summary may be (None: none logged).
         self._rejected_logged = 0
         self._rejected_log_at: float | None = None
@@ -200,6 +209,8 @@ class TxRuntime(LinkRuntime):
                 last_telegram_at=self._last_telegram_at,
                 runtime=replace(self.stats),
                 telegrams_rejected=self._rejected,
+                telegrams_expired=self._expired,
+                telegrams_unchecked=self._unchecked,
             )
 
     # ------------------------------------------------------------------ hooks
@@ -214,11 +225,21 @@ class TxRuntime(LinkRuntime):
         for raw, received_at in telegrams:
             self._last_telegram_at = received_at
             verdict = self._gate.check(raw, received_at)
+            if verdict.expired:
+                self._expired += verdict.expired
+                logger.info(
+                    "a P1 telegram without CRC held for confirmation was dropped: the next one "
+                    "came after a gap in the meter's data (over %g s), so it would have gone "
+                    "out as a current reading",
+                    self._gate.limits.max_hold_s,
+                )
             if verdict.rejected:
                 self._rejected += verdict.rejected
                 self._last_rejection = verdict.reason or "implausible"
+            if verdict.verdict is Verdict.UNCHECKED:
+                self._unchecked += 1
             if verdict.release is not None:
-                self._execute(now, self.tx_link.telegram_ready(now, verdict.release[0]))
+                self._execute(now, self.tx_link.telegram_ready(now, verdict.release))
         self._log_rejected(now)
         if now >= self._next_status_at:
             self._next_status_at = now + self._status_update_s
