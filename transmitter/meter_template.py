@@ -37,7 +37,7 @@ from p1lora.transmitter.meter_profiles import (
     PROFILES,
     MeterProfile,
 )
-from p1lora.transmitter.virtual_meter import MeterState, VirtualMeter
+from p1lora.transmitter.virtual_meter import VOLTAGE_BOUNDS_DV, MeterState, VirtualMeter
 
 __all__ = [
     "MeterTemplate",
@@ -210,10 +210,10 @@ _MBUS_READINGS = frozenset({"24.2.1", "24.2.3"})
 #: Template voltages (dV) taken as a mains level at all: a template showing 0 V (a phase
 #: not connected) must not anchor the grid.
 _MAINS_DV = (2000, 2600)
-#: The level the voltages wander around is kept within this (dV): 2 V inside the 220-245 V
-#: that `VirtualMeter` keeps phase voltages in, so that a template at 251 V gives voltages
-#: wandering just below 245 V instead of a flat 245.0 pinned to the bound.
-_SEED_DV = (2220, 2430)
+#: The level the voltages wander around is kept within this (dV): 2 V inside the bounds
+#: `VirtualMeter` keeps phase voltages in, so that a template at 251 V gives voltages
+#: wandering just below the upper bound instead of pinned flat to it.
+_SEED_DV = (VOLTAGE_BOUNDS_DV[0] + 20, VOLTAGE_BOUNDS_DV[1] - 20)
 #: M-Bus device types the model has a flow for (3 gas, 7 water, per EN 13757-3).
 _MBUS_FLOWS: Mapping[int, str] = {3: "gas", 7: "water"}
 

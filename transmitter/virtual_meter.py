@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from p1lora.common.crc16 import crc16_arc
 from p1lora.transmitter.meter_profiles import (
@@ -38,6 +38,7 @@ from p1lora.transmitter.meter_profiles import (
 __all__ = [
     "DEFAULT_START",
     "FIELDS",
+    "VOLTAGE_BOUNDS_DV",
     "MeterReading",
     "MeterState",
     "TelegramRenderer",
@@ -422,6 +423,11 @@ def _hex_id(rng: random.Random, prefix: str) -> str:
     return serial.encode("ascii").hex().upper()
 
 
+#: The range (dV) a phase's no-load voltage wanders in: 220-245 V, well inside the 230 V
+#: +-10 % a low-voltage grid must keep.
+VOLTAGE_BOUNDS_DV: Final = (2200, 2450)
+
+
 class VirtualMeter:
     """A smart meter that produces the telegram due every `interval` seconds after `start`.
 
@@ -689,7 +695,7 @@ class VirtualMeter:
         for p in range(self.profile.phases):
             free = self._free_dv[p] + rng.choice((-1, 0, 0, 1)) * (1 if dt < 5 else 2)
             free += round((self._nominal_dv[p] - free) * min(1.0, 0.01 * dt))
-            self._free_dv[p] = min(2450, max(2200, free))
+            self._free_dv[p] = min(VOLTAGE_BOUNDS_DV[1], max(VOLTAGE_BOUNDS_DV[0], free))
             volts_dv = self._free_dv[p] - round(s.phase_w[p] / 230.0 * _GRID_OHM * 10)
             s.voltage_dv[p] = volts_dv
             s.current_ca[p] = (1000 * abs(s.phase_w[p]) + volts_dv // 2) // volts_dv
