@@ -50,6 +50,7 @@ __all__ = [
     "Layout",
     "RenderError",
     "Tokens",
+    "has_meter_clock",
     "render",
     "render_field",
     "tokenize",
@@ -128,6 +129,14 @@ _RANK_BY_D = {7: 0, 4: 1, 6: 1, 8: 1}
 _RANK_BY_C = {24: 1}
 _RANK_CLOCK = -1
 _RANK_OTHER = 2
+
+
+def has_meter_clock(telegram: bytes) -> bool:
+    """Whether the telegram carries the meter's timestamp (DSMR 4+, e-MUCS), which a meter never
+    repeats: two identical telegrams with a clock are one telegram sent twice. (Both link ends
+    decide this the same way: the transmitter does not resend such a copy, the receiver does
+    not deliver it twice.)"""
+    return b"\n" + _CLOCK_OBIS in telegram
 
 
 def _line_rank(text: bytes, start: int) -> int:

@@ -35,6 +35,12 @@ from typing import Final
 
 from p1lora.common.airtime import MAX_PAYLOAD, low_data_rate_optimize, time_on_air_for
 from p1lora.common.clock import Clock, Scheduler, TimerHandle
+from p1lora.common.link.config import (
+    HIGH_POWER_MAX_DUTY_CYCLE,
+    PA_BOOST_CONTINUOUS_MAX_DBM,
+    PA_BOOST_MAX_DBM,
+    max_power_for_duty_cycle,
+)
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.hardware.radio import (
     FrameReceived,
@@ -86,13 +92,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Output power each PA path can produce (datasheet 5.4.2; +18..+20 need RegPaDac = 0x87).
-PA_BOOST_RANGE_DBM: Final = (2, 20)
+PA_BOOST_RANGE_DBM: Final = (2, PA_BOOST_MAX_DBM)
 RFO_RANGE_DBM: Final = (-4, 14)
-#: Datasheet ("High Power +20 dBm Operation"): the +20 dBm mode (RegPaDac 0x87, which this
-#: driver uses for everything above +17 dBm) is rated for at most 1 % duty cycle. A sub-band
-#: that allows more (EU868's 10 % at 869.525 MHz, the US/AU/IN bands) must stay at +17 dBm.
-PA_BOOST_CONTINUOUS_MAX_DBM: Final = 17
-HIGH_POWER_MAX_DUTY_CYCLE: Final = 0.01
+#: The +20 dBm mode's 1 % duty-cycle rating (`PA_BOOST_CONTINUOUS_MAX_DBM`,
+#: `HIGH_POWER_MAX_DUTY_CYCLE`, `max_power_for_duty_cycle`) lives in `p1lora.common.link.config`
+#: so the link and the simulator apply it too; re-exported here for the driver's users.
 #: Over-current limit per path: (highest power in the row, limit in mA). PA_BOOST at +20 dBm
 #: draws about 120 mA; the 100 mA default would clip it.
 OCP_TABLE_MA: Final = MappingProxyType({"pa_boost": ((17, 100), (20, 140)), "rfo": ((14, 100),)})
@@ -149,7 +153,7 @@ def power_setting(dbm: int, pa_boost: bool) -> PowerSetting:
     low, high = PA_BOOST_RANGE_DBM if pa_boost else RFO_RANGE_DBM
     power = min(max(dbm, low), high)
     if pa_boost:
-        high_power = power > 17
+        high_power = power > PA_BOOST_CONTINUOUS_MAX_DBM
         output = power - (5 if high_power else 2)
         pa_config = int(PaConfig.PA_BOOST) | 0x70 | output
         pa_dac = 0x87 if high_power else 0x84
@@ -159,17 +163,6 @@ def power_setting(dbm: int, pa_boost: bool) -> PowerSetting:
         pa_dac = 0x84
     milliamps = next(ma for limit, ma in OCP_TABLE_MA[path] if power <= limit)
     return PowerSetting(pa_config, pa_dac, _ocp_register(milliamps), milliamps, power)
-
-
-def max_power_for_duty_cycle(duty_cycle: float) -> int:
-    """The most PA_BOOST power the chip is rated for when on air up to `duty_cycle` of the time.
-
-    The legal duty cycle of the sub-band is the bound that matters: the link may use all of
-    it, so a 10 % band means up to 10 % on air, beyond the +20 dBm mode's 1 % rating.
-    """
-    if duty_cycle <= HIGH_POWER_MAX_DUTY_CYCLE:
-        return PA_BOOST_RANGE_DBM[1]
-    return PA_BOOST_CONTINUOUS_MAX_DBM
 
 
 def frf_for(frequency_hz: int) -> int:

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Final
 
 from p1lora.common.link import FixedRadio, LinkConfig, RadioMode
+from p1lora.common.link.config import HIGH_POWER_MAX_DUTY_CYCLE, max_power_for_duty_cycle
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 from p1lora.common.regions import DEFAULT_REGION, REGIONS, RegionError, get_region
 from p1lora.hardware.boards import BOARD_ALIASES, BOARDS, BoardPins, get_board, parse_pins
-from p1lora.hardware.sx127x import HIGH_POWER_MAX_DUTY_CYCLE, max_power_for_duty_cycle
 from p1lora.hardware.udp_channel import UdpSimOptions
 from p1lora.receiver.mqtt_config import MqttConfig, MqttConfigError
 from p1lora.service.config import (

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from p1lora.common.airtime import time_on_air_for
-from p1lora.common.regions import REGIONS, get_region
+from p1lora.common.link import LinkConfig
+from p1lora.common.link.config import FixedRadio, RadioMode
+from p1lora.common.regions import REGIONS, Region, RegionError, SubBand, get_region
 from p1lora.hardware.sx127x import (
     PA_BOOST_CONTINUOUS_MAX_DBM,
     max_power_for_duty_cycle,
@@ -25,6 +27,7 @@ from p1lora.hardware.sx127x import (
 )
 from p1lora.service.config import load_config
 from p1lora.service.options import chip_tx_power, link_config, table_for
+from p1lora.tools.sim import SimOptions, Simulation
 
 ROOT = Path(__file__).resolve().parent.parent
 TX_ENV = {"P1LORA_SERIAL": "/dev/ttyUSB0", "P1LORA_RADIO": "sim"}
@@ -50,6 +53,48 @@ def _warnings(caplog) -> list[str]:
 
 
 # ---------------------------------------------------------------------- the chip's rule
+
+
+def test_the_rule_lives_in_the_sans_io_core_and_the_driver_re_exports_it():
+    from p1lora.common.link import config as link_config_module
+    from p1lora.hardware import sx127x
+
+    assert sx127x.max_power_for_duty_cycle is link_config_module.max_power_for_duty_cycle
+    assert sx127x.PA_BOOST_CONTINUOUS_MAX_DBM == link_config_module.PA_BOOST_CONTINUOUS_MAX_DBM
+    assert sx127x.HIGH_POWER_MAX_DUTY_CYCLE == link_config_module.HIGH_POWER_MAX_DUTY_CYCLE
+    assert sx127x.PA_BOOST_RANGE_DBM[1] == link_config_module.PA_BOOST_MAX_DBM
+
+
+def test_the_link_config_caps_the_power_by_the_duty_cycle():
+    # 869.525 MHz allows 500 mW and 10 %: the chip may only use +17 dBm there.
+    assert LinkConfig(tx_power_dbm=20).max_tx_power() == 17
+    assert LinkConfig(tx_power_dbm=17).max_tx_power() == 17
+    assert LinkConfig(tx_power_dbm=20).rendezvous().tx_power_dbm == 17
+    high = LinkConfig(tx_power_dbm=20)
+    assert high.fixed_settings(FixedRadio(7, 250_000, 17)).tx_power_dbm == 17
+    with pytest.raises(RegionError, match=r"maximum 17 dBm \(the SX127x's \+20 dBm mode"):
+        LinkConfig(tx_power_dbm=20, mode=RadioMode.FIXED, fixed=FixedRadio(7, 250_000, 20))
+    # A 1 % band that allows +20 dBm keeps it.
+    band = SubBand("one-percent", 869_400_000, 869_650_000, 0.01, 500, 27)
+    region = Region("ONE", "test region", (band,), 869_525_000)
+    assert LinkConfig(region=region, tx_power_dbm=20).max_tx_power() == 20
+    # US915 (0.4 s per 20 s is 2 %): at most +17 dBm, as its default already is.
+    assert LinkConfig(region=get_region("US915"), tx_power_dbm=20).max_tx_power() == 17
+
+
+def test_the_simulator_models_the_capped_power_and_says_so(caplog):
+    caplog.set_level(logging.WARNING, logger="p1lora.tools.sim")
+    sim = Simulation(SimOptions(tx_power_dbm=20, duration_s=30.0, path_loss_db=147.0))
+    assert sim.config.max_tx_power() == 17
+    sim.run()
+    powers = {s.tx_power_dbm for _, s, _ in sim.tx_log.settings}
+    assert powers == {17}
+    (warning,) = [r.getMessage() for r in caplog.records if "--tx-power" in r.getMessage()]
+    assert "--tx-power 20 dBm" in warning and "at most 17 dBm" in warning
+    assert "1% duty cycle" in warning and "10%" in warning
+    caplog.clear()
+    Simulation(SimOptions(tx_power_dbm=14, duration_s=1.0))
+    assert "--tx-power" not in caplog.text
 
 
 def test_the_plus_20_dbm_mode_is_for_one_percent_duty_cycle_only():

@@ -9,6 +9,7 @@ delivered nothing, silently; random loss on a strong link made the tuner step do
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -16,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from p1lora.common.budget import AirtimeBudget
+from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.link import LinkConfig
-from p1lora.common.link.config import FixedRadio
+from p1lora.common.link.config import FixedRadio, RadioMode
 from p1lora.common.regions import Region, RegionError, SubBand, get_region
 from p1lora.tools.cli import main as cli_main
-from p1lora.tools.sim import SimOptions, Simulation
+from p1lora.tools.sim import SimMetrics, SimOptions, Simulation
 from tests.helpers_link import Channel, Harness
 
 DEPLOY_TX = Path(__file__).resolve().parent.parent / "deploy" / "config" / "tx.toml"
@@ -101,6 +103,8 @@ def test_a_switch_the_budget_can_never_carry_is_reported_once(
     assert h.tx_link.state == "running"
     assert h.tx_link.settings.label() == "SF7/BW125"
     assert h.tx_link.diagnostics(h.clock.now()).telegrams["acked"] >= 3  # slowly, at the rendezvous
+    # Said once, not at every evaluation (it used to repeat every retune interval).
+    assert h.tx.kinds().count("switch_deferred") == 1
 
 
 # -- 0.1 % sub-bands are refused with the reason ------------------------------------------------
@@ -180,6 +184,7 @@ def test_fixed_mode_retries_its_setting_soon_after_random_loss_failed_it() -> No
 # -- identical telegrams (a meter whose clock did not tick) -------------------------------------
 
 V5 = Path(__file__).resolve().parent / "data" / "telegrams" / "V5.txt"
+V2_2 = Path(__file__).resolve().parent / "data" / "telegrams" / "V2_2.txt"
 
 
 def test_a_telegram_identical_to_the_acknowledged_one_is_not_sent_again() -> None:
@@ -207,3 +212,103 @@ def test_the_simulator_says_when_a_looped_capture_never_changes(
     assert "1 distinct telegram" in caplog.text
     assert metrics.number("telegrams_unchanged") >= 100
     assert metrics.number("update_frames") <= 2
+
+
+def test_both_link_ends_tell_a_clocked_telegram_the_same_way() -> None:
+    from p1lora.common import codec_fields
+    from p1lora.common.link import rx, tx
+
+    assert has_meter_clock(V5.read_bytes())
+    assert not has_meter_clock(V2_2.read_bytes())  # DSMR 2.2: no timestamp, repeats delivered
+    # One definition, next to the OBIS code the codec already knows, used by both ends.
+    assert tx.has_meter_clock is rx.has_meter_clock is codec_fields.has_meter_clock
+
+
+# -- US915: every switch plan carries its proof -------------------------------------------------
+
+
+def _us915(duration_s: float = 900.0, **options: object) -> tuple[Simulation, SimMetrics]:
+    settings: dict[str, object] = {"region": "US915", "path_loss_db": 100.0, "seed": 3}
+    settings.update(options)
+    sim = Simulation(SimOptions(duration_s=duration_s, **settings))  # type: ignore[arg-type]
+    return sim, sim.run()
+
+
+def _assert_switch_held(sim: Simulation, metrics: SimMetrics, label: str) -> None:
+    assert sim.tx.tx_link.settings.label() == label
+    assert metrics["link_lost"] == 0
+    assert metrics.number("switches_failed") == 0
+    # The receiver never waited in vain for the proof at the new setting.
+    assert sim.rx_log.events["switch_reverted"] == 0
+    assert not metrics["budget_exceeded"]
+
+
+def test_us915_fixed_sf9_bw500_commits_because_the_plan_keeps_room_for_the_proof() -> None:
+    # Before: one SWITCH and three probes fitted 0.4 s per 20 s, the proof frame the receiver
+    # needs did not: it reverted ("no proof at the new setting"), the transmitter stayed at
+    # SF9 and lost the link; 10 telegrams in 15 minutes, link lost twice.
+    sim, metrics = _us915(fixed=FixedRadio(9, 500_000))
+    _assert_switch_held(sim, metrics, "SF9/BW500")
+    assert metrics.number("switches_committed") == 1
+    assert metrics.number("telegrams_delivered") >= 200
+    # The key frame waits for the next 20 s window after the switch and its proof.
+    assert metrics.number("first_delivery_s") < 60.0
+
+
+def test_us915_auto_at_135_db_settles_at_a_rung_that_fits() -> None:
+    # Before: 13 telegrams in 15 minutes (fixed SF8/BW500 gave 461), link lost.
+    sim, metrics = _us915(path_loss_db=135.0, seed=1)
+    _assert_switch_held(sim, metrics, "SF9/BW500")
+    assert metrics.number("telegrams_delivered") >= 200
+    assert metrics.number("max_gap_s") < 30.0
+
+
+def test_us915_switches_again_once_full_size_updates_flow() -> None:
+    # Before: after the link came back, probes padded like the ~130-byte updates made the
+    # smallest plan 0.44 s > 0.4 s: the link stayed at SF11/BW500 with a `switch_deferred`
+    # event every ~40 s. Now the probes shrink to fit, and the switch goes again.
+    sim, metrics = _us915(fixed=FixedRadio(9, 500_000), degrade=((300.0, 170.0), (420.0, 100.0)))
+    labels = [s.label() for _, s, _ in sim.tx_log.settings]
+    assert labels == ["SF11/BW500", "SF9/BW500", "SF11/BW500", "SF9/BW500"]
+    assert metrics.number("switches_committed") == 2
+    assert metrics.number("switches_failed") == 0
+    assert sim.rx_log.events["switch_reverted"] == 0
+    assert sim.tx_log.events["switch_deferred"] <= 2  # at most once per handshake
+    late = [t for t in sim.deliveries.times if t > 600.0]
+    assert len(late) >= 60
+
+
+# -- fixed mode: a few fast retries, then the usual back-off ------------------------------------
+
+
+def test_the_failed_setting_cooldown_table() -> None:
+    config = LinkConfig()
+    fixed = [config.failed_cooldown(n, fixed=True) for n in range(1, 12)]
+    assert fixed == [30, 60, 120, 300, 600, 1200, 2400, 4800, 9600, 14400, 14400]
+    auto = [config.failed_cooldown(n, fixed=False) for n in range(1, 8)]
+    assert auto == [300, 600, 1200, 2400, 4800, 9600, 14400]
+    assert config.failed_cooldown(10_000, fixed=False) == 4 * 3600.0
+    never_fast = LinkConfig(fixed_fast_retries=0)
+    assert never_fast.failed_cooldown(1, fixed=True) == 300
+    with pytest.raises(ValueError, match="failed_cooldown_max_s"):
+        LinkConfig(failed_cooldown_max_s=60.0)
+
+
+def test_fixed_mode_backs_off_from_an_unreachable_setting() -> None:
+    # Before: SF7/BW125 at 142 dB (out of reach) was retried every 5 minutes for ever: 22
+    # failed switches, 33 telegrams and a 700 s gap in 3 hours at 868.1 MHz (1 %).
+    config = LinkConfig(
+        frequency_hz=868_100_000, mode=RadioMode.FIXED, fixed=FixedRadio(7, 125_000)
+    )
+    h = Harness(channel=Channel(path_loss_db=142.0), tx_config=config, rx_config=config)
+    h.run_until(3 * 3600.0)
+    failed = [(t, f["cooldown_s"]) for t, kind, f in h.tx.events if kind == "switch_failed"]
+    cooldowns = [c for _, c in failed]
+    assert cooldowns == [30, 60, 120, 300, 600, 1200, 2400, 4800][: len(cooldowns)]
+    assert 6 <= len(failed) <= 8
+    for (t0, cooldown), (t1, _) in itertools.pairwise(failed):
+        assert t1 - t0 >= cooldown
+    starts = [t for t, kind, _ in h.tx.events if kind == "switch_start"]
+    assert len(starts) == len(failed)
+    assert h.tx_link.settings.label() == "SF12/BW125"
+    assert len(h.rx.delivered) >= 38

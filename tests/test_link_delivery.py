@@ -15,6 +15,9 @@ from p1lora.common.link import (
     parse_command,
     timing,
 )
+from p1lora.common.link.events import LinkEventAction
+from p1lora.common.link.messages import Ack, AckKind, Report
+from p1lora.common.radio_types import ReceivedFrame
 from p1lora.common.regions import Region, RegionError, SubBand
 from tests.conftest import telegram_bytes
 from tests.helpers_link import (
@@ -277,3 +280,21 @@ def test_identical_telegrams_of_a_meter_without_clock_are_all_delivered():
     assert len(read_after_start) >= 25
     assert len(delivered_after_start) >= len(read_after_start) - 1
     assert h.delivered_ok()
+
+
+def test_a_late_ack_is_reported_before_the_command_it_carries():
+    """An observer pairing ACKs with the frames they answer (the link log) decides from the
+    link's next event: the `late_ack` verdict must come before the events of a command the
+    ACK carried, or the ACK is credited to the frame still waiting for its own."""
+    h = Harness(channel=Channel(path_loss_db=108.0))
+    h.run_until(30.0)
+    tx_link = h.tx_link
+    out = tx_link._outstanding  # the frame in flight, if any
+    counter_low = ((out.counter + 1) if out is not None else 0) & 0xFFFF  # answers nothing
+    ack = Ack(AckKind.DATA, counter_low, 0, Report(-80.0, 5.0), 7, parse_command("info"))
+    frame = ReceivedFrame(b"", -80.0, 5.0, tx_link.settings, h.clock.now())
+    tx_link.actions()  # what the harness has not collected yet is not this ACK's
+    tx_link._on_ack(h.clock.now(), ack, frame)  # an authentic but late ACK
+    kinds = [a.kind for a in tx_link.actions() if isinstance(a, LinkEventAction)]
+    assert "late_ack" in kinds and "command" in kinds, kinds
+    assert kinds.index("late_ack") < kinds.index("command"), kinds

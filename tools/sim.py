@@ -53,6 +53,7 @@ from p1lora.common.link import (
     RadioMode,
     Transmit,
 )
+from p1lora.common.link.config import HIGH_POWER_MAX_DUTY_CYCLE
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import SubBand, get_region
 from p1lora.hardware.channel import LogDistance, SimChannel
@@ -191,6 +192,26 @@ class SimOptions:
             fixed=self.fixed,
             min_interval_s=self.interval_s,
         )
+
+
+def _warn_power_cap(options: SimOptions, config: LinkConfig) -> None:
+    """Say it when --tx-power asks for more than the chip is rated for at the channel's duty
+    cycle: the link models what the daemons would transmit (`LinkConfig.max_tx_power`), and
+    the daemons log the same cap at start."""
+    wanted = options.tx_power_dbm
+    ceiling = config.max_tx_power()
+    if wanted is None or wanted <= ceiling:
+        return
+    band = config.sub_band()
+    logger.warning(
+        "--tx-power %d dBm needs the SX127x's +20 dBm mode, rated for at most %.0f%% duty cycle; "
+        "sub-band %s allows %.0f%%, so the link transmits at most %d dBm",
+        wanted,
+        HIGH_POWER_MAX_DUTY_CYCLE * 100,
+        band.name,
+        band.duty_cycle * 100,
+        ceiling,
+    )
 
 
 def sim_psk(seed: int) -> bytes:
@@ -567,6 +588,7 @@ class Simulation:
         self.on_log_level = on_log_level or (lambda level: None)
         self.config = config or self.options.link_config()
         self.rx_config = rx_config or self.config
+        _warn_power_cap(self.options, self.config)
         self.clock = VirtualClock(0.0)
         self.loop = NodeLoop(self.clock)
         self.channel = build_channel(self.options, self.clock)

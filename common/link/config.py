@@ -10,12 +10,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.radio_types import BANDWIDTHS_HZ, RadioSettings
 from p1lora.common.regions import DEFAULT_REGION, Region, RegionError, SubBand, get_region
 
-__all__ = ["FixedRadio", "LinkConfig", "RadioMode"]
+__all__ = [
+    "HIGH_POWER_MAX_DUTY_CYCLE",
+    "PA_BOOST_CONTINUOUS_MAX_DBM",
+    "PA_BOOST_MAX_DBM",
+    "FixedRadio",
+    "LinkConfig",
+    "RadioMode",
+    "max_power_for_duty_cycle",
+]
+
+#: The SX127x's PA_BOOST output reaches +20 dBm only in its high-power mode (RegPaDac 0x87, which
+#: the driver uses for everything above +17 dBm), and the datasheet ("High Power +20 dBm
+#: Operation") rates that mode for at most 1 % duty cycle. A sub-band that allows more (EU868's
+#: 10 % at 869.525 MHz, the US/AU/IN bands) must stay at +17 dBm. The rule lives here, in the
+#: sans-I/O core, so the link, the simulator and the daemons (`hardware.sx127x`,
+#: `service.options`) all apply the same cap.
+PA_BOOST_MAX_DBM: Final = 20
+PA_BOOST_CONTINUOUS_MAX_DBM: Final = 17
+HIGH_POWER_MAX_DUTY_CYCLE: Final = 0.01
+
+
+def max_power_for_duty_cycle(duty_cycle: float) -> int:
+    """The most PA_BOOST power the chip is rated for when on air up to `duty_cycle` of the time.
+
+    The legal duty cycle of the sub-band is the bound that matters: the link may use all of
+    it, so a 10 % band means up to 10 % on air, beyond the +20 dBm mode's 1 % rating.
+    """
+    if duty_cycle <= HIGH_POWER_MAX_DUTY_CYCLE:
+        return PA_BOOST_MAX_DBM
+    return PA_BOOST_CONTINUOUS_MAX_DBM
+
 
 #: The largest handshake frame (a CHALLENGE is 30 bytes): it must fit the dwell limit.
 _HANDSHAKE_FRAME_BYTES = 32
@@ -127,10 +158,15 @@ class LinkConfig:
     counter_block: int = 1000
     #: Minimum seconds between two re-tunes decided from margin.
     retune_interval_s: float = 30.0
-    #: A setting that failed its probes is not tried again for this long (doubling per failure).
-    #: The fixed-mode target is retried sooner (`retune_interval_s`, doubling up to this): it
-    #: is what the user asked for, and random loss makes its probes fail now and then.
+    #: A setting that failed its probes is not tried again for this long (doubling per failure,
+    #: up to `failed_cooldown_max_s`; see `failed_cooldown`).
     failed_cooldown_s: float = 300.0
+    failed_cooldown_max_s: float = 4 * 3600.0
+    #: The fixed-mode target's first failures are retried sooner (`retune_interval_s`,
+    #: doubling): it is what the user asked for, and random loss makes its probes fail now and
+    #: then. After this many failures in a row it is unreachable for now and backs off like
+    #: any setting, so a hopeless target does not cost a switch every few minutes forever.
+    fixed_fast_retries: int = 3
     #: Loss while the measured SNR margin (both directions) clears `snr_margin_db +
     #: hysteresis_db` is interference (collisions), not weak signal: slower settings would
     #: only make frames longer and easier to hit, so the link keeps its rung, restores full
@@ -167,6 +203,12 @@ class LinkConfig:
             (self.reference_cache >= 1, "reference_cache must be >= 1"),
             (self.counter_block >= 1, "counter_block must be >= 1"),
             (self.interference_cooldown_s >= 0, "interference_cooldown_s must be >= 0"),
+            (self.failed_cooldown_s > 0, "failed_cooldown_s must be > 0"),
+            (
+                self.failed_cooldown_max_s >= self.failed_cooldown_s,
+                "failed_cooldown_max_s must be >= failed_cooldown_s",
+            ),
+            (0 <= self.fixed_fast_retries <= 10, "fixed_fast_retries must be within 0..10"),
             (self.resume_attempts >= 1, "resume_attempts must be >= 1"),
             (self.discovery_base_s > 0, "discovery_base_s must be > 0"),
             (self.coding_rate in (5, 6, 7, 8), "coding_rate must be 5..8 (4/5..4/8)"),
@@ -225,13 +267,32 @@ class LinkConfig:
         """The sub-band (and so the duty-cycle budget) the channel falls in."""
         return self.region.sub_band_for(self.channel_hz, self.region.rendezvous_bw_hz)
 
+    def failed_cooldown(self, failures: int, fixed: bool) -> float:
+        """How long a setting whose switch failed `failures` times in a row is left alone.
+
+        | failure n                     | cooldown (capped at `failed_cooldown_max_s`)        |
+        |-------------------------------|-----------------------------------------------------|
+        | auto mode, any n              | `failed_cooldown_s` * 2^(n-1): 5, 10, 20 min ...    |
+        | fixed, n <= fixed_fast_retries | `retune_interval_s` * 2^(n-1), at most              |
+        |                               | `failed_cooldown_s`: 30 s, 1 min, 2 min             |
+        | fixed, later                  | `failed_cooldown_s` * 2^(n-1-fast): 5, 10 min ... 4 h |
+        """
+        n = max(1, failures)
+        if fixed and n <= self.fixed_fast_retries:
+            return min(self.retune_interval_s * 2.0 ** (n - 1), self.failed_cooldown_s)
+        if fixed:
+            n -= self.fixed_fast_retries
+        return min(self.failed_cooldown_s * 2.0 ** min(n - 1, 64), self.failed_cooldown_max_s)
+
     def max_tx_power(self) -> int:
-        """This node's power ceiling: configured or region default, never above the sub-band's."""
+        """This node's power ceiling: configured or region default, never above the sub-band's
+        and never above what the chip is rated for at the sub-band's duty cycle (+17 dBm where
+        the band allows more than 1 %: `max_power_for_duty_cycle`)."""
         band = self.sub_band()
         wanted = (
             self.tx_power_dbm if self.tx_power_dbm is not None else self.region.default_tx_power_dbm
         )
-        return min(wanted, band.max_tx_power_dbm)
+        return min(wanted, band.max_tx_power_dbm, max_power_for_duty_cycle(band.duty_cycle))
 
     def settings(self, sf: int, bw_hz: int, tx_power_dbm: int | None = None) -> RadioSettings:
         """Settings on this link's channel with this node's power (or the given one)."""
@@ -254,8 +315,17 @@ class LinkConfig:
         if chosen is None:
             raise ValueError("no fixed settings configured")
         power = chosen.tx_power_dbm
-        if power is not None and power > self.max_tx_power():
+        ceiling = self.max_tx_power()
+        if power is not None and power > ceiling:
+            band = self.sub_band()
+            why = ""
+            if power <= band.max_tx_power_dbm and ceiling == PA_BOOST_CONTINUOUS_MAX_DBM:
+                why = (
+                    f" (the SX127x's +20 dBm mode is rated for at most "
+                    f"{HIGH_POWER_MAX_DUTY_CYCLE:.0%} duty cycle; {band.name} allows "
+                    f"{band.duty_cycle:.0%})"
+                )
             raise RegionError(
-                f"TX power {power} dBm exceeds this node's maximum {self.max_tx_power()} dBm"
+                f"TX power {power} dBm exceeds this node's maximum {ceiling} dBm{why}"
             )
         return self.settings(chosen.sf, chosen.bw_hz, power)

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from p1lora.common import codec
+from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.counters import CounterState
 from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
@@ -85,7 +86,7 @@ from p1lora.common.link.replay_limits import DiscoverFilter, DuplicateAnswers
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import RegionError
 
-__all__ = ["RxLink", "has_meter_clock"]
+__all__ = ["RxLink"]
 
 logger = logging.getLogger(__name__)
 
@@ -660,9 +661,3 @@ _HANDLERS: dict[FrameType, _Handler] = {
     FrameType.STATUS: RxLink._on_status,
     FrameType.REPLY: RxLink._on_reply,
 }
-
-
-def has_meter_clock(telegram: bytes) -> bool:
-    """Whether the telegram carries the meter's timestamp (DSMR 4+, e-MUCS), which a meter never
-    repeats: two identical telegrams with a clock are one telegram sent twice."""
-    return b"\n0-0:1.0.0(" in telegram

@@ -57,6 +57,7 @@ from typing import TypeVar
 from p1lora.common import codec
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.budget import AirtimeBudget
+from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.counters import CounterState
 from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
@@ -84,7 +85,6 @@ from p1lora.common.link.messages import (
 )
 from p1lora.common.link.pacing import Pacer
 from p1lora.common.link.persist import TxPersistentState
-from p1lora.common.link.rx import has_meter_clock
 from p1lora.common.link.tuning import (
     TYPICAL_FRAME_BYTES,
     Candidate,
@@ -223,6 +223,9 @@ class TxLink(LinkBase):
         self._peer_budget = AirtimeBudget.for_sub_band(config.sub_band())
         #: Switch targets the budget can never carry (warned about once each).
         self._never_warned: set[tuple[int, int]] = set()
+        #: The target of the last `switch_deferred` event: a switch put off again and again
+        #: (a 20 s dwell window) is reported once, not at every retry.
+        self._deferred_reported: tuple[int, int] | None = None
         self._never_warned_frames: set[tuple[str, str, int, int]] = set()
         self._next_tune_at = now
         self._next_down_at = now
@@ -595,33 +598,82 @@ class TxLink(LinkBase):
                 return self.config.fixed_settings(self._fixed)
             except (RegionError, ValueError):
                 return None
-        best = choose_target(
-            self._table,
-            self._m.up.value,
-            self._m.down.value,
-            self.config.snr_margin_db,
-            self._cooling(now),
-        )
+        best = self._choose(now, self._m.up.value, self._m.down.value, self.config.snr_margin_db)
         return self.config.settings(best.sf, best.bw_hz)
+
+    def _choose(
+        self, now: float, up: float | None, down: float | None, margin_db: float
+    ) -> Candidate:
+        """`choose_target`, skipping rungs that cool off after a failure and rungs the budget
+        can never switch to from here (`_unreachable`); the latter is said once per rung
+        (`_switch_never`) when it is the one the margin asks for."""
+        cooling = self._cooling(now)
+        ideal = choose_target(self._table, up, down, margin_db, cooling)
+        target = _settings_of(self, ideal)
+        if _same_rung(target, self._settings) or self._reachable(target):
+            return ideal  # (the common case, checked at every ack: one plan at most)
+        if is_faster(self._table, target, self._settings):
+            self._switch_never(target)
+        return choose_target(self._table, up, down, margin_db, cooling | self._unreachable())
 
     def _cooling(self, now: float) -> set[tuple[int, int]]:
         return {key for key, f in self._failed.items() if f.until > now}
 
+    def _unreachable(self) -> set[tuple[int, int]]:
+        """Rungs a switch from the current setting can never reach: even the smallest plan
+        (`_switch_plans`) exceeds one budget window (US915's 0.4 s per 20 s, from a slow
+        setting). The tuner skips them like cooling rungs and picks a rung that fits, rather
+        than deferring a switch that never comes."""
+        out: set[tuple[int, int]] = set()
+        for candidate in self._table:
+            target = _settings_of(self, candidate)
+            if not _same_rung(target, self._settings) and not self._reachable(target):
+                out.add(candidate.key)
+        return out
+
+    def _reachable(self, target: RadioSettings) -> bool:
+        """Whether the smallest switch plan to `target` fits one window of both budgets."""
+        if self._budget.unlimited and self._budget.max_frame_s is None:
+            return True
+        smallest = self._switch_plans(target)[-1]
+        return self._budget.sequence_fits(smallest) and self._peer_budget.sequence_fits(
+            self._switch_acks(target)
+        )
+
     def _switch_plans(self, target: RadioSettings) -> tuple[list[float], ...]:
-        """The airtime of each frame a switch to `target` may take, most generous plan first:
-        every SWITCH repeat and every probe attempt; one SWITCH and every probe; one SWITCH and
-        just the probes that commit. A plan must fit one budget window so the probes are not
-        held up by the budget while the receiver waits at the target (it reverts after
-        `timing.switch_timeout`). Where the window is short (US915: 0.4 s in 20 s) only the
-        smaller plans fit; a SWITCH repeat then waits for the budget like any frame."""
-        switch = self._airtime(timing.SWITCH_BYTES)
-        probe = time_on_air_for(target, self._probe_size())
+        """The airtime of each frame a switch from the current setting to `target` may take,
+        most generous plan first: every SWITCH repeat and every probe attempt; one SWITCH and
+        every probe; one SWITCH and just the probes that commit. Every plan ends with the
+        proof (`_proof_bytes`): the receiver commits only when a non-probe frame arrives at
+        the target, and reverts `timing.switch_timeout` after the last probe without one.
+
+        A plan must fit one budget window so neither the probes nor the proof are held up by
+        the budget while the receiver waits at the target. Where the window is short (US915:
+        0.4 s in 20 s) only the smallest plan fits (its probes shrink to make room, see
+        `_probe_size`); a SWITCH repeat then waits for the budget like any frame."""
+        origin = self._settings
+        switch = time_on_air_for(origin, timing.SWITCH_BYTES)
+        probe = time_on_air_for(target, self._probe_size(origin, target))
+        proof = time_on_air_for(target, self._proof_bytes())
         config = self.config
         return (
-            [switch] * config.switch_attempts + [probe] * config.probe_attempts,
-            [switch] + [probe] * config.probe_attempts,
-            [switch] + [probe] * config.probe_count,
+            [switch] * config.switch_attempts + [probe] * config.probe_attempts + [proof],
+            [switch] + [probe] * config.probe_attempts + [proof],
+            [switch] + [probe] * config.probe_count + [proof],
         )
+
+    def _switch_acks(self, target: RadioSettings) -> list[float]:
+        """The receiver's share of the smallest plan: the SWITCH's ack at the current setting,
+        the acks of the committing probes and of the proof at the target."""
+        ack = timing.ACK_TYPICAL_BYTES
+        return [self._airtime(ack)] + [time_on_air_for(target, ack)] * (self.config.probe_count + 1)
+
+    def _proof_bytes(self) -> int:
+        """The smallest frame that proves a commit to the receiver: a standalone STATUS (the
+        newest update goes instead when the budget has room for it, see `_running`). Two bytes
+        of slack cover counters that grow a varint byte between the plan and the commit."""
+        status = overhead(FrameType.STATUS) + len(self._status_message(self._last_sent_at).encode())
+        return max(timing.STATUS_TYPICAL_BYTES, status + 2)
 
     def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
         """Start a two-phase switch to `target` when the budget has room for it; otherwise
@@ -630,9 +682,7 @@ class TxLink(LinkBase):
         self._deferred = None
         # The plan that can start soonest (the most generous one among equals), once the
         # receiver also has room for the acks of the SWITCH and of the probes that commit.
-        acks = [self._airtime(timing.ACK_TYPICAL_BYTES)] + [
-            time_on_air_for(target, timing.ACK_TYPICAL_BYTES)
-        ] * self.config.probe_count
+        acks = self._switch_acks(target)
         wait = max(
             min(
                 (self._budget.sequence_wait(now, p) for p in self._switch_plans(target)),
@@ -643,8 +693,11 @@ class TxLink(LinkBase):
         if wait > 0:
             delay = wait if math.isfinite(wait) else self.config.retune_interval_s
             self._next_tune_at = self._next_down_at = now + delay
+            key = (target.sf, target.bw_hz)
+            report = key != self._deferred_reported
             if not math.isfinite(wait):
-                self._switch_never(target)
+                self._switch_never(target)  # (the event, too, once per target)
+                report = False
             elif delay <= self.config.retune_interval_s:
                 # A short wait (a 20 s dwell window): hold the paced traffic so the window
                 # empties for the switch instead of refilling with updates, and retry when
@@ -653,13 +706,16 @@ class TxLink(LinkBase):
                 self._deferred = (target, reason)
                 self._deferred_at = now + delay
                 self._timers["deferred"] = now + delay
-            self._event(
-                "switch_deferred",
-                target=target.label(),
-                reason="budget",
-                wait_s=round(delay, 3) if math.isfinite(wait) else None,
-            )
+            if report:
+                self._deferred_reported = key
+                self._event(
+                    "switch_deferred",
+                    target=target.label(),
+                    reason="budget",
+                    wait_s=round(delay, 3) if math.isfinite(wait) else None,
+                )
             return False
+        self._deferred_reported = None
         self._switch_id = (self._switch_id + 1) & 0xFF
         self._switch = _Switch(target, self._switch_id, reason, self._settings)
         self._proof_due = False
@@ -668,12 +724,13 @@ class TxLink(LinkBase):
         return True
 
     def _switch_never(self, target: RadioSettings) -> None:
-        """A switch the budget can never carry: say so once per target (WARNING), not silently
-        retry forever."""
+        """A switch the budget can never carry: say so once per target (WARNING and a
+        `switch_deferred` event without a wait), not silently retry forever."""
         key = (target.sf, target.bw_hz)
         if key in self._never_warned:
             return
         self._never_warned.add(key)
+        self._event("switch_deferred", target=target.label(), reason="budget", wait_s=None)
         band = self.config.sub_band()
         logger.warning(
             "tx: cannot switch to %s: the SWITCH and its probes never fit %s's %.3g s of airtime "
@@ -727,14 +784,33 @@ class TxLink(LinkBase):
         # losing the first probe (a whole probe cycle: seconds at SF12).
         self._timers["probe"] = now + timing.guard(plan.target)
 
-    def _probe_size(self) -> int:
+    def _probe_size(self, origin: RadioSettings, target: RadioSettings) -> int:
+        """Probes are padded like a typical update (up to `timing.PROBE_MAX_BYTES`), so a commit
+        says updates get through. Where the budget window is short (US915), the padding
+        shrinks until the smallest plan (the SWITCH at `origin`, `probe_count` probes and
+        the proof at `target`) fits the allowance and each probe the dwell limit: a smaller
+        probe that fits proves more than a full-size one that never goes."""
         low = overhead(FrameType.PROBE) + 1
-        return max(low, min(timing.PROBE_MAX_BYTES, round(self._typical_bytes)))
+        size = max(low, min(timing.PROBE_MAX_BYTES, round(self._typical_bytes)))
+        budget = self._budget
+        if budget.unlimited and budget.max_frame_s is None:
+            return size
+        switch = time_on_air_for(origin, timing.SWITCH_BYTES)
+        proof = time_on_air_for(target, self._proof_bytes())
+        count = self.config.probe_count
+        while size > low:
+            probe = time_on_air_for(target, size)
+            if budget.sequence_fits([switch, proof] + [probe] * count):
+                break
+            size -= 1
+        return size
 
     def _probing(self, now: float) -> bool:
         if self._timers.get("probe", now) > now:
             return False
-        size = self._probe_size()
+        plan = self._switch
+        origin = self._last_good if plan is None else plan.origin
+        size = self._probe_size(origin, self._settings)
         self._probe_id = (self._probe_id + 1) & 0xFF
         padding = self._rng(size - overhead(FrameType.PROBE) - 1)
         body = Probe(self._probe_id, padding).encode()
@@ -781,12 +857,9 @@ class TxLink(LinkBase):
         key = (plan.target.sf, plan.target.bw_hz)
         failure = self._failed.get(key)
         failures = 1 if failure is None else failure.failures + 1
-        base, cap = self.config.failed_cooldown_s, 4 * 3600.0
-        if self._mode is RadioMode.FIXED:
-            # The user's setting: retried sooner (a few lost probes are enough to fail it on a
-            # lossy channel, and the link would wait at the rendezvous setting meanwhile).
-            base, cap = self.config.retune_interval_s, self.config.failed_cooldown_s
-        cooldown = min(base * 2 ** (failures - 1), cap)
+        # The user's fixed setting is retried sooner at first (a few lost probes are enough to
+        # fail it on a lossy channel), then backs off like any setting (`failed_cooldown`).
+        cooldown = self.config.failed_cooldown(failures, fixed=self._mode is RadioMode.FIXED)
         self._failed[key] = _Failure(now + cooldown, failures)
         self._configure(self._last_good, "switch failed")
         holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target, plan.origin)
@@ -820,8 +893,9 @@ class TxLink(LinkBase):
 
     def _step_down_target(self, now: float, below: RadioSettings) -> RadioSettings | None:
         """A rung slower than `below`: the SNR-based choice if that is slower still, else the
-        next rung down that is not cooling off after a failure; None at the bottom."""
-        cooling = self._cooling(now)
+        next rung down that is not cooling off after a failure and that the budget can switch
+        to from here (`_unreachable`); None at the bottom."""
+        cooling = self._cooling(now) | self._unreachable()
         nxt = slower(self._table, below)
         while nxt is not None and nxt.key in cooling:
             nxt = slower(self._table, _settings_of(self, nxt))
@@ -842,7 +916,8 @@ class TxLink(LinkBase):
         alone; and a keepalive when nothing was sent for `timing.keepalive_interval`, even
         while updates wait for their pacing or interval gate: that bound is what the receiver's
         silence timeout is built on. Right after a commit the receiver needs a non-probe frame
-        as proof: the newest update, or the status at once when there is none."""
+        as proof: the newest update, or the status at once when there is none or the budget
+        has no room for the update yet (the switch plan kept room for the status)."""
         if self._deferred is not None and now >= self._deferred_at:
             target, reason = self._deferred
             self._deferred = None
@@ -872,7 +947,11 @@ class TxLink(LinkBase):
             self._retry is not None or self._fragments is not None or self._pending is not None
         )
         if has_update and not self._gated(now, data=True):
-            return self._send_update(now)
+            sent = self._send_update(now)
+            if sent or not self._proof_due:
+                return sent
+            # The update does not fit the budget now, and the receiver reverts unless a proof
+            # arrives soon: the switch plan kept room for a standalone status, which goes.
         if self._proof_due or now >= keepalive_at:
             if self._status_due or self._proof_due:
                 return self._send_status(now, unpaced=True)
@@ -1169,11 +1248,13 @@ class TxLink(LinkBase):
             and ack.counter_low == out.counter & 0xFFFF
             and out.frame_type is not FrameType.DISCOVER
         )
-        if ack.command is not None and ack.command_id is not None:
-            self._on_command(now, ack.command_id, ack.command)
         if not matched or out is None:
+            # Before the command's own events: an observer pairing ACKs with frames (the link
+            # log) learns from the next event whether this ACK answered its frame.
             self._event("late_ack", ack_kind=ack.kind.name)
+            self._run_piggybacked_command(now, ack)
             return
+        self._run_piggybacked_command(now, ack)
         self._outstanding = None
         self._measure(ack.report, out.settings, frame)
         self._last_ack_at = now
@@ -1184,6 +1265,10 @@ class TxLink(LinkBase):
             handler(self, now, out, ack)
         if self._state == "running":
             self._evaluate(now)
+
+    def _run_piggybacked_command(self, now: float, ack: Ack) -> None:
+        if ack.command is not None and ack.command_id is not None:
+            self._on_command(now, ack.command_id, ack.command)
 
     def _ack_switch(self, now: float, out: _Outstanding, ack: Ack) -> None:
         if ack.kind is not AckKind.SWITCH or ack.value & 0xFF != out.expect:
@@ -1352,13 +1437,7 @@ class TxLink(LinkBase):
         hysteresis = self.config.hysteresis_db
         # Up only when even the worst recent sample clears the faster rung: on a fading
         # channel the average alone moved up and straight back down every few minutes.
-        best = choose_target(
-            self._table,
-            self._m.up.low(now),
-            self._m.down.low(now),
-            margin + hysteresis,
-            self._cooling(now),
-        )
+        best = self._choose(now, self._m.up.low(now), self._m.down.low(now), margin + hysteresis)
         if is_faster(self._table, _settings_of(self, best), self._settings):
             self._next_tune_at = now + self.config.retune_interval_s
             self._start_switch(now, _settings_of(self, best), "margin up")
