@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, date, datetime, timedelta, timezone
 
+from p1lora.common.warn_once import WarnOnce
+
 __all__ = ["SUMMER", "WINTER", "eu_offset_for_local", "format_timestamp", "parse_timestamp"]
 
 logger = logging.getLogger(__name__)
@@ -35,9 +37,9 @@ _FLAG_OFFSETS: dict[str, timezone] = {"W": WINTER, "S": SUMMER, "w": WINTER, "s"
 _CACHE_LIMIT = 512
 _cache: dict[str, datetime | None] = {}
 
-# Garbage already warned about (bounded: after this many distinct ones, only debug logs).
+# Garbage already warned about (bounded: see `WarnOnce`).
 _WARN_LIMIT = 64
-_warned: set[str] = set()
+_warned = WarnOnce(logger, _WARN_LIMIT)
 
 
 def _last_sunday(year: int, month: int) -> date:
@@ -58,12 +60,7 @@ def eu_offset_for_local(local: datetime) -> timezone:
 
 
 def _warn_garbage(text: str) -> None:
-    if text in _warned:
-        logger.debug("unreadable meter timestamp %r", text)
-        return
-    if len(_warned) < _WARN_LIMIT:
-        _warned.add(text)
-    logger.warning("unreadable meter timestamp %r (expected YYMMDDhhmmss + S/W); using null", text)
+    _warned(text, "unreadable meter timestamp %r (expected YYMMDDhhmmss + S/W); using null", text)
 
 
 def _parse(text: str) -> datetime | None:
