@@ -18,8 +18,8 @@ __all__ = ["WarnOnce"]
 class WarnOnce:
     """Log at WARNING the first time a key is seen, at DEBUG after (see the module docstring).
 
-    Not locked: callers are the parser, its timestamps and derived values, which run on one thread per
-    telegram stream; a race only costs an extra warning, never a lost one.
+    Not locked: callers are the parser, its timestamps and derived values, which run on one
+    thread per telegram stream; a race only costs an extra warning, never a lost one.
     """
 
     def __init__(self, logger: logging.Logger, limit: int) -> None:
