@@ -114,12 +114,12 @@ class DerivedValues:
 
 
 # fmt: off
-# key, description, unit, device_class, state_class
-_DERIVED_ROWS: tuple[tuple[str, str, str, str, str], ...] = (
-    ("total_energy_import", "Electricity imported, sum of all tariffs", "kWh", "energy", "total_increasing"),
-    ("total_energy_export", "Electricity exported, sum of all tariffs", "kWh", "energy", "total_increasing"),
-    ("net_energy", "Net electricity: imported minus exported", "kWh", "energy", "total"),
-    ("net_power", "Net power: import power minus export power", "kW", "power", "measurement"),
+# key, name in Home Assistant, description, unit, device_class, state_class
+_DERIVED_ROWS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    ("total_energy_import", "Energy consumption (all tariffs)", "Electricity imported, sum of all tariffs", "kWh", "energy", "total_increasing"),
+    ("total_energy_export", "Energy production (all tariffs)", "Electricity exported, sum of all tariffs", "kWh", "energy", "total_increasing"),
+    ("net_energy", "Net energy", "Net electricity: imported minus exported", "kWh", "energy", "total"),
+    ("net_power", "Net power", "Net power: import power minus export power", "kW", "power", "measurement"),
 )
 # fmt: on
 
@@ -137,8 +137,9 @@ DERIVED_SPECS: Mapping[str, SensorSpec] = MappingProxyType(
             state_class=state_class,
             entity_category=None,
             enabled_by_default=False,
+            name=name,
         )
-        for key, description, unit, device_class, state_class in _DERIVED_ROWS
+        for key, name, description, unit, device_class, state_class in _DERIVED_ROWS
     }
 )
 

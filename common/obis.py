@@ -1,10 +1,12 @@
 """The OBIS table: every P1 line p1-lora understands, and what Home Assistant should make of it.
 
-One row per OBIS code. The parser reads it to know how to read a line (the value kind); the
-Home Assistant discovery (a later issue) reads it to build each entity (device class, state
-class, category, enabled by default, which device the entity belongs to). Keeping both in one
-place means a new meter line is one row, never a parser branch plus a discovery branch that can
-drift apart.
+One row per OBIS code, saying everything about the line (like rtl_433's discovery `mappings`).
+The parser reads it to know how to read a line (the value kind); the Home Assistant discovery
+(`p1lora.receiver.ha_discovery`) reads it to build each entity (device class, state class,
+category, enabled by default, which device the entity belongs to, and the `name=` and `icon=`
+keywords). Keeping both in one place means a new meter line is one row, never a parser branch
+plus a discovery branch that can drift apart. The Home Assistant columns are plain strings in
+Home Assistant's vocabulary: `common` knows nothing of the receiver.
 
 Keys are snake_case. Where Home Assistant's own DSMR integration has an equivalent sensor the key
 is *its* key (``electricity_used_tariff_1``, ``current_electricity_usage``,
@@ -92,7 +94,10 @@ class SensorSpec:
     `code` is the OBIS code as in the standards (`0-n:` for any M-Bus channel); derived values
     (`p1lora.common.derived`) use the same class with `code=None`. The Home Assistant fields
     use Home Assistant's own vocabulary (device_class `energy`, state_class `total_increasing`,
-    entity_category `diagnostic`) so discovery can copy them verbatim.
+    entity_category `diagnostic`) so discovery can copy them verbatim. `name` is the entity's
+    name in Home Assistant (shown after the device name, close to Home Assistant's own DSMR
+    integration so users moving from it recognise their entities); None falls back to the
+    description's first clause. `icon` is only set where the device class gives none.
     """
 
     code: str | None
@@ -104,13 +109,15 @@ class SensorSpec:
     state_class: str | None
     entity_category: str | None
     enabled_by_default: bool
-    icon: str | None = None
     device: Device = Device.ELECTRICITY
+    name: str | None = None
+    icon: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MbusDeviceType:
-    """An EN 13757-3 device type as reported on `0-n:24.1.0`, and what its reading becomes."""
+    """An EN 13757-3 device type as reported on `0-n:24.1.0`, and what its reading becomes
+    (`reading_name` is the reading entity's name in Home Assistant)."""
 
     code: int
     name: str
@@ -119,6 +126,7 @@ class MbusDeviceType:
     device_class: str | None
     unit: str | None
     icon: str | None = None
+    reading_name: str = dataclasses.field(kw_only=True)
 
 
 # Home Assistant vocabulary, spelled once.
@@ -139,149 +147,139 @@ _TOTAL = "total"
 _DIAG = "diagnostic"
 
 _K = ValueKind
+_S = SensorSpec
 _E = Device.ELECTRICITY
 _M = Device.MBUS
 
 # fmt: off
-# code, key, description, kind, unit, device_class, state_class, entity_category, enabled, device
-_ROWS: tuple[tuple[str, str, str, ValueKind, str | None, str | None, str | None, str | None, bool, Device], ...] = (
+# code, key, description, kind, unit, device_class, state_class, entity_category, enabled, device,
+# then name= (the entity's name in Home Assistant) and icon= (where the device class gives none)
+_ROWS: tuple[SensorSpec, ...] = (
     # --- identification and versions -------------------------------------------------------
-    ("1-3:0.2.8", "p1_version", "Version of the P1 output (42 = DSMR 4.2, 50 = DSMR 5.0)", _K.STRING, None, None, None, _DIAG, False, _E),
-    ("0-0:96.1.4", "belgium_version_information", "Version of the e-MUCS P1 output (Belgium)", _K.STRING, None, None, None, _DIAG, False, _E),
-    ("0-0:1.0.0", "timestamp", "Date and time at which the meter made this telegram", _K.TIMESTAMP, None, _TIMESTAMP, None, _DIAG, False, _E),
-    ("0-0:96.1.1", "equipment_identifier", "Equipment identifier of the electricity meter (hex-encoded serial)", _K.STRING, None, None, None, _DIAG, False, _E),
-    ("0-0:96.1.0", "equipment_serial_number", "Serial number of the electricity meter (Hungary)", _K.STRING, None, None, None, _DIAG, False, _E),
-    ("0-0:42.0.0", "luxembourg_equipment_identifier", "COSEM logical device name (Luxembourg Smarty, Hungary)", _K.STRING, None, None, None, _DIAG, False, _E),
-    ("1-0:0.0.0", "q3d_equipment_identifier", "Device identifier (EasyMeter Q3D)", _K.STRING, None, None, None, _DIAG, False, _E),
-    ("0-0:96.1.255", "q3d_equipment_serialnumber", "Serial number (EasyMeter Q3D)", _K.STRING, None, None, None, _DIAG, False, _E),
-    ("1-0:96.5.5", "q3d_equipment_state", "Device state, hexadecimal (EasyMeter Q3D)", _K.STRING, None, None, None, _DIAG, False, _E),
-    ("0-0:96.14.0", "electricity_active_tariff", "Active tariff as printed (0001 = tariff 1, 0002 = tariff 2)", _K.STRING, None, None, None, None, True, _E),
+    _S("1-3:0.2.8", "p1_version", "Version of the P1 output (42 = DSMR 4.2, 50 = DSMR 5.0)", _K.STRING, None, None, None, _DIAG, False, _E, name="DSMR version"),
+    _S("0-0:96.1.4", "belgium_version_information", "Version of the e-MUCS P1 output (Belgium)", _K.STRING, None, None, None, _DIAG, False, _E, name="e-MUCS version"),
+    _S("0-0:1.0.0", "timestamp", "Date and time at which the meter made this telegram", _K.TIMESTAMP, None, _TIMESTAMP, None, _DIAG, False, _E, name="Timestamp"),
+    _S("0-0:96.1.1", "equipment_identifier", "Equipment identifier of the electricity meter (hex-encoded serial)", _K.STRING, None, None, None, _DIAG, False, _E, name="Equipment identifier"),
+    _S("0-0:96.1.0", "equipment_serial_number", "Serial number of the electricity meter (Hungary)", _K.STRING, None, None, None, _DIAG, False, _E, name="Serial number"),
+    _S("0-0:42.0.0", "luxembourg_equipment_identifier", "COSEM logical device name (Luxembourg Smarty, Hungary)", _K.STRING, None, None, None, _DIAG, False, _E, name="Logical device name"),
+    _S("1-0:0.0.0", "q3d_equipment_identifier", "Device identifier (EasyMeter Q3D)", _K.STRING, None, None, None, _DIAG, False, _E, name="Device identifier"),
+    _S("0-0:96.1.255", "q3d_equipment_serialnumber", "Serial number (EasyMeter Q3D)", _K.STRING, None, None, None, _DIAG, False, _E, name="Serial number"),
+    _S("1-0:96.5.5", "q3d_equipment_state", "Device state, hexadecimal (EasyMeter Q3D)", _K.STRING, None, None, None, _DIAG, False, _E, name="Device state"),
+    _S("0-0:96.14.0", "electricity_active_tariff", "Active tariff as printed (0001 = tariff 1, 0002 = tariff 2)", _K.STRING, None, None, None, None, True, _E, name="Active tariff", icon="mdi:theme-light-dark"),
     # --- active energy registers ---------------------------------------------------------------
-    ("1-0:1.8.0", "electricity_imported_total", "Electricity imported from the grid, all tariffs (+A)", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:1.8.1", "electricity_used_tariff_1", "Electricity imported from the grid, tariff 1", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:1.8.2", "electricity_used_tariff_2", "Electricity imported from the grid, tariff 2", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:1.8.3", "electricity_used_tariff_3", "Electricity imported from the grid, tariff 3", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:1.8.4", "electricity_used_tariff_4", "Electricity imported from the grid, tariff 4", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:2.8.0", "electricity_exported_total", "Electricity exported to the grid, all tariffs (-A)", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:2.8.1", "electricity_delivered_tariff_1", "Electricity exported to the grid, tariff 1", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:2.8.2", "electricity_delivered_tariff_2", "Electricity exported to the grid, tariff 2", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:2.8.3", "electricity_delivered_tariff_3", "Electricity exported to the grid, tariff 3", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:2.8.4", "electricity_delivered_tariff_4", "Electricity exported to the grid, tariff 4", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E),
-    ("1-0:15.8.0", "eon_hu_electricity_combined", "Combined active energy |+A| + |-A| (Hungary)", _K.NUMBER, "kWh", _ENERGY, _TOTAL, None, True, _E),
+    _S("1-0:1.8.0", "electricity_imported_total", "Electricity imported from the grid, all tariffs (+A)", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy consumption (total)"),
+    _S("1-0:1.8.1", "electricity_used_tariff_1", "Electricity imported from the grid, tariff 1", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy consumption (tariff 1)"),
+    _S("1-0:1.8.2", "electricity_used_tariff_2", "Electricity imported from the grid, tariff 2", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy consumption (tariff 2)"),
+    _S("1-0:1.8.3", "electricity_used_tariff_3", "Electricity imported from the grid, tariff 3", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy consumption (tariff 3)"),
+    _S("1-0:1.8.4", "electricity_used_tariff_4", "Electricity imported from the grid, tariff 4", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy consumption (tariff 4)"),
+    _S("1-0:2.8.0", "electricity_exported_total", "Electricity exported to the grid, all tariffs (-A)", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy production (total)"),
+    _S("1-0:2.8.1", "electricity_delivered_tariff_1", "Electricity exported to the grid, tariff 1", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy production (tariff 1)"),
+    _S("1-0:2.8.2", "electricity_delivered_tariff_2", "Electricity exported to the grid, tariff 2", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy production (tariff 2)"),
+    _S("1-0:2.8.3", "electricity_delivered_tariff_3", "Electricity exported to the grid, tariff 3", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy production (tariff 3)"),
+    _S("1-0:2.8.4", "electricity_delivered_tariff_4", "Electricity exported to the grid, tariff 4", _K.NUMBER, "kWh", _ENERGY, _TOTAL_INCREASING, None, True, _E, name="Energy production (tariff 4)"),
+    _S("1-0:15.8.0", "eon_hu_electricity_combined", "Combined active energy |+A| + |-A| (Hungary)", _K.NUMBER, "kWh", _ENERGY, _TOTAL, None, True, _E, name="Energy combined (import + export)"),
     # --- reactive energy registers -------------------------------------------------------------
-    ("1-0:3.8.0", "electricity_reactive_imported_total", "Reactive energy imported (+R)", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
-    ("1-0:3.8.1", "electricity_reactive_imported_tariff_1", "Reactive energy imported, tariff 1", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
-    ("1-0:3.8.2", "electricity_reactive_imported_tariff_2", "Reactive energy imported, tariff 2", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
-    ("1-0:4.8.0", "electricity_reactive_exported_total", "Reactive energy exported (-R)", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
-    ("1-0:4.8.1", "electricity_reactive_exported_tariff_1", "Reactive energy exported, tariff 1", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
-    ("1-0:4.8.2", "electricity_reactive_exported_tariff_2", "Reactive energy exported, tariff 2", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
-    ("1-0:5.8.0", "electricity_reactive_total_q1", "Reactive energy, quadrant 1", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
-    ("1-0:6.8.0", "electricity_reactive_total_q2", "Reactive energy, quadrant 2", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
-    ("1-0:7.8.0", "electricity_reactive_total_q3", "Reactive energy, quadrant 3", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
-    ("1-0:8.8.0", "electricity_reactive_total_q4", "Reactive energy, quadrant 4", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E),
+    _S("1-0:3.8.0", "electricity_reactive_imported_total", "Reactive energy imported (+R)", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy consumption (total)", icon="mdi:sine-wave"),
+    _S("1-0:3.8.1", "electricity_reactive_imported_tariff_1", "Reactive energy imported, tariff 1", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy consumption (tariff 1)"),
+    _S("1-0:3.8.2", "electricity_reactive_imported_tariff_2", "Reactive energy imported, tariff 2", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy consumption (tariff 2)"),
+    _S("1-0:4.8.0", "electricity_reactive_exported_total", "Reactive energy exported (-R)", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy production (total)", icon="mdi:sine-wave"),
+    _S("1-0:4.8.1", "electricity_reactive_exported_tariff_1", "Reactive energy exported, tariff 1", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy production (tariff 1)"),
+    _S("1-0:4.8.2", "electricity_reactive_exported_tariff_2", "Reactive energy exported, tariff 2", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy production (tariff 2)"),
+    _S("1-0:5.8.0", "electricity_reactive_total_q1", "Reactive energy, quadrant 1", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy Q1"),
+    _S("1-0:6.8.0", "electricity_reactive_total_q2", "Reactive energy, quadrant 2", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy Q2"),
+    _S("1-0:7.8.0", "electricity_reactive_total_q3", "Reactive energy, quadrant 3", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy Q3"),
+    _S("1-0:8.8.0", "electricity_reactive_total_q4", "Reactive energy, quadrant 4", _K.NUMBER, "kvarh", None, _TOTAL_INCREASING, None, False, _E, name="Reactive energy Q4"),
     # --- power, all phases ---------------------------------------------------------------------
-    ("1-0:1.7.0", "current_electricity_usage", "Power imported from the grid, all phases (+P)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E),
-    ("1-0:2.7.0", "current_electricity_delivery", "Power exported to the grid, all phases (-P)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E),
-    ("1-0:3.7.0", "current_reactive_imported", "Reactive power imported (+Q)", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:4.7.0", "current_reactive_exported", "Reactive power exported (-Q)", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:5.7.0", "instantaneous_reactive_power_q1", "Reactive power, quadrant 1", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:6.7.0", "instantaneous_reactive_power_q2", "Reactive power, quadrant 2", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:7.7.0", "instantaneous_reactive_power_q3", "Reactive power, quadrant 3", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:8.7.0", "instantaneous_reactive_power_q4", "Reactive power, quadrant 4", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:9.7.0", "instantaneous_apparent_power_positive", "Apparent power imported (+S)", _K.NUMBER, "kVA", _APPARENT_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:10.7.0", "instantaneous_apparent_power_negative", "Apparent power exported (-S)", _K.NUMBER, "kVA", _APPARENT_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:13.7.0", "eon_hu_instantaneous_power_factor_total", "Power factor, all phases", _K.NUMBER, None, _POWER_FACTOR, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:14.7.0", "eon_hu_frequency", "Grid frequency", _K.NUMBER, "Hz", _FREQUENCY, _MEASUREMENT, _DIAG, False, _E),
+    _S("1-0:1.7.0", "current_electricity_usage", "Power imported from the grid, all phases (+P)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E, name="Power consumption"),
+    _S("1-0:2.7.0", "current_electricity_delivery", "Power exported to the grid, all phases (-P)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E, name="Power production"),
+    _S("1-0:3.7.0", "current_reactive_imported", "Reactive power imported (+Q)", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power consumption"),
+    _S("1-0:4.7.0", "current_reactive_exported", "Reactive power exported (-Q)", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power production"),
+    _S("1-0:5.7.0", "instantaneous_reactive_power_q1", "Reactive power, quadrant 1", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power Q1"),
+    _S("1-0:6.7.0", "instantaneous_reactive_power_q2", "Reactive power, quadrant 2", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power Q2"),
+    _S("1-0:7.7.0", "instantaneous_reactive_power_q3", "Reactive power, quadrant 3", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power Q3"),
+    _S("1-0:8.7.0", "instantaneous_reactive_power_q4", "Reactive power, quadrant 4", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power Q4"),
+    _S("1-0:9.7.0", "instantaneous_apparent_power_positive", "Apparent power imported (+S)", _K.NUMBER, "kVA", _APPARENT_POWER, _MEASUREMENT, None, False, _E, name="Apparent power consumption"),
+    _S("1-0:10.7.0", "instantaneous_apparent_power_negative", "Apparent power exported (-S)", _K.NUMBER, "kVA", _APPARENT_POWER, _MEASUREMENT, None, False, _E, name="Apparent power production"),
+    _S("1-0:13.7.0", "eon_hu_instantaneous_power_factor_total", "Power factor, all phases", _K.NUMBER, None, _POWER_FACTOR, _MEASUREMENT, _DIAG, False, _E, name="Power factor"),
+    _S("1-0:14.7.0", "eon_hu_frequency", "Grid frequency", _K.NUMBER, "Hz", _FREQUENCY, _MEASUREMENT, _DIAG, False, _E, name="Frequency"),
     # --- per phase -----------------------------------------------------------------------------
-    ("1-0:21.7.0", "instantaneous_active_power_l1_positive", "Power imported on phase L1", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:41.7.0", "instantaneous_active_power_l2_positive", "Power imported on phase L2", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:61.7.0", "instantaneous_active_power_l3_positive", "Power imported on phase L3", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:22.7.0", "instantaneous_active_power_l1_negative", "Power exported on phase L1", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:42.7.0", "instantaneous_active_power_l2_negative", "Power exported on phase L2", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:62.7.0", "instantaneous_active_power_l3_negative", "Power exported on phase L3", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:23.7.0", "instantaneous_reactive_power_l1_positive", "Reactive power imported on phase L1", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:43.7.0", "instantaneous_reactive_power_l2_positive", "Reactive power imported on phase L2", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:63.7.0", "instantaneous_reactive_power_l3_positive", "Reactive power imported on phase L3", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:24.7.0", "instantaneous_reactive_power_l1_negative", "Reactive power exported on phase L1", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:44.7.0", "instantaneous_reactive_power_l2_negative", "Reactive power exported on phase L2", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:64.7.0", "instantaneous_reactive_power_l3_negative", "Reactive power exported on phase L3", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E),
-    ("1-0:32.7.0", "instantaneous_voltage_l1", "Voltage on phase L1", _K.NUMBER, "V", _VOLTAGE, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:52.7.0", "instantaneous_voltage_l2", "Voltage on phase L2", _K.NUMBER, "V", _VOLTAGE, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:72.7.0", "instantaneous_voltage_l3", "Voltage on phase L3", _K.NUMBER, "V", _VOLTAGE, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:31.7.0", "instantaneous_current_l1", "Current on phase L1", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:51.7.0", "instantaneous_current_l2", "Current on phase L2", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:71.7.0", "instantaneous_current_l3", "Current on phase L3", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:33.7.0", "eon_hu_instantaneous_power_factor_l1", "Power factor on phase L1", _K.NUMBER, None, _POWER_FACTOR, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:53.7.0", "eon_hu_instantaneous_power_factor_l2", "Power factor on phase L2", _K.NUMBER, None, _POWER_FACTOR, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:73.7.0", "eon_hu_instantaneous_power_factor_l3", "Power factor on phase L3", _K.NUMBER, None, _POWER_FACTOR, _MEASUREMENT, _DIAG, False, _E),
+    _S("1-0:21.7.0", "instantaneous_active_power_l1_positive", "Power imported on phase L1", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E, name="Power consumption phase L1"),
+    _S("1-0:41.7.0", "instantaneous_active_power_l2_positive", "Power imported on phase L2", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E, name="Power consumption phase L2"),
+    _S("1-0:61.7.0", "instantaneous_active_power_l3_positive", "Power imported on phase L3", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E, name="Power consumption phase L3"),
+    _S("1-0:22.7.0", "instantaneous_active_power_l1_negative", "Power exported on phase L1", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E, name="Power production phase L1"),
+    _S("1-0:42.7.0", "instantaneous_active_power_l2_negative", "Power exported on phase L2", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E, name="Power production phase L2"),
+    _S("1-0:62.7.0", "instantaneous_active_power_l3_negative", "Power exported on phase L3", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, False, _E, name="Power production phase L3"),
+    _S("1-0:23.7.0", "instantaneous_reactive_power_l1_positive", "Reactive power imported on phase L1", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power consumption phase L1"),
+    _S("1-0:43.7.0", "instantaneous_reactive_power_l2_positive", "Reactive power imported on phase L2", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power consumption phase L2"),
+    _S("1-0:63.7.0", "instantaneous_reactive_power_l3_positive", "Reactive power imported on phase L3", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power consumption phase L3"),
+    _S("1-0:24.7.0", "instantaneous_reactive_power_l1_negative", "Reactive power exported on phase L1", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power production phase L1"),
+    _S("1-0:44.7.0", "instantaneous_reactive_power_l2_negative", "Reactive power exported on phase L2", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power production phase L2"),
+    _S("1-0:64.7.0", "instantaneous_reactive_power_l3_negative", "Reactive power exported on phase L3", _K.NUMBER, "kvar", _REACTIVE_POWER, _MEASUREMENT, None, False, _E, name="Reactive power production phase L3"),
+    _S("1-0:32.7.0", "instantaneous_voltage_l1", "Voltage on phase L1", _K.NUMBER, "V", _VOLTAGE, _MEASUREMENT, _DIAG, False, _E, name="Voltage phase L1"),
+    _S("1-0:52.7.0", "instantaneous_voltage_l2", "Voltage on phase L2", _K.NUMBER, "V", _VOLTAGE, _MEASUREMENT, _DIAG, False, _E, name="Voltage phase L2"),
+    _S("1-0:72.7.0", "instantaneous_voltage_l3", "Voltage on phase L3", _K.NUMBER, "V", _VOLTAGE, _MEASUREMENT, _DIAG, False, _E, name="Voltage phase L3"),
+    _S("1-0:31.7.0", "instantaneous_current_l1", "Current on phase L1", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current phase L1"),
+    _S("1-0:51.7.0", "instantaneous_current_l2", "Current on phase L2", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current phase L2"),
+    _S("1-0:71.7.0", "instantaneous_current_l3", "Current on phase L3", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current phase L3"),
+    _S("1-0:33.7.0", "eon_hu_instantaneous_power_factor_l1", "Power factor on phase L1", _K.NUMBER, None, _POWER_FACTOR, _MEASUREMENT, _DIAG, False, _E, name="Power factor phase L1"),
+    _S("1-0:53.7.0", "eon_hu_instantaneous_power_factor_l2", "Power factor on phase L2", _K.NUMBER, None, _POWER_FACTOR, _MEASUREMENT, _DIAG, False, _E, name="Power factor phase L2"),
+    _S("1-0:73.7.0", "eon_hu_instantaneous_power_factor_l3", "Power factor on phase L3", _K.NUMBER, None, _POWER_FACTOR, _MEASUREMENT, _DIAG, False, _E, name="Power factor phase L3"),
     # --- power quality and failures ------------------------------------------------------------
-    ("0-0:96.7.21", "short_power_failure_count", "Number of power failures in any phase", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E),
-    ("0-0:96.7.9", "long_power_failure_count", "Number of long power failures in any phase", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E),
-    ("1-0:99.97.0", "power_event_failure_log", "Long power failures: end time and duration of each", _K.EVENT_LOG, "s", None, None, _DIAG, False, _E),
-    ("1-0:32.32.0", "voltage_sag_l1_count", "Number of voltage sags on phase L1", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E),
-    ("1-0:52.32.0", "voltage_sag_l2_count", "Number of voltage sags on phase L2", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E),
-    ("1-0:72.32.0", "voltage_sag_l3_count", "Number of voltage sags on phase L3", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E),
-    ("1-0:32.36.0", "voltage_swell_l1_count", "Number of voltage swells on phase L1", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E),
-    ("1-0:52.36.0", "voltage_swell_l2_count", "Number of voltage swells on phase L2", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E),
-    ("1-0:72.36.0", "voltage_swell_l3_count", "Number of voltage swells on phase L3", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E),
+    _S("0-0:96.7.21", "short_power_failure_count", "Number of power failures in any phase", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E, name="Short power failure count", icon="mdi:flash-off"),
+    _S("0-0:96.7.9", "long_power_failure_count", "Number of long power failures in any phase", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E, name="Long power failure count", icon="mdi:flash-off"),
+    _S("1-0:99.97.0", "power_event_failure_log", "Long power failures: end time and duration of each", _K.EVENT_LOG, "s", None, None, _DIAG, False, _E, name="Last long power failure", icon="mdi:flash-off"),
+    _S("1-0:32.32.0", "voltage_sag_l1_count", "Number of voltage sags on phase L1", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E, name="Voltage sags phase L1"),
+    _S("1-0:52.32.0", "voltage_sag_l2_count", "Number of voltage sags on phase L2", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E, name="Voltage sags phase L2"),
+    _S("1-0:72.32.0", "voltage_sag_l3_count", "Number of voltage sags on phase L3", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E, name="Voltage sags phase L3"),
+    _S("1-0:32.36.0", "voltage_swell_l1_count", "Number of voltage swells on phase L1", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E, name="Voltage swells phase L1"),
+    _S("1-0:52.36.0", "voltage_swell_l2_count", "Number of voltage swells on phase L2", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E, name="Voltage swells phase L2"),
+    _S("1-0:72.36.0", "voltage_swell_l3_count", "Number of voltage swells on phase L3", _K.INTEGER, None, None, _TOTAL_INCREASING, _DIAG, False, _E, name="Voltage swells phase L3"),
     # --- messages ------------------------------------------------------------------------------
-    ("0-0:96.13.0", "text_message", "Text message from the grid operator", _K.TEXT, None, None, None, _DIAG, False, _E),
-    ("0-0:96.13.1", "text_message_code", "Numeric message code (DSMR 2.2-4)", _K.TEXT, None, None, None, _DIAG, False, _E),
-    ("0-0:96.13.2", "text_message_2", "Text message 2 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E),
-    ("0-0:96.13.3", "text_message_3", "Text message 3 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E),
-    ("0-0:96.13.4", "text_message_4", "Text message 4 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E),
-    ("0-0:96.13.5", "text_message_5", "Text message 5 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E),
+    _S("0-0:96.13.0", "text_message", "Text message from the grid operator", _K.TEXT, None, None, None, _DIAG, False, _E, name="Text message", icon="mdi:message-text-outline"),
+    _S("0-0:96.13.1", "text_message_code", "Numeric message code (DSMR 2.2-4)", _K.TEXT, None, None, None, _DIAG, False, _E, name="Text message code"),
+    _S("0-0:96.13.2", "text_message_2", "Text message 2 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E, name="Text message 2"),
+    _S("0-0:96.13.3", "text_message_3", "Text message 3 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E, name="Text message 3"),
+    _S("0-0:96.13.4", "text_message_4", "Text message 4 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E, name="Text message 4"),
+    _S("0-0:96.13.5", "text_message_5", "Text message 5 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E, name="Text message 5"),
     # --- limits, breaker, Belgian capacity tariff ----------------------------------------------
-    ("0-0:17.0.0", "actual_threshold_electricity", "Power limit of the breaker (DSMR 3 meters print it in A)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:31.4.0", "fuse_threshold_l1", "Current limit on phase L1", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:51.4.0", "fuse_threshold_l2", "Current limit on phase L2", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E),
-    ("1-0:71.4.0", "fuse_threshold_l3", "Current limit on phase L3", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E),
-    ("1-1:31.4.0", "current_limit_import_export", "Import and export current limits (Luxembourg Smarty)", _K.NUMBER_LIST, "A", None, None, _DIAG, False, _E),
-    ("0-0:96.3.10", "actual_switch_position", "Breaker state (0 off, 1 on, 2 ready to switch on)", _K.INTEGER, None, None, None, _DIAG, False, _E),
-    ("1-0:1.4.0", "belgium_current_average_demand", "Average import power of the running quarter-hour (Belgium)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E),
-    ("1-0:1.6.0", "belgium_maximum_demand_current_month", "Highest quarter-hour average this month, and when (Belgium)", _K.TIMESTAMPED_NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E),
-    ("0-0:98.1.0", "belgium_maximum_demand_13_months", "Monthly peak history of the last 13 months (Belgium); the Hungarian snapshot on this code is BILLING_SNAPSHOT_SPEC", _K.BILLING_HISTORY, "kW", None, None, _DIAG, False, _E),
+    _S("0-0:17.0.0", "actual_threshold_electricity", "Power limit of the breaker (DSMR 3 meters print it in A)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, _DIAG, False, _E, name="Power limit"),
+    _S("1-0:31.4.0", "fuse_threshold_l1", "Current limit on phase L1", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current limit phase L1"),
+    _S("1-0:51.4.0", "fuse_threshold_l2", "Current limit on phase L2", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current limit phase L2"),
+    _S("1-0:71.4.0", "fuse_threshold_l3", "Current limit on phase L3", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current limit phase L3"),
+    _S("1-1:31.4.0", "current_limit_import_export", "Import and export current limits (Luxembourg Smarty)", _K.NUMBER_LIST, "A", None, None, _DIAG, False, _E, name="Current limit"),
+    _S("0-0:96.3.10", "actual_switch_position", "Breaker state (0 off, 1 on, 2 ready to switch on)", _K.INTEGER, None, None, None, _DIAG, False, _E, name="Breaker state", icon="mdi:electric-switch"),
+    _S("1-0:1.4.0", "belgium_current_average_demand", "Average import power of the running quarter-hour (Belgium)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E, name="Current average demand"),
+    _S("1-0:1.6.0", "belgium_maximum_demand_current_month", "Highest quarter-hour average this month, and when (Belgium)", _K.TIMESTAMPED_NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E, name="Maximum demand current month"),
+    _S("0-0:98.1.0", "belgium_maximum_demand_13_months", "Monthly peak history of the last 13 months (Belgium); the Hungarian snapshot on this code is BILLING_SNAPSHOT_SPEC", _K.BILLING_HISTORY, "kW", None, None, _DIAG, False, _E, name="Maximum demand last 13 months"),
     # --- M-Bus sub-meters (n = channel 1-4) ----------------------------------------------------
-    ("0-n:24.1.0", "mbus_device_type", "M-Bus device type (3 gas, 4 heat, 7 water ...)", _K.INTEGER, None, None, None, _DIAG, False, _M),
-    ("0-n:96.1.0", "mbus_equipment_identifier", "Equipment identifier of the M-Bus device", _K.STRING, None, None, None, _DIAG, False, _M),
-    ("0-n:96.1.1", "mbus_equipment_identifier", "Equipment identifier of the M-Bus device (Belgium)", _K.STRING, None, None, None, _DIAG, False, _M),
-    ("0-n:24.4.0", "mbus_valve_position", "Valve position of the M-Bus device", _K.INTEGER, None, None, None, _DIAG, False, _M),
-    ("0-n:96.3.10", "mbus_switch_position", "Breaker state of the M-Bus device (Luxembourg)", _K.INTEGER, None, None, None, _DIAG, False, _M),
-    ("0-n:24.2.1", "mbus_meter_reading", "M-Bus device reading with its capture time", _K.TIMESTAMPED_NUMBER, None, None, _TOTAL_INCREASING, None, True, _M),
-    ("0-n:24.2.3", "mbus_meter_reading", "M-Bus device reading, not temperature corrected (Belgian gas)", _K.TIMESTAMPED_NUMBER, None, None, _TOTAL_INCREASING, None, True, _M),
-    ("0-n:24.3.0", "gas_meter_reading", "Gas reading in the two-line DSMR 2.2/3 form", _K.LEGACY_MBUS, "m3", _GAS, _TOTAL_INCREASING, None, True, _M),
+    _S("0-n:24.1.0", "mbus_device_type", "M-Bus device type (3 gas, 4 heat, 7 water ...)", _K.INTEGER, None, None, None, _DIAG, False, _M, name="Device type"),
+    _S("0-n:96.1.0", "mbus_equipment_identifier", "Equipment identifier of the M-Bus device", _K.STRING, None, None, None, _DIAG, False, _M, name="Equipment identifier"),
+    _S("0-n:96.1.1", "mbus_equipment_identifier", "Equipment identifier of the M-Bus device (Belgium)", _K.STRING, None, None, None, _DIAG, False, _M, name="Equipment identifier"),
+    _S("0-n:24.4.0", "mbus_valve_position", "Valve position of the M-Bus device", _K.INTEGER, None, None, None, _DIAG, False, _M, name="Valve position", icon="mdi:valve"),
+    _S("0-n:96.3.10", "mbus_switch_position", "Breaker state of the M-Bus device (Luxembourg)", _K.INTEGER, None, None, None, _DIAG, False, _M, name="Breaker state"),
+    _S("0-n:24.2.1", "mbus_meter_reading", "M-Bus device reading with its capture time", _K.TIMESTAMPED_NUMBER, None, None, _TOTAL_INCREASING, None, True, _M, name="Meter reading"),
+    _S("0-n:24.2.3", "mbus_meter_reading", "M-Bus device reading, not temperature corrected (Belgian gas)", _K.TIMESTAMPED_NUMBER, None, None, _TOTAL_INCREASING, None, True, _M, name="Meter reading"),
+    _S("0-n:24.3.0", "gas_meter_reading", "Gas reading in the two-line DSMR 2.2/3 form", _K.LEGACY_MBUS, "m3", _GAS, _TOTAL_INCREASING, None, True, _M, name="Gas consumption"),
+
 )
 # fmt: on
-
-#: Icons where Home Assistant's device class gives none (key -> mdi icon).
-_ICONS: Mapping[str, str] = {
-    "electricity_active_tariff": "mdi:theme-light-dark",
-    "short_power_failure_count": "mdi:flash-off",
-    "long_power_failure_count": "mdi:flash-off",
-    "power_event_failure_log": "mdi:flash-off",
-    "actual_switch_position": "mdi:electric-switch",
-    "mbus_valve_position": "mdi:valve",
-    "text_message": "mdi:message-text-outline",
-    "electricity_reactive_imported_total": "mdi:sine-wave",
-    "electricity_reactive_exported_total": "mdi:sine-wave",
-}
 
 # fmt: off
 #: EN 13757-3 device types a P1 meter reports for its M-Bus channels.
 MBUS_DEVICE_TYPES: Mapping[int, MbusDeviceType] = MappingProxyType({
     row.code: row
     for row in (
-        MbusDeviceType(2, "electricity", "Electricity sub-meter", "electricity_reading", _ENERGY, "kWh"),
-        MbusDeviceType(3, "gas", "Gas meter", "gas_reading", _GAS, "m3"),
-        MbusDeviceType(4, "heat", "Heat meter (outlet)", "heat_reading", _ENERGY, "GJ", "mdi:radiator"),
-        MbusDeviceType(6, "warm_water", "Warm water meter", "water_reading", _WATER, "m3"),
-        MbusDeviceType(7, "water", "Water meter", "water_reading", _WATER, "m3"),
-        MbusDeviceType(10, "cooling", "Cooling meter (outlet)", "cooling_reading", _ENERGY, "GJ", "mdi:snowflake"),
-        MbusDeviceType(11, "cooling", "Cooling meter (inlet)", "cooling_reading", _ENERGY, "GJ", "mdi:snowflake"),
-        MbusDeviceType(12, "heat", "Heat meter (inlet)", "heat_reading", _ENERGY, "GJ", "mdi:radiator"),
-        MbusDeviceType(13, "heat_cooling", "Heat/cooling meter", "heat_reading", _ENERGY, "GJ", "mdi:radiator"),
-        MbusDeviceType(21, "hot_water", "Hot water meter", "water_reading", _WATER, "m3"),
-        MbusDeviceType(22, "cold_water", "Cold water meter", "water_reading", _WATER, "m3"),
+        MbusDeviceType(2, "electricity", "Electricity sub-meter", "electricity_reading", _ENERGY, "kWh", reading_name="Energy consumption"),
+        MbusDeviceType(3, "gas", "Gas meter", "gas_reading", _GAS, "m3", reading_name="Gas consumption"),
+        MbusDeviceType(4, "heat", "Heat meter (outlet)", "heat_reading", _ENERGY, "GJ", "mdi:radiator", reading_name="Heat energy"),
+        MbusDeviceType(6, "warm_water", "Warm water meter", "water_reading", _WATER, "m3", reading_name="Water consumption"),
+        MbusDeviceType(7, "water", "Water meter", "water_reading", _WATER, "m3", reading_name="Water consumption"),
+        MbusDeviceType(10, "cooling", "Cooling meter (outlet)", "cooling_reading", _ENERGY, "GJ", "mdi:snowflake", reading_name="Cooling energy"),
+        MbusDeviceType(11, "cooling", "Cooling meter (inlet)", "cooling_reading", _ENERGY, "GJ", "mdi:snowflake", reading_name="Cooling energy"),
+        MbusDeviceType(12, "heat", "Heat meter (inlet)", "heat_reading", _ENERGY, "GJ", "mdi:radiator", reading_name="Heat energy"),
+        MbusDeviceType(13, "heat_cooling", "Heat/cooling meter", "heat_reading", _ENERGY, "GJ", "mdi:radiator", reading_name="Heat energy"),
+        MbusDeviceType(21, "hot_water", "Hot water meter", "water_reading", _WATER, "m3", reading_name="Water consumption"),
+        MbusDeviceType(22, "cold_water", "Cold water meter", "water_reading", _WATER, "m3", reading_name="Water consumption"),
     )
 })
 # fmt: on
@@ -292,22 +290,11 @@ MBUS_CHANNELS: tuple[int, ...] = tuple(range(1, 10))
 
 def _build_table() -> Mapping[str, SensorSpec]:
     table: dict[str, SensorSpec] = {}
-    for code, key, description, kind, unit, dclass, sclass, category, enabled, device in _ROWS:
-        if code in table:
-            raise ValueError(f"OBIS code {code} appears twice in the table")
-        table[code] = SensorSpec(
-            code=code,
-            key=key,
-            description=description,
-            kind=kind,
-            unit=unit,
-            device_class=dclass,
-            state_class=sclass,
-            entity_category=category,
-            enabled_by_default=enabled,
-            icon=_ICONS.get(key),
-            device=device,
-        )
+    for spec in _ROWS:
+        assert spec.code is not None  # every row has one; derived values are not rows
+        if spec.code in table:
+            raise ValueError(f"OBIS code {spec.code} appears twice in the table")
+        table[spec.code] = spec
     return MappingProxyType(table)
 
 
@@ -395,6 +382,7 @@ def _build_reading_specs() -> dict[tuple[str, int], SensorSpec]:
                 unit=device_type.unit,
                 device_class=device_type.device_class,
                 icon=device_type.icon,
+                name=device_type.reading_name,
             )
     return specs
 
@@ -424,6 +412,7 @@ BILLING_SNAPSHOT_SPEC: SensorSpec = dataclasses.replace(
     key="billing_snapshot",
     description="Register snapshot at the end of the last billing period (Hungary)",
     unit=None,
+    name="Register snapshot at the end of the last billing period",
 )
 
 

@@ -52,11 +52,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import metadata
+from types import MappingProxyType
 from typing import Any
 
 from p1lora.common.derived import DERIVED_SPECS
 from p1lora.common.link.config import LinkConfig
-from p1lora.common.obis import SensorSpec, ValueKind, spec_by_key
+from p1lora.common.obis import (
+    MBUS_DEVICE_TYPES,
+    OBIS_TABLE,
+    SensorSpec,
+    ValueKind,
+    spec_by_key,
+)
 from p1lora.common.telegram import DataObject, MbusDevice, Telegram
 from p1lora.receiver.ha_commands import COMMAND_LEVEL, MAX_STATE_CHARS
 from p1lora.receiver.ha_entities import (
@@ -508,120 +515,22 @@ def _tariff_options(telegram: Telegram) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------------- names
 
-# fmt: off
-#: Entity names (Home Assistant shows them after the device name). Close to Home Assistant's
-#: DSMR integration so that users moving from it recognise their entities.
-NAMES: Mapping[str, str] = {
-    "p1_version": "DSMR version",
-    "belgium_version_information": "e-MUCS version",
-    "timestamp": "Timestamp",
-    "equipment_identifier": "Equipment identifier",
-    "equipment_serial_number": "Serial number",
-    "luxembourg_equipment_identifier": "Logical device name",
-    "q3d_equipment_identifier": "Device identifier",
-    "q3d_equipment_serialnumber": "Serial number",
-    "q3d_equipment_state": "Device state",
-    "electricity_active_tariff": "Active tariff",
-    "electricity_imported_total": "Energy consumption (total)",
-    "electricity_used_tariff_1": "Energy consumption (tariff 1)",
-    "electricity_used_tariff_2": "Energy consumption (tariff 2)",
-    "electricity_used_tariff_3": "Energy consumption (tariff 3)",
-    "electricity_used_tariff_4": "Energy consumption (tariff 4)",
-    "electricity_exported_total": "Energy production (total)",
-    "electricity_delivered_tariff_1": "Energy production (tariff 1)",
-    "electricity_delivered_tariff_2": "Energy production (tariff 2)",
-    "electricity_delivered_tariff_3": "Energy production (tariff 3)",
-    "electricity_delivered_tariff_4": "Energy production (tariff 4)",
-    "eon_hu_electricity_combined": "Energy combined (import + export)",
-    "electricity_reactive_imported_total": "Reactive energy consumption (total)",
-    "electricity_reactive_imported_tariff_1": "Reactive energy consumption (tariff 1)",
-    "electricity_reactive_imported_tariff_2": "Reactive energy consumption (tariff 2)",
-    "electricity_reactive_exported_total": "Reactive energy production (total)",
-    "electricity_reactive_exported_tariff_1": "Reactive energy production (tariff 1)",
-    "electricity_reactive_exported_tariff_2": "Reactive energy production (tariff 2)",
-    "electricity_reactive_total_q1": "Reactive energy Q1",
-    "electricity_reactive_total_q2": "Reactive energy Q2",
-    "electricity_reactive_total_q3": "Reactive energy Q3",
-    "electricity_reactive_total_q4": "Reactive energy Q4",
-    "current_electricity_usage": "Power consumption",
-    "current_electricity_delivery": "Power production",
-    "current_reactive_imported": "Reactive power consumption",
-    "current_reactive_exported": "Reactive power production",
-    "instantaneous_reactive_power_q1": "Reactive power Q1",
-    "instantaneous_reactive_power_q2": "Reactive power Q2",
-    "instantaneous_reactive_power_q3": "Reactive power Q3",
-    "instantaneous_reactive_power_q4": "Reactive power Q4",
-    "instantaneous_apparent_power_positive": "Apparent power consumption",
-    "instantaneous_apparent_power_negative": "Apparent power production",
-    "eon_hu_instantaneous_power_factor_total": "Power factor",
-    "eon_hu_frequency": "Frequency",
-    "instantaneous_active_power_l1_positive": "Power consumption phase L1",
-    "instantaneous_active_power_l2_positive": "Power consumption phase L2",
-    "instantaneous_active_power_l3_positive": "Power consumption phase L3",
-    "instantaneous_active_power_l1_negative": "Power production phase L1",
-    "instantaneous_active_power_l2_negative": "Power production phase L2",
-    "instantaneous_active_power_l3_negative": "Power production phase L3",
-    "instantaneous_reactive_power_l1_positive": "Reactive power consumption phase L1",
-    "instantaneous_reactive_power_l2_positive": "Reactive power consumption phase L2",
-    "instantaneous_reactive_power_l3_positive": "Reactive power consumption phase L3",
-    "instantaneous_reactive_power_l1_negative": "Reactive power production phase L1",
-    "instantaneous_reactive_power_l2_negative": "Reactive power production phase L2",
-    "instantaneous_reactive_power_l3_negative": "Reactive power production phase L3",
-    "instantaneous_voltage_l1": "Voltage phase L1",
-    "instantaneous_voltage_l2": "Voltage phase L2",
-    "instantaneous_voltage_l3": "Voltage phase L3",
-    "instantaneous_current_l1": "Current phase L1",
-    "instantaneous_current_l2": "Current phase L2",
-    "instantaneous_current_l3": "Current phase L3",
-    "eon_hu_instantaneous_power_factor_l1": "Power factor phase L1",
-    "eon_hu_instantaneous_power_factor_l2": "Power factor phase L2",
-    "eon_hu_instantaneous_power_factor_l3": "Power factor phase L3",
-    "short_power_failure_count": "Short power failure count",
-    "long_power_failure_count": "Long power failure count",
-    "power_event_failure_log": "Last long power failure",
-    "voltage_sag_l1_count": "Voltage sags phase L1",
-    "voltage_sag_l2_count": "Voltage sags phase L2",
-    "voltage_sag_l3_count": "Voltage sags phase L3",
-    "voltage_swell_l1_count": "Voltage swells phase L1",
-    "voltage_swell_l2_count": "Voltage swells phase L2",
-    "voltage_swell_l3_count": "Voltage swells phase L3",
-    "text_message": "Text message",
-    "text_message_code": "Text message code",
-    "text_message_2": "Text message 2",
-    "text_message_3": "Text message 3",
-    "text_message_4": "Text message 4",
-    "text_message_5": "Text message 5",
-    "actual_threshold_electricity": "Power limit",
-    "fuse_threshold_l1": "Current limit phase L1",
-    "fuse_threshold_l2": "Current limit phase L2",
-    "fuse_threshold_l3": "Current limit phase L3",
-    "current_limit_import_export": "Current limit",
-    "actual_switch_position": "Breaker state",
-    "belgium_current_average_demand": "Current average demand",
-    "belgium_maximum_demand_current_month": "Maximum demand current month",
-    "belgium_maximum_demand_13_months": "Maximum demand last 13 months",
-    "mbus_device_type": "Device type",
-    "mbus_equipment_identifier": "Equipment identifier",
-    "mbus_valve_position": "Valve position",
-    "mbus_switch_position": "Breaker state",
-    "mbus_meter_reading": "Meter reading",
-    "gas_meter_reading": "Gas consumption",
-    "gas_reading": "Gas consumption",
-    "water_reading": "Water consumption",
-    "heat_reading": "Heat energy",
-    "cooling_reading": "Cooling energy",
-    "electricity_reading": "Energy consumption",
-    "total_energy_import": "Energy consumption (all tariffs)",
-    "total_energy_export": "Energy production (all tariffs)",
-    "net_energy": "Net energy",
-    "net_power": "Net power",
-}
-# fmt: on
+#: Entity names by key, as the OBIS table's rows (`name=`), its M-Bus device types
+#: (`reading_name=`) and the derived values say. A view for tools and tests: the rows are the
+#: one place a name is written.
+NAMES: Mapping[str, str] = MappingProxyType(
+    {
+        **{spec.key: spec.name for spec in OBIS_TABLE.values() if spec.name},
+        **{t.reading_key: t.reading_name for t in MBUS_DEVICE_TYPES.values()},
+        **{spec.key: spec.name for spec in DERIVED_SPECS.values() if spec.name},
+    }
+)
 
 
 def entity_name(key: str, spec: SensorSpec | None) -> str:
-    """The entity's name: the table above, else the OBIS description, else the key."""
-    name = NAMES.get(key)
+    """The entity's name: the row's, else the table's for the key, else the OBIS description,
+    else the key."""
+    name = (spec.name if spec is not None else None) or NAMES.get(key)
     if name is not None:
         return name
     if spec is not None:
