@@ -46,9 +46,10 @@ All state of one device goes to one retained JSON topic (`<base>/<device>/state`
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import metadata
@@ -67,9 +68,9 @@ from p1lora.common.obis import (
 from p1lora.common.telegram import DataObject, MbusDevice, Telegram
 from p1lora.receiver.ha_commands import COMMAND_LEVEL, MAX_STATE_CHARS
 from p1lora.receiver.ha_entities import (
-    BRIDGE_BUTTONS,
-    BRIDGE_SENSORS,
-    RADIO_MODE_SELECT,
+    BRIDGE_ENTITIES,
+    BridgeEntity,
+    Component,
     radio_mode_options,
 )
 from p1lora.receiver.mqtt_config import MqttConfig
@@ -850,85 +851,91 @@ def sensor_config(
     )
 
 
-def bridge_configs(settings: DiscoverySettings) -> list[DiscoveryMessage]:
-    """Every config of the bridge device: its sensors, buttons and the radio-mode select."""
-    device = bridge_device(settings)
-    state_topic = device.state_topic(settings)
-    out: list[DiscoveryMessage] = []
-    for row in BRIDGE_SENSORS:
-        payload = _sensor_payload(
-            settings,
-            device,
-            row.key,
-            row.name,
-            unit=row.unit,
-            device_class=row.device_class,
-            state_class=row.state_class,
-            entity_category=row.entity_category,
-            enabled_by_default=row.enabled_by_default,
-            icon=row.icon,
-            precision=row.precision,
-            options=row.options,
-            attributes=row.attributes is not None,
-            expire_after=0,
-        )
-        out.append(
-            DiscoveryMessage(
-                config_topic(settings, "sensor", device.slug, row.key),
-                payload,
-                device.slug,
-                row.key,
-                "sensor",
-            )
-        )
-    for button in BRIDGE_BUTTONS:
-        payload = _common(settings, device, button.key, button.name)
-        payload["command_topic"] = settings.command_topic
-        payload["payload_press"] = (
-            '{"cmd": "' + button.cmd + '", "source": "home_assistant", "id": "' + button.key + '"}'
-        )
-        optional = {
-            "icon": button.icon,
-            "device_class": button.device_class,
-            "entity_category": button.entity_category,
-        }
-        payload.update({k: v for k, v in optional.items() if v is not None})
-        if not button.enabled_by_default:
-            payload["enabled_by_default"] = False
-        out.append(
-            DiscoveryMessage(
-                config_topic(settings, "button", device.slug, button.key),
-                payload,
-                device.slug,
-                button.key,
-                "button",
-            )
-        )
-    select = RADIO_MODE_SELECT
-    payload = _common(settings, device, select.key, select.name)
+#: The JSON source Home Assistant's button and select send with every press or choice.
+_SOURCE = "home_assistant"
+#: Home Assistant's template for the option a user picked in a select, as a JSON string.
+_SELECTED_OPTION = "{{ value | tojson }}"
+
+
+def _bridge_sensor(
+    settings: DiscoverySettings, device: DeviceInfo, row: BridgeEntity
+) -> dict[str, Any]:
+    return _sensor_payload(
+        settings,
+        device,
+        row.key,
+        row.name,
+        unit=row.unit,
+        device_class=row.device_class,
+        state_class=row.state_class,
+        entity_category=row.entity_category,
+        enabled_by_default=row.enabled_by_default,
+        icon=row.icon,
+        precision=row.precision,
+        options=row.options,
+        attributes=row.attributes is not None,
+        expire_after=0,
+    )
+
+
+def _bridge_button(
+    settings: DiscoverySettings, device: DeviceInfo, row: BridgeEntity
+) -> dict[str, Any]:
+    payload = _common(settings, device, row.key, row.name)
+    payload["command_topic"] = settings.command_topic
+    payload["payload_press"] = json.dumps({"cmd": row.cmd, "source": _SOURCE, "id": row.key})
+    optional = {
+        "icon": row.icon,
+        "device_class": row.device_class,
+        "entity_category": row.entity_category,
+    }
+    payload.update({k: v for k, v in optional.items() if v is not None})
+    if not row.enabled_by_default:
+        payload["enabled_by_default"] = False
+    return payload
+
+
+def _bridge_select(
+    settings: DiscoverySettings, device: DeviceInfo, row: BridgeEntity
+) -> dict[str, Any]:
+    # The command is JSON with the picked option as a string: json.dumps writes the object with
+    # a placeholder, which then becomes Home Assistant's template (JSON-quoted by `tojson`).
+    command = {"cmd": row.cmd, "option": _SELECTED_OPTION, "source": _SOURCE, "id": row.key}
+    template = json.dumps(command).replace(json.dumps(_SELECTED_OPTION), _SELECTED_OPTION)
+    payload = _common(settings, device, row.key, row.name)
     payload.update(
         {
             "command_topic": settings.command_topic,
-            "command_template": (
-                '{"cmd": "radio", "option": {{ value | tojson }}, '
-                '"source": "home_assistant", "id": "' + select.key + '"}'
-            ),
-            "state_topic": state_topic,
-            "value_template": value_template(select.key),
+            "command_template": template,
+            "state_topic": device.state_topic(settings),
+            "value_template": value_template(row.key),
             "options": list(radio_mode_options(settings.link)),
         }
     )
-    if select.icon:
-        payload["icon"] = select.icon
-    if select.entity_category:
-        payload["entity_category"] = select.entity_category
-    out.append(
+    optional = {"icon": row.icon, "entity_category": row.entity_category}
+    payload.update({k: v for k, v in optional.items() if v})
+    return payload
+
+
+_BridgePayload = Callable[[DiscoverySettings, DeviceInfo, BridgeEntity], dict[str, Any]]
+#: How each component's config is built from a bridge entity row.
+_BRIDGE_PAYLOADS: Mapping[Component, _BridgePayload] = {
+    Component.SENSOR: _bridge_sensor,
+    Component.BUTTON: _bridge_button,
+    Component.SELECT: _bridge_select,
+}
+
+
+def bridge_configs(settings: DiscoverySettings) -> list[DiscoveryMessage]:
+    """Every config of the bridge device: its sensors, buttons and the radio-mode select."""
+    device = bridge_device(settings)
+    return [
         DiscoveryMessage(
-            config_topic(settings, "select", device.slug, select.key),
-            payload,
+            config_topic(settings, row.component, device.slug, row.key),
+            _BRIDGE_PAYLOADS[row.component](settings, device, row),
             device.slug,
-            select.key,
-            "select",
+            row.key,
+            row.component,
         )
-    )
-    return out
+        for row in BRIDGE_ENTITIES
+    ]

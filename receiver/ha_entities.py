@@ -9,10 +9,11 @@ the last command, and the controls: buttons (retune, restart the transmitter, re
 the radio-mode select (auto, or one of the fixed settings legal in the configured region and
 sub-band).
 
-Each sensor row says how Home Assistant should show it and how to read its value from a
-`BridgeView` (a snapshot of everything the bridge knows at one moment). Discovery
-(`ha_discovery`) reads the metadata, state (`ha_state`) calls the readers; a new diagnostic is
-one row. Everything here is a diagnostic except the controls (`config`), in the style of
+Each row names its Home Assistant component (sensor, button, select), says how Home Assistant
+should show it and, for sensors and the select, how to read its value from a `BridgeView` (a
+snapshot of everything the bridge knows at one moment). Discovery (`ha_discovery`) reads the
+metadata and builds each component's config from one function per component, state
+(`ha_state`) calls the readers; a new diagnostic or button is one row. Everything here is a diagnostic except the controls (`config`), in the style of
 Home Assistant's own integrations; the ones people rarely look at are disabled by default.
 
 Percentages are 0-100 with `%` (Home Assistant's convention), not the link's 0-1 fractions.
@@ -23,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from p1lora.common.link.config import LinkConfig
 from p1lora.common.link.diagnostics import LinkDiagnostics
@@ -37,15 +39,15 @@ from p1lora.receiver.runtime import RxSnapshot
 
 __all__ = [
     "BRIDGE_BUTTONS",
+    "BRIDGE_ENTITIES",
     "BRIDGE_SENSORS",
     "LINK_STATES",
     "NOT_SECURITY_REJECTIONS",
     "RADIO_MODE_SELECT",
     "SERIAL_STATES",
-    "BridgeButton",
-    "BridgeSelect",
-    "BridgeSensor",
+    "BridgeEntity",
     "BridgeView",
+    "Component",
     "LinkEventView",
     "iso_timestamp",
     "radio_mode_options",
@@ -112,13 +114,28 @@ Reader = Callable[[BridgeView], object]
 AttributeReader = Callable[[BridgeView], Mapping[str, object] | None]
 
 
-@dataclass(frozen=True, slots=True)
-class BridgeSensor:
-    """One bridge sensor: Home Assistant metadata plus how to read its value."""
+class Component(StrEnum):
+    """Home Assistant's MQTT platforms the bridge uses (the `<component>` level of a discovery
+    topic)."""
 
+    SENSOR = "sensor"
+    BUTTON = "button"
+    SELECT = "select"
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeEntity:
+    """One bridge entity: its component, Home Assistant metadata, and what it needs.
+
+    `value` reads the state (sensors and the select; buttons have none), `attributes` a
+    sensor's attributes, `cmd` is the `cmd` of the JSON contract a button or the select sends.
+    The select's options depend on the link's region (`radio_mode_options`).
+    """
+
+    component: Component
     key: str
     name: str
-    value: Reader
+    value: Reader | None = None
     unit: str | None = None
     device_class: str | None = None
     state_class: str | None = None
@@ -128,30 +145,7 @@ class BridgeSensor:
     precision: int | None = None
     options: tuple[str, ...] | None = None
     attributes: AttributeReader | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeButton:
-    """A button that sends one command to the transmitter (`cmd` of the JSON contract)."""
-
-    key: str
-    name: str
-    cmd: str
-    icon: str | None = None
-    device_class: str | None = None
-    entity_category: str | None = _CONFIG
-    enabled_by_default: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class BridgeSelect:
-    """The radio-mode select; its options depend on the link's region (`radio_mode_options`)."""
-
-    key: str
-    name: str
-    icon: str | None = None
-    entity_category: str | None = _CONFIG
-    enabled_by_default: bool = True
+    cmd: str | None = None
 
 
 # ---------------------------------------------------------------------------- readers
@@ -297,47 +291,57 @@ def radio_mode_options(config: LinkConfig | None) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------------------- the table
 
-# fmt: off
-BRIDGE_SENSORS: tuple[BridgeSensor, ...] = (
-    # -- how the receiver hears the transmitter --------------------------------------------
-    BridgeSensor("rssi", "RSSI", _from_link(lambda d: _round(d.uplink_rssi_dbm, 1)), "dBm", "signal_strength", _MEASUREMENT, precision=0),
-    BridgeSensor("snr", "SNR", _from_link(lambda d: _round(d.uplink_snr_db, 2)), "dB", None, _MEASUREMENT, precision=1, icon="mdi:signal-variant"),
-    # -- how the transmitter hears the receiver (from its status reports) --------------------
-    BridgeSensor("downlink_rssi", "Downlink RSSI", _from_link(lambda d: _round(d.downlink_rssi_dbm, 1)), "dBm", "signal_strength", _MEASUREMENT, enabled_by_default=False, precision=0),
-    BridgeSensor("downlink_snr", "Downlink SNR", _from_link(lambda d: _round(d.downlink_snr_db, 2)), "dB", None, _MEASUREMENT, enabled_by_default=False, precision=1, icon="mdi:signal-variant"),
-    # -- the radio setting in use ----------------------------------------------------------
-    BridgeSensor("spreading_factor", "Spreading factor", _from_link(lambda d: d.settings.sf), None, None, _MEASUREMENT, icon="mdi:sine-wave"),
-    BridgeSensor("bandwidth", "Bandwidth", _from_link(lambda d: d.settings.bw_hz / 1000), "kHz", "frequency", _MEASUREMENT, icon="mdi:arrow-expand-horizontal"),
-    BridgeSensor("frequency", "Frequency", _from_link(lambda d: d.settings.frequency_hz / 1e6), "MHz", "frequency", None, enabled_by_default=False, precision=3),
-    BridgeSensor("tx_power", "TX power", _from_status(lambda s: s.tx_power_dbm), "dBm", None, _MEASUREMENT, icon="mdi:antenna"),
-    BridgeSensor("receiver_tx_power", "Receiver TX power", _from_link(lambda d: d.tx_power_dbm), "dBm", None, _MEASUREMENT, enabled_by_default=False, icon="mdi:antenna"),
-    # -- duty cycle and loss ---------------------------------------------------------------
-    BridgeSensor("airtime_used", "Airtime used (receiver)", _from_link(lambda d: _percent(d.airtime_used)), "%", None, _MEASUREMENT, precision=1, icon="mdi:timer-sand"),
-    BridgeSensor("transmitter_airtime_used", "Airtime used (transmitter)", _from_status(lambda s: _percent(s.airtime_used)), "%", None, _MEASUREMENT, precision=1, icon="mdi:timer-sand"),
-    BridgeSensor("packet_loss", "Packet loss", _from_link(lambda d: _percent(d.loss_rate)), "%", None, _MEASUREMENT, precision=0, icon="mdi:package-variant-remove"),
-    BridgeSensor("transmitter_packet_loss", "Packet loss (transmitter)", _from_status(lambda s: _percent(s.loss_rate)), "%", None, _MEASUREMENT, precision=0, icon="mdi:package-variant-remove"),
-    BridgeSensor("frames_rejected", "Frames rejected", _from_link(_rejected), None, None, _TOTAL_INCREASING, icon="mdi:shield-alert-outline", attributes=_rejected_reasons),
-    # -- link and delivery -----------------------------------------------------------------
-    BridgeSensor("link_state", "Link state", _link_state, icon="mdi:lan-connect"),
-    BridgeSensor("last_telegram", "Last telegram", lambda v: iso_timestamp(v.last_telegram_wall), None, "timestamp"),
-    BridgeSensor("last_telegram_age", "Last telegram age", _telegram_age, "s", "duration", _MEASUREMENT, icon="mdi:timer-outline"),
-    BridgeSensor("telegrams_received", "Telegrams received", _telegrams_delivered, None, None, _TOTAL_INCREASING, enabled_by_default=False, icon="mdi:counter"),
-    BridgeSensor("telegrams_refused", "Telegrams refused", lambda v: v.telegrams_refused, None, None, _TOTAL_INCREASING, enabled_by_default=False, icon="mdi:alert-circle-outline"),
-    BridgeSensor("last_link_event", "Last link event", _last_event, enabled_by_default=False, icon="mdi:transit-connection-variant", attributes=_last_event_attributes),
-    # -- the transmitter, from its status reports ------------------------------------------
-    BridgeSensor("serial_state", "Meter serial port", _from_status(_serial_state), None, "enum", options=SERIAL_STATES, icon="mdi:serial-port"),
-    BridgeSensor("telegram_errors", "Telegram errors", _from_status(_telegram_errors), None, None, _TOTAL_INCREASING, icon="mdi:alert-outline", attributes=_telegram_error_kinds),
-    BridgeSensor("transmitter_uptime", "Transmitter uptime", _from_status(lambda s: s.uptime_s), "s", "duration", None, icon="mdi:clock-outline"),
-    BridgeSensor("send_interval", "Send interval", _from_status(lambda s: s.interval_s), "s", "duration", None, enabled_by_default=False, icon="mdi:timer-cog-outline"),
-    # -- commands --------------------------------------------------------------------------
-    BridgeSensor("last_command", "Last command", _command_summary, icon="mdi:console-line", attributes=_command_attributes),
-)
+_SENSOR = Component.SENSOR
+_BUTTON = Component.BUTTON
+_SELECT = Component.SELECT
 
-BRIDGE_BUTTONS: tuple[BridgeButton, ...] = (
-    BridgeButton("retune", "Retune link", "retune", icon="mdi:radio-tower"),
-    BridgeButton("restart_transmitter", "Restart transmitter", "restart", device_class="restart"),
-    BridgeButton("request_info", "Request transmitter info", "info", icon="mdi:information-outline", entity_category=_DIAG),
+# fmt: off
+#: Every entity of the bridge device, in the order their configs are published.
+BRIDGE_ENTITIES: tuple[BridgeEntity, ...] = (
+    # -- how the receiver hears the transmitter --------------------------------------------
+    BridgeEntity(_SENSOR, "rssi", "RSSI", _from_link(lambda d: _round(d.uplink_rssi_dbm, 1)), "dBm", "signal_strength", _MEASUREMENT, precision=0),
+    BridgeEntity(_SENSOR, "snr", "SNR", _from_link(lambda d: _round(d.uplink_snr_db, 2)), "dB", None, _MEASUREMENT, precision=1, icon="mdi:signal-variant"),
+    # -- how the transmitter hears the receiver (from its status reports) --------------------
+    BridgeEntity(_SENSOR, "downlink_rssi", "Downlink RSSI", _from_link(lambda d: _round(d.downlink_rssi_dbm, 1)), "dBm", "signal_strength", _MEASUREMENT, enabled_by_default=False, precision=0),
+    BridgeEntity(_SENSOR, "downlink_snr", "Downlink SNR", _from_link(lambda d: _round(d.downlink_snr_db, 2)), "dB", None, _MEASUREMENT, enabled_by_default=False, precision=1, icon="mdi:signal-variant"),
+    # -- the radio setting in use ----------------------------------------------------------
+    BridgeEntity(_SENSOR, "spreading_factor", "Spreading factor", _from_link(lambda d: d.settings.sf), None, None, _MEASUREMENT, icon="mdi:sine-wave"),
+    BridgeEntity(_SENSOR, "bandwidth", "Bandwidth", _from_link(lambda d: d.settings.bw_hz / 1000), "kHz", "frequency", _MEASUREMENT, icon="mdi:arrow-expand-horizontal"),
+    BridgeEntity(_SENSOR, "frequency", "Frequency", _from_link(lambda d: d.settings.frequency_hz / 1e6), "MHz", "frequency", None, enabled_by_default=False, precision=3),
+    BridgeEntity(_SENSOR, "tx_power", "TX power", _from_status(lambda s: s.tx_power_dbm), "dBm", None, _MEASUREMENT, icon="mdi:antenna"),
+    BridgeEntity(_SENSOR, "receiver_tx_power", "Receiver TX power", _from_link(lambda d: d.tx_power_dbm), "dBm", None, _MEASUREMENT, enabled_by_default=False, icon="mdi:antenna"),
+    # -- duty cycle and loss ---------------------------------------------------------------
+    BridgeEntity(_SENSOR, "airtime_used", "Airtime used (receiver)", _from_link(lambda d: _percent(d.airtime_used)), "%", None, _MEASUREMENT, precision=1, icon="mdi:timer-sand"),
+    BridgeEntity(_SENSOR, "transmitter_airtime_used", "Airtime used (transmitter)", _from_status(lambda s: _percent(s.airtime_used)), "%", None, _MEASUREMENT, precision=1, icon="mdi:timer-sand"),
+    BridgeEntity(_SENSOR, "packet_loss", "Packet loss", _from_link(lambda d: _percent(d.loss_rate)), "%", None, _MEASUREMENT, precision=0, icon="mdi:package-variant-remove"),
+    BridgeEntity(_SENSOR, "transmitter_packet_loss", "Packet loss (transmitter)", _from_status(lambda s: _percent(s.loss_rate)), "%", None, _MEASUREMENT, precision=0, icon="mdi:package-variant-remove"),
+    BridgeEntity(_SENSOR, "frames_rejected", "Frames rejected", _from_link(_rejected), None, None, _TOTAL_INCREASING, icon="mdi:shield-alert-outline", attributes=_rejected_reasons),
+    # -- link and delivery -----------------------------------------------------------------
+    BridgeEntity(_SENSOR, "link_state", "Link state", _link_state, icon="mdi:lan-connect"),
+    BridgeEntity(_SENSOR, "last_telegram", "Last telegram", lambda v: iso_timestamp(v.last_telegram_wall), None, "timestamp"),
+    BridgeEntity(_SENSOR, "last_telegram_age", "Last telegram age", _telegram_age, "s", "duration", _MEASUREMENT, icon="mdi:timer-outline"),
+    BridgeEntity(_SENSOR, "telegrams_received", "Telegrams received", _telegrams_delivered, None, None, _TOTAL_INCREASING, enabled_by_default=False, icon="mdi:counter"),
+    BridgeEntity(_SENSOR, "telegrams_refused", "Telegrams refused", lambda v: v.telegrams_refused, None, None, _TOTAL_INCREASING, enabled_by_default=False, icon="mdi:alert-circle-outline"),
+    BridgeEntity(_SENSOR, "last_link_event", "Last link event", _last_event, enabled_by_default=False, icon="mdi:transit-connection-variant", attributes=_last_event_attributes),
+    # -- the transmitter, from its status reports ------------------------------------------
+    BridgeEntity(_SENSOR, "serial_state", "Meter serial port", _from_status(_serial_state), None, "enum", options=SERIAL_STATES, icon="mdi:serial-port"),
+    BridgeEntity(_SENSOR, "telegram_errors", "Telegram errors", _from_status(_telegram_errors), None, None, _TOTAL_INCREASING, icon="mdi:alert-outline", attributes=_telegram_error_kinds),
+    BridgeEntity(_SENSOR, "transmitter_uptime", "Transmitter uptime", _from_status(lambda s: s.uptime_s), "s", "duration", None, icon="mdi:clock-outline"),
+    BridgeEntity(_SENSOR, "send_interval", "Send interval", _from_status(lambda s: s.interval_s), "s", "duration", None, enabled_by_default=False, icon="mdi:timer-cog-outline"),
+    # -- commands --------------------------------------------------------------------------
+    BridgeEntity(_SENSOR, "last_command", "Last command", _command_summary, icon="mdi:console-line", attributes=_command_attributes),
+    # -- controls --------------------------------------------------------------------------
+    BridgeEntity(_BUTTON, "retune", "Retune link", cmd="retune", icon="mdi:radio-tower", entity_category=_CONFIG),
+    BridgeEntity(_BUTTON, "restart_transmitter", "Restart transmitter", cmd="restart", device_class="restart", entity_category=_CONFIG),
+    BridgeEntity(_BUTTON, "request_info", "Request transmitter info", cmd="info", icon="mdi:information-outline"),
+    BridgeEntity(_SELECT, "radio_mode", "Radio mode", radio_mode_state, cmd="radio", icon="mdi:tune-variant", entity_category=_CONFIG),
 )
 # fmt: on
 
-RADIO_MODE_SELECT = BridgeSelect("radio_mode", "Radio mode", icon="mdi:tune-variant")
+BRIDGE_SENSORS: tuple[BridgeEntity, ...] = tuple(
+    r for r in BRIDGE_ENTITIES if r.component is _SENSOR
+)
+BRIDGE_BUTTONS: tuple[BridgeEntity, ...] = tuple(
+    r for r in BRIDGE_ENTITIES if r.component is _BUTTON
+)
+RADIO_MODE_SELECT: BridgeEntity = next(r for r in BRIDGE_ENTITIES if r.component is _SELECT)

@@ -45,12 +45,7 @@ from p1lora.receiver.ha_discovery import (
     convert_value,
     tariff_name,
 )
-from p1lora.receiver.ha_entities import (
-    BRIDGE_SENSORS,
-    RADIO_MODE_SELECT,
-    BridgeView,
-    radio_mode_state,
-)
+from p1lora.receiver.ha_entities import BRIDGE_ENTITIES, BridgeView
 
 __all__ = ["MeterStateBuilder", "bridge_state", "encode_state", "render_value"]
 
@@ -285,11 +280,12 @@ def bridge_state(view: BridgeView) -> dict[str, Any]:
     """The bridge device's state object, from the `ha_entities` table."""
     state: dict[str, Any] = {}
     attributes: dict[str, object] = {}
-    for row in BRIDGE_SENSORS:
+    for row in BRIDGE_ENTITIES:
+        if row.value is None:
+            continue  # a button: nothing to show
         state[row.key] = _plain(row.value(view))
         if row.attributes is not None:
             attributes[row.key] = dict(row.attributes(view) or {})
-    state[RADIO_MODE_SELECT.key] = radio_mode_state(view)
     state["attributes"] = attributes
     return state
 
