@@ -2,16 +2,16 @@
 
 It is an `RxSink` (`p1lora.receiver.runtime`): the runtime hands it every delivered telegram,
 the transmitter's status reports, command replies, link events and a diagnostics snapshot every
-few seconds; it talks MQTT through an `MqttPublisher`. It wires three parts: the discovery
-registry (`ha_registry`: which configs are announced and removed), the command relay
-(`ha_relay`: MQTT commands to the link and their results) and the state messages it publishes
-itself (`ha_state`). What it does:
+few seconds; it talks MQTT through an `MqttPublisher`. It keeps what the bridge's own entities
+show and wires three parts under one lock: the discovery registry (`ha_registry`: which configs
+are announced and removed), the state publisher (`ha_publisher`: when state messages go out)
+and the command relay (`ha_relay`: MQTT commands to the link and their results). What it does:
 
 - **Telegrams.** Each one is parsed and its CRC checked *again*: the link already proved the
   rebuilt telegram end to end, but a value from a telegram whose CRC fails is never published,
   whatever the reason (`telegrams_refused` counts them). Then discovery is published for any
   entity that is new or whose config changed (`ha_discovery`), and one retained state message
-  per device (`ha_state`).
+  per device (`ha_state`). At most `MAX_DEVICES` devices are announced in one run.
 - **Discovery lifecycle.** Configs are retained, re-published when Home Assistant says
   `online` on `homeassistant/status` (its birth message after a restart), and re-sent by the
   publisher after every reconnect. To remove what the bridge no longer has, it subscribes to
@@ -26,11 +26,11 @@ itself (`ha_state`). What it does:
   retained message whenever it connects.
 
 Threads: the sink methods run on the runtime's thread (inside `step`), MQTT handlers on paho's.
-One lock guards this object, its registry and its relay; it is never held while calling the
-runtime (`queue_command` takes the runtime's lock, and the runtime holds it while calling this
-sink), and paho's thread never holds the publisher's lock while calling handlers, so the lock
-order is always runtime -> bridge -> publisher. Nothing here raises into either thread: failures are logged
-(first one with its traceback, then counted).
+One lock guards this object and its parts; it is never held while calling the runtime
+(`queue_command` takes the runtime's lock, and the runtime holds it while calling this sink),
+and paho's thread never holds the publisher's lock while calling handlers, so the lock order is
+always runtime -> bridge -> publisher. Nothing here raises into either thread: failures are
+logged (first one with its traceback, then counted).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +50,9 @@ from p1lora.receiver.ha_discovery import DeviceInfo, DiscoverySettings, SensorEn
 from p1lora.receiver.ha_discovery import plan_telegram as _plan_telegram
 from p1lora.receiver.ha_entities import BridgeView, LinkEventView
 from p1lora.receiver.ha_ports import CommandPort, MqttPort
+from p1lora.receiver.ha_publisher import StatePublisher
 from p1lora.receiver.ha_registry import DiscoveryRegistry, retained_owner
 from p1lora.receiver.ha_relay import DEFAULT_MAX_PENDING, CommandRelay
-from p1lora.receiver.ha_state import MeterStateBuilder, bridge_state, encode_state
 from p1lora.receiver.mqtt_publisher import MessageHandler
 from p1lora.receiver.runtime import BaseSink, RxSnapshot
 
@@ -62,8 +61,6 @@ __all__ = ["BridgeStats", "CommandPort", "HomeAssistantBridge", "MqttPort"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_BRIDGE_INTERVAL_S = 10.0
-#: Link events publish the bridge state at once, but not more often than this.
-EVENT_MIN_GAP_S = 1.0
 #: Devices (meters and M-Bus devices) the bridge announces in one run. One installation has one
 #: meter with a few M-Bus devices, a meter swap adds a second; far more means something feeds
 #: the bridge telegrams that are not one household's, and announcing them all would flood
@@ -105,7 +102,6 @@ class HomeAssistantBridge(BaseSink):
             raise ValueError("max_pending_commands must be at least 1")
         self._mqtt = mqtt
         self.settings = settings
-        self._bridge_interval_s = bridge_interval_s
         self._wall = wall_clock
         self._monotonic = monotonic
         self._lock = threading.RLock()
@@ -118,22 +114,25 @@ class HomeAssistantBridge(BaseSink):
             self._lock,
             commands=commands,
             max_pending=max_pending_commands,
-            on_result=lambda: self._publish_bridge_locked(force=True),
+            on_result=lambda: self._states.publish_bridge(force=True),
             wall_clock=wall_clock,
             monotonic=monotonic,
         )
+        self._states = StatePublisher(
+            mqtt,
+            settings,
+            self._registry.bridge,
+            self._view,
+            interval_s=bridge_interval_s,
+            monotonic=monotonic,
+        )
         self._started = False
-        #: Topic -> JSON text of the latest state of every device (the bridge's first).
-        self._states: OrderedDict[str, str] = OrderedDict()
-        self._builder = MeterStateBuilder()
-        # The bridge's view.
+        # What the bridge's own entities show.
         self._snapshot: RxSnapshot | None = None
-        self._event_pending = False
         self._transmitter: StatusMessage | None = None
         self._transmitter_wall: float | None = None
         self._last_telegram_wall: float | None = None
         self._last_event: LinkEventView | None = None
-        self._bridge_published_at: float | None = None
         # Counters.
         self._published = 0
         self._refused = 0
@@ -173,7 +172,7 @@ class HomeAssistantBridge(BaseSink):
         self._mqtt.subscribe(settings.command_topic, self._guarded(self._relay.on_command), qos=1)
         with self._lock:
             self._registry.announce_bridge()
-            self._publish_bridge_locked(force=True)
+            self._states.publish_bridge(force=True)
             self._registry.sweep()
         logger.info(
             "Home Assistant: discovery under %s/…/%s, state under %s/, commands on %s",
@@ -248,17 +247,11 @@ class HomeAssistantBridge(BaseSink):
                 )
                 return
             self._last_telegram_wall = self._wall()
-            announced = registry.learn(plan, now)
-            states = self._builder.build(plan, announced)
-            for device in plan.devices:
-                topic = device.state_topic(self.settings)
-                text = encode_state(states[device.slug])
-                self._states[topic] = text
-                self._mqtt.publish(topic, text, retain=True)
+            self._states.publish_meters(plan, registry.learn(plan, now))
             self._published += 1
             registry.sweep()
-            if self._bridge_published_at is None or self._published == 1:
-                self._publish_bridge_locked(force=True)
+            if not self._states.bridge_published or self._published == 1:
+                self._states.publish_bridge(force=True)
 
     # ------------------------------------------------------------------ discovery lifecycle
 
@@ -284,9 +277,7 @@ class HomeAssistantBridge(BaseSink):
         """Publish every config and the latest state of every device again."""
         with self._lock:
             self._registry.republish()
-            for topic, text in self._states.items():
-                self._mqtt.publish(topic, text, retain=True)
-            self._publish_bridge_locked(force=True)
+            self._states.republish()
 
     # ------------------------------------------------------------------ RxSink: the rest
 
@@ -306,7 +297,7 @@ class HomeAssistantBridge(BaseSink):
                     expire,
                 )
                 self._registry.set_expire_after(expire)
-            self._publish_bridge_locked(force=True)
+            self._states.publish_bridge(force=True)
 
     def diagnostics(self, snapshot: RxSnapshot) -> None:
         self._guard("publishing diagnostics", self._on_diagnostics, snapshot)
@@ -315,11 +306,7 @@ class HomeAssistantBridge(BaseSink):
         with self._lock:
             self._snapshot = snapshot
             self._relay.forget_stale()
-            published = self._bridge_published_at
-            urgent = self._event_pending and (
-                published is None or self._monotonic() - published >= EVENT_MIN_GAP_S
-            )
-            self._publish_bridge_locked(force=urgent)
+            self._states.snapshot()
 
     def link_event(self, event: LinkEventAction, at: float) -> None:
         self._guard("publishing a link event", self._on_link_event, event)
@@ -330,7 +317,7 @@ class HomeAssistantBridge(BaseSink):
         # in the same step, and those go out at once (at most one a second).
         with self._lock:
             self._last_event = LinkEventView(event.kind, dict(event.fields), self._wall())
-            self._event_pending = True
+            self._states.event()
 
     def command_reply(self, reply: CommandReply) -> None:
         self._guard("publishing a command reply", self._relay.on_reply, reply)
@@ -340,7 +327,7 @@ class HomeAssistantBridge(BaseSink):
         when it was refused (the refusal is published like any other result)."""
         return self._relay.submit(request)
 
-    # ------------------------------------------------------------------ the bridge's state
+    # ------------------------------------------------------------------ what the bridge shows
 
     def _view(self) -> BridgeView:
         return BridgeView(
@@ -353,19 +340,6 @@ class HomeAssistantBridge(BaseSink):
             telegrams_published=self._published,
             telegrams_refused=self._refused,
         )
-
-    def _publish_bridge_locked(self, *, force: bool) -> None:
-        now = self._monotonic()
-        last = self._bridge_published_at
-        if not force and last is not None and now - last < self._bridge_interval_s:
-            return
-        self._event_pending = False
-        topic = self.bridge.state_topic(self.settings)
-        text = encode_state(bridge_state(self._view()))
-        self._states[topic] = text
-        self._states.move_to_end(topic, last=False)
-        self._mqtt.publish(topic, text, retain=True)
-        self._bridge_published_at = now
 
     # ------------------------------------------------------------------ introspection
 
