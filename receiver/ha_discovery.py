@@ -2,9 +2,10 @@
 
 Home Assistant learns about an entity from a retained JSON config on
 `<discovery_prefix>/<component>/<node_id>/<object_id>/config`. Everything here is computed from
-two declarative tables, the OBIS table (`p1lora.common.obis`: device class, state class, unit,
-category, enabled by default, which device) and the bridge's own (`ha_entities`), so a new meter
-line or a new diagnostic is a row, never a branch here.
+two declarative tables, the OBIS table (`p1lora.common.obis`: name, icon, device class, state
+class, unit, category, enabled by default, which device) and the bridge's own (`ha_entities`,
+with a component column), so a new meter line or a new diagnostic is a row, never a branch
+here.
 
 Devices (what Home Assistant groups entities under):
 
