@@ -50,12 +50,12 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import metadata
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from p1lora.common.derived import DERIVED_SPECS
 from p1lora.common.link.config import LinkConfig
@@ -778,39 +778,57 @@ def _common(settings: DiscoverySettings, device: DeviceInfo, key: str, name: str
     }
 
 
+class _SensorRow(Protocol):
+    """What a sensor's config is built from: a meter entity (`SensorEntity`) or a row of the
+    bridge's table (`BridgeEntity`) alike."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def unit(self) -> str | None: ...
+    @property
+    def device_class(self) -> str | None: ...
+    @property
+    def state_class(self) -> str | None: ...
+    @property
+    def entity_category(self) -> str | None: ...
+    @property
+    def enabled_by_default(self) -> bool: ...
+    @property
+    def icon(self) -> str | None: ...
+    @property
+    def precision(self) -> int | None: ...
+    @property
+    def options(self) -> tuple[str, ...] | None: ...
+
+
 def _sensor_payload(
     settings: DiscoverySettings,
     device: DeviceInfo,
-    key: str,
-    name: str,
+    row: _SensorRow,
     *,
-    unit: str | None,
-    device_class: str | None,
-    state_class: str | None,
-    entity_category: str | None,
-    enabled_by_default: bool,
-    icon: str | None,
-    precision: int | None,
-    options: Sequence[str] | None,
     attributes: bool,
     expire_after: int,
 ) -> dict[str, Any]:
-    payload = _common(settings, device, key, name)
+    key = row.key
+    payload = _common(settings, device, key, row.name)
     state_topic = device.state_topic(settings)
     payload["state_topic"] = state_topic
     payload["value_template"] = value_template(key)
     optional: dict[str, Any] = {
-        "device_class": device_class,
-        "state_class": state_class,
-        "unit_of_measurement": unit,
-        "entity_category": entity_category,
-        "icon": icon,
-        "suggested_display_precision": precision,
-        "options": list(options) if options else None,
+        "device_class": row.device_class,
+        "state_class": row.state_class,
+        "unit_of_measurement": row.unit,
+        "entity_category": row.entity_category,
+        "icon": row.icon,
+        "suggested_display_precision": row.precision,
+        "options": list(row.options) if row.options else None,
         "expire_after": expire_after or None,
     }
     payload.update({k: v for k, v in optional.items() if v is not None})
-    if not enabled_by_default:
+    if not row.enabled_by_default:
         payload["enabled_by_default"] = False
     if attributes:
         payload["json_attributes_topic"] = state_topic
@@ -830,16 +848,7 @@ def sensor_config(
     payload = _sensor_payload(
         settings,
         device,
-        entity.key,
-        entity.name,
-        unit=entity.unit,
-        device_class=entity.device_class,
-        state_class=entity.state_class,
-        entity_category=entity.entity_category,
-        enabled_by_default=entity.enabled_by_default,
-        icon=entity.icon,
-        precision=entity.precision,
-        options=entity.options,
+        entity,
         attributes=entity.attributes,
         expire_after=expires if entity.expires else 0,
     )
@@ -862,20 +871,7 @@ def _bridge_sensor(
     settings: DiscoverySettings, device: DeviceInfo, row: BridgeEntity
 ) -> dict[str, Any]:
     return _sensor_payload(
-        settings,
-        device,
-        row.key,
-        row.name,
-        unit=row.unit,
-        device_class=row.device_class,
-        state_class=row.state_class,
-        entity_category=row.entity_category,
-        enabled_by_default=row.enabled_by_default,
-        icon=row.icon,
-        precision=row.precision,
-        options=row.options,
-        attributes=row.attributes is not None,
-        expire_after=0,
+        settings, device, row, attributes=row.attributes is not None, expire_after=0
     )
 
 
