@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Final
 
@@ -28,21 +28,6 @@ from p1lora.tools.demo.views import DeviceView, EntityView
 __all__ = ["BridgeModel"]
 
 _VALUE_KEY: Final = re.compile(r"""value_json\[['"]([^'"]+)['"]\]|value_json\.(\w+)""")
-
-
-@dataclass(slots=True)
-class _Entity:
-    config_topic: str
-    component: str
-    name: str
-    unique_id: str
-    device_id: str
-    state_topic: str | None
-    value_key: str | None
-    unit: str | None
-    device_class: str | None
-    entity_category: str | None
-    enabled: bool
 
 
 @dataclass(slots=True)
@@ -89,7 +74,8 @@ class BridgeModel:
         self._config_prefix = f"{settings.discovery_prefix}/"
         self._config_node = settings.node_id
         self._base = f"{settings.base_topic}/"
-        self._entities: dict[str, _Entity] = {}
+        #: Entities as announced (no value yet: views add it from `_states`).
+        self._entities: dict[str, EntityView] = {}
         self._devices: dict[str, _Device] = {}
         self._states: dict[str, _State] = {}
         self.availability: str | None = None
@@ -162,7 +148,7 @@ class BridgeModel:
         )
         component = topic.split("/")[-4]
         state_topic = _text(config.get("state_topic"))
-        self._entities[topic] = _Entity(
+        self._entities[topic] = EntityView(
             config_topic=topic,
             component=component,
             name=_text(config.get("name")) or topic.split("/")[-2],
@@ -253,23 +239,15 @@ class BridgeModel:
                 continue
             state = self._states.get(entity.state_topic or "")
             key = entity.value_key
-            has_value = state is not None and key is not None and key in state.values
-            changed = state.changed_at.get(key) if state is not None and key else None
+            if state is None or key is None:
+                entities.append(entity)
+                continue
+            changed = state.changed_at.get(key)
             entities.append(
-                EntityView(
-                    config_topic=entity.config_topic,
-                    component=entity.component,
-                    name=entity.name,
-                    unique_id=entity.unique_id,
-                    device_id=entity.device_id,
-                    state_topic=entity.state_topic,
-                    value_key=key,
-                    unit=entity.unit,
-                    device_class=entity.device_class,
-                    entity_category=entity.entity_category,
-                    enabled=entity.enabled,
-                    value=state.values.get(key) if state is not None and key else None,
-                    has_value=has_value,
+                replace(
+                    entity,
+                    value=state.values.get(key),
+                    has_value=key in state.values,
                     changed_at=None if changed is None else changed - self.started,
                 )
             )
