@@ -410,7 +410,7 @@ def _measure_in(options: E2eOptions, workdir: Path) -> E2eResult:
                 log_path=workdir / f"{program}.log",
                 env=env,
                 cwd=workdir,
-                notify=NotifySocket(workdir / f"{program}.notify"),
+                notify=NotifySocket(program),
             )
             stack.callback(child.close)
             child.start()

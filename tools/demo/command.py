@@ -220,6 +220,9 @@ class Demo:
             time.sleep(0.05)
         return meter
 
+    def _link_log_path(self, role: str) -> Path:
+        return self.workdir / f"{role}-link.jsonl"
+
     def _daemon_args(self, role: str) -> list[str]:
         options = self.options
         key = self.workdir / "key"
@@ -237,7 +240,7 @@ class Demo:
             "--state-dir",
             str(self.workdir / role),
             "--link-log",
-            str(self.workdir / f"{role}-link.jsonl"),
+            str(self._link_log_path(role)),
             "--log-level",
             options.child_log_level,
         ]
@@ -299,7 +302,7 @@ class Demo:
         # move the channel.
         for program in ("p1-lora-rx", "p1-lora-tx"):
             role = ROLES[program]
-            self._link_logs[role] = LogTail(workdir / f"{role}-link.jsonl")
+            self._link_logs[role] = LogTail(self._link_log_path(role))
             child = python_child(
                 program,
                 program,
@@ -307,7 +310,7 @@ class Demo:
                 log_path=workdir / f"{role}.log",
                 env=self.env,
                 cwd=workdir,
-                notify=NotifySocket(workdir / f"{role}.notify"),
+                notify=NotifySocket(role),
             )
             self.daemons.append(child)
             child.start()
@@ -535,7 +538,7 @@ class Demo:
             logger.info(
                 "demo files kept in %s (summarise the link with: p1-lora linkreport %s)",
                 self.workdir,
-                self.workdir / "rx-link.jsonl",
+                self._link_log_path("rx"),
             )
 
     def _log_tails(self) -> None:

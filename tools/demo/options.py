@@ -77,8 +77,8 @@ class DemoOptions:
 
     @property
     def child_log_level(self) -> str:
-        """The programs log at least at INFO: the view follows their INFO lines (link state,
-        auto-tune steps) whatever this command's own --log-level is."""
+        """The programs log at least at INFO: the event list shows their INFO lines (link
+        state changes, auto-tune steps) whatever this command's own --log-level is."""
         return "debug" if self.log_level == "debug" else "info"
 
 

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -124,12 +125,16 @@ class LogTail:
 
 class NotifySocket:
     """The receiving end of systemd's notify protocol for one child: one datagram per message,
-    `KEY=value` lines (sd_notify(3)); `ready()` once a `READY=1` arrived."""
+    `KEY=value` lines (sd_notify(3)); `ready()` once a `READY=1` arrived.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    The socket has a unique abstract name (`@p1lora-demo-...` in `$NOTIFY_SOCKET`, as systemd
+    itself may use): no file to clean up, and no limit of 108 bytes on a long $TMPDIR path."""
+
+    def __init__(self, label: str) -> None:
+        name = f"p1lora-demo-{os.getpid()}-{label}-{uuid.uuid4().hex[:8]}"
+        self.address = f"@{name}"
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._socket.bind(str(path))
+        self._socket.bind(b"\0" + name.encode())
         self._socket.setblocking(False)
         self._ready = False
 
@@ -169,7 +174,7 @@ class Child:
         self.name = name
         self.argv = argv
         self.log_path = log_path
-        self.env = env if notify is None else {**env, "NOTIFY_SOCKET": str(notify.path)}
+        self.env = env if notify is None else {**env, "NOTIFY_SOCKET": notify.address}
         self.cwd = cwd
         self.tail = LogTail(log_path)
         self.notify = notify
