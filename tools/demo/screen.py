@@ -277,6 +277,7 @@ class _EventHandler(logging.Handler):
 
 @contextlib.contextmanager
 def logs_into_view(state: DemoState) -> Iterator[None]:
+    """The demo's own log records go to the event list instead of stderr meanwhile."""
     root = logging.getLogger()
     saved = list(root.handlers)
     root.handlers[:] = [_EventHandler(state)]
