@@ -17,29 +17,26 @@ from pathlib import Path
 
 import pytest
 
+from p1lora.common.link import LinkEventAction
 from p1lora.common.parser import parse_telegram
 from p1lora.common.radio_types import RadioSettings
 from p1lora.receiver.ha_discovery import DiscoverySettings
+from p1lora.service.link_log import LinkLog
+from p1lora.service.observers import LinkLogObserver
 from p1lora.tools import cli
-from p1lora.tools.demo_command import (
+from p1lora.tools.demo.broker import find_mosquitto
+from p1lora.tools.demo.events import parse_log_line
+from p1lora.tools.demo.model import DemoState
+from p1lora.tools.demo.options import (
     EXTERNAL_BASE_TOPIC,
     UsageError,
     configure,
-    find_mosquitto,
     options_from_args,
 )
-from p1lora.tools.demo_view import (
-    DemoInfo,
-    DemoResult,
-    DemoState,
-    event_line,
-    format_value,
-    parse_log_line,
-    render_screen,
-    status_line,
-    summary_dict,
-    summary_lines,
-)
+from p1lora.tools.demo.screen import render_screen
+from p1lora.tools.demo.summary import DemoResult, summary_dict, summary_lines
+from p1lora.tools.demo.text import event_line, format_value, status_line
+from p1lora.tools.demo.views import DemoInfo
 from tests.helpers_demo import BridgeTraffic, run_demo
 from tests.helpers_mqtt import MqttCollector, wait_until
 
@@ -128,7 +125,21 @@ def test_telegrams_count_once_each_and_never_from_retained_copies():
     assert view.last_telegram_at == pytest.approx(4.0)
 
 
-def test_link_state_comes_from_the_logs_once_they_said_something():
+def _link_log_lines(tmp_path: Path, role: str, events: list[tuple[str, dict]]) -> list[str]:
+    """The lines the daemons' link-log writer makes of these link events (`--link-log`)."""
+    path = tmp_path / f"{role}-link-{len(list(tmp_path.iterdir()))}.jsonl"
+    with LinkLog(path) as log:
+        observer = LinkLogObserver(log, wall_clock=lambda: 1_700_000_000.0)
+        for kind, fields in events:
+            observer.link_event(0.0, LinkEventAction(kind, {"role": role, **fields}))
+    return path.read_text().splitlines()
+
+
+def _configure(settings: str, power: int, reason: str) -> tuple[str, dict]:
+    return "configure", {"state": "running", "settings": settings, "power": power, "reason": reason}
+
+
+def test_link_state_comes_from_the_link_logs_once_they_said_something(tmp_path):
     traffic = BridgeTraffic()
     state = _state(traffic)
     traffic.diagnostics(settings=SF12, state="handshake")
@@ -141,20 +152,39 @@ def test_link_state_comes_from_the_logs_once_they_said_something():
         0,
     )
 
-    lines = [
-        ("tx", "INFO p1lora.common.link: tx: rendezvous -> running (handshake complete)"),
-        ("rx", "INFO p1lora.common.link: rx: handshake -> running (SWITCH received)"),
-        ("rx", "INFO p1lora.common.link: rx: radio SF12/BW125 14 dBm -> SF7/BW250 14 dBm (switch)"),
-        ("tx", "INFO p1lora.common.link: tx: radio SF12/BW125 14 dBm -> SF7/BW250 14 dBm (switch)"),
-        (
-            "tx",
-            "INFO p1lora.common.link: tx: radio SF7/BW250 14 dBm -> SF7/BW250 2 dBm (power: uplink margin 30.5 dB)",
-        ),
-        ("rx", "INFO p1lora.common.link: rx: running -> probing (switch requested)"),
-        ("rx", "INFO p1lora.common.link: rx: probing -> running (transmitter committed)"),
-    ]
-    for source, line in lines:
-        state.log_line(source, line, 102.0)
+    tx = _link_log_lines(
+        tmp_path,
+        "tx",
+        [
+            _configure("SF12/BW125", 14, "start"),  # where the process starts: not a step
+            ("session_established", {"state": "handshake", "settings": "SF12/BW125"}),
+            (
+                "state",
+                {"state": "running", "previous": "handshake", "reason": "handshake complete"},
+            ),
+            _configure("SF7/BW250", 14, "switch"),
+            _configure("SF7/BW250", 14, "resync"),  # the same settings again: not a step
+            _configure("SF7/BW250", 2, "power: uplink margin 30.5 dB"),
+        ],
+    )
+    rx = _link_log_lines(
+        tmp_path,
+        "rx",
+        [
+            _configure("SF12/BW125", 14, "start"),
+            ("state", {"state": "running", "previous": "handshake", "reason": "SWITCH received"}),
+            ("session_established", {"state": "running", "settings": "SF12/BW125"}),
+            _configure("SF7/BW250", 14, "switch"),
+            ("state", {"state": "probing", "previous": "running", "reason": "switch requested"}),
+            ("state", {"state": "running", "previous": "probing", "reason": "committed"}),
+        ],
+    )
+    for line in tx:
+        state.link_line("tx", line)
+    for line in rx:
+        state.link_line("rx", line)
+    state.link_line("rx", '{"kind": "event", "type": "state", "role": "tx", "state": "x"}')
+    state.link_line("rx", '{"kind": "event", "type": "sta')  # cut short by a crash
     # A diagnostics message that arrives later may still carry the old snapshot.
     traffic.diagnostics(settings=SF12, state="handshake")
     _feed(state, traffic, 103.0)
@@ -165,6 +195,13 @@ def test_link_state_comes_from_the_logs_once_they_said_something():
     assert view.handshakes == 1
     assert view.radio_changes == 2  # the transmitter's: the receiver's mirror is not counted
     assert view.last_radio == "SF7/BW250 2 dBm (power: uplink margin 30.5 dB)"
+
+    # A restarted transmitter's first configuration is where it starts, not a step.
+    state.process_restarted("tx", "p1-lora-tx")
+    for line in _link_log_lines(tmp_path, "tx", [_configure("SF9/BW125", 14, "start")]):
+        state.link_line("tx", line)
+    view = state.view(104.0)
+    assert (view.radio_changes, view.settings, view.restarts) == (2, "SF7/BW250", {"p1-lora-tx": 1})
 
 
 def test_which_log_lines_become_events():

@@ -57,15 +57,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from p1lora.common.dsmr_time import parse_timestamp
 from p1lora.hardware.realtime import SystemClock
 from p1lora.service.keyfile import generate_key, write_key_file
-from p1lora.tools.demo_command import (
-    Broker,
+from p1lora.tools.demo.broker import Broker, find_mosquitto, start_embedded, start_mosquitto
+from p1lora.tools.demo.processes import (
     Child,
+    NotifySocket,
     StartError,
     child_environment,
-    find_mosquitto,
     python_child,
-    start_embedded,
-    start_mosquitto,
 )
 from p1lora.tools.sim import percentile
 from p1lora.transmitter.meter_writer import MeterWriter, PtyPort, StableLink
@@ -333,14 +331,15 @@ def _start_broker(choice: str, workdir: Path) -> Broker:
 
 
 def _wait_running(child: Child, stop_at: float) -> float:
-    """Wait for the daemon's "... running" log line; returns its CPU seconds at that moment."""
-    ready = f"{child.name} running"
+    """Wait for the daemon's `READY=1` (systemd's notify protocol); returns its CPU seconds at
+    that moment."""
     while True:
-        if any(ready in line for line in child.tail.lines()):
+        if child.ready():
             assert child.process is not None
             return process_cpu_seconds(child.process.pid)
         code = child.exit_code()
         if code is not None or time.monotonic() > stop_at:
+            child.tail.lines()
             tail = " | ".join(list(child.tail.recent)[-5:])
             what = f"exited with code {code}" if code is not None else "did not start in time"
             raise E2eError(f"{child.name} {what}: {tail}")
@@ -405,8 +404,15 @@ def _measure_in(options: E2eOptions, workdir: Path) -> E2eResult:
         # The receiver first, as the demo and the systemd units do: it hosts the channel.
         for program, args in (("p1-lora-rx", rx_args), ("p1-lora-tx", tx_args)):
             child = python_child(
-                program, program, args, log_path=workdir / f"{program}.log", env=env, cwd=workdir
+                program,
+                program,
+                args,
+                log_path=workdir / f"{program}.log",
+                env=env,
+                cwd=workdir,
+                notify=NotifySocket(program),
             )
+            stack.callback(child.close)
             child.start()
             children.append(child)
             stack.callback(child.stop, STOP_TIMEOUT_S, lambda: False)

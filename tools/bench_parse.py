@@ -39,7 +39,18 @@ from typing import Any
 from p1lora.common.framing import TelegramFramer, check_crc
 from p1lora.common.parser import parse_telegram
 
-__all__ = ["BUILTIN_TELEGRAMS", "BenchTelegram", "configure", "run"]
+__all__ = [
+    "BUILTIN_TELEGRAMS",
+    "BenchTelegram",
+    "check_agreement",
+    "configure",
+    "dsmr_parser_for",
+    "load_oracle",
+    "rss_growth",
+    "run",
+    "throughput",
+    "traced_growth",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +275,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load_oracle() -> Any:
+def load_oracle() -> Any:
+    """dsmr_parser's (parsers, telegram_specifications) modules, or None when it is not
+    installed: it is the reference we compare against, an optional test dependency only."""
     try:
         return importlib.import_module("dsmr_parser.parsers"), importlib.import_module(
             "dsmr_parser.telegram_specifications"
@@ -273,7 +286,7 @@ def _load_oracle() -> Any:
         return None
 
 
-def _dsmr_parser_for(specs: Any, parsers: Any, name: str) -> Any:
+def dsmr_parser_for(specs: Any, parsers: Any, name: str) -> Any:
     """A dsmr_parser TelegramParser with its own copy of the specification.
 
     The copy matters: the specification holds the stateful ProfileGenericParser, so every
@@ -305,10 +318,11 @@ def _calibrate(fn: Callable[[Any], object], arg: Any, seconds: float) -> int:
         n *= 2
 
 
-def _throughput(
+def throughput(
     pairs: list[tuple[Callable[[Any], object], Any]], seconds: float, rounds: int
 ) -> list[float]:
-    """Best telegrams/second of each (function, argument), rounds interleaved."""
+    """Best telegrams/second of each (function, argument) over `rounds` rounds of about
+    `seconds` each, rounds interleaved so background load penalises no side more than another."""
     counts = [_calibrate(fn, arg, seconds) for fn, arg in pairs]
     best = [math.inf] * len(pairs)
     for _ in range(rounds):
@@ -331,7 +345,10 @@ def _warmup(parses: int) -> int:
     return min(1000, parses)
 
 
-def _rss_growth(fn: Callable[[Any], object], arg: Any, parses: int) -> int:
+def rss_growth(fn: Callable[[Any], object], arg: Any, parses: int) -> int:
+    """Resident set size growth in bytes over `parses` calls of `fn(arg)` after a warm-up:
+    what a long-running daemon would see, including memory a parser keeps between telegrams
+    (dsmr_parser's ProfileGenericParser grows its list of power failures)."""
     _timed(fn, arg, _warmup(parses))
     gc.collect()
     before = _rss_bytes()
@@ -340,7 +357,9 @@ def _rss_growth(fn: Callable[[Any], object], arg: Any, parses: int) -> int:
     return _rss_bytes() - before
 
 
-def _traced_growth(fn: Callable[[Any], object], arg: Any, parses: int) -> int:
+def traced_growth(fn: Callable[[Any], object], arg: Any, parses: int) -> int:
+    """Python heap growth in bytes (tracemalloc) over `parses` calls of `fn(arg)` after a
+    warm-up: finer than `rss_growth` (the allocator's arenas hide small leaks from RSS)."""
     # Tracing starts before the warm-up so that every block the parser keeps (and every
     # reallocation of a growing list) is known to tracemalloc with its real size.
     tracemalloc.start()
@@ -379,7 +398,7 @@ def _has_no_crc(raw: bytes) -> bool:
     return check is not None and check.expected is None
 
 
-def _check_agreement(item: BenchTelegram, oracle: Any) -> str | None:
+def check_agreement(item: BenchTelegram, oracle: Any) -> str | None:
     """A reason the two parsers disagree on this telegram, or None (so numbers mean something)."""
     ours = parse_telegram(item.raw)
     theirs = oracle.parse(item.raw.decode("latin-1"))
@@ -399,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds <= 0 or args.rounds < 1 or args.parses < 0 or args.traced_parses < 0:
         logger.error("--seconds must be > 0, --rounds >= 1, --parses and --traced-parses >= 0")
         return EXIT_USAGE
-    oracle_modules = _load_oracle()
+    oracle_modules = load_oracle()
     if oracle_modules is None:
         logger.error(
             "dsmr_parser is not installed; install the dev extra: pip install 'p1-lora[dev]'"
@@ -420,12 +439,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         items = list(BUILTIN_TELEGRAMS)
     try:
-        oracles = [_dsmr_parser_for(specs_module, parsers_module, item.spec) for item in items]
+        oracles = [dsmr_parser_for(specs_module, parsers_module, item.spec) for item in items]
     except ValueError as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
     for item, oracle in zip(items, oracles, strict=True):
-        problem = _check_agreement(item, oracle)
+        problem = check_agreement(item, oracle)
         if problem is not None:
             logger.error("%s: the parsers disagree (%s); not measuring", item.label, problem)
             return EXIT_FAILED
@@ -440,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
     ratios = []
     for item, oracle in zip(items, oracles, strict=True):
         logger.info("timing %s", item.label)
-        ours, theirs = _throughput(
+        ours, theirs = throughput(
             [(parse_telegram, item.raw), (oracle.parse, item.raw.decode("latin-1"))],
             args.seconds,
             args.rounds,
@@ -468,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
         out.write(f"\nMemory growth while parsing the same telegram ({item.label}):\n")
 
         def fresh_oracle() -> Callable[[Any], object]:
-            parse: Callable[[Any], object] = _dsmr_parser_for(
+            parse: Callable[[Any], object] = dsmr_parser_for(
                 specs_module, parsers_module, item.spec
             ).parse
             return parse
@@ -481,11 +500,11 @@ def run(args: argparse.Namespace) -> int:
             parts = []
             if args.parses:
                 logger.info("%s: %d parses for the RSS figure", name, args.parses)
-                growth = _rss_growth(make(), arg, args.parses)
+                growth = rss_growth(make(), arg, args.parses)
                 parts.append(f"RSS {_size(growth)} over {args.parses:,} parses")
             if args.traced_parses:
                 logger.info("%s: %d traced parses", name, args.traced_parses)
-                traced = _traced_growth(make(), arg, args.traced_parses)
+                traced = traced_growth(make(), arg, args.traced_parses)
                 parts.append(
                     f"traced {_size(traced)} over {args.traced_parses:,} parses "
                     f"({traced / args.traced_parses:.1f} B per parse)"

@@ -255,7 +255,7 @@ def measure_parse(context: Context) -> Section:
             "For longer runs: `p1-lora bench parse` (100 000 parses by default).",
         ],
     )
-    modules = bench_parse._load_oracle()
+    modules = bench_parse.load_oracle()
     items = list(bench_parse.BUILTIN_TELEGRAMS)
     rows: list[tuple[str, ...]] = []
     if modules is None:
@@ -264,19 +264,19 @@ def measure_parse(context: Context) -> Section:
             "`pip install 'p1-lora[dev]'`), so only p1-lora was measured."
         )
         for item in items:
-            (ours,) = bench_parse._throughput(
+            (ours,) = bench_parse.throughput(
                 [(parse_telegram, item.raw)], plan.parse_seconds, plan.parse_rounds
             )
             rows.append((item.label, str(len(item.raw)), _num(ours, 0), "-", "-"))
     else:
         parsers, specs = modules
         for item in items:
-            oracle = bench_parse._dsmr_parser_for(specs, parsers, item.spec)
-            problem = bench_parse._check_agreement(item, oracle)
+            oracle = bench_parse.dsmr_parser_for(specs, parsers, item.spec)
+            problem = bench_parse.check_agreement(item, oracle)
             if problem is not None:
                 raise MeasurementError(f"{item.label}: the parsers disagree ({problem})")
             logger.info("parse: timing %s", item.label)
-            ours, theirs = bench_parse._throughput(
+            ours, theirs = bench_parse.throughput(
                 [
                     (parse_telegram, item.raw),
                     (oracle.parse, item.raw.decode("latin-1")),
@@ -319,7 +319,7 @@ def _parse_memory(context: Context, modules: Any) -> Table:
         parsers, specs = modules
 
         def fresh() -> Callable[[Any], object]:
-            parse: Callable[[Any], object] = bench_parse._dsmr_parser_for(
+            parse: Callable[[Any], object] = bench_parse.dsmr_parser_for(
                 specs, parsers, item.spec
             ).parse
             return parse
@@ -328,8 +328,8 @@ def _parse_memory(context: Context, modules: Any) -> Table:
     rows = []
     for name, make, argument in makers:
         logger.info("parse: memory growth of %s", name)
-        rss = bench_parse._rss_growth(make(), argument, plan.parse_rss_parses)
-        traced = bench_parse._traced_growth(make(), argument, plan.parse_traced_parses)
+        rss = bench_parse.rss_growth(make(), argument, plan.parse_rss_parses)
+        traced = bench_parse.traced_growth(make(), argument, plan.parse_traced_parses)
         rows.append(
             (
                 name,

@@ -44,7 +44,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "linkreport": Subcommand("p1lora.receiver.linkreport_command", "summarise a link-quality log"),
     "bench": Subcommand("p1lora.tools.bench_command", "benchmarks that print tables"),
     "demo": Subcommand(
-        "p1lora.tools.demo_command", "run the whole bridge locally without hardware"
+        "p1lora.tools.demo.command", "run the whole bridge locally without hardware"
     ),
 }
 
