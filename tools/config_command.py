@@ -22,12 +22,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from p1lora.receiver.options import RX_OPTIONS
 from p1lora.service.config import Config, ConfigError, OptionTable, load_config
 from p1lora.service.keyfile import KeyFileError, read_key_file
-from p1lora.service.options import table_for
 from p1lora.transmitter.capture_replay import CaptureReplay, ReplayError
+from p1lora.transmitter.options import TX_OPTIONS
 
-__all__ = ["configure", "infer_role", "run"]
+__all__ = ["configure", "infer_role", "run", "table_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ _ROLE_SECTIONS: Final = {
     "raw": "rx",
 }
 _NAME_ROLE = re.compile(r"(?:^|[^a-z])(tx|rx)(?:[^a-z]|$)")
+
+
+def table_for(role: str) -> OptionTable:
+    """The option table of "tx" or "rx"."""
+    tables = {"tx": TX_OPTIONS, "rx": RX_OPTIONS}
+    if role not in tables:
+        raise ValueError(f"role must be tx or rx, not {role!r}")
+    return tables[role]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
