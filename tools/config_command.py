@@ -22,11 +22,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from p1lora.receiver.options import RX_OPTIONS
+from p1lora.receiver.options import RX_OPTIONS, MqttSection
 from p1lora.service.config import Config, ConfigError, OptionTable, load_config
 from p1lora.service.keyfile import KeyFileError, read_key_file
+from p1lora.service.options import LinkSection
 from p1lora.transmitter.capture_replay import CaptureReplay, ReplayError
-from p1lora.transmitter.options import TX_OPTIONS
+from p1lora.transmitter.options import TX_OPTIONS, VIRTUAL_METER, MeterSection, SerialSection
 
 __all__ = ["configure", "infer_role", "run", "table_for"]
 
@@ -110,7 +111,7 @@ def _file_problems(config: Config, environ: Mapping[str, str]) -> tuple[list[str
     errors: list[str] = []
     warnings: list[str] = []
     table = config.table
-    key_file = config.opt_path("link.key_file")
+    key_file = LinkSection.of(config).key_file
     if key_file is None:
         warnings.append(
             "link.key_file is not set: the daemon then needs the key as the systemd credential "
@@ -129,22 +130,22 @@ def _file_problems(config: Config, environ: Mapping[str, str]) -> tuple[list[str
         else:
             logger.info("key file %s: network id %s", key_file, key.network_id)
     if table.role == "tx":
-        source = config.opt_str("meter.source")
-        if source is not None and source.strip().lower() != "virtual":
+        source = MeterSection.of(config).source
+        if source is not None and source.strip().lower() != VIRTUAL_METER:
             try:
                 CaptureReplay.from_file(source)
             except ReplayError as exc:
                 errors.append(f"meter.source: {exc}")
-        port = config.opt_path("serial.port")
+        port = SerialSection.of(config).port
         if port is not None and not port.exists():
             warnings.append(
                 f"serial.port: {port} does not exist now (fine if the P1 cable is plugged in "
                 "later; the daemon waits for it)"
             )
-    if table.role == "rx" and config.get_bool("mqtt.enabled"):
+    if table.role == "rx" and MqttSection.of(config).enabled:
         unchecked = False
         for name in ("mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "mqtt.password_file"):
-            path = config.opt_path(name)
+            path = config.opt_path(name)  # the option's name is also the message's
             if path is None:
                 continue
             if not path.is_file():
