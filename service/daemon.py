@@ -42,10 +42,9 @@ from p1lora.common.link import LinkConfig
 from p1lora.common.logging_setup import setup_logging
 from p1lora.common.radio_types import RadioSettings
 from p1lora.common.regions import RegionError
-from p1lora.hardware.factory import open_radio
-from p1lora.hardware.radio import RadioError
+from p1lora.hardware.factory import ChipOptions, SimRadioOptions, open_radio
+from p1lora.hardware.radio import Radio, RadioError
 from p1lora.hardware.realtime import SystemClock
-from p1lora.hardware.sx127x import SX127x
 from p1lora.service.budget_store import BudgetStore
 from p1lora.service.config import Config, ConfigError, OptionTable, Source, load_config
 from p1lora.service.keyfile import KeyFileError, PresharedKey, load_key
@@ -198,7 +197,7 @@ class LinkParts:
     link_config: LinkConfig
     store: StateStore
     budget: BudgetStore
-    radio: SX127x
+    radio: Radio
     link_log: LinkLog
     health: RadioHealth
     observers: list[RuntimeObserver]
@@ -318,16 +317,22 @@ def log_radio_start(parts: LinkParts, runtime: LinkRuntime) -> None:
     )
 
 
-def _open_radio(config: Config, context: DaemonContext) -> tuple[SX127x, str]:
+def _open_radio(config: Config, context: DaemonContext) -> tuple[Radio, str]:
     """The radio and a description of it for the log."""
     backend = RadioSection.of(config).backend
     try:
         pins = board_pins(config)
     except ValueError as exc:
         raise ConfigError(f"radio: {exc}") from None
+    name = context.spec.table.program
     sim = sim_options(config) if backend == "sim" else None
+    options = (
+        SimRadioOptions(name=name, pins=pins, sim=sim)
+        if sim is not None
+        else ChipOptions(name=name, pins=pins)
+    )
     try:
-        radio = open_radio(backend, pins=pins, sim=sim, name=context.spec.table.program)
+        radio = open_radio(backend, options)
     except RadioError as exc:
         raise HardwareError(str(exc)) from None
     if sim is not None:

@@ -38,6 +38,7 @@ from p1lora.common.link.config import HIGH_POWER_MAX_DUTY_CYCLE, max_power_for_d
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 from p1lora.common.regions import DEFAULT_REGION, REGIONS, RegionError, get_region
 from p1lora.hardware.boards import BOARD_ALIASES, BOARDS, BoardPins, get_board, parse_pins
+from p1lora.hardware.factory import BACKENDS
 from p1lora.hardware.udp_channel import UdpSimOptions
 from p1lora.service.config import (
     BOOLEAN,
@@ -139,7 +140,7 @@ _RADIO_COMMON: Final = (
     Option(
         "radio",
         "backend",
-        choice("sx127x", "sim"),
+        choice(*BACKENDS),
         "sx127x",
         "sx127x: the LoRa HAT on this Pi; sim: an emulated radio on a simulated channel that "
         "other p1-lora processes on this machine share (no hardware needed)",
