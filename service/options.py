@@ -434,6 +434,98 @@ _SECTIONS_COMMON: Final = {
 }
 
 
+# ---------------------------------------------------------------------------------- sections
+
+
+class Section:
+    """Base of the frozen dataclasses that hold one config section, typed.
+
+    A subclass names its `SECTION` and declares one field per key, with the type the option's
+    kind produces. `of` copies the checked values in; a key the daemon's table lacks (the
+    receiver has no `[radio] mode`) keeps the field's default.
+    """
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def of(cls, config: Config) -> Self:
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            name = f"{cls.SECTION}.{field.name}"
+            if name in config.table:
+                values[field.name] = config[name]
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RadioSection(Section):
+    """`[radio]`."""
+
+    SECTION: ClassVar[str] = "radio"
+    backend: str = "sx127x"
+    board: str | None = None
+    pins: str | None = None
+    spi_bus: int | None = None
+    spi_device: int | None = None
+    nss_pin: int | None = None
+    reset_pin: int | None = None
+    dio0_pin: int | None = None
+    pa_boost: bool | None = None
+    region: str = DEFAULT_REGION
+    frequency: float | None = None
+    tx_power: int | None = None
+    #: The transmitter's only (the receiver follows the transmitter's settings).
+    mode: str | None = None
+    fixed_sf: int | None = None
+    fixed_bw: float | None = None
+
+    @property
+    def channel_hz(self) -> int | None:
+        """The configured channel centre in Hz (None: the region's default)."""
+        return round(self.frequency * 1e6) if self.frequency is not None else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SimSection(Section):
+    """`[sim]`."""
+
+    SECTION: ClassVar[str] = "sim"
+    port: int | None = None
+    path_loss: float | None = None
+    noise_figure: float = 6.0
+    fading: float = 0.0
+    loss: float = 0.0
+    seed: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LinkSection(Section):
+    """`[link]` (`interval` is the transmitter's only)."""
+
+    SECTION: ClassVar[str] = "link"
+    key_file: Path | None = None
+    log: Path | None = None
+    log_max_bytes: int = 5_000_000
+    log_backups: int = 5
+    interval: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateSection(Section):
+    """`[state]`."""
+
+    SECTION: ClassVar[str] = "state"
+    dir: Path = DEFAULT_STATE_DIR
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogSection(Section):
+    """`[log]`."""
+
+    SECTION: ClassVar[str] = "log"
+    level: str = "info"
+
+
 # ---------------------------------------------------------------------------------- checks
 
 
@@ -560,98 +652,6 @@ def daemon_table(
         checks=(_common_checks(role), *checks),
         intro=intro,
     )
-
-
-# ---------------------------------------------------------------------------------- sections
-
-
-class Section:
-    """Base of the frozen dataclasses that hold one config section, typed.
-
-    A subclass names its `SECTION` and declares one field per key, with the type the option's
-    kind produces. `of` copies the checked values in; a key the daemon's table lacks (the
-    receiver has no `[radio] mode`) keeps the field's default.
-    """
-
-    SECTION: ClassVar[str]
-
-    @classmethod
-    def of(cls, config: Config) -> Self:
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-            name = f"{cls.SECTION}.{field.name}"
-            if name in config.table:
-                values[field.name] = config[name]
-        return cls(**values)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RadioSection(Section):
-    """`[radio]`."""
-
-    SECTION: ClassVar[str] = "radio"
-    backend: str = "sx127x"
-    board: str | None = None
-    pins: str | None = None
-    spi_bus: int | None = None
-    spi_device: int | None = None
-    nss_pin: int | None = None
-    reset_pin: int | None = None
-    dio0_pin: int | None = None
-    pa_boost: bool | None = None
-    region: str = DEFAULT_REGION
-    frequency: float | None = None
-    tx_power: int | None = None
-    #: The transmitter's only (the receiver follows the transmitter's settings).
-    mode: str | None = None
-    fixed_sf: int | None = None
-    fixed_bw: float | None = None
-
-    @property
-    def channel_hz(self) -> int | None:
-        """The configured channel centre in Hz (None: the region's default)."""
-        return round(self.frequency * 1e6) if self.frequency is not None else None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SimSection(Section):
-    """`[sim]`."""
-
-    SECTION: ClassVar[str] = "sim"
-    port: int | None = None
-    path_loss: float | None = None
-    noise_figure: float = 6.0
-    fading: float = 0.0
-    loss: float = 0.0
-    seed: int | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LinkSection(Section):
-    """`[link]` (`interval` is the transmitter's only)."""
-
-    SECTION: ClassVar[str] = "link"
-    key_file: Path | None = None
-    log: Path | None = None
-    log_max_bytes: int = 5_000_000
-    log_backups: int = 5
-    interval: float | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StateSection(Section):
-    """`[state]`."""
-
-    SECTION: ClassVar[str] = "state"
-    dir: Path = DEFAULT_STATE_DIR
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LogSection(Section):
-    """`[log]`."""
-
-    SECTION: ClassVar[str] = "log"
-    level: str = "info"
 
 
 # ---------------------------------------------------------------------------------- builders
