@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Final, Self
@@ -441,20 +442,31 @@ class Section:
     """Base of the frozen dataclasses that hold one config section, typed.
 
     A subclass names its `SECTION` and declares one field per key, with the type the option's
-    kind produces. `of` copies the checked values in; a key the daemon's table lacks (the
-    receiver has no `[radio] mode`) keeps the field's default.
+    kind produces. `of` copies the checked values in, once per config (a `Config` does not
+    change after loading); a key the daemon's table lacks (the receiver has no `[radio] mode`)
+    keeps the field's default.
     """
 
     SECTION: ClassVar[str]
 
     @classmethod
     def of(cls, config: Config) -> Self:
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-            name = f"{cls.SECTION}.{field.name}"
-            if name in config.table:
-                values[field.name] = config[name]
-        return cls(**values)
+        built = _SECTIONS.setdefault(config, {})
+        section = built.get(cls)
+        if not isinstance(section, cls):
+            values: dict[str, Any] = {}
+            for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+                name = f"{cls.SECTION}.{field.name}"
+                if name in config.table:
+                    values[field.name] = config[name]
+            section = built[cls] = cls(**values)
+        return section
+
+
+#: The sections built from each config (see `Section.of`); gone with the config.
+_SECTIONS: Final[weakref.WeakKeyDictionary[Config, dict[type[Section], Section]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
