@@ -7,7 +7,9 @@ recovery from a blip and quiet waiting during an outage. Jitter matters because 
 disconnects every client at the same instant: without it they all come back in lock-step.
 
 The randomness is injected (`rng`, returning floats in [0, 1)) so tests get exact delays; the
-helper never sleeps or reads a clock, it only says how long to wait.
+helper never sleeps or reads a clock, it only says how long to wait. With `jitter=0` it is the
+plain doubling that a single local resource (a serial port, one radio) needs: there is no herd
+to spread out, and the delays stay exact.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Backoff:
         """The delay to wait before the next attempt; advances the schedule."""
         base = self.peek_base()
         self._attempts += 1
+        if not self.jitter:
+            return base  # a plain doubling: no draw, so a shared `rng` is left untouched
         draw = min(max(self._rng(), 0.0), 1.0)
         return base * (1.0 - self.jitter * draw)
 

@@ -1,20 +1,28 @@
 """`open_radio`: one call that builds a working `Radio`, on a Pi or in a simulation.
 
-- `"sx127x"`: the driver on real SPI/GPIO for a named board or custom pins. The Pi libraries
-  are imported here and only here, so only this backend fails on a machine without them, with a
-  message naming the `pi` extra.
-- `"sim"`: the same driver on an emulated chip. Given an in-process `SimChannel` (usually on a
-  `VirtualClock`), the chip joins it; otherwise the chip joins the loopback-UDP channel in real
-  time, so two processes started with `--radio sim` hear each other with no further flags.
+The backends are a table (`BACKENDS`): a name, the options type that backend takes, and the
+function that opens it. Each options type is a small frozen dataclass, so a caller states only
+what its backend understands and a misspelt or misplaced setting is a type error:
+
+- `"sx127x"` (`ChipOptions`): the driver on real SPI/GPIO for a named board or custom pins. The
+  Pi libraries are imported here and only here, so only this backend fails on a machine without
+  them, with a message naming the `pi` extra.
+- `"sim"` (`SimRadioOptions`): the same driver on an emulated chip. Given an in-process
+  `SimChannel` (usually on a `VirtualClock`), the chip joins it; otherwise the chip joins the
+  loopback-UDP channel in real time, so two processes started with `--radio sim` hear each
+  other with no further flags.
 
 The daemons' options (`--radio`, `--board`, `--pins`, `--sim-*`) live in the declarative option
-table of `p1lora.service.options`, which calls `open_radio`.
+table of `p1lora.service.options`; `p1lora.service.daemon` builds the options and calls
+`open_radio`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
 
 from p1lora.common.clock import Clock, Scheduler
 from p1lora.hardware.boards import BOARDS, BoardPins, get_board, parse_pins
@@ -28,15 +36,65 @@ from p1lora.hardware.udp_channel import UdpChannel, UdpSimOptions
 __all__ = [
     "BACKENDS",
     "DEFAULT_POLL_INTERVAL_S",
+    "Backend",
+    "ChipOptions",
+    "RadioOptions",
+    "SimRadioOptions",
     "open_radio",
     "resolve_pins",
 ]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("sx127x", "sim")
 #: Real-time radios re-read RegIrqFlags this often even without a DIO0 edge.
 DEFAULT_POLL_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RadioOptions:
+    """What every backend takes.
+
+    `scheduler` (a `Scheduler`, e.g. `ThreadScheduler`) drives the TX watchdog and the polling
+    ticker; without one a `ThreadScheduler` is created (and closed with the radio). `clock`
+    defaults to the scheduler. `board` names a board, `pins` gives custom wiring (they win).
+    """
+
+    name: str = "radio"
+    clock: Clock | None = None
+    scheduler: Scheduler | None = None
+    board: str | None = None
+    pins: BoardPins | str | None = None
+    poll_interval: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChipOptions(RadioOptions):
+    """`"sx127x"`: a real chip on SPI (`spi_speed_hz` None: the Pi adapter's default)."""
+
+    spi_speed_hz: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimRadioOptions(RadioOptions):
+    """`"sim"`: an emulated chip on an in-process `SimChannel` (whose scheduler is then used,
+    with no ticker unless `poll_interval` is given) or the loopback-UDP channel (`channel`
+    None: joined with `sim`'s settings)."""
+
+    channel: SimChannel | UdpChannel | None = None
+    sim: UdpSimOptions | None = None
+    position: Sequence[float] | None = None
+    freq_offset_hz: float = 0.0
+
+
+OptionsT = TypeVar("OptionsT", bound=RadioOptions)
+
+
+@dataclass(frozen=True)
+class Backend(Generic[OptionsT]):
+    """One row of `BACKENDS`: the options type and the function that opens the radio."""
+
+    options: type[OptionsT]
+    open: Callable[[OptionsT], SX127x]
 
 
 def resolve_pins(board: str | None, pins: BoardPins | str | None) -> BoardPins:
@@ -56,62 +114,26 @@ def resolve_pins(board: str | None, pins: BoardPins | str | None) -> BoardPins:
     )
 
 
-def open_radio(
-    backend: str,
-    *,
-    clock: Clock | None = None,
-    scheduler: Scheduler | None = None,
-    board: str | None = None,
-    pins: BoardPins | str | None = None,
-    channel: SimChannel | UdpChannel | None = None,
-    sim: UdpSimOptions | None = None,
-    name: str = "radio",
-    position: Sequence[float] | None = None,
-    freq_offset_hz: float = 0.0,
-    poll_interval: float | None = None,
-    spi_speed_hz: int | None = None,
-) -> SX127x:
-    """Build a ready `Radio` (an `SX127x` driver) for `backend` ("sx127x" or "sim").
+def open_radio(backend: str, options: RadioOptions | None = None, /, **fields: Any) -> SX127x:
+    """Build a ready `Radio` (an `SX127x` driver) for `backend` (a name in `BACKENDS`).
 
-    `scheduler` (a `Scheduler`, e.g. `ThreadScheduler`) drives the TX watchdog and the polling
-    ticker; without one a `ThreadScheduler` is created (and closed with the radio). `clock`
-    defaults to the scheduler. For "sim" with an in-process `channel` the channel's scheduler
-    is used and there is no ticker unless `poll_interval` is given.
+    Give the backend's options object, or its fields as keywords (`open_radio("sim",
+    channel=channel, name="tx")`); RadioError for an unknown backend, TypeError for options
+    the backend does not take.
     """
-    if backend == "sx127x":
-        return _open_real(
-            clock=clock,
-            scheduler=scheduler,
-            pins=resolve_pins(board, pins),
-            name=name,
-            poll_interval=poll_interval,
-            spi_speed_hz=spi_speed_hz,
-        )
-    if backend == "sim":
-        board_pins = resolve_pins(board, pins) if (board or pins) else None
-        return _open_sim(
-            clock=clock,
-            scheduler=scheduler,
-            board=board_pins,
-            channel=channel,
-            sim=sim,
-            name=name,
-            position=position,
-            freq_offset_hz=freq_offset_hz,
-            poll_interval=poll_interval,
-        )
-    raise RadioError(f"unknown radio backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    entry = BACKENDS.get(backend)
+    if entry is None:
+        raise RadioError(f"unknown radio backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if options is None:
+        options = entry.options(**fields)
+    elif fields or not isinstance(options, entry.options):
+        raise TypeError(f"radio backend {backend!r} takes one {entry.options.__name__}")
+    return entry.open(options)
 
 
-def _open_real(
-    *,
-    clock: Clock | None,
-    scheduler: Scheduler | None,
-    pins: BoardPins,
-    name: str,
-    poll_interval: float | None,
-    spi_speed_hz: int | None,
-) -> SX127x:
+def _open_real(options: ChipOptions) -> SX127x:
+    pins = resolve_pins(options.board, options.pins)
+    clock, scheduler, name = options.clock, options.scheduler, options.name
     from p1lora.hardware import pi_adapters  # noqa: PLC0415 - the Pi libraries stay optional
 
     owned: list[Callable[[], None]] = []
@@ -119,7 +141,7 @@ def _open_real(
         thread_scheduler = ThreadScheduler(f"p1lora-{name}")
         owned.append(thread_scheduler.close)
         scheduler = thread_scheduler
-    speed = spi_speed_hz or pi_adapters.DEFAULT_SPI_SPEED_HZ
+    speed = options.spi_speed_hz or pi_adapters.DEFAULT_SPI_SPEED_HZ
     try:
         hardware = pi_adapters.open_board(pins, speed_hz=speed)
     except BaseException:
@@ -133,7 +155,7 @@ def _open_real(
             dio0=hardware.dio0,
             pa_boost=pins.pa_boost,
             scheduler=scheduler,
-            poll_interval=poll_interval or DEFAULT_POLL_INTERVAL_S,
+            poll_interval=options.poll_interval or DEFAULT_POLL_INTERVAL_S,
             name=name,
             wiring=pins.wiring(),
             on_close=owned,
@@ -148,18 +170,12 @@ def _open_real(
         raise
 
 
-def _open_sim(
-    *,
-    clock: Clock | None,
-    scheduler: Scheduler | None,
-    board: BoardPins | None,
-    channel: SimChannel | UdpChannel | None,
-    sim: UdpSimOptions | None,
-    name: str,
-    position: Sequence[float] | None,
-    freq_offset_hz: float,
-    poll_interval: float | None,
-) -> SX127x:
+def _open_sim(options: SimRadioOptions) -> SX127x:
+    wired = options.board or options.pins
+    board = resolve_pins(options.board, options.pins) if wired else None
+    clock, scheduler, name = options.clock, options.scheduler, options.name
+    channel, freq_offset_hz = options.channel, options.freq_offset_hz
+    poll_interval = options.poll_interval
     antenna: AntennaPort = "both"
     if board is not None:
         antenna = "pa_boost" if board.pa_boost else "rfo"
@@ -169,7 +185,7 @@ def _open_sim(
         sim_channel = channel
         scheduler = channel.scheduler
         chip = channel.add_radio(
-            name, position=position, freq_offset_hz=freq_offset_hz, antenna=antenna
+            name, position=options.position, freq_offset_hz=freq_offset_hz, antenna=antenna
         )
         owned.append(lambda: sim_channel.remove_radio(name))
     else:
@@ -180,7 +196,7 @@ def _open_sim(
                 owned.append(thread_scheduler.close)
                 scheduler = thread_scheduler
             try:
-                udp = UdpChannel(scheduler, sim)
+                udp = UdpChannel(scheduler, options.sim)
             except (OSError, ValueError) as exc:
                 _run_all(owned)
                 raise RadioError(f"cannot join the simulated radio channel: {exc}") from exc
@@ -212,3 +228,10 @@ def _run_all(closers: Sequence[Callable[[], None]]) -> None:
             close()
         except Exception:
             logger.exception("error while cleaning up after a failed radio open")
+
+
+#: Backend name -> its options and opener (`open_radio` looks them up here).
+BACKENDS: Final[Mapping[str, Backend[Any]]] = {
+    "sx127x": Backend(ChipOptions, _open_real),
+    "sim": Backend(SimRadioOptions, _open_sim),
+}

@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Final
 
 from p1lora.common.airtime import MAX_PAYLOAD, low_data_rate_optimize, time_on_air_for
+from p1lora.common.backoff import Backoff
 from p1lora.common.clock import Clock, Scheduler, TimerHandle
 from p1lora.common.link.config import (
     HIGH_POWER_MAX_DUTY_CYCLE,
@@ -272,7 +273,7 @@ class SX127x:
         self._recovering = False
         self._broken: str | None = None
         self._retry_at = 0.0
-        self._backoff = RECOVERY_BACKOFF_S[0]
+        self._recovery_backoff = Backoff(*RECOVERY_BACKOFF_S, jitter=0.0)
         with self._lock:
             self._reset_chip()
             self._check_version()
@@ -665,7 +666,7 @@ class SX127x:
             return
         self._recovering = False
         self._broken = None
-        self._backoff = RECOVERY_BACKOFF_S[0]
+        self._recovery_backoff.reset()
         self._counters.recoveries += 1
         logger.warning("%s: chip reset, settings re-applied, receiving again", self.name)
         self._queue(RadioFault(reason, recovered=True))
@@ -679,10 +680,10 @@ class SX127x:
         first = self._broken is None
         self._end_tx()
         self._broken = cause or message
-        self._retry_at = now + self._backoff
+        delay = self._recovery_backoff.next_delay()
+        self._retry_at = now + delay
         log = logger.error if first else logger.debug
-        log("%s: %s; retrying in %.0f s", self.name, message, self._backoff)
-        self._backoff = min(self._backoff * 2, RECOVERY_BACKOFF_S[1])
+        log("%s: %s; retrying in %.0f s", self.name, message, delay)
         self._queue(RadioFault(message, recovered=False))
 
     # ------------------------------------------------------------------ callbacks

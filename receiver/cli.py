@@ -24,13 +24,22 @@ from pathlib import Path
 from typing import Final
 
 from p1lora.common.budget import AirtimeBudget
-from p1lora.common.link import LinkReport
 from p1lora.receiver.ha_discovery import DiscoveryError, DiscoverySettings
 from p1lora.receiver.home_assistant import HomeAssistantBridge
 from p1lora.receiver.mqtt_config import MqttConfig, MqttConfigError
 from p1lora.receiver.mqtt_publisher import MqttPublisher
+from p1lora.receiver.options import (
+    MQTT_PASSWORD_CREDENTIAL,
+    RX_OPTIONS,
+    HomeAssistantSection,
+    MqttSection,
+    RawSection,
+    mqtt_config,
+    raw_listen_problem,
+)
 from p1lora.receiver.raw_server import RawTelegramServer
-from p1lora.receiver.runtime import BaseSink, RxRuntime, RxSink
+from p1lora.receiver.runtime import RxRuntime, RxSink
+from p1lora.receiver.sinks import DeliveryLog, RawMqttSink, RawServerSink
 from p1lora.service.config import Config, ConfigError, Source
 from p1lora.service.daemon import (
     DaemonContext,
@@ -40,14 +49,8 @@ from p1lora.service.daemon import (
     run_daemon,
 )
 from p1lora.service.keyfile import credential_path
-from p1lora.service.options import (
-    MQTT_PASSWORD_CREDENTIAL,
-    RX_OPTIONS,
-    mqtt_config,
-    raw_listen_problem,
-)
 
-__all__ = ["RAW_TELEGRAM_TOPIC", "SPEC", "DeliveryLog", "RawMqttSink", "RawServerSink", "main"]
+__all__ = ["SPEC", "RxDaemon", "broker_password", "build", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,55 +70,6 @@ $P1LORA_MQTT_PASSWORD, or from the systemd credential p1lora-mqtt-password (neve
 process list is public). Check a config file without starting: `p1-lora config check FILE`."""
 
 _PASSWORD_FILE_MAX = 4096
-
-
-class RawServerSink(BaseSink):
-    """Hands every delivered telegram to the raw telegram server (which never blocks)."""
-
-    def __init__(self, server: RawTelegramServer) -> None:
-        self.server = server
-
-    def telegram(self, raw: bytes, received_at: float, report: LinkReport) -> None:
-        self.server.broadcast(raw)
-
-
-#: Where `[raw] mqtt` publishes each telegram, under the base topic.
-RAW_TELEGRAM_TOPIC: Final = ("telegram", "raw")
-
-
-class RawMqttSink(BaseSink):
-    """Publishes every delivered telegram byte for byte on `<base>/telegram/raw` (`[raw] mqtt`).
-
-    Not retained: each message is one reading at one moment, and a retained one would hand a
-    new subscriber an old telegram as if it were current. QoS 0 like the state topics: the
-    next telegram follows within seconds. While the broker is unreachable the telegrams wait
-    in the publisher's bounded queue (`mqtt.queue_size`) and follow in order on reconnect.
-    """
-
-    def __init__(self, publisher: MqttPublisher) -> None:
-        self.publisher = publisher
-        self.topic = publisher.topic(*RAW_TELEGRAM_TOPIC)
-
-    def telegram(self, raw: bytes, received_at: float, report: LinkReport) -> None:
-        self.publisher.publish(self.topic, raw, retain=False)
-
-
-class DeliveryLog(BaseSink):
-    """Logs the first delivered telegram (the moment a new installation starts working) and
-    counts deliveries for the status line."""
-
-    def __init__(self) -> None:
-        self.delivered = 0
-
-    def telegram(self, raw: bytes, received_at: float, report: LinkReport) -> None:
-        self.delivered += 1
-        if self.delivered == 1:
-            logger.info(
-                "first telegram delivered (%d bytes, RSSI %s dBm, SNR %s dB)",
-                len(raw),
-                report.rssi_dbm,
-                report.snr_db,
-            )
 
 
 def _read_password_file(path: Path) -> str:
@@ -145,14 +99,13 @@ def _read_password_file(path: Path) -> str:
 def broker_password(config: Config, environ: Mapping[str, str] | None = None) -> str | None:
     """The broker password: [mqtt] password, password_file, or the systemd credential (found
     through `environ`, the process environment by default)."""
-    password = config.opt_str("mqtt.password")
-    if password is not None:
+    mqtt = MqttSection.of(config)
+    if mqtt.password is not None:
         if config.source("mqtt.password") is Source.FILE and config.path is not None:
             _warn_if_public(config.path)
-        return password
-    password_file = config.opt_path("mqtt.password_file")
-    if password_file is not None:
-        return _read_password_file(password_file)
+        return mqtt.password
+    if mqtt.password_file is not None:
+        return _read_password_file(mqtt.password_file)
     credential = credential_path(MQTT_PASSWORD_CREDENTIAL, environ)
     if credential is not None:
         return _read_password_file(credential)
@@ -266,14 +219,13 @@ class RxDaemon:
 def build(context: DaemonContext) -> RxDaemon:
     """The receiver from a checked configuration (see `DaemonSpec.build`)."""
     config = context.config
+    raw = RawSection.of(config)
+    home_assistant = HomeAssistantSection.of(config)
     # Output settings first: a configuration mistake must not wait for the radio.
-    broker = _broker(config) if config.get_bool("mqtt.enabled") else None
-    raw_port = config.opt_int("raw.port")
+    broker = _broker(config) if MqttSection.of(config).enabled else None
     raw_server = (
-        RawTelegramServer(
-            config.get_str("raw.host"), raw_port, max_clients=config.get_int("raw.max_clients")
-        )
-        if raw_port is not None
+        RawTelegramServer(raw.host, raw.port, max_clients=raw.max_clients)
+        if raw.port is not None
         else None
     )
     parts = prepare_link(context, "rx")
@@ -286,8 +238,8 @@ def build(context: DaemonContext) -> RxDaemon:
         try:
             settings = DiscoverySettings.from_mqtt(
                 broker,
-                expire_after_s=config.get_int("homeassistant.expire_after"),
-                bridge_name=config.get_str("homeassistant.bridge_name"),
+                expire_after_s=home_assistant.expire_after,
+                bridge_name=home_assistant.bridge_name,
                 link=parts.link_config,
             )
         except DiscoveryError as exc:
@@ -295,7 +247,7 @@ def build(context: DaemonContext) -> RxDaemon:
         publisher = MqttPublisher(broker)
         bridge = HomeAssistantBridge(publisher, settings)
         sinks.append(bridge)
-        if config.get_bool("raw.mqtt"):
+        if raw.mqtt:
             sinks.append(RawMqttSink(publisher))
     if raw_server is not None:
         sinks.append(RawServerSink(raw_server))

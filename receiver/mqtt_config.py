@@ -16,12 +16,16 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Unpack
+
+from p1lora.service.config import OptionDetails, in_range, not_empty, port_number
 
 __all__ = [
     "DEFAULT_BASE_TOPIC",
     "DEFAULT_DISCOVERY_PREFIX",
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
+    "OPTION",
     "MqttConfig",
     "MqttConfigError",
 ]
@@ -30,6 +34,8 @@ DEFAULT_PORT = 1883
 DEFAULT_TLS_PORT = 8883
 DEFAULT_BASE_TOPIC = "p1lora"
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"
+#: The field metadata key holding a field's `OptionDetails`.
+OPTION = "option"
 
 #: MQTT 3.1.1 allows 65535 bytes of client id on the wire, but brokers may refuse more than 23;
 #: Mosquitto and Home Assistant's add-on accept long ids. 128 keeps log lines readable.
@@ -53,6 +59,11 @@ def _default_client_id() -> str:
     return f"p1lora-rx-{host}"[:_MAX_CLIENT_ID]
 
 
+def _option(**details: Unpack[OptionDetails]) -> dict[str, Any]:
+    """Field metadata that makes the field a `[mqtt]` config option (see `MqttConfig`)."""
+    return {OPTION: details}
+
+
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
     """Where the broker is, how to authenticate, and which topic trees to use.
@@ -64,22 +75,114 @@ class MqttConfig:
 
     `queue_size` bounds the messages held while the broker is unreachable (retained state is kept
     separately, one payload per topic, and is not counted here).
+
+    The fields with an `option` in their metadata are also the `[mqtt]` rows of `p1-lora-rx`'s
+    config (help text, checks, examples): `p1lora.receiver.options` builds the rows from them,
+    so this class is the one place the MQTT settings are defined. The timing fields below them
+    are not user settings.
     """
 
-    host: str = "localhost"
-    port: int | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tls_insecure: bool = False
-    client_id: str = field(default_factory=_default_client_id)
-    base_topic: str = DEFAULT_BASE_TOPIC
-    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
-    keepalive: int = 60
-    queue_size: int = 1000
+    host: str = field(
+        default="localhost",
+        metadata=_option(
+            help="the broker's host name or address",
+            check=not_empty,
+            metavar="HOST",
+            example="localhost",
+        ),
+    )
+    port: int | None = field(
+        default=None,
+        metadata=_option(
+            help="the broker's port (default 1883, or 8883 with TLS)",
+            check=port_number,
+            metavar="PORT",
+            sample=1883,
+        ),
+    )
+    username: str | None = field(
+        default=None,
+        metadata=_option(
+            help="user name at the broker", check=not_empty, metavar="USER", sample="p1lora"
+        ),
+    )
+    password: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_option(
+            help="password at the broker (secret: keep this file readable by root and the service "
+            "only: sudo chown root:p1lora FILE && sudo chmod 640 FILE; or use password_file, "
+            "or the systemd credential p1lora-mqtt-password)",
+            secret=True,
+            cli=False,
+            sample="change-me",
+        ),
+    )
+    tls: bool = field(
+        default=False, metadata=_option(help="connect with TLS (implied by the TLS files below)")
+    )
+    ca_file: Path | None = field(
+        default=None,
+        metadata=_option(
+            help="CA certificate(s) that sign the broker's certificate (default: the system's)",
+            metavar="FILE",
+            sample=Path("/etc/p1-lora/ca.crt"),
+        ),
+    )
+    cert_file: Path | None = field(
+        default=None,
+        metadata=_option(
+            help="client certificate, for brokers that require one",
+            metavar="FILE",
+            sample=Path("/etc/p1-lora/client.crt"),
+        ),
+    )
+    key_file: Path | None = field(
+        default=None,
+        metadata=_option(
+            help="the client certificate's private key",
+            metavar="FILE",
+            sample=Path("/etc/p1-lora/client.key"),
+        ),
+    )
+    tls_insecure: bool = field(
+        default=False,
+        metadata=_option(
+            help="do not check the broker's host name against its certificate (self-signed "
+            "certificates on an IP address); the chain is still verified"
+        ),
+    )
+    client_id: str = field(
+        default_factory=_default_client_id,
+        metadata=_option(
+            help="MQTT client id (default: p1lora-rx-HOSTNAME)",
+            check=not_empty,
+            metavar="ID",
+            sample="p1lora-rx-home",
+        ),
+    )
+    base_topic: str = field(
+        default=DEFAULT_BASE_TOPIC,
+        metadata=_option(help="topic prefix for state, availability and commands", metavar="TOPIC"),
+    )
+    discovery_prefix: str = field(
+        default=DEFAULT_DISCOVERY_PREFIX,
+        metadata=_option(help="Home Assistant's discovery prefix", metavar="TOPIC"),
+    )
+    keepalive: int = field(
+        default=60,
+        metadata=_option(
+            help="MQTT keepalive in seconds", check=in_range(5, 65535, "s"), metavar="SECONDS"
+        ),
+    )
+    queue_size: int = field(
+        default=1000,
+        metadata=_option(
+            help="messages held while the broker is unreachable",
+            check=in_range(1, 1_000_000),
+            metavar="N",
+        ),
+    )
     connect_timeout: float = 10.0
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0

@@ -204,7 +204,6 @@ class MqttPublisher:
         self._handlers: dict[str, list[tuple[MessageHandler, int]]] = {}
         self._subscribe_mids: dict[int, list[str]] = {}
         self._connect_hooks: list[ConnectHook] = []
-        self._disconnect_hooks: list[ConnectHook] = []
         self._connected = False
         self._started = False
         self._stopping = False
@@ -488,11 +487,6 @@ class MqttPublisher:
         with self._lock:
             self._connect_hooks.append(hook)
 
-    def add_disconnect_hook(self, hook: ConnectHook) -> None:
-        """Run `hook()` whenever an established connection is lost or closed (guarded)."""
-        with self._lock:
-            self._disconnect_hooks.append(hook)
-
     # ------------------------------------------------------------------ paho callbacks
 
     def _guard(self, what: str, function: Callable[..., None], *args: Any) -> None:
@@ -620,7 +614,6 @@ class MqttPublisher:
             delay = self._backoff.next_delay()
             if not stopping:
                 self._set_reconnect_delay(self._client, delay)
-            hooks = list(self._disconnect_hooks) if was_connected else []
         if not stopping and closed_early:
             self._log_transition(
                 "closed-early",
@@ -641,8 +634,6 @@ class MqttPublisher:
                 self._config.effective_port,
                 reason_code,
             )
-        for hook in hooks:
-            self._guard(f"disconnect hook {getattr(hook, '__qualname__', hook)!r}", hook)
 
     def _on_subscribe(
         self,

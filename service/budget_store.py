@@ -85,7 +85,6 @@ class BudgetStore:
         self._wall = wall_clock
         self._next_save: float | None = None
         self._failing = False
-        self._last_text: str | None = None
         #: Successful writes (diagnostics, tests).
         self.writes = 0
 

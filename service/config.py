@@ -40,7 +40,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Required, TypedDict
 
 __all__ = [
     "BOOLEAN",
@@ -54,11 +54,13 @@ __all__ = [
     "Exclusive",
     "Kind",
     "Option",
+    "OptionDetails",
     "OptionTable",
     "Source",
     "choice",
     "in_range",
     "load_config",
+    "not_empty",
     "port_number",
     "render_example",
 ]
@@ -317,6 +319,11 @@ def port_number(value: int) -> str | None:
     return f"{value} is not a port number (1-65535)"
 
 
+def not_empty(value: str) -> str | None:
+    """Text with something in it besides white space."""
+    return None if value.strip() else "must not be empty"
+
+
 # ---------------------------------------------------------------------------------- options
 
 
@@ -361,6 +368,20 @@ class Option:
 
     def parse_text(self, text: str) -> object:
         return self.kind.from_text(text)
+
+
+class OptionDetails(TypedDict, total=False):
+    """An `Option`'s keyword fields, for rows whose section, key, kind and default come from
+    elsewhere (a dataclass field's metadata: see `p1lora.receiver.options`)."""
+
+    help: Required[str]
+    check: Check
+    flag: str
+    secret: bool
+    cli: bool
+    metavar: str
+    example: object
+    sample: object
 
 
 @dataclass(frozen=True, slots=True)

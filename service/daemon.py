@@ -42,17 +42,25 @@ from p1lora.common.link import LinkConfig
 from p1lora.common.logging_setup import setup_logging
 from p1lora.common.radio_types import RadioSettings
 from p1lora.common.regions import RegionError
-from p1lora.hardware.factory import open_radio
-from p1lora.hardware.radio import RadioError
+from p1lora.hardware.factory import ChipOptions, SimRadioOptions, open_radio
+from p1lora.hardware.radio import Radio, RadioError
 from p1lora.hardware.realtime import SystemClock
-from p1lora.hardware.sx127x import SX127x
 from p1lora.service.budget_store import BudgetStore
 from p1lora.service.config import Config, ConfigError, OptionTable, Source, load_config
 from p1lora.service.keyfile import KeyFileError, PresharedKey, load_key
 from p1lora.service.link_log import LinkLog
 from p1lora.service.link_runtime import LinkRuntime, RuntimeObserver
 from p1lora.service.observers import LinkLogObserver, RadioHealth
-from p1lora.service.options import KEY_CREDENTIAL, board_pins, link_config, sim_options
+from p1lora.service.options import (
+    KEY_CREDENTIAL,
+    LinkSection,
+    LogSection,
+    RadioSection,
+    StateSection,
+    board_pins,
+    link_config,
+    sim_options,
+)
 from p1lora.service.run_loop import RunLoopError, run_forever
 from p1lora.service.state_store import StateStore
 from p1lora.service.systemd import Notifier, Watchdog
@@ -189,7 +197,7 @@ class LinkParts:
     link_config: LinkConfig
     store: StateStore
     budget: BudgetStore
-    radio: SX127x
+    radio: Radio
     link_log: LinkLog
     health: RadioHealth
     observers: list[RuntimeObserver]
@@ -212,7 +220,7 @@ def state_directory(config: Config) -> Path:
         from_systemd = os.environ.get(STATE_DIRECTORY_ENV, "").split(":")[0]
         if from_systemd:
             return Path(from_systemd)
-    return config.get_path("state.dir")
+    return StateSection.of(config).dir
 
 
 def _check_state_dir(directory: Path) -> None:
@@ -241,8 +249,9 @@ def prepare_link(context: DaemonContext, role: str) -> LinkParts:
     Raises `ConfigError` (also for key file problems) or `HardwareError`.
     """
     config = context.config
+    options = LinkSection.of(config)
     try:
-        key = load_key(config.opt_path("link.key_file"), credential=KEY_CREDENTIAL)
+        key = load_key(options.key_file, credential=KEY_CREDENTIAL)
     except KeyFileError as exc:
         raise ConfigError(f"link.key_file: {exc}") from None
     logger.info(
@@ -257,13 +266,9 @@ def prepare_link(context: DaemonContext, role: str) -> LinkParts:
     directory = state_directory(config)
     _check_state_dir(directory)
     store = StateStore(directory, role=role)
-    log_path = config.opt_path("link.log")
+    log_path = options.log
     try:
-        link_log = LinkLog(
-            log_path,
-            max_bytes=config.get_int("link.log_max_bytes"),
-            backups=config.get_int("link.log_backups"),
-        )
+        link_log = LinkLog(log_path, max_bytes=options.log_max_bytes, backups=options.log_backups)
     except ValueError as exc:
         raise ConfigError(f"link.log: {exc}") from None
     if log_path is not None:
@@ -312,16 +317,22 @@ def log_radio_start(parts: LinkParts, runtime: LinkRuntime) -> None:
     )
 
 
-def _open_radio(config: Config, context: DaemonContext) -> tuple[SX127x, str]:
+def _open_radio(config: Config, context: DaemonContext) -> tuple[Radio, str]:
     """The radio and a description of it for the log."""
-    backend = config.get_str("radio.backend")
+    backend = RadioSection.of(config).backend
     try:
         pins = board_pins(config)
     except ValueError as exc:
         raise ConfigError(f"radio: {exc}") from None
+    name = context.spec.table.program
     sim = sim_options(config) if backend == "sim" else None
+    options = (
+        SimRadioOptions(name=name, pins=pins, sim=sim)
+        if sim is not None
+        else ChipOptions(name=name, pins=pins)
+    )
     try:
-        radio = open_radio(backend, pins=pins, sim=sim, name=context.spec.table.program)
+        radio = open_radio(backend, options)
     except RadioError as exc:
         raise HardwareError(str(exc)) from None
     if sim is not None:
@@ -392,7 +403,7 @@ def run_daemon(spec: DaemonSpec, argv: Sequence[str] | None = None) -> int:
         config = load_config(spec.table, args)
     except ConfigError as exc:
         return _config_failure(program, exc)
-    setup_logging(config.get_str("log.level"))
+    setup_logging(LogSection.of(config).level)
     where = (
         f"config {config.path}"
         if config.path

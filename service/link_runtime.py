@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from p1lora.common.backoff import Backoff
 from p1lora.common.frames import VERSION, FrameType
 from p1lora.common.link import (
     Action,
@@ -184,10 +185,10 @@ class LinkRuntime:
         self._guard = CallbackGuard(logger, f"{self.ROLE} runtime:")
         self._in_flight: Transmit | None = None
         self._refused_report_at: float | None = None
-        self._refusals = 0
+        self._refusal_backoff = _retry_backoff()
         self._wanted: RadioSettings | None = None
         self._configure_retry_at: float | None = None
-        self._configure_failures = 0
+        self._configure_backoff = _retry_backoff()
         self._store_retry_at: float | None = None
         self._handlers: dict[type[Any], Callable[[float, Any], Sequence[Action] | None]] = {
             Configure: self._do_configure,
@@ -299,8 +300,7 @@ class LinkRuntime:
             self.radio.configure(settings)
         except RadioError as exc:
             self.stats.configure_failed += 1
-            self._configure_failures += 1
-            delay = _backoff(self._configure_failures)
+            delay = self._configure_backoff.next_delay()
             self._configure_retry_at = now + delay
             logger.error(
                 "%s runtime: the radio refused settings %s (%s); retrying in %.1f s",
@@ -310,7 +310,7 @@ class LinkRuntime:
                 delay,
             )
             return False
-        self._configure_failures = 0
+        self._configure_backoff.reset()
         self._configure_retry_at = None
         self._notify("configured", now, settings, reason)
         return True
@@ -329,7 +329,7 @@ class LinkRuntime:
             self._refuse(now, str(exc))
             return None
         self._in_flight = action
-        self._refusals = 0
+        self._refusal_backoff.reset()
         self.stats.frames_sent += 1
         self.stats.airtime_s += airtime
         self._notify("frame_sent", now, action, airtime)
@@ -337,11 +337,10 @@ class LinkRuntime:
 
     def _refuse(self, now: float, reason: str) -> None:
         self.stats.send_refused += 1
-        self._refusals += 1
         self._in_flight = None
-        delay = _backoff(self._refusals)
-        self._refused_report_at = now + delay
-        level = logging.WARNING if self._refusals == 1 else logging.DEBUG
+        first = self._refusal_backoff.attempts == 0
+        self._refused_report_at = now + self._refusal_backoff.next_delay()
+        level = logging.WARNING if first else logging.DEBUG
         logger.log(level, "%s runtime: the radio refused a frame: %s", self.ROLE, reason)
 
     def _do_persist_counters(self, now: float, action: PersistCounters) -> None:
@@ -469,5 +468,6 @@ class LinkRuntime:
         return deadline
 
 
-def _backoff(attempt: int) -> float:
-    return min(RETRY_MAX_S, RETRY_INITIAL_S * 2.0 ** min(max(attempt - 1, 0), 16))
+def _retry_backoff() -> Backoff:
+    """Exact doubling (no jitter): one radio, no herd of clients to spread out."""
+    return Backoff(RETRY_INITIAL_S, RETRY_MAX_S, jitter=0.0)

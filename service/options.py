@@ -1,5 +1,5 @@
-"""The options of `p1-lora-tx` and `p1-lora-rx`: two tables built from shared rows, and the
-builders that turn a checked `Config` into the objects the daemons run on.
+"""The options both daemons share, the sections they read them through, and the builders that
+turn a checked `Config` into the link's objects.
 
 The rows are the single source of truth for the config files, the flags, the environment
 variables, `--help`, `p1-lora config check` and the example configs in `deploy/config/`
@@ -7,12 +7,19 @@ variables, `--help`, `p1-lora config check` and the example configs in `deploy/c
 
 What belongs to which side:
 
-- both: `[radio]` (backend, board or custom pins, region, channel, power), `[sim]` (the
-  simulated radio), `[link]` (key file, link-quality log), `[state]`, `[log]`;
-- transmitter: `[serial]` (the P1 port) or `[meter]` (built-in virtual meter or capture
-  replay), and the radio mode (auto-tune or fixed settings: the transmitter decides, the
-  receiver follows its SWITCH frames);
-- receiver: `[mqtt]`, `[homeassistant]`, `[raw]` (the raw telegram TCP server).
+- both (here): `[radio]` (backend, board or custom pins, region, channel, power), `[sim]` (the
+  simulated radio), `[link]` (key file, link-quality log), `[state]`, `[log]`, and the
+  transmitter's radio mode and interval rows (auto-tune or fixed settings: the transmitter
+  decides, the receiver follows its SWITCH frames), which `link_config` reads;
+- transmitter (`p1lora.transmitter.options`): `[serial]` (the P1 port) or `[meter]` (built-in
+  virtual meter or capture replay);
+- receiver (`p1lora.receiver.options`): `[mqtt]`, `[homeassistant]`, `[raw]`.
+
+Each daemon assembles its table with `daemon_table`: its own rows first, then the shared ones.
+This module imports neither daemon, so loading the receiver never loads pyserial.
+
+Code reads options through frozen per-section dataclasses (`RadioSection.of(config)` and
+friends, see `Section`), not through "section.key" strings, so a misspelt key is a type error.
 
 Region, channel and the protocol rules must match on both ends; the cross-checks here verify
 each side's own settings against the region's rules before anything touches a radio.
@@ -20,22 +27,20 @@ each side's own settings against the region's rules before anything touches a ra
 
 from __future__ import annotations
 
-import errno
-import ipaddress
+import dataclasses
 import logging
-import re
-from collections.abc import Iterator
-from dataclasses import replace
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, ClassVar, Final, Self
 
 from p1lora.common.link import FixedRadio, LinkConfig, RadioMode
 from p1lora.common.link.config import HIGH_POWER_MAX_DUTY_CYCLE, max_power_for_duty_cycle
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 from p1lora.common.regions import DEFAULT_REGION, REGIONS, RegionError, get_region
 from p1lora.hardware.boards import BOARD_ALIASES, BOARDS, BoardPins, get_board, parse_pins
+from p1lora.hardware.factory import BACKENDS
 from p1lora.hardware.udp_channel import UdpSimOptions
-from p1lora.receiver.mqtt_config import MqttConfig, MqttConfigError
 from p1lora.service.config import (
     BOOLEAN,
     INTEGER,
@@ -50,33 +55,29 @@ from p1lora.service.config import (
     in_range,
     port_number,
 )
-from p1lora.transmitter.meter_profiles import PROFILES
-from p1lora.transmitter.serial_source import MODES as SERIAL_MODES
 
 __all__ = [
     "DEFAULT_STATE_DIR",
     "KEY_CREDENTIAL",
-    "MQTT_PASSWORD_CREDENTIAL",
-    "RX_OPTIONS",
-    "TX_OPTIONS",
+    "LinkSection",
+    "LogSection",
+    "RadioSection",
+    "Section",
+    "SimSection",
+    "StateSection",
     "board_pins",
     "chip_tx_power",
+    "daemon_table",
     "fixed_radio",
     "link_config",
-    "mqtt_config",
-    "raw_listen_problem",
     "sim_options",
-    "table_for",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR: Final = Path("/var/lib/p1-lora")
-#: systemd credential names (LoadCredential=NAME:PATH in the units).
+#: systemd credential name (LoadCredential=NAME:PATH in the units).
 KEY_CREDENTIAL: Final = "p1lora-key"
-MQTT_PASSWORD_CREDENTIAL: Final = "p1lora-mqtt-password"  # noqa: S105 - a name, not a secret
-#: `meter.source` value selecting the built-in virtual meter.
-VIRTUAL_METER: Final = "virtual"
 
 _CUSTOM_PINS: Final = (
     "radio.spi_bus",
@@ -132,50 +133,6 @@ def _bw_hz(khz: float) -> int | None:
     return None
 
 
-def _not_empty(value: str) -> str | None:
-    return None if value.strip() else "must not be empty"
-
-
-_HOST_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-_NUMERIC: Final = re.compile(r"[0-9]+")
-
-
-def _listen_address(value: str) -> str | None:
-    """An IP address or a host name, checked by its form only (no DNS lookup at start).
-
-    Without this, a typo such as 999.1.1.1 only shows when the server binds, as a name
-    resolution error; all-numeric dotted names are taken as IPv4 addresses, as the resolver
-    would, so they must be valid ones.
-    """
-    if not value.strip():
-        return "must not be empty"
-    if ":" in value:
-        try:
-            ipaddress.IPv6Address(value)
-        except ValueError:
-            return f"{value} is not an IPv6 address"
-        return None
-    labels = value.removesuffix(".").split(".")
-    if all(_NUMERIC.fullmatch(label) for label in labels):
-        try:
-            ipaddress.IPv4Address(value)
-        except ValueError:
-            return (
-                f"{value} is not an IPv4 address (four numbers 0..255, such as 0.0.0.0 or "
-                "192.168.1.10)"
-            )
-        return None
-    if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
-        return f"{value!r} is not an IP address or host name"
-    return None
-
-
-def _meter_source(value: str) -> str | None:
-    if not value.strip():
-        return f'must be "{VIRTUAL_METER}" or the path of a capture file'
-    return None
-
-
 # ---------------------------------------------------------------------------------- rows
 
 _BOARD_NAMES = ", ".join([*BOARDS, *BOARD_ALIASES])
@@ -184,7 +141,7 @@ _RADIO_COMMON: Final = (
     Option(
         "radio",
         "backend",
-        choice("sx127x", "sim"),
+        choice(*BACKENDS),
         "sx127x",
         "sx127x: the LoRa HAT on this Pi; sim: an emulated radio on a simulated channel that "
         "other p1-lora processes on this machine share (no hardware needed)",
@@ -469,277 +426,6 @@ _STATE_LOG: Final = (
     ),
 )
 
-_SOURCE_TX: Final = (
-    Option(
-        "serial",
-        "port",
-        PATH,
-        None,
-        "the P1 cable's serial port (a /dev/serial/by-id/... path survives replugging)",
-        flag="--serial",
-        metavar="PATH",
-        example=Path("/dev/ttyUSB0"),
-    ),
-    Option(
-        "serial",
-        "mode",
-        choice(*SERIAL_MODES),
-        "auto",
-        "serial settings by DSMR version: auto detects them; 5 = 115200 8N1, 4 = 115200 7E1, "
-        "2.2 and 3 = 9600 7E1",
-    ),
-    Option(
-        "meter",
-        "source",
-        STRING,
-        None,
-        'instead of a serial port: "virtual" for the built-in virtual meter, or the path of '
-        "a capture file to replay (testing and demos)",
-        check=_meter_source,
-        flag="--meter",
-        metavar="virtual|FILE",
-        sample=VIRTUAL_METER,
-    ),
-    Option(
-        "meter",
-        "profile",
-        choice(*PROFILES),
-        "dsmr5",
-        f"meter = virtual: which meter to simulate ({', '.join(PROFILES)})",
-        metavar="PROFILE",
-    ),
-    Option("meter", "seed", INTEGER, 0, "meter = virtual: random seed", metavar="N"),
-    Option(
-        "meter",
-        "solar",
-        NUMBER,
-        None,
-        "meter = virtual: rooftop solar size in kWp (default: the profile's; 0 for none)",
-        check=in_range(0, 50, "kWp"),
-        metavar="KWP",
-        sample=4.0,
-    ),
-    Option(
-        "meter",
-        "loop",
-        BOOLEAN,
-        True,
-        "meter = FILE: start the capture over at its end (otherwise the source stops)",
-    ),
-)
-
-_MQTT: Final = (
-    Option(
-        "mqtt",
-        "enabled",
-        BOOLEAN,
-        True,
-        "publish to an MQTT broker (Home Assistant discovery and state)",
-    ),
-    Option(
-        "mqtt",
-        "host",
-        STRING,
-        "localhost",
-        "the broker's host name or address",
-        check=_not_empty,
-        metavar="HOST",
-        example="localhost",
-    ),
-    Option(
-        "mqtt",
-        "port",
-        INTEGER,
-        None,
-        "the broker's port (default 1883, or 8883 with TLS)",
-        check=port_number,
-        metavar="PORT",
-        sample=1883,
-    ),
-    Option(
-        "mqtt",
-        "username",
-        STRING,
-        None,
-        "user name at the broker",
-        check=_not_empty,
-        metavar="USER",
-        sample="p1lora",
-    ),
-    Option(
-        "mqtt",
-        "password",
-        STRING,
-        None,
-        "password at the broker (secret: keep this file readable by root and the service "
-        "only: sudo chown root:p1lora FILE && sudo chmod 640 FILE; or use password_file, or "
-        "the systemd credential p1lora-mqtt-password)",
-        secret=True,
-        cli=False,
-        sample="change-me",
-    ),
-    Option(
-        "mqtt",
-        "password_file",
-        PATH,
-        None,
-        "read the broker password from this file (first line) instead",
-        metavar="FILE",
-        sample=Path("/etc/p1-lora/mqtt-password"),
-    ),
-    Option("mqtt", "tls", BOOLEAN, False, "connect with TLS (implied by the TLS files below)"),
-    Option(
-        "mqtt",
-        "ca_file",
-        PATH,
-        None,
-        "CA certificate(s) that sign the broker's certificate (default: the system's)",
-        metavar="FILE",
-        sample=Path("/etc/p1-lora/ca.crt"),
-    ),
-    Option(
-        "mqtt",
-        "cert_file",
-        PATH,
-        None,
-        "client certificate, for brokers that require one",
-        metavar="FILE",
-        sample=Path("/etc/p1-lora/client.crt"),
-    ),
-    Option(
-        "mqtt",
-        "key_file",
-        PATH,
-        None,
-        "the client certificate's private key",
-        metavar="FILE",
-        sample=Path("/etc/p1-lora/client.key"),
-    ),
-    Option(
-        "mqtt",
-        "tls_insecure",
-        BOOLEAN,
-        False,
-        "do not check the broker's host name against its certificate (self-signed "
-        "certificates on an IP address); the chain is still verified",
-    ),
-    Option(
-        "mqtt",
-        "client_id",
-        STRING,
-        None,
-        "MQTT client id (default: p1lora-rx-HOSTNAME)",
-        check=_not_empty,
-        metavar="ID",
-        sample="p1lora-rx-home",
-    ),
-    Option(
-        "mqtt",
-        "base_topic",
-        STRING,
-        "p1lora",
-        "topic prefix for state, availability and commands",
-        metavar="TOPIC",
-    ),
-    Option(
-        "mqtt",
-        "discovery_prefix",
-        STRING,
-        "homeassistant",
-        "Home Assistant's discovery prefix",
-        metavar="TOPIC",
-    ),
-    Option(
-        "mqtt",
-        "keepalive",
-        INTEGER,
-        60,
-        "MQTT keepalive in seconds",
-        check=in_range(5, 65535, "s"),
-        metavar="SECONDS",
-    ),
-    Option(
-        "mqtt",
-        "queue_size",
-        INTEGER,
-        1000,
-        "messages held while the broker is unreachable",
-        check=in_range(1, 1_000_000),
-        metavar="N",
-    ),
-)
-
-
-def _expire_after(value: int) -> str | None:
-    if value == 0 or 60 <= value <= 86_400:
-        return None
-    return f"{value} s is not 0 (off) or 60..86400 s"
-
-
-_HOME_ASSISTANT: Final = (
-    Option(
-        "homeassistant",
-        "expire_after",
-        INTEGER,
-        600,
-        "meter values become unavailable in Home Assistant after this many seconds without "
-        "a telegram (0: never; otherwise at least 60, and more than the slowest delivery "
-        "interval: raised automatically when the transmitter reports a longer one)",
-        check=_expire_after,
-        metavar="SECONDS",
-    ),
-    Option(
-        "homeassistant",
-        "bridge_name",
-        STRING,
-        "P1-LoRa bridge",
-        "name of the bridge's own device in Home Assistant (link diagnostics, commands)",
-        check=_not_empty,
-        metavar="NAME",
-    ),
-)
-
-_RAW: Final = (
-    Option(
-        "raw",
-        "port",
-        INTEGER,
-        None,
-        "serve the rebuilt telegrams on this TCP port, like a network P1 cable (Home "
-        "Assistant's DSMR integration, DSMR Reader)",
-        check=port_number,
-        metavar="PORT",
-        sample=8088,
-    ),
-    Option(
-        "raw",
-        "host",
-        STRING,
-        "0.0.0.0",  # noqa: S104 - Home Assistant usually runs on another machine
-        "address the raw telegram server listens on (0.0.0.0: every interface; 127.0.0.1: "
-        "this machine only)",
-        check=_listen_address,
-        metavar="ADDRESS",
-    ),
-    Option(
-        "raw",
-        "max_clients",
-        INTEGER,
-        16,
-        "connections the raw telegram server accepts at once",
-        check=in_range(1, 1000),
-        metavar="N",
-    ),
-    Option(
-        "raw",
-        "mqtt",
-        BOOLEAN,
-        False,
-        "also publish every telegram, byte for byte as the meter sent it, on the MQTT topic "
-        "BASE_TOPIC/telegram/raw (not retained; needs mqtt.enabled)",
-    ),
-)
-
 _SECTIONS_COMMON: Final = {
     "radio": "The LoRa radio and the channel.",
     "sim": "The simulated radio (radio = sim only).",
@@ -747,6 +433,109 @@ _SECTIONS_COMMON: Final = {
     "state": "Persistent state.",
     "log": "Logging.",
 }
+
+
+# ---------------------------------------------------------------------------------- sections
+
+
+class Section:
+    """Base of the frozen dataclasses that hold one config section, typed.
+
+    A subclass names its `SECTION` and declares one field per key, with the type the option's
+    kind produces. `of` copies the checked values in, once per config (a `Config` does not
+    change after loading); a key the daemon's table lacks (the receiver has no `[radio] mode`)
+    keeps the field's default.
+    """
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def of(cls, config: Config) -> Self:
+        built = _SECTIONS.setdefault(config, {})
+        section = built.get(cls)
+        if not isinstance(section, cls):
+            values: dict[str, Any] = {}
+            for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+                name = f"{cls.SECTION}.{field.name}"
+                if name in config.table:
+                    values[field.name] = config[name]
+            section = built[cls] = cls(**values)
+        return section
+
+
+#: The sections built from each config (see `Section.of`); gone with the config.
+_SECTIONS: Final[weakref.WeakKeyDictionary[Config, dict[type[Section], Section]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RadioSection(Section):
+    """`[radio]`."""
+
+    SECTION: ClassVar[str] = "radio"
+    backend: str = "sx127x"
+    board: str | None = None
+    pins: str | None = None
+    spi_bus: int | None = None
+    spi_device: int | None = None
+    nss_pin: int | None = None
+    reset_pin: int | None = None
+    dio0_pin: int | None = None
+    pa_boost: bool | None = None
+    region: str = DEFAULT_REGION
+    frequency: float | None = None
+    tx_power: int | None = None
+    #: The transmitter's only (the receiver follows the transmitter's settings).
+    mode: str | None = None
+    fixed_sf: int | None = None
+    fixed_bw: float | None = None
+
+    @property
+    def channel_hz(self) -> int | None:
+        """The configured channel centre in Hz (None: the region's default)."""
+        return round(self.frequency * 1e6) if self.frequency is not None else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SimSection(Section):
+    """`[sim]`."""
+
+    SECTION: ClassVar[str] = "sim"
+    port: int | None = None
+    path_loss: float | None = None
+    noise_figure: float = 6.0
+    fading: float = 0.0
+    loss: float = 0.0
+    seed: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LinkSection(Section):
+    """`[link]` (`interval` is the transmitter's only)."""
+
+    SECTION: ClassVar[str] = "link"
+    key_file: Path | None = None
+    log: Path | None = None
+    log_max_bytes: int = 5_000_000
+    log_backups: int = 5
+    interval: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateSection(Section):
+    """`[state]`."""
+
+    SECTION: ClassVar[str] = "state"
+    dir: Path = DEFAULT_STATE_DIR
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogSection(Section):
+    """`[log]`."""
+
+    SECTION: ClassVar[str] = "log"
+    level: str = "info"
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -757,17 +546,17 @@ def _link_problems(config: Config, role: str) -> Iterator[str]:
 
     Logs (does not refuse) the region's legal caveat and a power capped to the chip's rating.
     """
-    region = get_region(config.get_str("radio.region"))
+    radio = RadioSection.of(config)
+    region = get_region(radio.region)
     if region.caveat:
         logger.warning("radio.region %s: %s", region.name, region.caveat)
-    frequency = config.opt_float("radio.frequency")
-    channel = round(frequency * 1e6) if frequency is not None else region.default_frequency_hz
+    channel = region.default_frequency_hz if radio.channel_hz is None else radio.channel_hz
     try:
         band = region.sub_band_for(channel, region.rendezvous_bw_hz)
     except RegionError as exc:
         yield f"radio.frequency: {exc}"
         return
-    power = config.opt_int("radio.tx_power")
+    power = radio.tx_power
     if power is not None and power > band.max_tx_power_dbm:
         yield (
             f"radio.tx_power: {power} dBm exceeds the {band.max_tx_power_dbm} dBm allowed in "
@@ -778,7 +567,7 @@ def _link_problems(config: Config, role: str) -> Iterator[str]:
     if warning is not None:
         logger.warning("%s", warning)
     if role == "tx":
-        mode_problems = list(_mode_problems(config))
+        mode_problems = list(_mode_problems(config, radio))
         if mode_problems:
             yield from mode_problems
             return
@@ -789,11 +578,14 @@ def _link_problems(config: Config, role: str) -> Iterator[str]:
         yield f"{key}: {exc}"
 
 
-def _mode_problems(config: Config) -> Iterator[str]:
-    mode = config.get_str("radio.mode")
-    fixed_keys = [n for n in ("radio.fixed_sf", "radio.fixed_bw") if config.is_set(n)]
-    if mode == "fixed":
-        missing = [n for n in ("radio.fixed_sf", "radio.fixed_bw") if config[n] is None]
+_FIXED_KEYS: Final = ("radio.fixed_sf", "radio.fixed_bw")
+
+
+def _mode_problems(config: Config, radio: RadioSection) -> Iterator[str]:
+    fixed_keys = [n for n in _FIXED_KEYS if config.is_set(n)]
+    if radio.mode == "fixed":
+        values = (radio.fixed_sf, radio.fixed_bw)
+        missing = [n for n, v in zip(_FIXED_KEYS, values, strict=True) if v is None]
         if missing:
             yield f'radio.mode is "fixed" but {" and ".join(missing)} not set'
     elif fixed_keys:
@@ -811,7 +603,7 @@ def _pin_problems(config: Config) -> Iterator[str]:
         except ValueError as exc:
             yield f"radio custom pins ({', '.join(custom)}): {exc}"
         return
-    if config.get_str("radio.backend") == "sx127x" and not (
+    if RadioSection.of(config).backend == "sx127x" and not (
         config.is_set("radio.board") or config.is_set("radio.pins")
     ):
         yield (
@@ -821,120 +613,57 @@ def _pin_problems(config: Config) -> Iterator[str]:
         )
 
 
-def _tx_source_problems(config: Config) -> Iterator[str]:
-    if config["serial.port"] is None and config["meter.source"] is None:
-        yield (
-            "serial.port: no P1 source: set serial.port (--serial PATH) to the P1 cable, or "
-            "meter.source (--meter virtual, or --meter FILE) for a simulated meter"
-        )
+def _common_checks(role: str) -> Callable[[Config], Iterator[str]]:
+    def check(config: Config) -> Iterator[str]:
+        yield from _pin_problems(config)
+        yield from _link_problems(config, role)
+
+    return check
 
 
-def _rx_output_problems(config: Config) -> Iterator[str]:
-    if not config.get_bool("mqtt.enabled") and config["raw.port"] is None:
-        yield (
-            "mqtt.enabled is false and raw.port is not set: the receiver would have nowhere "
-            "to deliver telegrams"
-        )
-    if not config.get_bool("mqtt.enabled"):
-        if config.get_bool("raw.mqtt"):
-            yield "raw.mqtt is true but mqtt.enabled is false: there is no broker to publish to"
-        return
-    # A password from password_file is read at start; stand in for it so that the rules about
-    # it (a user name is needed) are checked now.
-    password = config.opt_str("mqtt.password")
-    if password is None and config["mqtt.password_file"] is not None:
-        password = "-"  # noqa: S105 - a placeholder, never used to connect
-    try:
-        mqtt_config(config, password=password)
-    except MqttConfigError as exc:
-        yield f"mqtt: {exc}"
-
-
-def _tx_checks(config: Config) -> Iterator[str]:
-    yield from _pin_problems(config)
-    yield from _link_problems(config, "tx")
-    yield from _tx_source_problems(config)
-
-
-def _rx_checks(config: Config) -> Iterator[str]:
-    yield from _pin_problems(config)
-    yield from _link_problems(config, "rx")
-    yield from _rx_output_problems(config)
-
-
-_PIN_CHOICE = Exclusive(
+_PIN_CHOICE: Final = Exclusive(
     (("radio.board",), ("radio.pins",), _CUSTOM_PINS),
     "choose a board, or custom pins (either radio.pins or the separate pin keys)",
 )
 
-TX_OPTIONS: Final = OptionTable(
-    program="p1-lora-tx",
-    role="tx",
-    default_path=Path("/etc/p1-lora/tx.toml"),
-    options=(
-        *_SOURCE_TX,
-        *_RADIO_COMMON,
-        *_RADIO_TX,
-        *_SIM,
-        *_LINK_COMMON,
-        *_LINK_TX,
-        *_STATE_LOG,
-    ),
-    sections={
-        "serial": "The smart meter's P1 port.",
-        "meter": "A simulated meter instead of the P1 port (testing, demos).",
-        **_SECTIONS_COMMON,
-    },
-    exclusive=(
-        _PIN_CHOICE,
-        Exclusive(
-            (("serial.port",), ("meter.source",)),
-            "the transmitter reads either the serial port or a simulated meter",
+
+# ---------------------------------------------------------------------------------- tables
+
+
+def daemon_table(
+    *,
+    program: str,
+    role: str,
+    intro: str,
+    options: Iterable[Option],
+    sections: Mapping[str, str],
+    exclusive: Iterable[Exclusive] = (),
+    checks: Iterable[Callable[[Config], Iterable[str]]] = (),
+) -> OptionTable:
+    """One daemon's table: its own rows and sections first, then the shared ones.
+
+    The transmitter also gets the radio mode and interval rows (`role` "tx"). The shared
+    checks (pins, then region and channel) run before the daemon's own `checks`.
+    """
+    tx = role == "tx"
+    return OptionTable(
+        program=program,
+        role=role,
+        default_path=Path(f"/etc/p1-lora/{role}.toml"),
+        options=(
+            *options,
+            *_RADIO_COMMON,
+            *(_RADIO_TX if tx else ()),
+            *_SIM,
+            *_LINK_COMMON,
+            *(_LINK_TX if tx else ()),
+            *_STATE_LOG,
         ),
-    ),
-    checks=(_tx_checks,),
-    intro="p1-lora-tx: the meter-closet side. Reads the smart meter's P1 port and sends every "
-    "reading over LoRa to p1-lora-rx. Default location: /etc/p1-lora/tx.toml",
-)
-
-RX_OPTIONS: Final = OptionTable(
-    program="p1-lora-rx",
-    role="rx",
-    default_path=Path("/etc/p1-lora/rx.toml"),
-    options=(
-        *_MQTT,
-        *_HOME_ASSISTANT,
-        *_RAW,
-        *_RADIO_COMMON,
-        *_SIM,
-        *_LINK_COMMON,
-        *_STATE_LOG,
-    ),
-    sections={
-        "mqtt": "The MQTT broker Home Assistant uses.",
-        "homeassistant": "Home Assistant MQTT discovery.",
-        "raw": "The raw telegram server (a network P1 port).",
-        **_SECTIONS_COMMON,
-    },
-    exclusive=(
-        _PIN_CHOICE,
-        Exclusive(
-            (("mqtt.password",), ("mqtt.password_file",)),
-            "give the broker password once",
-        ),
-    ),
-    checks=(_rx_checks,),
-    intro="p1-lora-rx: the home side. Receives the readings over LoRa and publishes them to "
-    "Home Assistant over MQTT. Default location: /etc/p1-lora/rx.toml",
-)
-
-
-def table_for(role: str) -> OptionTable:
-    """The option table of "tx" or "rx"."""
-    tables = {"tx": TX_OPTIONS, "rx": RX_OPTIONS}
-    if role not in tables:
-        raise ValueError(f"role must be tx or rx, not {role!r}")
-    return tables[role]
+        sections={**sections, **_SECTIONS_COMMON},
+        exclusive=(_PIN_CHOICE, *exclusive),
+        checks=(_common_checks(role), *checks),
+        intro=intro,
+    )
 
 
 # ---------------------------------------------------------------------------------- builders
@@ -942,16 +671,16 @@ def table_for(role: str) -> OptionTable:
 
 def fixed_radio(config: Config) -> FixedRadio | None:
     """Fixed-mode settings from [radio] fixed_sf/fixed_bw (None in auto mode)."""
-    if "radio.mode" not in config.table or config.get_str("radio.mode") != "fixed":
+    radio = RadioSection.of(config)
+    if radio.mode != "fixed":
         return None
-    sf = config.opt_int("radio.fixed_sf")
-    bw = config.opt_float("radio.fixed_bw")
+    sf, bw = radio.fixed_sf, radio.fixed_bw
     if sf is None or bw is None:
         raise ValueError("fixed radio mode needs radio.fixed_sf and radio.fixed_bw")
     bw_hz = _bw_hz(bw)
     if bw_hz is None:
         raise ValueError(f"{bw:g} kHz is not an SX127x bandwidth")
-    power = config.opt_int("radio.tx_power")
+    power = radio.tx_power
     return FixedRadio(sf, bw_hz, power if power is None else chip_tx_power(config)[0])
 
 
@@ -965,11 +694,11 @@ def chip_tx_power(config: Config) -> tuple[int | None, str | None]:
     capped and the cap is said once at start (and by `p1-lora config check`).
     RegionError when the channel fits no sub-band.
     """
-    region = get_region(config.get_str("radio.region"))
-    frequency = config.opt_float("radio.frequency")
-    channel = round(frequency * 1e6) if frequency is not None else region.default_frequency_hz
+    radio = RadioSection.of(config)
+    region = get_region(radio.region)
+    channel = region.default_frequency_hz if radio.channel_hz is None else radio.channel_hz
     band = region.sub_band_for(channel, region.rendezvous_bw_hz)
-    wanted = config.opt_int("radio.tx_power")
+    wanted = radio.tx_power
     power = min(region.default_tx_power_dbm if wanted is None else wanted, band.max_tx_power_dbm)
     limit = max_power_for_duty_cycle(band.duty_cycle)
     if power <= limit:
@@ -990,83 +719,48 @@ def _duty(duty_cycle: float) -> str:
 
 def link_config(config: Config, role: str) -> LinkConfig:
     """The link's configuration (ValueError/RegionError naming the problem)."""
-    frequency = config.opt_float("radio.frequency")
+    radio = RadioSection.of(config)
     fixed = fixed_radio(config)
-    interval = config.get_float("link.interval") if "link.interval" in config.table else 0.0
+    interval = LinkSection.of(config).interval
     return LinkConfig(
-        region=get_region(config.get_str("radio.region")),
-        frequency_hz=round(frequency * 1e6) if frequency is not None else None,
+        region=get_region(radio.region),
+        frequency_hz=radio.channel_hz,
         tx_power_dbm=chip_tx_power(config)[0],
         mode=RadioMode.FIXED if fixed is not None else RadioMode.AUTO,
         fixed=fixed,
-        min_interval_s=interval if role == "tx" else 0.0,
+        min_interval_s=interval if role == "tx" and interval is not None else 0.0,
     )
 
 
 def board_pins(config: Config) -> BoardPins | None:
     """The wiring: a named board, a pin spec, the separate pin keys, or None (unset)."""
-    board = config.opt_str("radio.board")
-    if board is not None:
-        return get_board(board)
-    pins = config.opt_str("radio.pins")
-    if pins is not None:
-        return parse_pins(pins)
+    radio = RadioSection.of(config)
+    if radio.board is not None:
+        return get_board(radio.board)
+    if radio.pins is not None:
+        return parse_pins(radio.pins)
     if not any(config.is_set(n) for n in _CUSTOM_PINS):
         return None
-    pa_boost = config.opt_bool("radio.pa_boost")
     return BoardPins(
         "custom",
         "custom wiring",
-        spi_bus=config.opt_int("radio.spi_bus") or 0,
-        spi_device=config.opt_int("radio.spi_device") or 0,
-        cs_gpio=config.opt_int("radio.nss_pin"),
-        reset_gpio=config.opt_int("radio.reset_pin"),
-        dio0_gpio=config.opt_int("radio.dio0_pin"),
-        pa_boost=True if pa_boost is None else pa_boost,
+        spi_bus=radio.spi_bus or 0,
+        spi_device=radio.spi_device or 0,
+        cs_gpio=radio.nss_pin,
+        reset_gpio=radio.reset_pin,
+        dio0_gpio=radio.dio0_pin,
+        pa_boost=True if radio.pa_boost is None else radio.pa_boost,
     )
 
 
 def sim_options(config: Config) -> UdpSimOptions:
     """The simulated channel's per-process settings ([sim])."""
+    sim = SimSection.of(config)
     return UdpSimOptions(
-        port=config.opt_int("sim.port"),
-        path_loss_db=config.opt_float("sim.path_loss"),
-        noise_figure_db=config.get_float("sim.noise_figure"),
-        fading_sigma_db=config.get_float("sim.fading"),
-        loss_probability=config.get_float("sim.loss"),
-        seed=config.opt_int("sim.seed"),
+        port=sim.port,
+        path_loss_db=sim.path_loss,
+        noise_figure_db=sim.noise_figure,
+        fading_sigma_db=sim.fading,
+        loss_probability=sim.loss,
+        seed=sim.seed,
     )
-
-
-#: Why binding the raw telegram server failed -> the option to blame. The port is at fault
-#: when it is taken or privileged; anything else (a name that does not resolve, an address
-#: this machine does not have, an address family it lacks) is the host's.
-_PORT_ERRNOS: Final = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EPERM})
-
-
-def raw_listen_problem(exc: OSError) -> str:
-    """The configuration problem, named by its key, for the raw server failing to listen."""
-    key = "raw.port" if exc.errno in _PORT_ERRNOS else "raw.host"
-    return f"{key}: {exc.strerror or exc}"
-
-
-def mqtt_config(config: Config, *, password: str | None) -> MqttConfig:
-    """The broker settings ([mqtt]); the password is passed in (it may come from a file or a
-    credential, read by the daemon)."""
-    settings = MqttConfig(
-        host=config.get_str("mqtt.host").strip(),
-        port=config.opt_int("mqtt.port"),
-        username=config.opt_str("mqtt.username"),
-        password=password,
-        tls=config.get_bool("mqtt.tls"),
-        ca_file=config.opt_path("mqtt.ca_file"),
-        cert_file=config.opt_path("mqtt.cert_file"),
-        key_file=config.opt_path("mqtt.key_file"),
-        tls_insecure=config.get_bool("mqtt.tls_insecure"),
-        base_topic=config.get_str("mqtt.base_topic"),
-        discovery_prefix=config.get_str("mqtt.discovery_prefix"),
-        keepalive=config.get_int("mqtt.keepalive"),
-        queue_size=config.get_int("mqtt.queue_size"),
-    )
-    client_id = config.opt_str("mqtt.client_id")
-    return settings if client_id is None else replace(settings, client_id=client_id)

@@ -10,8 +10,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from p1lora.receiver.options import RX_OPTIONS
 from p1lora.service.config import OptionTable
-from p1lora.service.options import RX_OPTIONS, TX_OPTIONS
+from p1lora.transmitter.options import TX_OPTIONS
 
 
 def toml_value(value: Any) -> str:

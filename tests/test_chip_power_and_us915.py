@@ -26,7 +26,8 @@ from p1lora.hardware.sx127x import (
     power_setting,
 )
 from p1lora.service.config import load_config
-from p1lora.service.options import chip_tx_power, link_config, table_for
+from p1lora.service.options import chip_tx_power, link_config
+from p1lora.tools.config_command import table_for
 from p1lora.tools.sim import SimOptions, Simulation
 
 ROOT = Path(__file__).resolve().parent.parent

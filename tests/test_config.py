@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from p1lora.receiver.options import RX_OPTIONS, mqtt_config, raw_listen_problem
 from p1lora.receiver.raw_server import RawTelegramServer
 from p1lora.service.config import (
     ConfigError,
@@ -19,16 +20,9 @@ from p1lora.service.config import (
     load_config,
     render_example,
 )
-from p1lora.service.options import (
-    RX_OPTIONS,
-    TX_OPTIONS,
-    board_pins,
-    link_config,
-    mqtt_config,
-    raw_listen_problem,
-    sim_options,
-    table_for,
-)
+from p1lora.service.options import board_pins, link_config, sim_options
+from p1lora.tools.config_command import table_for
+from p1lora.transmitter.options import TX_OPTIONS
 from tests.helpers_config import documents, toml_document, toml_value
 
 ROOT = Path(__file__).resolve().parent.parent

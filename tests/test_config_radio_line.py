@@ -12,10 +12,11 @@ from p1lora.common.link.persist import RxPersistentState
 from p1lora.common.radio_types import RadioSettings
 from p1lora.receiver.cli import SPEC as RX_SPEC
 from p1lora.receiver.cli import build as build_rx
+from p1lora.receiver.options import RX_OPTIONS
 from p1lora.service.config import load_config
 from p1lora.service.daemon import DaemonContext, log_radio_start, start_setting_text
 from p1lora.service.keyfile import write_key_file
-from p1lora.service.options import RX_OPTIONS, link_config
+from p1lora.service.options import link_config
 from p1lora.service.state_store import StateStore
 from tests.helpers_daemons import free_tcp_port, free_udp_port
 

@@ -35,10 +35,12 @@ from p1lora.service.daemon import EXIT_CODES, EXIT_CONFIG, state_directory
 from p1lora.service.keyfile import write_key_file
 from p1lora.service.link_log import LinkLog
 from p1lora.service.observers import LinkLogObserver, RadioHealth
-from p1lora.service.options import KEY_CREDENTIAL, TX_OPTIONS
+from p1lora.service.options import KEY_CREDENTIAL
 from p1lora.service.state_store import StateStore
 from p1lora.transmitter.capture_replay import CaptureReplay
-from p1lora.transmitter.cli import MeterFeeder, apply_config_changes, make_source
+from p1lora.transmitter.cli import apply_config_changes
+from p1lora.transmitter.options import TX_OPTIONS
+from p1lora.transmitter.sources import MeterFeeder, make_source
 from tests.helpers_daemons import (
     TIMEOUT,
     clean_env,

@@ -11,10 +11,11 @@ import sys
 
 import pytest
 
+from p1lora.receiver.options import RX_OPTIONS
 from p1lora.service.config import load_config
 from p1lora.service.keyfile import load_key, read_key_file
-from p1lora.service.options import RX_OPTIONS, TX_OPTIONS
 from p1lora.tools.cli import main
+from p1lora.transmitter.options import TX_OPTIONS
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -17,13 +17,14 @@ from p1lora.common.backoff import Backoff
 from p1lora.common.link import LinkReport
 from p1lora.common.radio_types import RadioSettings
 from p1lora.hardware.radio import RadioFault
-from p1lora.receiver.cli import DeliveryLog, RawMqttSink, RxDaemon, broker_password
+from p1lora.receiver.cli import RxDaemon, broker_password
 from p1lora.receiver.mqtt_config import MqttConfig
 from p1lora.receiver.mqtt_publisher import MqttPublisher
+from p1lora.receiver.options import RX_OPTIONS
 from p1lora.receiver.raw_server import RawTelegramServer
+from p1lora.receiver.sinks import DeliveryLog, RawMqttSink
 from p1lora.service.config import ConfigError, load_config
 from p1lora.service.observers import RadioHealth
-from p1lora.service.options import RX_OPTIONS
 from tests.helpers_mqtt import MqttCollector, wait_until
 
 if TYPE_CHECKING:

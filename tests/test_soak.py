@@ -51,10 +51,10 @@ from p1lora.common.link import LinkReport
 from p1lora.common.link.config import LinkConfig
 from p1lora.hardware.factory import open_radio
 from p1lora.hardware.sx127x import SX127x
-from p1lora.receiver.cli import DeliveryLog
 from p1lora.receiver.ha_discovery import DiscoverySettings
 from p1lora.receiver.home_assistant import HomeAssistantBridge
 from p1lora.receiver.runtime import BaseSink, RxRuntime
+from p1lora.receiver.sinks import DeliveryLog
 from p1lora.service.budget_store import BudgetStore
 from p1lora.service.link_log import LinkLog
 from p1lora.service.observers import LinkLogObserver, RadioHealth

@@ -22,12 +22,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
+from p1lora.receiver.options import RX_OPTIONS, MqttSection
 from p1lora.service.config import Config, ConfigError, OptionTable, load_config
 from p1lora.service.keyfile import KeyFileError, read_key_file
-from p1lora.service.options import table_for
+from p1lora.service.options import LinkSection
 from p1lora.transmitter.capture_replay import CaptureReplay, ReplayError
+from p1lora.transmitter.options import TX_OPTIONS, VIRTUAL_METER, MeterSection, SerialSection
 
-__all__ = ["configure", "infer_role", "run"]
+__all__ = ["configure", "infer_role", "run", "table_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,14 @@ _ROLE_SECTIONS: Final = {
     "raw": "rx",
 }
 _NAME_ROLE = re.compile(r"(?:^|[^a-z])(tx|rx)(?:[^a-z]|$)")
+
+
+def table_for(role: str) -> OptionTable:
+    """The option table of "tx" or "rx"."""
+    tables = {"tx": TX_OPTIONS, "rx": RX_OPTIONS}
+    if role not in tables:
+        raise ValueError(f"role must be tx or rx, not {role!r}")
+    return tables[role]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +111,7 @@ def _file_problems(config: Config, environ: Mapping[str, str]) -> tuple[list[str
     errors: list[str] = []
     warnings: list[str] = []
     table = config.table
-    key_file = config.opt_path("link.key_file")
+    key_file = LinkSection.of(config).key_file
     if key_file is None:
         warnings.append(
             "link.key_file is not set: the daemon then needs the key as the systemd credential "
@@ -120,22 +130,22 @@ def _file_problems(config: Config, environ: Mapping[str, str]) -> tuple[list[str
         else:
             logger.info("key file %s: network id %s", key_file, key.network_id)
     if table.role == "tx":
-        source = config.opt_str("meter.source")
-        if source is not None and source.strip().lower() != "virtual":
+        source = MeterSection.of(config).source
+        if source is not None and source.strip().lower() != VIRTUAL_METER:
             try:
                 CaptureReplay.from_file(source)
             except ReplayError as exc:
                 errors.append(f"meter.source: {exc}")
-        port = config.opt_path("serial.port")
+        port = SerialSection.of(config).port
         if port is not None and not port.exists():
             warnings.append(
                 f"serial.port: {port} does not exist now (fine if the P1 cable is plugged in "
                 "later; the daemon waits for it)"
             )
-    if table.role == "rx" and config.get_bool("mqtt.enabled"):
+    if table.role == "rx" and MqttSection.of(config).enabled:
         unchecked = False
         for name in ("mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "mqtt.password_file"):
-            path = config.opt_path(name)
+            path = config.opt_path(name)  # the option's name is also the message's
             if path is None:
                 continue
             if not path.is_file():

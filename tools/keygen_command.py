@@ -16,8 +16,10 @@ import socket
 from pathlib import Path
 from typing import Final
 
+from p1lora.receiver.options import RX_OPTIONS
 from p1lora.service.keyfile import PresharedKey, generate_key, write_key_file
-from p1lora.service.options import KEY_CREDENTIAL, RX_OPTIONS, TX_OPTIONS
+from p1lora.service.options import KEY_CREDENTIAL
+from p1lora.transmitter.options import TX_OPTIONS
 
 __all__ = ["configure", "run", "usage_lines"]
 

@@ -1,12 +1,7 @@
 """`p1-lora-tx`: the meter-closet daemon. P1 source -> `TxRuntime` -> radio.
 
-The P1 source is one of:
-
-- the meter's serial port (`SerialSource`: auto-detects DSMR 2.2-5 settings, survives unplugged
-  cables by reopening with backoff, so a missing port at start is waited for, not fatal);
-- the built-in virtual meter (`--meter virtual`): realistic telegrams at the profile's interval,
-  generated in-process, no pty needed (demos, tests, trying the link before the cable arrives);
-- a capture replay (`--meter FILE`): a real meter's telegrams byte for byte at their interval.
+The P1 source (the serial port, the virtual meter or a capture replay) is built by
+`p1lora.transmitter.sources`; the options are `p1lora.transmitter.options`.
 
 Everything else (configuration, key, state, radio, signals, systemd, exit codes) is the shared
 skeleton in `p1lora.service.daemon`.
@@ -17,16 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
 from p1lora.common.budget import AirtimeBudget
-from p1lora.common.clock import Clock
-from p1lora.service.config import Config, ConfigError
+from p1lora.service.config import Config
 from p1lora.service.daemon import (
     DaemonContext,
     DaemonSpec,
@@ -34,14 +26,14 @@ from p1lora.service.daemon import (
     prepare_link,
     run_daemon,
 )
-from p1lora.service.options import TX_OPTIONS, VIRTUAL_METER, fixed_radio, link_config
+from p1lora.service.options import LinkSection, fixed_radio, link_config
 from p1lora.service.state_store import StateStore, write_atomically
-from p1lora.transmitter.capture_replay import CaptureReplay, ReplayError
+from p1lora.transmitter.options import TX_OPTIONS
 from p1lora.transmitter.runtime import TxRuntime
-from p1lora.transmitter.serial_source import SerialSource, SourceStats
-from p1lora.transmitter.virtual_meter import VirtualMeter
+from p1lora.transmitter.serial_source import SourceStats
+from p1lora.transmitter.sources import SerialTelegramSource, TelegramSource, make_source
 
-__all__ = ["SPEC", "MeterFeeder", "apply_config_changes", "build", "main", "make_source"]
+__all__ = ["SPEC", "apply_config_changes", "build", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,131 +51,6 @@ config file without starting with `p1-lora config check FILE`."""
 
 #: The config's radio mode and interval at the last start (see `apply_config_changes`).
 CONFIG_MEMORY: Final = "tx_config.json"
-#: A feeder this far behind real time (a suspended machine) skips ahead instead of bursting.
-_MAX_LAG_INTERVALS = 5
-
-
-class TelegramSource(Protocol):
-    """What the transmitter reads telegrams from."""
-
-    description: str
-
-    def start(self) -> None: ...
-
-    def stop(self, timeout: float = 5.0) -> None: ...
-
-    def summary(self, now: float) -> str: ...
-
-    def problem(self) -> str | None: ...
-
-
-class MeterFeeder:
-    """Hands the telegrams of a (t, raw) stream to `on_telegram` at real time, on a thread.
-
-    The virtual meter and capture replay produce telegram k at `t_k` seconds after their
-    start; this paces them on `clock` like a real meter's line would. A finished stream (a
-    replay without looping) ends the thread normally; only a crash is a `problem()`.
-    """
-
-    def __init__(
-        self,
-        events: Iterator[tuple[float, bytes]],
-        on_telegram: Callable[[bytes, float], None],
-        clock: Clock,
-        *,
-        interval: float,
-        description: str,
-    ) -> None:
-        self.description = description
-        self._events = events
-        self._on_telegram = on_telegram
-        self._clock = clock
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._crashed: str | None = None
-        self.sent = 0
-        self.skipped = 0
-        self.finished = False
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("the meter feeder was already started")
-        self._thread = threading.Thread(target=self._run, name="p1-meter-feeder", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def summary(self, now: float) -> str:
-        state = "finished" if self.finished else "running"
-        return f"{self.description}: {state}, {self.sent} telegram(s)"
-
-    def problem(self) -> str | None:
-        if self._crashed is not None:
-            return f"the P1 source stopped: {self._crashed}"
-        return None
-
-    def _run(self) -> None:
-        try:
-            self._feed()
-        except Exception as exc:
-            self._crashed = f"{type(exc).__name__}: {exc}"
-            logger.exception("P1 source %s failed", self.description)
-
-    def _feed(self) -> None:
-        started = self._clock.now()
-        for t, raw in self._events:
-            delay = started + t - self._clock.now()
-            if delay > 0 and self._clock.wait(self._stop, delay):
-                return
-            if self._stop.is_set():
-                return
-            if -delay > _MAX_LAG_INTERVALS * self._interval:
-                self.skipped += 1
-                continue
-            self._on_telegram(raw, self._clock.now())
-            self.sent += 1
-            if self.sent == 1:
-                logger.info("first telegram from the %s", self.description)
-        self.finished = True
-        logger.warning(
-            "%s finished after %d telegram(s); nothing more to send (set meter.loop to repeat)",
-            self.description,
-            self.sent,
-        )
-
-
-class SerialTelegramSource:
-    """`SerialSource` with the `TelegramSource` face."""
-
-    def __init__(self, source: SerialSource) -> None:
-        self.source = source
-        self.description = f"P1 port {source.port} (serial mode {source.mode})"
-
-    def start(self) -> None:
-        self.source.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.source.stop(timeout)
-
-    def stats(self, now: float) -> SourceStats:
-        return self.source.stats(now)
-
-    def summary(self, now: float) -> str:
-        stats = self.source.stats(now)
-        generation = f" DSMR {stats.generation}" if stats.generation else ""
-        return (
-            f"P1 {stats.state}{generation}, {stats.telegrams_ok} telegram(s), "
-            f"{stats.crc_errors} CRC error(s)"
-        )
-
-    def problem(self) -> str | None:
-        if not self.source.running:
-            return "the P1 serial reader thread is not running"
-        return None
 
 
 class _Forward:
@@ -195,42 +62,6 @@ class _Forward:
     def __call__(self, raw: bytes, received_at: float) -> None:
         if self.target is not None:
             self.target(raw, received_at)
-
-
-def make_source(
-    config: Config, clock: Clock, forward: Callable[[bytes, float], None]
-) -> TelegramSource:
-    """The P1 source the config asks for (not started); `ConfigError` for an unusable capture."""
-    port = config.opt_path("serial.port")
-    if port is not None:
-        source = SerialSource(str(port), forward, clock, mode=config.get_str("serial.mode"))
-        return SerialTelegramSource(source)
-    spec = config.get_str("meter.source")
-    if spec.strip().lower() == VIRTUAL_METER:
-        meter = VirtualMeter(
-            config.get_str("meter.profile"),
-            seed=config.get_int("meter.seed"),
-            start=datetime.now(UTC),
-            solar_kwp=config.opt_float("meter.solar"),
-        )
-        description = (
-            f"virtual {meter.profile.name} meter (seed {meter.seed}, every {meter.interval:g} s)"
-        )
-        return MeterFeeder(
-            iter(meter), forward, clock, interval=meter.interval, description=description
-        )
-    loop = config.get_bool("meter.loop")
-    try:
-        replay = CaptureReplay.from_file(spec, loop=loop)
-    except ReplayError as exc:
-        raise ConfigError(f"meter.source: {exc}") from None
-    description = (
-        f"capture replay of {spec} ({len(replay)} telegram(s) every {replay.interval:g} s"
-        + (", looping)" if loop else ")")
-    )
-    return MeterFeeder(
-        iter(replay), forward, clock, interval=replay.interval, description=description
-    )
 
 
 class TxDaemon:
@@ -282,7 +113,7 @@ def _configured_radio(config: Config) -> dict[str, object]:
         "fixed": None
         if fixed is None
         else {"sf": fixed.sf, "bw_hz": fixed.bw_hz, "tx_power_dbm": fixed.tx_power_dbm},
-        "interval_s": config.get_float("link.interval"),
+        "interval_s": LinkSection.of(config).interval,
     }
 
 

@@ -48,6 +48,7 @@ from typing import Protocol, TypeVar
 
 import serial
 
+from p1lora.common.backoff import Backoff
 from p1lora.common.clock import Clock
 from p1lora.common.framing import DEFAULT_MAX_TELEGRAM_BYTES, FramedTelegram, TelegramFramer
 from p1lora.transmitter.meter_profiles import DSMR_GENERATIONS, SERIAL_SETTINGS, SerialSettings
@@ -325,10 +326,10 @@ class SerialSource:
         return self._generation or DSMR_GENERATIONS[self._candidate % len(DSMR_GENERATIONS)]
 
     def _run(self) -> None:
-        backoff = self._backoff_initial
+        backoff = Backoff(self._backoff_initial, self._backoff_max, jitter=0.0)
         while not self._stop.is_set():
             try:
-                outcome = self._cycle(backoff)
+                outcome = self._cycle(backoff.peek_base())
             except Exception:
                 # A bug must not kill the reader for good: log it and carry on after a pause.
                 logger.exception("P1 port %s: unexpected error in the reader", self.port)
@@ -336,10 +337,9 @@ class SerialSource:
             if self._good_since_backoff:
                 # The port worked: the next outage starts again with a short delay.
                 self._good_since_backoff = False
-                backoff = self._backoff_initial
+                backoff.reset()
             if outcome in ("lost", "unavailable"):
-                self._clock.wait(self._stop, backoff)
-                backoff = min(backoff * 2, self._backoff_max)
+                self._clock.wait(self._stop, backoff.next_delay())
         self._set_state(SourceState.STOPPED, "stopped")
 
     def _cycle(self, backoff: float) -> str:
