@@ -49,7 +49,7 @@ from p1lora.common.parser import parse_telegram
 from p1lora.receiver.ha_discovery import DiscoverySettings
 from p1lora.receiver.home_assistant import HomeAssistantBridge
 from p1lora.tools import bench_e2e, bench_parse
-from p1lora.tools.esp32_baseline import Esp32Simulation
+from p1lora.tools.esp32_firmware import reading_frame_bytes
 from p1lora.tools.sim import SimMetrics, SimOptions, Simulation, percentile, telegram_feed
 from p1lora.tools.sim import median as median_of
 from p1lora.tools.sim_command import run_simulations
@@ -364,7 +364,7 @@ def measure_frame_bytes(context: Context) -> Section:
             "header and 8-byte tag; key updates included), and all of them divided by the "
             "telegrams delivered.",
             "Raw telegram: the meter's telegrams over the same run. ESP32: the seed firmware's "
-            "reading frame in its model (`tools.esp32_baseline`, same run and meter), which "
+            "reading frame for the same meter (`tools.esp32_firmware.reading_frame_bytes`), which "
             "carries 12 (single-phase) or 24 (three-phase) values in thousandths, not the "
             "telegram.",
         ],
@@ -382,7 +382,7 @@ def measure_frame_bytes(context: Context) -> Section:
             s.nbytes for s in sim.tx_log.sent if s.frame_type in ("DATA", "FRAGMENT")
         )
         delivered = sim.deliveries.count
-        esp32_frame = _metric(Esp32Simulation(options).run(), "frame_bytes_median")
+        esp32_frame = float(reading_frame_bytes(next(telegram_feed(options))[1]))
         frame_median = _metric(metrics, "frame_bytes_median")
         rows.append(
             (

@@ -83,6 +83,7 @@ __all__ = [
     "Phases",
     "Rung",
     "firmware_value",
+    "reading_frame_bytes",
     "run_loss_limit",
 ]
 
@@ -386,6 +387,13 @@ def _value_count(kind: Kind) -> int:
     if kind in (Kind.CALIBRATION, Kind.SINGLE_PHASE):
         return SINGLE_PHASE_VALUES
     return THREE_PHASE_VALUES
+
+
+def reading_frame_bytes(telegram: bytes) -> int:
+    """Bytes on air of the reading the firmware sends for a meter that produced `telegram`."""
+    meter = MeterData()
+    meter.split(telegram)
+    return 4 + 4 * _value_count(meter.kind)
 
 
 def frame(kind: Kind, counter: int, payload: bytes) -> bytes:
