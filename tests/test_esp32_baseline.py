@@ -11,14 +11,8 @@ import itertools
 import pytest
 
 from p1lora.tools.esp32_baseline import BASELINES, Esp32Simulation
-from p1lora.tools.esp32_firmware import (
-    LADDER,
-    UPDATE_INTERVAL_S,
-    MeterData,
-    Phases,
-    firmware_value,
-    run_loss_limit,
-)
+from p1lora.tools.esp32_firmware import LADDER, UPDATE_INTERVAL_S, run_loss_limit
+from p1lora.tools.esp32_frames import MeterData, Phases, firmware_value
 from p1lora.tools.sim import SimOptions
 from tests.conftest import telegram_bytes
 

@@ -49,7 +49,7 @@ from p1lora.common.parser import parse_telegram
 from p1lora.receiver.ha_discovery import DiscoverySettings
 from p1lora.receiver.home_assistant import HomeAssistantBridge
 from p1lora.tools import bench_e2e, bench_parse
-from p1lora.tools.esp32_firmware import reading_frame_bytes
+from p1lora.tools.esp32_frames import reading_frame_bytes
 from p1lora.tools.sim import SimMetrics, SimOptions, Simulation, percentile, telegram_feed
 from p1lora.tools.sim import median as median_of
 from p1lora.tools.sim_command import run_simulations
@@ -364,7 +364,7 @@ def measure_frame_bytes(context: Context) -> Section:
             "header and 8-byte tag; key updates included), and all of them divided by the "
             "telegrams delivered.",
             "Raw telegram: the meter's telegrams over the same run. ESP32: the seed firmware's "
-            "reading frame for the same meter (`tools.esp32_firmware.reading_frame_bytes`), which "
+            "reading frame for the same meter (`tools.esp32_frames.reading_frame_bytes`), which "
             "carries 12 (single-phase) or 24 (three-phase) values in thousandths, not the "
             "telegram.",
         ],

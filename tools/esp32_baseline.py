@@ -32,13 +32,8 @@ from decimal import Decimal
 from p1lora.common.clock import VirtualClock
 from p1lora.common.link import LinkConfig
 from p1lora.hardware.factory import open_radio
-from p1lora.tools.esp32_firmware import (
-    FIRMWARE_RADIO,
-    Esp32Receiver,
-    Esp32Transmitter,
-    TxMode,
-    firmware_value,
-)
+from p1lora.tools.esp32_firmware import FIRMWARE_RADIO, Esp32Receiver, Esp32Transmitter, TxMode
+from p1lora.tools.esp32_frames import firmware_value
 from p1lora.tools.sim import (
     MeterNode,
     NodeLoop,
@@ -184,10 +179,9 @@ class Esp32Simulation:
             for exact in reading.exact.values():
                 compared += 1
                 wrong += not _keeps(exact)
-        entries = self.tx.operation_entries
         converged = None
-        if self.tx.mode is TxMode.OPERATION and entries:
-            converged = convergence_time([(t, s, "") for t, s in entries])
+        if self.tx.mode is TxMode.OPERATION:  # settled, since the last re-sync
+            converged = convergence_time(self.tx_log.settings)
         details: dict[str, object] = {
             "variant": self.variant.description,
             "readings_sent": self.tx.readings_sent,

@@ -1,7 +1,8 @@
 """The ESP32 "P1-LoRa" firmware's behaviour, ported to Python from its source.
 
 p1-lora descends from this firmware; `tools.esp32_baseline` runs the two state machines below
-on the simulated channel so `p1-lora sim --baseline ...` compares both on the same air. Every
+on the simulated channel so `p1-lora sim --baseline ...` compares both on the same air (its
+frames and meter values are in `tools.esp32_frames`). Every
 constant and rule cites the file and line of the source it comes from (read through the
 search tools; behaviour ported, no code copied):
 
@@ -51,39 +52,44 @@ MQTT side of the receiver, `setLCD`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import struct
 import threading
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass
+from decimal import Decimal
 from enum import IntEnum
 from typing import ClassVar
-
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from p1lora.common.link import Transmit
 from p1lora.common.radio_types import RadioSettings
 from p1lora.hardware.radio import FrameReceived, RadioError, TxDone
 from p1lora.hardware.sx127x import SX127x
+from p1lora.tools.esp32_frames import (
+    METER_KINDS,
+    NETWORK_NUM,
+    Header,
+    Kind,
+    MeterData,
+    Phases,
+    check_crc,
+    decrypt,
+    encrypt,
+    frame,
+    value_count,
+)
 from p1lora.tools.sim import SideRecorder
 
 __all__ = [
     "FIRMWARE_RADIO",
     "LADDER",
-    "MESSAGE_BYTES",
     "RUN_LOSS_LIMIT",
     "UPDATE_INTERVAL_S",
     "Esp32Receiver",
     "Esp32Transmitter",
-    "Kind",
-    "MeterData",
-    "Phases",
     "Rung",
-    "firmware_value",
-    "reading_frame_bytes",
+    "RxMode",
+    "TxMode",
+    "firmware_radio",
     "run_loss_limit",
 ]
 
@@ -120,13 +126,6 @@ LADDER: tuple[Rung, ...] = (
 )
 
 
-class Phases(IntEnum):
-    """`delayType` (TX DSMRtelegram.ino:137-138): 1 once a telegram had 1-0:52.7.0."""
-
-    SINGLE = 0
-    THREE = 1
-
-
 #: `loraUpdate` (TX P1-LoRa-transmitter.ino:31-34, RX LoRaConfig.h:15-18): seconds between
 #: readings per rung, "to keep in line with 1 % LoRa duty cycle" (whatever the sub-band).
 UPDATE_INTERVAL_S: dict[Phases, tuple[float, ...]] = {
@@ -160,59 +159,9 @@ EVALUATION_GRACE_S = 4.5
 SYNC_ACK_DELAY_S = 0.2
 SYNC_MODE_ACK_DELAY_S = 0.02
 OPERATION_ACK_DELAY_S = 0.2
-#: `networkNum` (TX .ino:13, RX .ino:36): frames for another network are dropped.
-NETWORK_NUM = 127
-#: Values per reading: 12 for single-phase/calibration frames, 24 for three-phase
-#: (TX LoRaFuncs.ino:88-90); AES works on a 96-byte buffer (TX .ino:77).
-SINGLE_PHASE_VALUES = 12
-THREE_PHASE_VALUES = 24
-AES_BUFFER_BYTES = 96
 #: How long a rebooting receiver is deaf: the two `delay()`s in setup() (RX .ino:98, 105);
 #: WiFi and the web server add more, so this is a lower bound.
 RECEIVER_BOOT_S = 2.0
-#: The key and IV: SHA-256 of the default `plaintextKey` (TX .ino:14, 107-114); the IV is
-#: `iv2`, a global never written, so all zeros (TX LoRaFuncs.ino:110, RX LoRaFuncs.ino:111).
-_AES_KEY = hashlib.sha256(b"abcdefghijklmnop").digest()
-_AES_IV = bytes(16)
-
-
-class Kind(IntEnum):
-    """Message types: the second byte of every frame."""
-
-    CALIBRATION = 0  # TX LoRaFuncs.ino:239 (also every single-phase reading, see MeterData)
-    SINGLE_PHASE = 1  # accepted by RX LoRaFuncs.ino:91, never sent by this transmitter
-    THREE_PHASE = 3  # TX DSMRtelegram.ino:139
-    THREE_PHASE_GAS = 31  # :140
-    THREE_PHASE_WATER = 32  # :141
-    THREE_PHASE_GAS_WATER = 33  # :142
-    CRC_ACK = 8  # RX LoRaFuncs.ino:186
-    RESYNC = 24  # TX LoRaFuncs.ino:167
-    STOP_SYNC = 85  # TX LoRaFuncs.ino:65
-    STOP_SYNC_ACK = 93  # RX LoRaFuncs.ino:71
-    START_SYNC = 170  # TX LoRaFuncs.ino:64
-    START_SYNC_ACK = 178  # RX LoRaFuncs.ino:70
-
-
-_METER_KINDS = frozenset(
-    {
-        Kind.CALIBRATION,
-        Kind.SINGLE_PHASE,
-        Kind.THREE_PHASE,
-        Kind.THREE_PHASE_GAS,
-        Kind.THREE_PHASE_WATER,
-        Kind.THREE_PHASE_GAS_WATER,
-    }
-)
-#: Bytes on air per frame: 4 header bytes (network, type, counter, length) + payload.
-MESSAGE_BYTES: dict[str, int] = {
-    "START_SYNC": 4 + 4,  # TX LoRaFuncs.ino:62-72
-    "STOP_SYNC": 4 + 3,
-    "SYNC_ACK": 4 + 3,  # RX LoRaFuncs.ino:68-75
-    "CRC_ACK": 4 + 4,  # RX LoRaFuncs.ino:184-195
-    "RESYNC": 4,  # TX LoRaFuncs.ino:165-169
-    "SINGLE_PHASE": 4 + 4 * SINGLE_PHASE_VALUES,  # 52 (calibration frames too)
-    "THREE_PHASE": 4 + 4 * THREE_PHASE_VALUES,  # 100
-}
 
 
 def firmware_radio(frequency_hz: int, sf: int, bw_hz: int, tx_power_dbm: int) -> RadioSettings:
@@ -232,192 +181,6 @@ FIRMWARE_RADIO = firmware_radio(868_000_000, 12, 125_000, 17)
 def run_loss_limit(sf: int, previous: int) -> int:
     """`accPacketLoss` after settling at `sf` (SF11: unchanged, the typo)."""
     return RUN_LOSS_LIMIT.get(sf, previous)
-
-
-# ---------------------------------------------------------------------------- meter values
-
-#: `splitTelegram` (TX DSMRtelegram.ino:22-135): OBIS key -> index in `meterData`.
-_VALUE_INDEX: dict[str, int] = {
-    "1-0:1.8.1": 0,
-    "1-0:1.8.2": 1,
-    "1-0:2.8.1": 2,
-    "1-0:2.8.2": 3,
-    "1-0:1.7.0": 4,
-    "1-0:2.7.0": 5,
-    "1-0:1.4.0": 6,
-    "1-0:1.6.0": 7,  # timestamped: the value after the timestamp (lines 57-61)
-    "1-0:32.7.0": 8,
-    "1-0:31.7.0": 9,
-    "1-0:21.7.0": 12,
-    "1-0:41.7.0": 13,
-    "1-0:61.7.0": 14,
-    "1-0:22.7.0": 15,
-    "1-0:42.7.0": 16,
-    "1-0:62.7.0": 17,
-    "1-0:52.7.0": 18,
-    "1-0:72.7.0": 19,
-    "1-0:51.7.0": 20,
-    "1-0:71.7.0": 21,
-}
-#: Only seen, never parsed ("temporary implementation", DSMRtelegram.ino:72-83).
-_GAS_KEY = "0-1:24.2.3"
-_WATER_KEY = "0-2:24.2.1"
-#: Seen once, the meter is three-phase for good (DSMRtelegram.ino:115-118).
-_THREE_PHASE_KEY = "1-0:52.7.0"
-#: `meterData` before any telegram (TX .ino:38-63).
-_TEMPLATE = (
-    (999999.999,) * 4
-    + (99.999, 99.999, 999999.999, 999999.999, 999.99, 999.99, 999999.999, 999999.999)
-    + (99.999, 999999.999, 999999.999, 99.999, 999999.999, 999999.999)
-    + (999.99,) * 4
-    + (0.0, 0.0)
-)
-
-
-def _f32(value: float) -> float:
-    (out,) = struct.unpack("<f", struct.pack("<f", value))
-    return float(out)
-
-
-def _wire_value(value: float) -> int:
-    """`unsigned long tempVar = meterData[i]*1000` (TX LoRaFuncs.ino:93): a float product,
-    truncated to an integer of thousandths (negative values wrap, as the C conversion does
-    on the ESP32)."""
-    product = _f32(_f32(value) * 1000.0)
-    return int(product) & 0xFFFFFFFF
-
-
-def firmware_value(value: float) -> float:
-    """What the receiver makes of `value`: thousandths back to a float
-    (`recVar/1000.0` into a float, RX LoRaFuncs.ino:126-133)."""
-    return _f32(_wire_value(value) / 1000.0)
-
-
-@dataclass
-class MeterData:
-    """The transmitter's `meterData` array and meter-type flags, updated per telegram.
-
-    The flags are globals that are only ever set (DSMRtelegram.ino:76, 82, 118), so
-    `kind` and `phases` follow the first telegram that had the key.
-    """
-
-    values: list[float] = field(default_factory=lambda: [_f32(v) for v in _TEMPLATE])
-    #: The meter's own digits for the keys the last telegram had (index -> value).
-    exact: dict[int, Decimal] = field(default_factory=dict)
-    three_phase: bool = False
-    gas: bool = False
-    water: bool = False
-
-    @property
-    def phases(self) -> Phases:
-        return Phases.THREE if self.three_phase else Phases.SINGLE
-
-    @property
-    def kind(self) -> Kind:
-        """`meterType` (DSMRtelegram.ino:137-143): only set for three-phase meters; a
-        single-phase meter keeps the global's initial 0, the calibration type."""
-        if not self.three_phase:
-            return Kind.CALIBRATION
-        if self.gas and self.water:
-            return Kind.THREE_PHASE_GAS_WATER
-        if self.gas:
-            return Kind.THREE_PHASE_GAS
-        if self.water:
-            return Kind.THREE_PHASE_WATER
-        return Kind.THREE_PHASE
-
-    def split(self, raw: bytes) -> None:
-        """`splitTelegram`: each line's key is the text before the first '(', its value the
-        text between that '(' and the last ')'; a timestamped value keeps what follows the
-        inner '(' (splitWithTimeAndUnit); the number is what precedes '*' (splitWithUnit)."""
-        self.exact = {}
-        for line in raw.decode("ascii", "replace").split("\n"):
-            start, end = line.find("("), line.rfind(")")
-            if start < 0:
-                continue
-            key, value = line[:start], line[start + 1 : end]
-            self.gas |= key == _GAS_KEY
-            self.water |= key == _WATER_KEY
-            self.three_phase |= key == _THREE_PHASE_KEY
-            index = _VALUE_INDEX.get(key)
-            if index is None:
-                continue
-            if ")(" in value:
-                value = value[value.index("(") + 1 :]
-            number = value.split("*", 1)[0]
-            try:
-                exact = Decimal(number)
-            except InvalidOperation:
-                continue  # toFloat() would give 0.0: a line we cannot read counts as absent
-            self.values[index] = _f32(float(exact))
-            self.exact[index] = exact
-
-    def plaintext(self, count: int) -> bytes:
-        """The first `count` values as little-endian thousandths, zero-padded to the AES
-        buffer (TX LoRaFuncs.ino:84-99)."""
-        body = b"".join(_wire_value(v).to_bytes(4, "little") for v in self.values[:count])
-        return body.ljust(AES_BUFFER_BYTES, b"\0")
-
-
-def _cipher() -> Cipher[modes.CBC]:
-    return Cipher(algorithms.AES(_AES_KEY), modes.CBC(_AES_IV))
-
-
-def encrypt(plain: bytes) -> bytes:
-    """AES-256-CBC over the whole 96-byte buffer (TX LoRaFuncs.ino:111-118)."""
-    encryptor = _cipher().encryptor()
-    return encryptor.update(plain) + encryptor.finalize()
-
-
-def decrypt(cipher: bytes) -> bytes:
-    """The receiver decrypts what it got (a multiple of 16 bytes: 48 or 96)."""
-    decryptor = _cipher().decryptor()
-    usable = len(cipher) - len(cipher) % 16
-    return decryptor.update(cipher[:usable]) + decryptor.finalize()
-
-
-def check_crc(plain: bytes) -> int:
-    """`romCRC`: a CRC-32 of the first 8 plaintext bytes (TX LoRaFuncs.ino:121,
-    RX LoRaFuncs.ino:141); any 32-bit check of those bytes behaves the same here."""
-    return zlib.crc32(plain[:8])
-
-
-def _value_count(kind: Kind) -> int:
-    """Values in a frame of `kind` (TX LoRaFuncs.ino:88-89, RX LoRaFuncs.ino:99-100)."""
-    if kind in (Kind.CALIBRATION, Kind.SINGLE_PHASE):
-        return SINGLE_PHASE_VALUES
-    return THREE_PHASE_VALUES
-
-
-def reading_frame_bytes(telegram: bytes) -> int:
-    """Bytes on air of the reading the firmware sends for a meter that produced `telegram`."""
-    meter = MeterData()
-    meter.split(telegram)
-    return 4 + 4 * _value_count(meter.kind)
-
-
-def frame(kind: Kind, counter: int, payload: bytes) -> bytes:
-    """Header (network, type, counter, payload length) + payload."""
-    return bytes((NETWORK_NUM, int(kind), counter & 0xFF, len(payload) & 0xFF)) + payload
-
-
-@dataclass(frozen=True, slots=True)
-class Header:
-    network: int
-    kind: int
-    counter: int
-    size: int
-    payload: bytes
-
-    @classmethod
-    def parse(cls, data: bytes) -> Header | None:
-        """The four header bytes and `size` payload bytes; `LoRa.read()` past the end gives
-        -1, stored as 0xFF (TX .ino:170-191, RX .ino:299-322)."""
-        if len(data) < 4:
-            return None
-        size = data[3]
-        payload = data[4 : 4 + size].ljust(size, b"\xff")
-        return cls(data[0], data[1], data[2], size, payload)
 
 
 # ---------------------------------------------------------------------------- the MCU
@@ -651,7 +414,7 @@ class Esp32Transmitter(_Mcu):
         self, now: float, kind: Kind, meter_time: float, then: Callable[[float], None]
     ) -> None:
         """`sendTelegram(type)` (TX LoRaFuncs.ino:80-139)."""
-        count = _value_count(kind)
+        count = value_count(kind)
         plain = self.meter.plaintext(count)
         self.rom_crc = check_crc(plain)
         data = frame(kind, self.counter, encrypt(plain)[: 4 * count])
@@ -856,7 +619,7 @@ class Esp32Transmitter(_Mcu):
 
 
 class RxMode(IntEnum):
-    """The receiver's `syncMode` values (RX LoRaFuncs.ino:200-257)."""
+    """The receiver's `syncMode` values (RX LoRaFuncs.ino:201-257)."""
 
     OPERATION = -1
     LISTEN = 0
@@ -953,11 +716,11 @@ class Esp32Receiver(_Mcu):
         return min(deadlines)
 
     def _listen(self, now: float) -> None:
-        """syncMode 0 (RX LoRaFuncs.ino:201-206)."""
+        """syncMode 0 (RX LoRaFuncs.ino:202-207)."""
         self.counter = 0
 
     def _window(self, now: float) -> None:
-        """syncMode 1 (RX LoRaFuncs.ino:207-215)."""
+        """syncMode 1 (RX LoRaFuncs.ino:208-215)."""
         if _over(now, self.wait_sync_since, self.window_s):
             self.mode = RxMode.WINDOW_END
 
@@ -1021,8 +784,8 @@ class Esp32Receiver(_Mcu):
     def on_frame(self, now: float, header: Header) -> None:
         """RX .ino:325-339."""
         kind = header.kind
-        if kind in _METER_KINDS or kind == 128:
-            if header.size in (48, 96) and kind in _METER_KINDS:
+        if kind in METER_KINDS or kind == 128:
+            if header.size in (48, 96) and kind in METER_KINDS:
                 self._telegram(now, Kind(kind), header)
         elif kind in (Kind.START_SYNC, Kind.STOP_SYNC):
             self._sync(now, Kind(kind), header)
@@ -1060,7 +823,7 @@ class Esp32Receiver(_Mcu):
         """`processTelegram` (RX LoRaFuncs.ino:90-178)."""
         if kind != Kind.CALIBRATION and self.mode > RxMode.LISTEN:
             self.mode = RxMode.OPERATION  # "Transmitter is already synced" (line 95-98)
-        count = _value_count(kind)
+        count = value_count(kind)
         plain = decrypt(header.payload)[: 4 * count]
         self.rom_crc = check_crc(plain)
         self.counter = (self.counter + 1) & 0xFF
