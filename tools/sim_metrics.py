@@ -27,6 +27,7 @@ from p1lora.common.radio_types import RadioSettings
 __all__ = [
     "HOUR_S",
     "Delivers",
+    "RunContext",
     "SendRecord",
     "SimMetrics",
     "airtime_before",
