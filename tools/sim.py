@@ -19,8 +19,9 @@ what is due, and steps every node whose deadline passed or whose `wakeup` was se
 stepped in a fixed order (meter, transmitter, receiver) so a telegram submitted at time t is
 seen by the transmitter at t.
 
-Metrics are computed from what was observed (`SideRecorder` sees every frame through the
-runtime's observer hooks), not from the links' own counters: the duty cycle is the largest
+Metrics (`tools.sim_metrics.SimMetrics`, the same record for the baseline) are computed from
+what was observed (`SideRecorder` sees every frame through the runtime's observer hooks), not
+from the links' own counters: the duty cycle is the largest
 airtime in any sliding hour of the transmission log, delivered telegrams are compared byte for
 byte with what the meter produced.
 """
