@@ -13,7 +13,8 @@ It implements the non-blocking `hardware.radio.Radio` interface:
   edge means no more edges: `poll` always reads the flags too, and an optional ticker on a
   `Scheduler` does so every `poll_interval` seconds even when nobody polls.
 - Frames with a payload CRC error or without a CRC in their header (RegHopChannel bit 6) are
-  counted and dropped. RSSI and SNR use the datasheet formulas for the HF/LF port.
+  counted and dropped; settings with `crc_on=False` keep CRC-less frames (flipped bits and
+  all), as arduino-LoRa does: only the ESP32 firmware's model uses that. RSSI and SNR use the datasheet formulas for the HF/LF port.
 - A transmission that never completes, or a chip found outside LoRa mode, is recovered: reset
   through the RESET pin (or a sleep-mode restart on boards without one), version check,
   settings re-applied, back to receive, a WARNING in the log and a `RadioFault` event.
@@ -593,7 +594,7 @@ class SX127x:
         snr = _signed(block[Reg.PKT_SNR_VALUE - 0x10], 8) / 4
         rssi_raw = block[Reg.PKT_RSSI_VALUE - 0x10]
         hop = block[Reg.HOP_CHANNEL - 0x10]
-        if settings.sf != 6 and not hop & HopChannel.CRC_ON_PAYLOAD:
+        if settings.crc_on and settings.sf != 6 and not hop & HopChannel.CRC_ON_PAYLOAD:
             self._counters.no_crc_frames += 1
             logger.debug("%s: dropped a frame sent without a payload CRC", self.name)
             return

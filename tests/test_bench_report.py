@@ -110,9 +110,14 @@ def test_a_quick_report_has_every_section_and_numbers_where_numbers_belong(
     )
     assert number(dsmr5["ESP32 frame (bytes)"]) == 100
     delivery = sections[TITLES[2]][0]
-    assert len(delivery) == 2 * 3 * 3  # bands x path losses x protocols
+    assert len(delivery) == 2 * 3 * 4  # bands x path losses x protocols
     assert {r["sub-band"] for r in delivery} == {"1 %", "10 %"}
-    assert {r["protocol"] for r in delivery} == {"p1-lora", "esp32", "esp32-legal"}
+    assert {r["protocol"] for r in delivery} == {
+        "p1-lora",
+        "esp32",
+        "esp32-patched",
+        "esp32-same-channel",
+    }
     good = next(
         r
         for r in delivery
@@ -120,7 +125,7 @@ def test_a_quick_report_has_every_section_and_numbers_where_numbers_belong(
     )
     assert number(good["delivered per hour (telegrams or readings)"]) > 3000
     assert good["over the limit"] == "no"
-    assert all(r["over the limit"] == "no" for r in delivery if r["protocol"] != "esp32")
+    assert all(r["over the limit"] == "no" for r in delivery if r["protocol"] == "p1-lora")
     by_loss, spread = sections[TITLES[3]]
     assert len(by_loss) == len(delivery)
     p1lora = [r for r in by_loss if r["protocol"] == "p1-lora"]

@@ -19,8 +19,9 @@ what is due, and steps every node whose deadline passed or whose `wakeup` was se
 stepped in a fixed order (meter, transmitter, receiver) so a telegram submitted at time t is
 seen by the transmitter at t.
 
-Metrics are computed from what was observed (`SideRecorder` sees every frame through the
-runtime's observer hooks), not from the links' own counters: the duty cycle is the largest
+Metrics (`tools.sim_metrics.SimMetrics`, the same record for the baseline) are computed from
+what was observed (`SideRecorder` sees every frame through the runtime's observer hooks), not
+from the links' own counters: the duty cycle is the largest
 airtime in any sliding hour of the transmission log, delivered telegrams are compared byte for
 byte with what the meter produced.
 """
@@ -40,7 +41,7 @@ import time
 from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -62,6 +63,20 @@ from p1lora.hardware.sx127x import SX127x
 from p1lora.receiver.runtime import BaseSink, RxRuntime
 from p1lora.service.link_runtime import RuntimeObserver
 from p1lora.service.state_store import StateStore
+from p1lora.tools.sim_metrics import (
+    HOUR_S,
+    Delivers,
+    RunContext,
+    SendRecord,
+    SimMetrics,
+    convergence_time,
+    gap_metrics,
+    link_metrics,
+    max_window_airtime,
+    median,
+    percentile,
+    settings_timeline,
+)
 from p1lora.transmitter.capture_replay import CaptureReplay
 from p1lora.transmitter.runtime import TxRuntime
 from p1lora.transmitter.virtual_meter import VirtualMeter
@@ -86,6 +101,7 @@ __all__ = [
     "median",
     "percentile",
     "positions",
+    "run_context",
     "settings_timeline",
     "sim_psk",
     "telegram_feed",
@@ -94,15 +110,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_PATH_LOSS_DB = 100.0
-HOUR_S = 3600.0
 #: Frame types that carry telegram updates (their sizes are the "frame bytes" metrics).
 UPDATE_FRAMES = frozenset({"DATA", "FRAGMENT"})
-#: Frames spent finding each other (counted by p1-lora against the budget like all others).
-HANDSHAKE_FRAMES = frozenset({"DISCOVER", "CHALLENGE", "RESYNC"})
 #: Frames spent choosing and confirming settings (transmitter side).
 TUNING_FRAMES = frozenset({"SWITCH", "PROBE"})
-#: Time comparisons closer than this are equal (float rounding of sums of times).
-_EPSILON_S = 1e-9
 #: Loop iterations at one instant before the simulation is declared stuck (a livelock bug).
 _MAX_SPINS = 100_000
 
@@ -364,21 +375,6 @@ class MeterNode:
 # ---------------------------------------------------------------------------- recording
 
 
-@dataclass(frozen=True, slots=True)
-class SendRecord:
-    """One frame on air."""
-
-    start: float
-    airtime: float
-    nbytes: int
-    frame_type: str
-    settings: RadioSettings
-
-    @property
-    def end(self) -> float:
-        return self.start + self.airtime
-
-
 class SideRecorder(RuntimeObserver):
     """Everything one side did on air, observed through the runtime's hooks.
 
@@ -459,82 +455,6 @@ def digest(raw: bytes) -> bytes:
     return hashlib.blake2b(raw, digest_size=16).digest()
 
 
-def max_window_airtime(sent: Sequence[SendRecord], window: float = HOUR_S) -> float:
-    """Largest airtime within any `window` seconds, sliding. A frame counts in full while any
-    part of it lies inside the window, as a duty-cycle budget counts it, so the sum peaks when
-    a frame starts: evaluated for the window ending at every frame start. A frame that ended
-    exactly when the window begins is out of it (as in the budget); `_EPSILON_S` absorbs the
-    float rounding of "end + window == start", which would otherwise count it in."""
-    frames = sorted(sent, key=lambda s: s.start)
-    starts = [s.start for s in frames]
-    by_start = list(itertools.accumulate((s.airtime for s in frames), initial=0.0))
-    ended = sorted((s.end, s.airtime) for s in frames)
-    ends = [e for e, _ in ended]
-    by_end = list(itertools.accumulate((a for _, a in ended), initial=0.0))
-    best = 0.0
-    for frame in frames:
-        begun = bisect.bisect_right(starts, frame.start)
-        gone = bisect.bisect_right(ends, frame.start - window + _EPSILON_S)
-        best = max(best, by_start[begun] - by_end[gone])
-    return best
-
-
-def percentile(values: Sequence[float], fraction: float) -> float | None:
-    """Nearest-rank percentile (None for no values)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def median(values: Sequence[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
-def settings_timeline(
-    changes: Sequence[tuple[float, RadioSettings, str]],
-) -> list[list[float | int]]:
-    """[[t, SF, BW kHz, TX power dBm], ...] with consecutive duplicates removed."""
-    out: list[list[float | int]] = []
-    for t, s, _ in changes:
-        row: list[float | int] = [round(t, 3), s.sf, s.bw_hz / 1000, s.tx_power_dbm]
-        if not out or out[-1][1:] != row[1:]:
-            out.append(row)
-    return out
-
-
-def convergence_time(changes: Sequence[tuple[float, RadioSettings, str]]) -> float | None:
-    """When the transmitter arrived at the SF/BW it kept until the end (power aside)."""
-    if not changes:
-        return None
-    final = (changes[-1][1].sf, changes[-1][1].bw_hz)
-    at = changes[-1][0]
-    for t, s, _ in reversed(changes):
-        if (s.sf, s.bw_hz) != final:
-            break
-        at = t
-    return at
-
-
-def gap_metrics(times: Sequence[float], end: float) -> tuple[float | None, float | None]:
-    """(first delivery, longest gap after it, the tail to `end` included)."""
-    if not times:
-        return None, None
-    ordered = sorted(times)
-    gaps = [b - a for a, b in itertools.pairwise(ordered)]
-    gaps.append(max(0.0, end - ordered[-1]))
-    return ordered[0], max(gaps)
-
-
-def _round(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(value, digits)
-
-
 # ---------------------------------------------------------------------------- the simulation
 
 
@@ -545,26 +465,6 @@ class _Side:
     store: StateStore
     down: bool = False
     boots: int = 1
-
-
-@dataclass
-class SimMetrics:
-    """The numbers of one run (`as_dict()` is the `--json` object)."""
-
-    values: dict[str, object] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, object]:
-        return dict(self.values)
-
-    def __getitem__(self, key: str) -> object:
-        return self.values[key]
-
-    def number(self, key: str) -> float:
-        """A numeric metric (TypeError when it is missing a value, e.g. no delivery yet)."""
-        value = self.values[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"metric {key!r} is {value!r}, not a number")
-        return float(value)
 
 
 class Simulation:
@@ -821,31 +721,13 @@ class Simulation:
             if meter_time < last_meter_time:
                 out_of_order += 1
             last_meter_time = max(last_meter_time, meter_time)
-        first, max_gap = gap_metrics(delivery_times, end)
-        update_sizes = [float(s.nbytes) for s in tx.sent if s.frame_type in UPDATE_FRAMES]
-        band = self.sub_band
-        duty_tx = max_window_airtime(tx.sent) / HOUR_S
-        duty_rx = max_window_airtime(rx.sent) / HOUR_S
         converged = convergence_time(tx.settings)
         after = converged if converged is not None else math.inf
         read_after = sum(1 for t in self._read_at if t >= after)
         delivered_after = sum(1 for t in delivered_meter_times if t >= after)
-        final = self.tx.tx_link.settings
-        hours = max(end, 1e-9) / HOUR_S
         delivered = self.deliveries.count
         read = self.telegrams_read
-        values: dict[str, object] = {
-            "protocol": "p1-lora",
-            "duration_s": round(end, 3),
-            "wall_time_s": round(self._wall, 3),
-            "seed": self.options.seed,
-            "region": self.config.region.name,
-            "frequency_mhz": self.config.channel_hz / 1e6,
-            "sub_band": band.name,
-            "duty_cycle_limit": band.duty_cycle,
-            "path_loss_db": self.options.effective_path_loss_db,
-            "distance_m": self.options.distance_m,
-            "telegrams_read": read,
+        details: dict[str, object] = {
             "telegrams_delivered": delivered,
             "telegrams_corrupt": corrupt,
             "telegrams_duplicate": duplicates,
@@ -856,37 +738,14 @@ class Simulation:
             "telegrams_unchanged": self.tx.tx_link.diagnostics(end).telegrams.get(
                 "duplicate_telegrams", 0
             ),
-            "delivered_per_hour": round(delivered / hours, 1),
             "delivery_ratio": _round(delivered / read if read else None, 4),
             "telegrams_read_after_convergence": read_after,
             "telegrams_delivered_after_convergence": delivered_after,
             "delivery_ratio_after_convergence": _round(
                 delivered_after / read_after if read_after else None, 4
             ),
-            "frame_bytes_median": median(update_sizes),
-            "frame_bytes_p95": percentile(update_sizes, 0.95),
-            "update_frames": len(update_sizes),
-            "frames_tx": len(tx.sent),
-            "frames_rx": len(rx.sent),
-            "airtime_s_tx": round(tx.airtime(), 3),
-            "airtime_s_rx": round(rx.airtime(), 3),
-            "duty_cycle_max_tx": round(duty_tx, 5),
-            "duty_cycle_max_rx": round(duty_rx, 5),
-            "budget_exceeded": max(duty_tx, duty_rx) > band.duty_cycle + 1e-9,
-            "handshake_airtime_s": round(
-                tx.airtime(HANDSHAKE_FRAMES) + rx.airtime(HANDSHAKE_FRAMES), 3
-            ),
+            "update_frames": sum(1 for s in tx.sent if s.frame_type in UPDATE_FRAMES),
             "tuning_airtime_s": round(tx.airtime(TUNING_FRAMES), 3),
-            "latency_ms_p50": _ms(median(latencies)),
-            "latency_ms_p95": _ms(percentile(latencies, 0.95)),
-            "max_gap_s": _round(max_gap),
-            "first_delivery_s": _round(first),
-            "convergence_s": _round(converged),
-            "final_state": self.tx.tx_link.state if self.is_on("tx") else "off",
-            "final_sf": final.sf,
-            "final_bw": final.bw_hz / 1000,
-            "final_tx_power_dbm": final.tx_power_dbm,
-            "settings_timeline": settings_timeline(tx.settings),
             "frames_rejected_tx": dict(sorted(tx.rejected.items())),
             "frames_rejected_rx": dict(sorted(rx.rejected.items())),
             "frames_rejected": sum(tx.rejected.values()) + sum(rx.rejected.values()),
@@ -895,11 +754,42 @@ class Simulation:
             "switches_failed": tx.events["switch_failed"],
             "channel": _channel_stats(self.channel),
         }
-        return SimMetrics(values)
+        return link_metrics(
+            protocol="p1-lora",
+            delivers=Delivers.TELEGRAMS,
+            context=run_context(self.options, self.config.channel_hz, self.sub_band),
+            end=end,
+            wall_time_s=self._wall,
+            tx_sent=tx.sent,
+            rx_sent=rx.sent,
+            tx_settings=tx.settings,
+            telegrams_read=read,
+            delivery_times=delivery_times,
+            latencies=latencies,
+            delivered_corrupt=corrupt,
+            data_frame_types=UPDATE_FRAMES,
+            converged=converged,
+            final=self.tx.tx_link.settings,
+            final_state=str(self.tx.tx_link.state) if self.is_on("tx") else "off",
+            details=details,
+        )
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
+def run_context(options: SimOptions, frequency_hz: int, band: SubBand) -> RunContext:
+    """The run's place on the air, as both protocols' metrics report it."""
+    return RunContext(
+        seed=options.seed,
+        region=options.region,
+        frequency_hz=frequency_hz,
+        sub_band=band.name,
+        duty_cycle_limit=band.duty_cycle,
+        path_loss_db=options.effective_path_loss_db,
+        distance_m=options.distance_m,
+    )
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _channel_stats(channel: SimChannel) -> dict[str, int]:

@@ -3,32 +3,38 @@
 Runs `tools.sim.Simulation`: the virtual meter (`--profile`) or a capture (`--meter FILE`)
 feeds a complete transmitter and receiver (real codec, crypto and link state machines, the real
 SX127x driver on the emulator) over the simulated channel. An hour of link time takes seconds.
-`--baseline esp32` runs the seed firmware's model (`tools.esp32_baseline`) on an identical
-channel so both can be compared in one report; `--baseline esp32-legal` is the same firmware
-with every frame held to the sub-band's duty-cycle budget (the fair "same 1 % band" comparison).
+`--baseline NAME` also runs the ESP32 firmware p1-lora descends from (`tools.esp32_baseline`,
+ported from its source) on an identical channel with the same meter, so both can be compared in
+one report: `esp32` as shipped (868.0 MHz, 17 dBm, every bug, including the receiver's reboot on
+its first reading after each sync), `esp32-patched` (that division by zero skipped) and
+`esp32-same-channel` (p1-lora's channel and TX power: like for like).
 
 `--json` prints one JSON object: p1-lora's metrics at the top level and each baseline's under
-`baselines` (keyed by name). The metrics:
+`baselines` (keyed by name). Every run has the fields of `tools.sim_metrics.SimMetrics`:
 
 | key | meaning |
 |-----|---------|
+| delivers | "telegrams" (byte-exact, p1-lora) or "readings" (the firmware's values) |
 | telegrams_read | telegrams the meter produced while the transmitter ran |
-| telegrams_delivered | telegrams the receiver delivered (rebuilt, verified) |
-| telegrams_corrupt | delivered but not byte-equal to any telegram the meter produced |
-| telegrams_unchanged | identical to the telegram the receiver already had: not sent (a capture of one telegram, looped) |
-| delivery_ratio(_after_convergence) | delivered / read (counting from convergence) |
-| frame_bytes_median / _p95 | on-air size of the update frames (DATA, FRAGMENT) |
+| delivered, delivered_per_hour | what the receiver handed on (telegrams or readings) |
+| delivered_corrupt | delivered but not what was sent (CRC-less frames with flipped bits) |
+| first_delivery_s, max_gap_s | first delivery; longest time without one after it (end included) |
+| convergence_s | when the transmitter arrived at the SF/BW it kept to the end |
+| latency_ms_p50 / _p95 | meter telegram time -> delivery |
+| frame_bytes_median / _p95 | on-air size of the frames carrying meter data |
 | airtime_s_tx / _rx | total airtime of each side, every frame counted |
 | duty_cycle_max_tx / _rx | largest airtime in any sliding hour / 3600 s, from the frame log |
 | budget_exceeded | either side above the sub-band's duty cycle in some hour |
-| handshake_airtime_s | DISCOVER + CHALLENGE + RESYNC airtime (both sides) |
-| tuning_airtime_s | SWITCH + PROBE airtime (transmitter) |
-| latency_ms_p50 / _p95 | meter telegram time -> delivery |
-| max_gap_s | longest time without a delivery after the first (end of run included) |
-| first_delivery_s, convergence_s | first delivery; arrival at the SF/BW kept to the end |
-| final_sf, final_bw (kHz), final_tx_power_dbm, final_state | where the link ended |
+| handshake_airtime_s | all airtime of both sides before the first delivery (whole run without one) |
+| final_sf, final_bw (kHz), final_tx_power_dbm, final_state | where the transmitter ended |
 | settings_timeline | [[t, SF, BW kHz, TX power dBm], ...] of the transmitter |
-| frames_rejected(_tx/_rx) | frames the links refused, by reason |
+
+p1-lora adds telegrams_delivered / _corrupt / _duplicate / _out_of_order / _unchanged (identical
+to the one the receiver already had: not sent), delivery_ratio(_after_convergence),
+update_frames, tuning_airtime_s (SWITCH + PROBE), frames_rejected(_tx/_rx) by reason,
+link_lost, switches_committed / _failed and the channel's counters; the firmware adds
+readings_sent, calibration_frames, values_per_reading, values_wrong_fraction, resyncs by
+cause, receiver_reboots, receiver_silence_timeouts and readings_acked_not_published.
 
 Exit codes: 0 done, 2 bad input (with a message on stderr).
 """
@@ -48,7 +54,8 @@ from p1lora.common.link import FixedRadio
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 from p1lora.common.regions import REGIONS, RegionError
 from p1lora.tools.esp32_baseline import BASELINES, Esp32Simulation
-from p1lora.tools.sim import SimMetrics, SimOptions, Simulation
+from p1lora.tools.sim import SimOptions, Simulation
+from p1lora.tools.sim_metrics import Delivers, SimMetrics
 from p1lora.transmitter.meter_profiles import PROFILES
 
 __all__ = ["configure", "render_text", "run", "run_simulations"]
@@ -270,8 +277,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=sorted(BASELINES),
         action="append",
         default=[],
-        help="also run the seed firmware's model on an identical channel: esp32 (as it is, "
-        "may exceed the duty cycle) or esp32-legal (every frame within the budget); repeatable",
+        help="also run the ESP32 firmware p1-lora descends from (ported from its source) on an "
+        "identical channel with the same meter; repeatable. "
+        + "; ".join(f"{v.name}: {v.description}" for v in BASELINES.values()),
     )
     run_group.add_argument("--json", action="store_true", help="print one JSON object")
     run_group.add_argument(
@@ -307,7 +315,7 @@ def run_simulations(
 ) -> tuple[SimMetrics, dict[str, SimMetrics]]:
     """Run p1-lora and the requested baselines with the same options."""
     main = Simulation(options, keep_telegrams=16).run()  # metrics need no telegram bodies
-    others = {name: Esp32Simulation(options, legal=BASELINES[name]).run() for name in baselines}
+    others = {name: Esp32Simulation(options, BASELINES[name]).run() for name in baselines}
     return main, others
 
 
@@ -357,52 +365,45 @@ def _pair(a: object, b: object, unit: str = "", digits: int = 1) -> str:
     return f"{_num(a, '', digits)} / {_num(b, '', digits)}{unit}"
 
 
-def _delivered(m: dict[str, object]) -> str:
-    if m.get("protocol") == "p1-lora":
-        return f"{_num(m['telegrams_delivered'])} telegrams (byte-exact)"
-    return f"{_num(m['readings_delivered'])} readings (22 lossy values)"
+def _delivered(m: SimMetrics) -> str:
+    if m.delivers is Delivers.TELEGRAMS:
+        return f"{m.delivered} telegrams (byte-exact)"
+    values = m["values_per_reading"]
+    return f"{m.delivered} readings ({values} values)"
 
 
-def _per_hour(m: dict[str, object]) -> str:
-    return _num(m.get("delivered_per_hour", m.get("readings_per_hour")))
+def _final(m: SimMetrics) -> str:
+    return f"SF{m.final_sf}/BW{m.final_bw:g}, {m.final_tx_power_dbm} dBm ({m.final_state})"
 
 
-def _final(m: dict[str, object]) -> str:
-    power = m.get("final_tx_power_dbm")
-    suffix = f", {power} dBm" if power is not None else ""
-    bw = m["final_bw"]
-    bw_text = f"{bw:g}" if isinstance(bw, float) else str(bw)
-    return f"SF{m['final_sf']}/BW{bw_text}{suffix} ({m['final_state']})"
-
-
-def _rejected(m: dict[str, object]) -> str:
-    if "frames_rejected" not in m:
-        return "- (no authentication)"
-    return _num(m["frames_rejected"])
+def _detail(key: str) -> Callable[[SimMetrics], str]:
+    """A protocol's own figure ("-" where the other protocol has none)."""
+    return lambda m: _num(m.details.get(key))
 
 
 #: (label, formatter) per report row; a formatter gets one run's metrics.
-_ROWS: tuple[tuple[str, Callable[[dict[str, object]], str]], ...] = (
-    ("telegrams read", lambda m: _num(m["telegrams_read"])),
+_ROWS: tuple[tuple[str, Callable[[SimMetrics], str]], ...] = (
+    ("telegrams read", lambda m: _num(m.telegrams_read)),
     ("delivered", _delivered),
-    ("delivered per hour", _per_hour),
-    ("delivery ratio", lambda m: _pct(m.get("delivery_ratio"))),
-    ("corrupt", lambda m: _num(m.get("telegrams_corrupt", m.get("readings_corrupt")))),
-    ("unchanged, not sent", lambda m: _num(m.get("telegrams_unchanged"))),
-    ("frame bytes median / p95", lambda m: _pair(m["frame_bytes_median"], m["frame_bytes_p95"])),
-    ("airtime tx / rx", lambda m: _pair(m["airtime_s_tx"], m["airtime_s_rx"], " s")),
+    ("delivered per hour", lambda m: _num(m.delivered_per_hour)),
+    ("delivery ratio", lambda m: _pct(m.details.get("delivery_ratio"))),
+    ("corrupt", lambda m: _num(m.delivered_corrupt)),
+    ("unchanged, not sent", _detail("telegrams_unchanged")),
+    ("frame bytes median / p95", lambda m: _pair(m.frame_bytes_median, m.frame_bytes_p95)),
+    ("airtime tx / rx", lambda m: _pair(m.airtime_s_tx, m.airtime_s_rx, " s")),
     (
         "duty cycle max tx / rx",
-        lambda m: f"{_pct(m['duty_cycle_max_tx'])} / {_pct(m['duty_cycle_max_rx'])}",
+        lambda m: f"{_pct(m.duty_cycle_max_tx)} / {_pct(m.duty_cycle_max_rx)}",
     ),
-    ("over the legal limit", lambda m: _num(m["budget_exceeded"])),
-    ("handshake airtime", lambda m: _num(m["handshake_airtime_s"], " s")),
-    ("latency p50 / p95", lambda m: _pair(m["latency_ms_p50"], m["latency_ms_p95"], " ms", 0)),
-    ("first delivery", lambda m: _num(m["first_delivery_s"], " s")),
-    ("longest gap", lambda m: _num(m["max_gap_s"], " s")),
-    ("converged after", lambda m: _num(m["convergence_s"], " s")),
+    ("over the legal limit", lambda m: _num(m.budget_exceeded)),
+    ("airtime before 1st delivery", lambda m: _num(m.handshake_airtime_s, " s")),
+    ("latency p50 / p95", lambda m: _pair(m.latency_ms_p50, m.latency_ms_p95, " ms", 0)),
+    ("first delivery", lambda m: _num(m.first_delivery_s, " s")),
+    ("longest gap", lambda m: _num(m.max_gap_s, " s")),
+    ("converged after", lambda m: _num(m.convergence_s, " s")),
     ("final settings", _final),
-    ("frames rejected", _rejected),
+    ("frames rejected", _detail("frames_rejected")),
+    ("receiver reboots", _detail("receiver_reboots")),
 )
 
 
@@ -414,38 +415,35 @@ def render_text(
     timeline_rows: int | None = 10,
 ) -> None:
     """The human report: a header, one column per run, the settings timeline."""
-    m = main.as_dict()
-    hours = float(str(m["duration_s"])) / 3600
-    wall = float(str(m["wall_time_s"]))
-    loss = m["path_loss_db"]
-    where = f"path loss {loss:g} dB" if isinstance(loss, float) else f"distance {m['distance_m']} m"
+    hours = main.duration_s / 3600
+    wall = main.wall_time_s
+    loss = main.path_loss_db
+    where = f"path loss {loss:g} dB" if loss is not None else f"distance {main.distance_m} m"
     out.write(
         f"p1-lora sim: {hours:g} h of link time in {wall:.1f} s "
         f"({wall / hours if hours else 0:.1f} s per simulated hour)\n"
-        f"  {m['region']} {m['frequency_mhz']:g} MHz, sub-band {m['sub_band']} "
-        f"({_pct(m['duty_cycle_limit'])} duty cycle), {where}, seed {m['seed']}\n\n"
+        f"  {main.region} {main.frequency_mhz:g} MHz, sub-band {main.sub_band} "
+        f"({_pct(main.duty_cycle_limit)} duty cycle), {where}, seed {main.seed}\n\n"
     )
-    columns = [("p1-lora", m)] + [(name, b.as_dict()) for name, b in baselines.items()]
+    columns = [("p1-lora", main), *baselines.items()]
     width = max(len(label) for label, _ in _ROWS) + 2
-    cells = [[fmt(data) for _, data in columns] for _, fmt in _ROWS]
+    cells = [[fmt(run) for _, run in columns] for _, fmt in _ROWS]
     col_width = max(len(name) for name, _ in columns)
     col_width = max(col_width, *(len(c) for row in cells for c in row)) + 2
     out.write(" " * width + "".join(name.ljust(col_width) for name, _ in columns).rstrip() + "\n")
     for (label, _), row in zip(_ROWS, cells, strict=True):
         out.write(label.ljust(width) + "".join(c.ljust(col_width) for c in row).rstrip() + "\n")
-    for name, data in columns:
-        timeline = data.get("settings_timeline")
-        if not isinstance(timeline, list):
-            continue
+    for name, run in columns:
+        timeline = run.settings_timeline
         shown = timeline if timeline_rows is None else timeline[:timeline_rows]
         out.write(f"\n{name} settings (transmitter):\n")
         for t, sf, bw, power in shown:
             out.write(f"  {t:10.1f} s  SF{sf}/BW{bw:g}  {power} dBm\n")
         if len(shown) < len(timeline):
             out.write(f"  ... {len(timeline) - len(shown)} more (--timeline lists all)\n")
-    if "baselines" not in m and baselines:
+    for name, run in baselines.items():
         out.write(
-            "\nBaselines deliver readings (22 float32 values every 7 s at best), not telegrams; "
-            "esp32 is the firmware as described (its handshakes and acks are not budgeted), "
-            "esp32-legal holds every frame to the sub-band's budget.\n"
+            f"\n{name}: the ESP32 firmware, {run['variant']}, at {run.frequency_mhz:g} MHz "
+            f"(sub-band {run.sub_band}, {_pct(run.duty_cycle_limit)}); it delivers readings of "
+            "a few values in thousandths, not telegrams, and has no duty-cycle budget.\n"
         )

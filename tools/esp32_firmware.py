@@ -1,0 +1,843 @@
+"""The ESP32 "P1-LoRa" firmware's behaviour, ported to Python from its source.
+
+p1-lora descends from this firmware; `tools.esp32_baseline` runs the two state machines below
+on the simulated channel so `p1-lora sim --baseline ...` compares both on the same air (its
+frames and meter values are in `tools.esp32_frames`). Every
+constant and rule cites the file and line of the source it comes from (read through the
+search tools; behaviour ported, no code copied):
+
+- TX = github.com/plan-d-io/P1-LoRa-transmitter: `P1-LoRa-transmitter.ino` (commit 5c248fe),
+  `LoRaFuncs.ino` (775a678), `DSMRtelegram.ino` (3a12344), `utilities.h` (f2e5d06).
+- RX = github.com/plan-d-io/P1-LoRa-receiver: `P1-LoRa-receiver.ino` (e77a0af),
+  `LoRaFuncs.ino` and `LoRaConfig.h` (f2442b7).
+- LoRa.cpp = github.com/sandeepmistry/arduino-LoRa `src/LoRa.cpp` (the stored version is
+  0.7.2; `begin()` and the CRC default are the same in 0.8.0, which the firmware names).
+
+How the firmware works (both sides run an Arduino `loop()`; `elapsedMillis` timers compared
+with a strict `>`, so a "6 s" wait fires in the millisecond after 6 s; every `endPacket()`
+blocks for the whole time on air, arduino-LoRa's default, LoRa.cpp `endPacket(async=false)`):
+
+1. Discovery (TX syncMode 0): a start-sync beacon at SF12/BW125 every 6 s, 7 tries, then a
+   3-minute pause. The receiver listens at SF12/BW125 (RX syncMode 0).
+2. Each rung of `LADDER` (SF12/BW125, then SF12..SF7 at BW250): the transmitter sends a
+   start-sync beacon naming the rung on the *current* setting; the receiver acks it 200 ms
+   later and switches; on the ack the transmitter switches too and sends 52-byte calibration
+   frames every `spacing_s` for `window_s`, each acked 20 ms after it arrives with a CRC of
+   its first 8 plaintext bytes and the receiver's count. 4.5 s after the window, if it sent
+   more than twice the count the last ack reported, it steps back one rung and stops;
+   otherwise it tries the next rung. A rung whose beacon gets no ack 3 times also stops the
+   climb one rung lower. The stop beacon is acked (or repeated once).
+3. Operation (syncMode -1): a reading is sent only when a P1 telegram has been read and more
+   than `update_interval_s` (per rung and meter type) has passed since the last one ended:
+   with a telegram every second, SF7/BW250 three-phase sends every 8 s (7 s rounded up to the
+   next telegram). The receiver publishes it and acks 200 ms later.
+4. Losing the link: the transmitter re-syncs from SF12/BW125 after more unacked readings in a
+   row than its SF's limit, more than 64 of its byte-wide counter unacked, or 300 s without
+   any ack; the receiver returns to SF12/BW125 after 300 s without a telegram.
+
+Its bugs are ported as they are (each cited where it happens): the SF11 typo in the loss
+limits (SF11 keeps the previous limit); calibration frames count as lost readings until an
+ack resets the count (so a rung's failed calibrations can end operation at once); a receiver
+still in sync mode acks readings without publishing them; single-phase meters send their
+readings as calibration-type frames the receiver never publishes in operation; and the
+receiver divides by the message counter, which is 0 for the first reading after every sync
+and after every counter wrap: on the ESP32 an integer division by zero is a CPU exception
+(`IntegerDivideByZero`) and the chip reboots. `Esp32Variant.receiver_divides_by_zero` turns
+that last one off, to see the protocol at its best.
+
+Not modelled: the serial port's 256-byte buffer overflowing during long transmissions (a
+telegram that arrives while the MCU is blocked, or during the sync, is not read), the WiFi /
+MQTT side of the receiver, `setLCD`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import IntEnum
+from typing import ClassVar
+
+from p1lora.common.link import Transmit
+from p1lora.common.radio_types import RadioSettings
+from p1lora.hardware.radio import FrameReceived, RadioError, TxDone
+from p1lora.hardware.sx127x import SX127x
+from p1lora.tools.esp32_frames import (
+    METER_KINDS,
+    NETWORK_NUM,
+    Header,
+    Kind,
+    MeterData,
+    Phases,
+    check_crc,
+    decrypt,
+    encrypt,
+    frame,
+    value_count,
+)
+from p1lora.tools.sim import SideRecorder
+
+__all__ = [
+    "FIRMWARE_RADIO",
+    "LADDER",
+    "RUN_LOSS_LIMIT",
+    "UPDATE_INTERVAL_S",
+    "Esp32Receiver",
+    "Esp32Transmitter",
+    "Rung",
+    "RxMode",
+    "TxMode",
+    "firmware_radio",
+    "run_loss_limit",
+]
+
+logger = logging.getLogger(__name__)
+
+MILLISECOND = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class Rung:
+    """One row of `loraConfig` (TX P1-LoRa-transmitter.ino:19-27 = RX LoRaConfig.h:3-11)."""
+
+    sf: int
+    bw_khz: int
+    #: Seconds between beacons / calibration frames at this rung (column 3).
+    spacing_s: float
+    #: The calibration window (column 4), also sent in the beacon as one byte.
+    window_s: float
+
+    @property
+    def bw_hz(self) -> int:
+        return self.bw_khz * 1000
+
+
+#: The sync ladder, slowest first: SF12/BW125, then SF12..SF7 all at BW250.
+LADDER: tuple[Rung, ...] = (
+    Rung(12, 125, 8.0, 38.0),
+    Rung(12, 250, 3.0, 20.0),
+    Rung(11, 250, 2.0, 10.0),
+    Rung(10, 250, 2.0, 8.0),
+    Rung(9, 250, 2.0, 8.0),
+    Rung(8, 250, 2.0, 8.0),
+    Rung(7, 250, 1.0, 8.0),
+)
+
+
+#: `loraUpdate` (TX P1-LoRa-transmitter.ino:31-34, RX LoRaConfig.h:15-18): seconds between
+#: readings per rung, "to keep in line with 1 % LoRa duty cycle" (whatever the sub-band).
+UPDATE_INTERVAL_S: dict[Phases, tuple[float, ...]] = {
+    Phases.SINGLE: (230.474, 107.207, 57.803, 31.099, 16.7, 9.0, 4.5),
+    Phases.THREE: (372.346, 173.169, 93.369, 50.238, 26.977, 14.538, 7.0),
+}
+
+#: Unacked readings in a row allowed per SF (TX LoRaFuncs.ino:307-312). The SF11 line tests
+#: `setSF == 8` a second time (line 311), so SF11 keeps whatever limit was set before.
+RUN_LOSS_LIMIT: dict[int, int] = {7: 26, 8: 21, 9: 15, 10: 9, 12: 3}
+#: `accPacketLoss` at boot (TX P1-LoRa-transmitter.ino:70).
+INITIAL_RUN_LOSS_LIMIT = 25
+#: More than this many of the byte-wide counter unacked: re-sync (TX .ino:145, 151).
+MAX_COUNTER_LOSS = 64
+#: Re-sync after this long without an ack or sync ack (TX .ino:156, reset at 193-203).
+TX_SILENCE_S = 300.0
+#: The receiver returns to SF12/BW125 after this long without a telegram (RX .ino:267-275).
+RX_SILENCE_S = 300.0
+#: Discovery: a beacon every 6 s (TX LoRaFuncs.ino:190), 7 tries (196: syncTry > 6), then
+#: `waitForSync = 0` and nothing until it exceeds 180 s again (188).
+DISCOVERY_SPACING_S = 6.0
+DISCOVERY_TRIES = 7
+DISCOVERY_PAUSE_S = 180.0
+#: A rung's beacon is tried 3 times (TX LoRaFuncs.ino:221: syncTry > 2) before giving up.
+REQUEST_TRIES = 3
+#: Wait after the calibration window before judging it (TX LoRaFuncs.ino:251).
+EVALUATION_GRACE_S = 4.5
+#: The receiver acks a start-sync beacon after 200 ms (RX LoRaFuncs.ino:243), a calibration
+#: frame after `delay(20)` (RX LoRaFuncs.ino:164-166), a reading in operation after 200 ms
+#: (RX P1-LoRa-receiver.ino:258-262).
+SYNC_ACK_DELAY_S = 0.2
+SYNC_MODE_ACK_DELAY_S = 0.02
+OPERATION_ACK_DELAY_S = 0.2
+#: How long a rebooting receiver is deaf: the two `delay()`s in setup() (RX .ino:98, 105);
+#: WiFi and the web server add more, so this is a lower bound.
+RECEIVER_BOOT_S = 2.0
+
+
+def firmware_radio(frequency_hz: int, sf: int, bw_hz: int, tx_power_dbm: int) -> RadioSettings:
+    """A rung as the firmware configures the SX127x: LoRa.begin() leaves CR 4/5, an 8-symbol
+    preamble and no payload CRC (the chip's reset values: nothing calls setCodingRate4,
+    setPreambleLength or enableCrc), sync word 0xF3 (TX .ino:101, RX .ino:354)."""
+    return RadioSettings(
+        frequency_hz, sf, bw_hz, cr=5, tx_power_dbm=tx_power_dbm, sync_word=0xF3, crc_on=False
+    )
+
+
+#: As shipped: 868 MHz (TX utilities.h:21 `LoRa_frequency 868E6`), 17 dBm (LoRa.cpp:140,
+#: `begin()` calls setTxPower(17); the firmware never changes it).
+FIRMWARE_RADIO = firmware_radio(868_000_000, 12, 125_000, 17)
+
+
+def run_loss_limit(sf: int, previous: int) -> int:
+    """`accPacketLoss` after settling at `sf` (SF11: unchanged, the typo)."""
+    return RUN_LOSS_LIMIT.get(sf, previous)
+
+
+# ---------------------------------------------------------------------------- the MCU
+
+
+@dataclass(frozen=True, slots=True)
+class SentReading:
+    """A frame of meter values the transmitter put on the air (for the metrics)."""
+
+    plaintext: bytes
+    meter_time: float
+    exact: dict[int, Decimal]
+
+
+class _Mcu:
+    """What both sides share: a radio, a blocking `endPacket()`, `loop()` on a virtual clock.
+
+    A blocking transmission is a continuation run at TxDone; frames the chip hands over
+    while the MCU is blocked (sending or in `delay()`) are lost, as they are on the device
+    (the chip is in TX or standby then).
+    """
+
+    ROLE = "esp32"
+
+    def __init__(
+        self, radio: SX127x, recorder: SideRecorder, frequency_hz: int, tx_power_dbm: int
+    ) -> None:
+        self.radio = radio
+        self.wakeup: threading.Event = radio.wakeup
+        self.recorder = recorder
+        self.frequency_hz = frequency_hz
+        self.tx_power_dbm = tx_power_dbm
+        self.settings = firmware_radio(frequency_hz, 12, 125_000, tx_power_dbm)
+        self.frames_missed_while_blocked = 0
+        self._sending = False
+        self._blocked_until: float | None = None
+        self._then: Callable[[float], None] | None = None
+
+    def set_radio(self, now: float, sf: int, bw_khz: int, reason: str) -> None:
+        """`LoRa.setSpreadingFactor` + `setSignalBandwidth`: the chip listens there next."""
+        self.settings = firmware_radio(self.frequency_hz, sf, bw_khz * 1000, self.tx_power_dbm)
+        self.radio.configure(self.settings)
+        self.recorder.configured(now, self.settings, reason)
+
+    def send(self, now: float, name: str, data: bytes, then: Callable[[float], None]) -> None:
+        """`beginPacket ... endPacket()`: blocks until TxDone, then runs `then(now)`."""
+        try:
+            airtime = self.radio.send(data)
+        except RadioError as exc:
+            logger.warning("%s: send failed: %s", self.ROLE, exc)
+            then(now)
+            return
+        self._sending = True
+        self._then = then
+        self.recorder.frame_sent(now, Transmit(data, self.settings, name, airtime), airtime)
+
+    def block(self, now: float, seconds: float, then: Callable[[float], None]) -> None:
+        """`delay(ms)`: nothing runs meanwhile, then `then(now)`."""
+        self._blocked_until = now + seconds
+        self._then = then
+
+    def blocked(self) -> bool:
+        return self._sending or self._blocked_until is not None
+
+    def step(self, now: float) -> float | None:
+        for event in self.radio.poll():
+            if isinstance(event, TxDone) and self._sending:
+                self._sending = False
+                self._resume(now)
+            elif isinstance(event, FrameReceived):
+                self.recorder.frame_received(event.frame, None)
+                if self.blocked() or not self.awake(now):
+                    self.frames_missed_while_blocked += 1
+                    continue
+                header = Header.parse(event.frame.payload)
+                if header is not None and header.network == NETWORK_NUM:
+                    self.on_frame(now, header)
+        if self._blocked_until is not None and now >= self._blocked_until:
+            self._blocked_until = None
+            self._resume(now)
+        if self.blocked():
+            return self._blocked_until  # None while sending: TxDone wakes us
+        if self.awake(now):
+            self.loop(now)
+        if self.blocked():
+            return self._blocked_until
+        return max(self.next_deadline(now), now + MILLISECOND)
+
+    def _resume(self, now: float) -> None:
+        then, self._then = self._then, None
+        if then is not None:
+            then(now)
+
+    def awake(self, now: float) -> bool:
+        return True
+
+    def on_frame(self, now: float, header: Header) -> None:
+        raise NotImplementedError
+
+    def loop(self, now: float) -> None:
+        raise NotImplementedError
+
+    def next_deadline(self, now: float) -> float:
+        raise NotImplementedError
+
+
+def _over(now: float, since: float, seconds: float) -> bool:
+    """`elapsedMillis > ms`: strictly more, at millisecond resolution."""
+    return now - since > seconds + 1e-9
+
+
+def _when_over(since: float, seconds: float) -> float:
+    return since + seconds + MILLISECOND
+
+
+class TxMode(IntEnum):
+    """The transmitter's `syncMode` values (TX LoRaFuncs.ino:186-317, .ino:133-157)."""
+
+    OPERATION = -1
+    DISCOVERY = 0
+    REQUEST = 1
+    CALIBRATE = 2
+    GRACE = 3
+    EVALUATE = 4
+    STOP = 8
+    APPLY = 9
+
+
+class Esp32Transmitter(_Mcu):
+    """The transmitter: discovery, the ladder, readings when a telegram was read."""
+
+    ROLE = "esp32-tx"
+
+    def __init__(
+        self,
+        radio: SX127x,
+        recorder: SideRecorder,
+        frequency_hz: int,
+        tx_power_dbm: int,
+        now: float,
+    ) -> None:
+        super().__init__(radio, recorder, frequency_hz, tx_power_dbm)
+        self.mode = TxMode.DISCOVERY
+        self.meter = MeterData()
+        self.sent_readings: dict[bytes, SentReading] = {}
+        self.readings_sent = 0
+        self.calibrations_sent = 0
+        self.resyncs: dict[str, int] = {}
+        self.operation_entries: list[tuple[float, RadioSettings]] = []
+        # setup() (TX .ino:120-130).
+        self.sync_count = 0
+        self.sync_try = 0
+        self.acc_packet_loss = INITIAL_RUN_LOSS_LIMIT
+        self.run_packet_loss = 0
+        self.counter = 0
+        self.ack_counter = 0
+        self.rom_crc = 0
+        rung = LADDER[0]
+        self.set_sf, self.set_bw = rung.sf, rung.bw_khz
+        self.send_spacing_s, self.window_s = rung.spacing_s, rung.window_s
+        self.wait_sync_since = now - 380.0  # `waitForSync = 380000` (.ino:130)
+        self.wait_send_since = now
+        self.run_loop_since = now - 1e9  # never sent: the first reading goes at once
+        self.since_last_msg = now
+        self._pending: tuple[bytes, float] | None = None
+        self.set_radio(now, rung.sf, rung.bw_khz, "boot")
+
+    # -- serial ---------------------------------------------------------------------------
+
+    def submit_telegram(self, raw: bytes, t: float) -> None:
+        """A telegram on the P1 port; read only in operation while not blocked (.ino:133-136)."""
+        if self.mode is TxMode.OPERATION and not self.blocked():
+            self._pending = (raw, t)
+            self.wakeup.set()
+
+    # -- loop() ---------------------------------------------------------------------------
+
+    def loop(self, now: float) -> None:
+        if self.mode is TxMode.OPERATION:
+            self._operate(now)
+        else:
+            self._SYNC_STEPS[self.mode](self, now)
+
+    def next_deadline(self, now: float) -> float:
+        mode = self.mode
+        if mode is TxMode.OPERATION:
+            return _when_over(self.since_last_msg, TX_SILENCE_S)
+        if mode is TxMode.DISCOVERY:
+            return max(
+                _when_over(self.wait_sync_since, DISCOVERY_PAUSE_S),
+                _when_over(self.wait_send_since, DISCOVERY_SPACING_S),
+            )
+        if mode is TxMode.REQUEST:
+            return max(
+                _when_over(self.wait_sync_since, self.window_s),
+                _when_over(self.wait_send_since, self.send_spacing_s),
+            )
+        if mode is TxMode.CALIBRATE:
+            return min(
+                _when_over(self.wait_send_since, self.send_spacing_s),
+                self.wait_sync_since + self.window_s,
+            )
+        if mode is TxMode.GRACE:
+            return _when_over(self.wait_send_since, EVALUATION_GRACE_S)
+        if mode is TxMode.STOP:
+            return _when_over(self.wait_send_since, self.send_spacing_s)
+        return now  # EVALUATE, APPLY: act in the next loop()
+
+    def _operate(self, now: float) -> None:
+        """TX .ino:133-157: a reading per telegram read once the interval has passed."""
+        if self._pending is not None:
+            raw, meter_time = self._pending
+            self._pending = None
+            self.meter.split(raw)
+            interval = UPDATE_INTERVAL_S[self.meter.phases][self.sync_count]
+            if _over(now, self.run_loop_since, interval):
+                self._send_values(now, self.meter.kind, meter_time, self._after_reading)
+                return
+        if _over(now, self.since_last_msg, TX_SILENCE_S):
+            self._resync(now, "300 s without an ack")
+
+    def _after_reading(self, now: float) -> None:
+        self.run_loop_since = now
+        lost = (self.counter - self.ack_counter) & 0xFF
+        if lost > MAX_COUNTER_LOSS:
+            self._resync(now, f"more than {MAX_COUNTER_LOSS} of the counter unacked")
+        elif self.run_packet_loss > self.acc_packet_loss:
+            self._resync(now, "too many unacked readings in a row")
+
+    def _send_values(
+        self, now: float, kind: Kind, meter_time: float, then: Callable[[float], None]
+    ) -> None:
+        """`sendTelegram(type)` (TX LoRaFuncs.ino:80-139)."""
+        count = value_count(kind)
+        plain = self.meter.plaintext(count)
+        self.rom_crc = check_crc(plain)
+        data = frame(kind, self.counter, encrypt(plain)[: 4 * count])
+        operating = self.mode is TxMode.OPERATION
+        if operating:
+            self.readings_sent += 1
+            self.sent_readings[plain[: 4 * count]] = SentReading(
+                plain[: 4 * count], meter_time, dict(self.meter.exact)
+            )
+        else:
+            self.calibrations_sent += 1
+
+        def sent(at: float) -> None:
+            self.counter = (self.counter + 1) & 0xFF
+            self.run_packet_loss += 1  # calibration frames too (line 138): the bug
+            then(at)
+
+        self.send(now, "READING" if operating else "CALIBRATION", data, sent)
+
+    def _resync(self, now: float, reason: str) -> None:
+        """`reSync()` (TX LoRaFuncs.ino:162-184)."""
+        self.resyncs[reason] = self.resyncs.get(reason, 0) + 1
+        logger.debug("%s: re-sync (%s)", self.ROLE, reason)
+
+        def sent(at: float) -> None:
+            self.counter = self.ack_counter = 0
+            self.sync_count = self.sync_try = 0
+            rung = LADDER[0]
+            self.set_sf, self.set_bw = rung.sf, rung.bw_khz
+            self.send_spacing_s, self.window_s = rung.spacing_s, rung.window_s
+            self.wait_sync_since = at - 300.0
+            self.wait_send_since = at - 6.0
+            self.set_radio(at, rung.sf, rung.bw_khz, f"re-sync: {reason}")
+            self.mode = TxMode.DISCOVERY
+
+        self.send(now, "RESYNC", frame(Kind.RESYNC, self.counter, b""), sent)
+
+    # -- syncLoop() -----------------------------------------------------------------------
+
+    def _beacon(self, now: float, start: bool, then: Callable[[float], None]) -> None:
+        """`sendSync(start)` (TX LoRaFuncs.ino:45-78): the rung `sync_count` names, sent on
+        the current setting."""
+        rung = LADDER[self.sync_count]
+        self.set_sf, self.set_bw = rung.sf, rung.bw_khz
+        self.send_spacing_s, self.window_s = rung.spacing_s, rung.window_s
+        body = bytes((self.sync_count, rung.sf, rung.bw_khz))
+        if start:
+            body += bytes((int(rung.window_s) & 0xFF,))
+        kind = Kind.START_SYNC if start else Kind.STOP_SYNC
+        self.send(now, kind.name, frame(kind, 0, body), then)
+
+    def _discover(self, now: float) -> None:
+        """syncMode 0 (TX LoRaFuncs.ino:187-204)."""
+        if not (
+            _over(now, self.wait_sync_since, DISCOVERY_PAUSE_S)
+            and _over(now, self.wait_send_since, DISCOVERY_SPACING_S)
+        ):
+            return
+
+        def sent(at: float) -> None:
+            self.wait_send_since = at
+            self.sync_try += 1
+            if self.sync_try >= DISCOVERY_TRIES:
+                self.wait_sync_since = at
+                self.sync_try = 0
+
+        self._beacon(now, True, sent)
+
+    def _request(self, now: float) -> None:
+        """syncMode 1 (TX LoRaFuncs.ino:205-232): the next rung's beacon, 3 tries."""
+        if not (
+            _over(now, self.wait_sync_since, self.window_s)
+            and _over(now, self.wait_send_since, self.send_spacing_s)
+        ):
+            return
+
+        def sent(at: float) -> None:
+            self.wait_send_since = at
+            self.sync_try += 1
+            if self.sync_count == 0:  # unreachable: the climb starts at rung 1
+                if self.sync_try >= DISCOVERY_TRIES:
+                    self.wait_sync_since = at
+                    self.sync_try = 0
+            elif self.sync_try >= REQUEST_TRIES:
+                self.sync_count -= 1
+                self._beacon(at, False, self._stopping)
+
+        self._beacon(now, True, sent)
+
+    def _stopping(self, now: float) -> None:
+        self.wait_send_since = now
+        self.mode = TxMode.STOP
+
+    def _calibrate(self, now: float) -> None:
+        """syncMode 2 (TX LoRaFuncs.ino:233-248): calibration frames during the window."""
+        if now - self.wait_sync_since < self.window_s - 1e-9:
+            if _over(now, self.wait_send_since, self.send_spacing_s):
+
+                def sent(at: float) -> None:
+                    self.wait_send_since = at
+                    self.sync_try = 0
+
+                self._send_values(now, Kind.CALIBRATION, now, sent)
+        else:
+            self.wait_send_since = now
+            self.mode = TxMode.GRACE
+
+    def _grace(self, now: float) -> None:
+        """syncMode 3 (TX LoRaFuncs.ino:249-255)."""
+        if _over(now, self.wait_send_since, EVALUATION_GRACE_S):
+            self.wait_send_since = now
+            self.mode = TxMode.EVALUATE
+
+    def _evaluate(self, now: float) -> None:
+        """syncMode 4 (TX LoRaFuncs.ino:256-289): more than half the calibrations unacked
+        stops the climb one rung lower; otherwise on to the next rung."""
+        self.wait_send_since = self.wait_sync_since = now
+
+        def stop(at: float) -> None:
+            self._stopping(at)
+            self.counter = self.ack_counter = 0
+
+        if self.counter > self.ack_counter * 2:
+            if self.sync_count > 0:
+                self.sync_count -= 1
+            self._beacon(now, False, stop)
+            return
+        self.sync_count += 1
+        if self.sync_count < len(LADDER):
+            self.wait_sync_since = now - self.window_s  # the old rung's window has "passed"
+            self.window_s = LADDER[self.sync_count].window_s
+            self.wait_send_since = now - self.send_spacing_s
+            self.mode = TxMode.REQUEST
+            self.counter = self.ack_counter = 0
+            return
+        self.sync_count -= 1  # "Best possible settings reached"
+        self._beacon(now, False, stop)
+
+    def _stop(self, now: float) -> None:
+        """syncMode 8 (TX LoRaFuncs.ino:290-297): repeat the stop beacon once, then settle."""
+        if _over(now, self.wait_send_since, self.send_spacing_s):
+            self._beacon(now, False, self._to_apply)
+
+    def _to_apply(self, now: float) -> None:
+        self.mode = TxMode.APPLY
+
+    def _apply(self, now: float) -> None:
+        """syncMode 9 (TX LoRaFuncs.ino:298-316): settle and start operation."""
+        self.set_radio(now, self.set_sf, self.set_bw, "operation")
+        self.acc_packet_loss = run_loss_limit(self.set_sf, self.acc_packet_loss)
+        self.counter = self.ack_counter = 0
+        self.mode = TxMode.OPERATION
+        self.operation_entries.append((now, self.settings))
+
+    _SYNC_STEPS: ClassVar[dict[TxMode, Callable[[Esp32Transmitter, float], None]]] = {
+        TxMode.DISCOVERY: _discover,
+        TxMode.REQUEST: _request,
+        TxMode.CALIBRATE: _calibrate,
+        TxMode.GRACE: _grace,
+        TxMode.EVALUATE: _evaluate,
+        TxMode.STOP: _stop,
+        TxMode.APPLY: _apply,
+    }
+
+    # -- onReceive() ----------------------------------------------------------------------
+
+    def on_frame(self, now: float, header: Header) -> None:
+        """TX .ino:166-205."""
+        if header.kind in (Kind.CRC_ACK, 128):
+            self._crc_ack(header)
+            self.since_last_msg = now
+        elif header.kind in (Kind.START_SYNC_ACK, Kind.STOP_SYNC_ACK):
+            self._sync_ack(now, header)
+            self.since_last_msg = now
+
+    def _crc_ack(self, header: Header) -> None:
+        """`processTelegramAck` (TX LoRaFuncs.ino:141-160): a matching CRC takes the
+        receiver's count and clears the run of losses."""
+        if int.from_bytes(header.payload[:4].ljust(4, b"\0"), "little") == self.rom_crc:
+            self.ack_counter = header.counter
+            self.run_packet_loss = 0
+
+    def _sync_ack(self, now: float, header: Header) -> None:
+        """`processSyncAck` (TX LoRaFuncs.ino:1-43)."""
+        msg = header.payload.ljust(3, b"\0")
+        if not (6 < msg[0] < 13 and msg[1] in (125, 250)):
+            return
+        if header.kind == Kind.START_SYNC_ACK:
+            window = int(self.window_s) & 0xFF
+            if self.mode is not TxMode.OPERATION and tuple(msg[:3]) == (
+                self.set_sf,
+                self.set_bw,
+                window,
+            ):
+                self.set_radio(now, self.set_sf, self.set_bw, f"rung {self.sync_count}")
+                self.wait_send_since = now - self.send_spacing_s
+                self.wait_sync_since = now
+                self.mode = TxMode.CALIBRATE
+        elif tuple(msg[:2]) == (self.set_sf, self.set_bw) and self.mode > TxMode.REQUEST:
+            self.wait_sync_since = now
+            self.mode = TxMode.APPLY
+
+
+class RxMode(IntEnum):
+    """The receiver's `syncMode` values (RX LoRaFuncs.ino:201-257)."""
+
+    OPERATION = -1
+    LISTEN = 0
+    WINDOW = 1
+    WINDOW_END = 3
+    ACK_SWITCH = 4
+    APPLY = 9
+
+
+class Esp32Receiver(_Mcu):
+    """The receiver: acks beacons and calibrations, publishes readings in operation."""
+
+    ROLE = "esp32-rx"
+
+    def __init__(
+        self,
+        radio: SX127x,
+        recorder: SideRecorder,
+        frequency_hz: int,
+        tx_power_dbm: int,
+        now: float,
+        *,
+        divides_by_zero: bool,
+        on_reading: Callable[[bytes, float], None],
+    ) -> None:
+        super().__init__(radio, recorder, frequency_hz, tx_power_dbm)
+        self.divides_by_zero = divides_by_zero
+        self.on_reading = on_reading
+        self.reboots = 0
+        self.silence_timeouts = 0
+        self.acked_not_published = 0
+        self._down_until: float | None = None
+        self._boot(now, "boot")
+
+    def _boot(self, now: float, reason: str) -> None:
+        """`initLoRa()` (RX .ino:347-384)."""
+        self.mode = RxMode.LISTEN
+        self.sync_count = 0
+        self.set_sf, self.set_bw = 12, 125
+        self.window_s = 38.0
+        self.wait_sync_since = now - 300.0
+        self.telegram_timeout_since = now
+        self.delay_crc_since = now
+        self.send_crc = False
+        self.counter = 0
+        self.rom_crc = 0
+        self.set_radio(now, 12, 125, reason)
+
+    def awake(self, now: float) -> bool:
+        if self._down_until is None:
+            return True
+        if now < self._down_until:
+            return False
+        self._down_until = None
+        self._boot(now, "reboot")
+        return True
+
+    def _reboot(self, now: float) -> None:
+        """An `IntegerDivideByZero` exception: the ESP32 panics and restarts."""
+        self.reboots += 1
+        logger.debug("%s: division by zero, rebooting", self.ROLE)
+        self._down_until = now + RECEIVER_BOOT_S
+
+    # -- loop() ---------------------------------------------------------------------------
+
+    def loop(self, now: float) -> None:
+        """RX .ino:255-276."""
+        if self.mode is not RxMode.OPERATION:
+            self._SYNC_STEPS[self.mode](self, now)
+        elif self.send_crc and _over(now, self.delay_crc_since, OPERATION_ACK_DELAY_S):
+            self.send_crc = False
+            self._crc_ack(now, lambda at: None)
+        if self.blocked():
+            return
+        if _over(now, self.telegram_timeout_since, RX_SILENCE_S):
+            self.silence_timeouts += 1
+            self.mode = RxMode.LISTEN
+            self.set_sf, self.set_bw = 12, 125
+            self.set_radio(now, 12, 125, "300 s without a telegram")
+            self.telegram_timeout_since = now
+
+    def next_deadline(self, now: float) -> float:
+        if self._down_until is not None:
+            return self._down_until
+        deadlines = [_when_over(self.telegram_timeout_since, RX_SILENCE_S)]
+        if self.mode is RxMode.OPERATION and self.send_crc:
+            deadlines.append(_when_over(self.delay_crc_since, OPERATION_ACK_DELAY_S))
+        elif self.mode is RxMode.WINDOW:
+            deadlines.append(_when_over(self.wait_sync_since, self.window_s))
+        elif self.mode is RxMode.ACK_SWITCH:
+            deadlines.append(_when_over(self.wait_sync_since, SYNC_ACK_DELAY_S))
+        elif self.mode in (RxMode.WINDOW_END, RxMode.APPLY):
+            deadlines.append(now)
+        return min(deadlines)
+
+    def _listen(self, now: float) -> None:
+        """syncMode 0 (RX LoRaFuncs.ino:202-207)."""
+        self.counter = 0
+
+    def _window(self, now: float) -> None:
+        """syncMode 1 (RX LoRaFuncs.ino:208-215)."""
+        if _over(now, self.wait_sync_since, self.window_s):
+            self.mode = RxMode.WINDOW_END
+
+    def _window_end(self, now: float) -> None:
+        """syncMode 3 (RX LoRaFuncs.ino:216-239): nothing heard in the window steps one rung
+        down and waits twice the single-phase reading interval there."""
+        self.mode = RxMode.WINDOW if self.sync_count > 0 else RxMode.LISTEN
+        if self.counter == 0:
+            if self.sync_count > 0:
+                self.sync_count -= 1
+            rung = LADDER[self.sync_count]
+            self.set_sf, self.set_bw = rung.sf, rung.bw_khz
+            self.window_s = UPDATE_INTERVAL_S[Phases.SINGLE][self.sync_count] * 2
+            self.set_radio(now, rung.sf, rung.bw_khz, "nothing heard in the window")
+        self.counter = 0
+        self.wait_sync_since = now
+
+    def _ack_switch(self, now: float) -> None:
+        """syncMode 4 (RX LoRaFuncs.ino:241-248)."""
+        if _over(now, self.wait_sync_since, SYNC_ACK_DELAY_S):
+
+            def sent(at: float) -> None:
+                self.wait_sync_since = at
+                self.mode = RxMode.WINDOW
+
+            self._sync_ack(now, True, sent)
+
+    def _apply(self, now: float) -> None:
+        """syncMode 9 (RX LoRaFuncs.ino:249-256)."""
+        self.set_radio(now, self.set_sf, self.set_bw, "operation")
+        self.counter = 0
+        self.mode = RxMode.OPERATION
+
+    _SYNC_STEPS: ClassVar[dict[RxMode, Callable[[Esp32Receiver, float], None]]] = {
+        RxMode.LISTEN: _listen,
+        RxMode.WINDOW: _window,
+        RxMode.WINDOW_END: _window_end,
+        RxMode.ACK_SWITCH: _ack_switch,
+        RxMode.APPLY: _apply,
+    }
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def _sync_ack(self, now: float, start: bool, then: Callable[[float], None]) -> None:
+        """`sendSyncAck` (RX LoRaFuncs.ino:60-88): ack on the current setting, then switch."""
+        kind = Kind.START_SYNC_ACK if start else Kind.STOP_SYNC_ACK
+        body = bytes((self.set_sf, self.set_bw, int(self.window_s) & 0xFF))
+
+        def sent(at: float) -> None:
+            self.set_radio(at, self.set_sf, self.set_bw, f"rung {self.sync_count}")
+            self.counter = 0
+            then(at)
+
+        self.send(now, "SYNC_ACK", frame(kind, self.counter, body), sent)
+
+    def _crc_ack(self, now: float, then: Callable[[float], None]) -> None:
+        """`sendCRCAck` (RX LoRaFuncs.ino:180-198): the receiver's count and the CRC."""
+        data = frame(Kind.CRC_ACK, self.counter, self.rom_crc.to_bytes(4, "little"))
+        self.send(now, "CRC_ACK", data, then)
+
+    def on_frame(self, now: float, header: Header) -> None:
+        """RX .ino:325-339."""
+        kind = header.kind
+        if kind in METER_KINDS or kind == 128:
+            if header.size in (48, 96) and kind in METER_KINDS:
+                self._telegram(now, Kind(kind), header)
+        elif kind in (Kind.START_SYNC, Kind.STOP_SYNC):
+            self._sync(now, Kind(kind), header)
+        elif kind == Kind.RESYNC:
+            self.mode = RxMode.LISTEN
+            self.set_sf, self.set_bw = 12, 125
+            self.set_radio(now, 12, 125, "re-sync requested")
+
+    def _sync(self, now: float, kind: Kind, header: Header) -> None:
+        """`processSync` (RX LoRaFuncs.ino:1-58)."""
+        msg = header.payload.ljust(4, b"\0")
+        if not (6 < msg[1] < 13 and msg[2] in (125, 250)) or msg[0] >= len(LADDER):
+            return  # (an index past the table would read beyond it on the device)
+        rung = LADDER[msg[0]]
+        if kind == Kind.START_SYNC:
+            self.sync_count = msg[0]
+            if (rung.sf, rung.bw_khz) == (msg[1], msg[2]):
+                self.set_sf, self.set_bw = msg[1], msg[2]
+                self.window_s = float(msg[3])
+                self.wait_sync_since = now
+                self.counter = (self.counter + 1) & 0xFF
+                self.mode = RxMode.ACK_SWITCH
+        elif self.mode is not RxMode.OPERATION:
+            self.sync_count = msg[0]
+            if (rung.sf, rung.bw_khz) == (msg[1], msg[2]):
+                self.set_sf, self.set_bw = rung.sf, rung.bw_khz
+                self.wait_sync_since = now
+
+                def sent(at: float) -> None:
+                    self.mode = RxMode.APPLY
+
+                self._sync_ack(now, False, sent)
+
+    def _telegram(self, now: float, kind: Kind, header: Header) -> None:
+        """`processTelegram` (RX LoRaFuncs.ino:90-178)."""
+        if kind != Kind.CALIBRATION and self.mode > RxMode.LISTEN:
+            self.mode = RxMode.OPERATION  # "Transmitter is already synced" (line 95-98)
+        count = value_count(kind)
+        plain = decrypt(header.payload)[: 4 * count]
+        self.rom_crc = check_crc(plain)
+        self.counter = (self.counter + 1) & 0xFF
+        self.telegram_timeout_since = now
+        if kind > Kind.CALIBRATION:
+            self.counter = min(self.counter, header.counter)
+            if header.counter == 0 and self.divides_by_zero:
+                self._reboot(now)  # `... / inMsgCounter` (line 153)
+                return
+        if self.mode is not RxMode.OPERATION:
+            if kind > Kind.CALIBRATION:
+                self.acked_not_published += 1  # acked in sync mode, never published
+            self.block(now, SYNC_MODE_ACK_DELAY_S, lambda at: self._crc_ack(at, lambda _: None))
+        elif kind > Kind.CALIBRATION:
+            self.send_crc = True
+            self.delay_crc_since = now
+            self.on_reading(plain, now)  # processMeterTelegram(): published
