@@ -548,6 +548,12 @@ class SX127x:
     # ------------------------------------------------------------------ extras
 
     @property
+    def clock(self) -> Clock:
+        """The clock the driver runs on (real, or the simulation's), for tools that time
+        their own steps by the radio's time."""
+        return self._clock
+
+    @property
     def counters(self) -> RadioCounters:
         """A snapshot of the counters."""
         with self._lock:
