@@ -224,3 +224,22 @@ def test_missing_p1_port(capsys, key, tmp_path):
     code, report = doctor(capsys, *sim(key, "--serial", str(tmp_path / "ttyUSB9")))
     assert code == 1
     assert_failure(report, "p1-port", "does not exist", "/dev/serial/by-id", "p1-port")
+
+
+def test_every_finding_has_its_troubleshooting_section():
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    sections: set[str] = set()
+    for path in (root / "tools" / "doctor").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("failed", "warned")
+                and isinstance(node.args[-1], ast.Constant)
+            ):
+                sections.add(node.args[-1].value)
+    text = (root / "docs" / "troubleshooting.md").read_text()
+    assert len(sections) >= 10
+    assert all(f'<a id="{section}"></a>' in text for section in sections), sections

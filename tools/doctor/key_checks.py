@@ -2,13 +2,17 @@
 
 The daemon refuses a key file that group or others can read, and so does this check, with the
 same message: `service.keyfile.read_key_file` is the one reader. Under systemd the unit hands
-the key over as a credential; the doctor, run by hand, reads `key_file` itself.
+the key over as a credential (`LoadCredential=`), so the daemon's user is *not* meant to read
+the root-owned file: run as that user, the doctor says so as a warning and leaves the key to
+`sudo p1-lora doctor`, which reads it and prints the network id.
 """
 
 from __future__ import annotations
 
+import os
+
 from p1lora.service.keyfile import KeyFileError, read_key_file
-from p1lora.tools.doctor.findings import Finding, failed, passed
+from p1lora.tools.doctor.findings import Finding, failed, passed, warned
 from p1lora.tools.doctor.setup import DoctorSetup
 
 __all__ = ["check_key"]
@@ -23,6 +27,17 @@ def check_key(setup: DoctorSetup) -> list[Finding]:
                 "no key file configured",
                 "create one with `p1-lora keygen --out /etc/p1-lora/key`, copy the same file to "
                 "both Pis and set key_file in [link] (or --key-file FILE)",
+                "key-file",
+            )
+        ]
+    if setup.key_file.exists() and not os.access(setup.key_file, os.R_OK):
+        return [
+            warned(
+                "key",
+                f"this user cannot read {setup.key_file} (expected: the service gets it through "
+                "LoadCredential=)",
+                "run `sudo p1-lora doctor` with the same config once to check the key and see "
+                "the network id",
                 "key-file",
             )
         ]
@@ -46,9 +61,4 @@ def _fix(message: str, setup: DoctorSetup) -> str:
         return f"chmod 600 {setup.key_file} (and consider a new key: p1-lora keygen)"
     if "does not exist" in message:
         return f"p1-lora keygen --out {setup.key_file}, then copy it to the other Pi"
-    if "permission denied" in message:
-        return (
-            "run the doctor as the daemon's user or root (sudo -u p1lora p1-lora doctor ...); "
-            "the service itself gets the key through LoadCredential="
-        )
     return "write the key file again with p1-lora keygen, the same file on both Pis"
