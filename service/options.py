@@ -33,7 +33,14 @@ from p1lora.common.link import FixedRadio, LinkConfig, RadioMode
 from p1lora.common.link.config import HIGH_POWER_MAX_DUTY_CYCLE, max_power_for_duty_cycle
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 from p1lora.common.regions import DEFAULT_REGION, REGIONS, RegionError, get_region
-from p1lora.hardware.boards import BOARD_ALIASES, BOARDS, BoardPins, get_board, parse_pins
+from p1lora.hardware.boards import (
+    BOARD_ALIASES,
+    BOARDS,
+    BoardPins,
+    get_board,
+    module_problem,
+    parse_pins,
+)
 from p1lora.hardware.udp_channel import UdpSimOptions
 from p1lora.receiver.mqtt_config import MqttConfig, MqttConfigError
 from p1lora.service.config import (
@@ -821,6 +828,28 @@ def _pin_problems(config: Config) -> Iterator[str]:
         )
 
 
+def _module_problems(config: Config) -> Iterator[str]:
+    """A board whose module cannot serve the channel or the rendezvous SF (an RFM96W/98W on
+    868 MHz, an RFM97W's SF6-SF9 against an SF12 rendezvous): refused, see docs/hardware.md."""
+    try:
+        pins = board_pins(config)
+        region = get_region(config.get_str("radio.region"))
+    except (ValueError, RegionError):
+        return  # reported by the other checks
+    module = pins.radio_module if pins is not None else None
+    if module is None:
+        return
+    frequency = config.opt_float("radio.frequency")
+    channel = round(frequency * 1e6) if frequency is not None else region.default_frequency_hz
+    sfs = [region.rendezvous_sf]
+    fixed_sf = config.opt_int("radio.fixed_sf") if "radio.fixed_sf" in config.table else None
+    if fixed_sf is not None:
+        sfs.append(fixed_sf)
+    problem = module_problem(module, channel, tuple(sfs))
+    if problem is not None:
+        yield f"radio.board ({pins.name if pins else ''}): {problem}"
+
+
 def _tx_source_problems(config: Config) -> Iterator[str]:
     if config["serial.port"] is None and config["meter.source"] is None:
         yield (
@@ -852,12 +881,14 @@ def _rx_output_problems(config: Config) -> Iterator[str]:
 
 def _tx_checks(config: Config) -> Iterator[str]:
     yield from _pin_problems(config)
+    yield from _module_problems(config)
     yield from _link_problems(config, "tx")
     yield from _tx_source_problems(config)
 
 
 def _rx_checks(config: Config) -> Iterator[str]:
     yield from _pin_problems(config)
+    yield from _module_problems(config)
     yield from _link_problems(config, "rx")
     yield from _rx_output_problems(config)
 

@@ -135,18 +135,28 @@ def test_custom_pins_without_dio0_warn_but_pass(capsys, key):
     assert by_check(report)["dio0"]["status"] == "warn"
 
 
-def test_433_mhz_module_on_an_868_config(capsys, key, tmp_path):
+def test_433_mhz_module_on_an_868_channel(capsys, key):
+    code, report = doctor(capsys, *sim(key, "--board", "dragino-433"))
+    assert code == 1
+    assert_failure(
+        report, "module", "RFM98W is built for 410-525 MHz", "module that matches", "wrong-module"
+    )
+
+
+def test_a_config_with_a_433_mhz_board_on_868_is_refused(capsys, key, tmp_path):
     config = tmp_path / "rx.toml"
     config.write_text(
         f'[radio]\nbackend = "sim"\nboard = "dragino-433"\n[link]\nkey_file = "{key}"\n'
         "[mqtt]\nenabled = false\n[raw]\nport = 3333\n"
     )
     code, report = doctor(capsys, str(config))
-    assert code == 1
-    assert by_check(report)["config"]["status"] == "ok"
+    assert code == 2  # the daemon would refuse it too
     assert_failure(
-        report, "module", "RFM98W is built for 410-525 MHz", "module that matches", "wrong-module"
+        report, "config", "RFM98W is built for 410-525 MHz", "config check", "config-file"
     )
+    config.write_text(config.read_text().replace('"dragino-433"', '"dragino"'))
+    code, report = doctor(capsys, str(config))
+    assert code == 0, report
 
 
 def test_rfm97_cannot_do_the_sf12_rendezvous(capsys, key):
