@@ -440,14 +440,7 @@ class SX127x:
         DIO0 is mapped to CadDone for the duration, so the edge wakes the consumer.
         """
         with self._lock:
-            self._ensure_open()
-            settings = self.settings
-            if settings is None:
-                raise RadioError("configure() the radio before a channel activity detection")
-            if self._busy:
-                raise RadioError("the radio is transmitting; CAD must wait for TxDone")
-            if self._broken is not None:
-                raise RadioError(f"the radio is not working: {self._broken}")
+            settings = self._idle_settings("a channel activity detection")
             self._service(self._clock.now())  # a frame received just before must not be lost
             self._set_mode(Mode.STDBY)
             self._write(Reg.DIO_MAPPING1, int(Dio0Mapping.CAD_DONE) << 6)
@@ -462,14 +455,7 @@ class SX127x:
         if not 1 <= len(data) <= MAX_PAYLOAD:
             raise RadioError(f"a LoRa frame carries 1..{MAX_PAYLOAD} bytes, not {len(data)}")
         with self._lock:
-            self._ensure_open()
-            settings = self.settings
-            if settings is None:
-                raise RadioError("configure() the radio before sending")
-            if self._busy:
-                raise RadioError("the radio is still transmitting the previous frame")
-            if self._broken is not None:
-                raise RadioError(f"the radio is not working: {self._broken}")
+            settings = self._idle_settings("sending")
             if settings.sf == 6 and len(data) != self.implicit_payload_length:
                 raise RadioError(
                     f"at SF6 (implicit header) every frame is {self.implicit_payload_length} "
@@ -595,6 +581,18 @@ class SX127x:
     def _ensure_open(self) -> None:
         if self._closed:
             raise RadioError(f"{self.name} is closed")
+
+    def _idle_settings(self, before: str) -> RadioSettings:
+        """The settings, when the radio is open, configured, working and not transmitting."""
+        self._ensure_open()
+        settings = self.settings
+        if settings is None:
+            raise RadioError(f"configure() the radio before {before}")
+        if self._busy:
+            raise RadioError("the radio is still transmitting the previous frame")
+        if self._broken is not None:
+            raise RadioError(f"the radio is not working: {self._broken}")
+        return settings
 
     def _apply(self, settings: RadioSettings) -> None:
         power = power_setting(settings.tx_power_dbm, self.pa_boost)

@@ -23,6 +23,7 @@ import logging
 import random
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -30,7 +31,7 @@ from p1lora.common.clock import VirtualClock
 from p1lora.common.link.config import LinkConfig
 from p1lora.common.regions import REGIONS, RegionError, get_region
 from p1lora.common.survey import PROBES_PER_SETTING, SurveyRx, SurveyTx
-from p1lora.hardware.boards import BoardPins, get_board, parse_pins
+from p1lora.hardware.boards import BoardPins
 from p1lora.hardware.channel import SimChannel
 from p1lora.hardware.factory import open_radio
 from p1lora.hardware.radio import RadioError
@@ -38,6 +39,7 @@ from p1lora.hardware.udp_channel import UdpSimOptions
 from p1lora.service.config import ConfigError, load_config
 from p1lora.service.keyfile import KeyFileError, load_key
 from p1lora.service.options import board_pins, link_config, sim_options, table_for
+from p1lora.tools.doctor.setup import flag_pins
 from p1lora.tools.survey.report import SurveyPrinter, rx_line
 from p1lora.tools.survey.runtime import SurveyStation, run_realtime, run_virtual
 
@@ -99,25 +101,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
 class _Setup:
-    def __init__(
-        self, link: LinkConfig, psk: bytes, backend: str, pins: BoardPins | None, sim: UdpSimOptions
-    ) -> None:
-        self.link = link
-        self.psk = psk
-        self.backend = backend
-        self.pins = pins
-        self.sim = sim
+    """What a survey runs with: the link's rules, the key, and the radio to open."""
+
+    link: LinkConfig
+    psk: bytes
+    backend: str
+    pins: BoardPins | None
+    sim: UdpSimOptions
 
 
 def _load(args: argparse.Namespace) -> _Setup:
     """ConfigError/KeyFileError/ValueError naming the problem."""
     path: Path | None = args.config_file or args.config
-    pins: BoardPins | None = None
-    if args.pins:
-        pins = parse_pins(args.pins)
-    elif args.board:
-        pins = get_board(args.board)
+    pins = flag_pins(args)
     if path is None:
         region = get_region(args.region or "EU868")
         frequency = round(args.frequency * 1e6) if args.frequency is not None else None

@@ -23,7 +23,7 @@ from p1lora.service.options import board_pins, table_for
 from p1lora.tools.config_command import infer_role
 from p1lora.tools.doctor.findings import Finding, failed, passed
 
-__all__ = ["DoctorSetup", "load_setup"]
+__all__ = ["DoctorSetup", "flag_pins", "load_setup"]
 
 _DEFAULT_SERIAL_MODE = "auto"
 
@@ -55,7 +55,8 @@ def _peek(path: Path) -> Mapping[str, object] | None:
         return None
 
 
-def _flag_pins(args: argparse.Namespace) -> BoardPins | None:
+def flag_pins(args: argparse.Namespace) -> BoardPins | None:
+    """The wiring given by `--pins` or `--board` (ValueError naming the problem), else None."""
     if args.pins:
         return parse_pins(args.pins)
     if args.board:
@@ -78,7 +79,7 @@ def _from_config(args: argparse.Namespace, path: Path, config: Config) -> Doctor
     return DoctorSetup(
         role=role,
         backend=args.radio or config.get_str("radio.backend"),
-        pins=_flag_pins(args) or board_pins(config),
+        pins=flag_pins(args) or board_pins(config),
         key_file=args.key_file or config.opt_path("link.key_file"),
         region=region,
         frequency_hz=_frequency_hz(region, mhz),
@@ -97,7 +98,7 @@ def _from_flags(args: argparse.Namespace) -> DoctorSetup:
     return DoctorSetup(
         role=args.role or ("tx" if args.serial else "rx"),
         backend=args.radio or "sx127x",
-        pins=_flag_pins(args),
+        pins=flag_pins(args),
         key_file=args.key_file,
         region=region,
         frequency_hz=_frequency_hz(region, args.frequency),
