@@ -1,5 +1,4 @@
-"""The site survey protocol (`p1-lora survey`), sans I/O: two state machines, their frames and
-the arithmetic of the results.
+"""The site survey protocol (`p1-lora survey`), sans I/O: the two state machines.
 
 A survey answers "will the link work from here, and how well?" before the antenna is mounted.
 The transmitter's Pi (`SurveyTx`) and the receiver's Pi (`SurveyRx`) meet at the region's
@@ -26,65 +25,52 @@ With `watch`, the transmitter then goes to the chosen rung and keeps probing abo
 second (`WATCH_INTERVAL_S`, slower when the budget requires), a `WatchSample` per answer, for
 moving the antenna; the receiver stays on that rung while probes keep coming.
 
-A report binds the probe's random as associated data (like the link's CHALLENGE binds the
-DISCOVER's), so it cannot be replayed as the answer to another probe. Every transmission
-passes the sub-band's `AirtimeBudget` first: a survey is frames like any other, and when the
-budget is spent the machine waits.
+The frames are in `survey_frames`, the arithmetic of the results in `survey_results`. Every
+transmission passes the sub-band's `AirtimeBudget` first (the transmitter also mirrors the
+receiver's, see `SurveyTx`): a survey is frames like any other, and when the budget is spent
+the machine waits.
 
 Time is injected (`now` in every call); the machines return `Configure` / `Transmit` actions
-and report results; `deadline` says when to call `on_timer` next.
+and keep their results; `next_deadline()` says when to call `on_timer` next.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import IntEnum
+from dataclasses import dataclass
 from typing import Final
 
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.budget import AirtimeBudget
-from p1lora.common.crypto import RANDOM_SIZE, LinkKeys
-from p1lora.common.frames import (
-    FrameError,
-    FrameType,
-    RejectReason,
-    build_frame,
-    open_frame,
-    overhead,
-    parse_frame,
-)
+from p1lora.common.frames import FrameError
 from p1lora.common.link.config import LinkConfig
-from p1lora.common.link.tuning import (
-    DEMODULATION_FLOOR_DB,
-    TYPICAL_FRAME_BYTES,
-    Candidate,
-    bw_offset_db,
-    candidate_table,
-    choose_target,
-    effective_snr_db,
-    margin_db,
-)
+from p1lora.common.link.tuning import bw_offset_db, candidate_table, choose_target, margin_db
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
-from p1lora.common.regions import SubBand
+from p1lora.common.survey_frames import (
+    PROBE_BYTES,
+    RENDEZVOUS_STEP,
+    REPORT_BYTES,
+    SurveyFrames,
+    SurveyKind,
+)
+from p1lora.common.survey_results import (
+    Choice,
+    Measurement,
+    SettingResult,
+    WatchSample,
+)
 
 __all__ = [
+    "HELLO_INTERVAL_S",
     "PROBES_PER_SETTING",
-    "PROBE_BYTES",
-    "REPORT_BYTES",
     "WATCH_INTERVAL_S",
     "Action",
-    "Choice",
     "Configure",
-    "Measurement",
-    "SettingResult",
     "SurveyRx",
     "SurveyTx",
     "Transmit",
-    "WatchSample",
-    "updates_per_hour",
+    "step_patience",
 ]
 
 #: Probes per rung: enough to see a 25 % loss, few enough that the whole ladder fits a few
@@ -92,25 +78,10 @@ __all__ = [
 PROBES_PER_SETTING: Final = 4
 #: `--watch` probes this often when the budget allows it.
 WATCH_INTERVAL_S: Final = 1.0
-#: The meter's own rate (DSMR 5: one telegram a second) caps the updates per hour.
-METER_UPDATES_PER_HOUR: Final = 3600.0
 #: Goto and done frames are repeated this many times before the survey meets again.
 _ATTEMPTS: Final = 5
 #: An unanswered hello is repeated after this long (the budget may stretch it further).
 HELLO_INTERVAL_S: Final = 5.0
-_HELLO, _GOTO, _PROBE, _DONE = 0, 1, 2, 3
-_RENDEZVOUS_STEP: Final = 0xFF
-_PROBE_BODY: Final = struct.Struct(">BBBBb")  # kind, step, seq, count, tx power (dBm)
-_REPORT_BODY: Final = struct.Struct(">BBhbB")  # step, seq, rssi * 2, snr * 4, heard so far
-PROBE_BYTES: Final = TYPICAL_FRAME_BYTES
-REPORT_BYTES: Final = overhead(FrameType.SURVEYED) + _REPORT_BODY.size
-
-
-class _Kind(IntEnum):
-    HELLO = _HELLO
-    GOTO = _GOTO
-    PROBE = _PROBE
-    DONE = _DONE
 
 
 # ---------------------------------------------------------------------------------- actions
@@ -132,221 +103,6 @@ class Transmit:
 
 
 Action = Configure | Transmit
-
-
-# ---------------------------------------------------------------------------------- frames
-
-
-@dataclass(frozen=True, slots=True)
-class _Probe:
-    kind: _Kind
-    step: int
-    seq: int
-    count: int
-    tx_power_dbm: int
-    random: bytes
-    counter: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Report:
-    step: int
-    seq: int
-    rssi_dbm: float
-    snr_db: float
-    heard: int
-
-
-class _Frames:
-    """Seal and open survey frames with the static keys of the pre-shared key."""
-
-    def __init__(self, psk: bytes, rng: Callable[[int], bytes]) -> None:
-        self._keys = LinkKeys(psk)
-        self._rng = rng
-        self._counter = int.from_bytes(rng(3), "big")  # fresh per run; nonces carry a random
-
-    def seal(self, frame_type: FrameType, body: bytes, extra: bytes = b"") -> tuple[bytes, bytes]:
-        self._counter = (self._counter + 1) & 0xFFFF_FFFF
-        random = self._rng(RANDOM_SIZE)
-        direction = frame_type.direction
-        frame = build_frame(
-            frame_type,
-            self._keys.network_id,
-            self._counter,
-            body,
-            cipher=self._keys.static(direction),
-            nonce=LinkKeys.static_nonce(direction, random, self._counter),
-            random=random,
-            extra_associated=extra,
-        )
-        return frame, random
-
-    def open(
-        self, payload: bytes, frame_type: FrameType, extra: bytes = b""
-    ) -> tuple[bytes, bytes, int]:
-        """(body, random, counter) of an authentic `frame_type`; FrameError otherwise."""
-        sealed = parse_frame(payload, self._keys.network_id, frame_type.direction)
-        header = sealed.header
-        if header.frame_type is not frame_type:
-            raise FrameError(RejectReason.UNEXPECTED, f"{header.frame_type.name} in a survey")
-        counter = header.full_counter
-        assert counter is not None and header.random is not None  # static frames carry both
-        nonce = LinkKeys.static_nonce(frame_type.direction, header.random, counter)
-        body = open_frame(sealed, self._keys.static(frame_type.direction), nonce, extra)
-        return body, header.random, counter
-
-    def probe(
-        self, kind: _Kind, step: int, seq: int, count: int, power: int
-    ) -> tuple[bytes, bytes]:
-        body = _PROBE_BODY.pack(kind, step, seq, count, power)
-        padding = PROBE_BYTES - overhead(FrameType.SURVEY) - len(body)
-        return self.seal(FrameType.SURVEY, body + self._rng(max(0, padding)))
-
-    def open_probe(self, payload: bytes) -> _Probe:
-        body, random, counter = self.open(payload, FrameType.SURVEY)
-        if len(body) < _PROBE_BODY.size:
-            raise FrameError(RejectReason.MALFORMED, "survey probe too short")
-        kind, step, seq, count, power = _PROBE_BODY.unpack_from(body)
-        try:
-            return _Probe(_Kind(kind), step, seq, count, power, random, counter)
-        except ValueError:
-            raise FrameError(RejectReason.MALFORMED, f"survey probe kind {kind}") from None
-
-    def report(self, probe: _Probe, frame: ReceivedFrame, heard: int) -> bytes:
-        body = _REPORT_BODY.pack(
-            probe.step,
-            probe.seq,
-            max(-32768, min(32767, round(frame.rssi_dbm * 2))),
-            max(-128, min(127, round(frame.snr_db * 4))),
-            min(heard, 255),
-        )
-        return self.seal(FrameType.SURVEYED, body, extra=probe.random)[0]
-
-    def open_report(self, payload: bytes, probe_random: bytes) -> _Report:
-        body, _, _ = self.open(payload, FrameType.SURVEYED, extra=probe_random)
-        if len(body) != _REPORT_BODY.size:
-            raise FrameError(RejectReason.MALFORMED, "survey report of the wrong size")
-        step, seq, rssi2, snr4, heard = _REPORT_BODY.unpack(body)
-        return _Report(step, seq, rssi2 / 2, snr4 / 4, heard)
-
-
-# ---------------------------------------------------------------------------------- results
-
-
-@dataclass(slots=True)
-class Measurement:
-    """RSSI/SNR samples of one direction at one setting."""
-
-    rssi: list[float] = field(default_factory=list)
-    snr: list[float] = field(default_factory=list)
-
-    def add(self, rssi_dbm: float, snr_db: float) -> None:
-        self.rssi.append(rssi_dbm)
-        self.snr.append(snr_db)
-
-    @property
-    def count(self) -> int:
-        return len(self.snr)
-
-    def mean_rssi(self) -> float | None:
-        return sum(self.rssi) / len(self.rssi) if self.rssi else None
-
-    def mean_snr(self) -> float | None:
-        return sum(self.snr) / len(self.snr) if self.snr else None
-
-    def planning_snr(self, bw_hz: int) -> float | None:
-        """The SNR the link would plan with: the reading, or from the RSSI where the chip's
-        estimator saturates (`tuning.effective_snr_db`), averaged."""
-        if not self.snr:
-            return None
-        values = [effective_snr_db(s, r, bw_hz) for s, r in zip(self.snr, self.rssi, strict=True)]
-        return sum(values) / len(values)
-
-
-def updates_per_hour(band: SubBand, settings: RadioSettings, utilisation: float) -> float:
-    """Telegram updates per hour `band`'s duty cycle allows at `settings` (typical update
-    frames, the link's pacing share), capped at the meter's rate."""
-    airtime = time_on_air_for(settings, TYPICAL_FRAME_BYTES)
-    if band.duty_cycle >= 1:
-        allowed = math.inf
-    else:
-        allowed = band.airtime_per_window_s * utilisation / airtime * (3600 / band.window_s)
-    if band.max_dwell_s is not None and airtime > band.max_dwell_s:
-        return 0.0
-    return min(METER_UPDATES_PER_HOUR, allowed)
-
-
-@dataclass(slots=True)
-class SettingResult:
-    """What one rung of the survey measured, as the transmitter saw it."""
-
-    candidate: Candidate
-    settings: RadioSettings
-    sent: int = 0
-    answered: int = 0
-    up: Measurement = field(default_factory=Measurement)
-    down: Measurement = field(default_factory=Measurement)
-    #: The receiver's count of probes heard (from its last report).
-    heard: int = 0
-
-    @property
-    def floor_db(self) -> float:
-        return DEMODULATION_FLOOR_DB[self.settings.sf]
-
-    def margin_db(self) -> float | None:
-        """Worst-direction margin over this SF's demodulation floor (None: nothing heard)."""
-        values = [
-            snr - self.floor_db
-            for snr in (
-                self.up.planning_snr(self.settings.bw_hz),
-                self.down.planning_snr(self.settings.bw_hz),
-            )
-            if snr is not None
-        ]
-        return min(values) if len(values) == 2 else None
-
-    def updates_per_hour(self, config: LinkConfig) -> dict[str, float]:
-        """Per sub-band of the region (those the setting's bandwidth fits)."""
-        return {
-            band.name.split()[0]: updates_per_hour(band, self.settings, config.budget_utilisation)
-            for band in config.region.sub_bands
-            if self.settings.bw_hz <= band.max_bw_hz
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """The setting the link would choose from the survey's measurements, and its margin."""
-
-    candidate: Candidate
-    margin_db: float | None
-    required_db: float
-    uplink_125_db: float | None
-    downlink_125_db: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class WatchSample:
-    """One `--watch` exchange at the chosen setting."""
-
-    at: float
-    settings: RadioSettings
-    answered: bool
-    up_rssi_dbm: float | None = None
-    up_snr_db: float | None = None
-    down_rssi_dbm: float | None = None
-    down_snr_db: float | None = None
-
-    def margin_db(self) -> float | None:
-        if self.up_snr_db is None or self.down_snr_db is None:
-            return None
-        assert self.up_rssi_dbm is not None and self.down_rssi_dbm is not None
-        bw = self.settings.bw_hz
-        worst = min(
-            effective_snr_db(self.up_snr_db, self.up_rssi_dbm, bw),
-            effective_snr_db(self.down_snr_db, self.down_rssi_dbm, bw),
-        )
-        return worst - DEMODULATION_FLOOR_DB[self.settings.sf]
 
 
 def _reply_timeout(config: LinkConfig, settings: RadioSettings) -> float:
@@ -396,7 +152,7 @@ class _Node:
         self.config = config
         self.table = candidate_table(config)
         self.rendezvous = config.rendezvous()
-        self._frames = _Frames(psk, rng)
+        self._frames = SurveyFrames(psk, rng)
         self._budget = AirtimeBudget.for_sub_band(config.sub_band())
         self._settings = self.rendezvous
         self._busy = False
@@ -411,7 +167,7 @@ class _Node:
         self._later: tuple[float, Callable[[float], None]] | None = None
 
     def settings_for(self, step: int) -> RadioSettings:
-        if step == _RENDEZVOUS_STEP:
+        if step == RENDEZVOUS_STEP:
             return self.rendezvous
         candidate = self.table[step]
         return self.config.settings(candidate.sf, candidate.bw_hz)
@@ -484,7 +240,7 @@ class SurveyRx(_Node):
         self.results: dict[int, Measurement] = {}
         self.finished = False
         self.met = False
-        self._step = _RENDEZVOUS_STEP
+        self._step = RENDEZVOUS_STEP
         self._step_count = PROBES_PER_SETTING
         self._after_tx: RadioSettings | None = None
         self._last_counter: int | None = None
@@ -500,26 +256,26 @@ class SurveyRx(_Node):
             self.rejected += 1
             return self._take()
         replayed = self._last_counter is not None and probe.counter <= self._last_counter
-        if replayed and probe.kind is not _Kind.HELLO:
+        if replayed and probe.kind is not SurveyKind.HELLO:
             self.rejected += 1  # a replay of an earlier probe
             return self._take()
         self._last_counter = probe.counter
         self.met = True
         measurement = self.results.setdefault(probe.step, Measurement())
-        if probe.kind is _Kind.PROBE:
+        if probe.kind is SurveyKind.PROBE:
             measurement.add(frame.rssi_dbm, frame.snr_db)
         heard = measurement.count
         self._send(self._frames.report(probe, frame, heard), now)
-        if probe.kind is _Kind.GOTO and probe.step < len(self.table):
+        if probe.kind is SurveyKind.GOTO and probe.step < len(self.table):
             self._step = probe.step
             self._step_count = probe.count or PROBES_PER_SETTING
             self._after_tx = self.settings_for(probe.step)
             self.results[probe.step] = Measurement()
-        elif probe.kind is _Kind.PROBE and probe.count and probe.seq >= probe.count - 1:
+        elif probe.kind is SurveyKind.PROBE and probe.count and probe.seq >= probe.count - 1:
             self._after_tx = self.rendezvous
-        elif probe.kind is _Kind.PROBE:
+        elif probe.kind is SurveyKind.PROBE:
             self.deadline = now + self._step_timeout(probe.count or PROBES_PER_SETTING)
-        elif probe.kind is _Kind.DONE:
+        elif probe.kind is SurveyKind.DONE:
             self.finished = True
         return self._take()
 
@@ -533,7 +289,7 @@ class SurveyRx(_Node):
             target, self._after_tx = self._after_tx, None
             self._configure(target)
             if target is self.rendezvous:
-                self._step = _RENDEZVOUS_STEP
+                self._step = RENDEZVOUS_STEP
                 self.deadline = None
             else:
                 self.deadline = now + self._step_timeout(self._step_count)
@@ -544,8 +300,8 @@ class SurveyRx(_Node):
         self._retry_pending(now)
         if self.deadline is not None and now >= self.deadline:
             self.deadline = None
-            if self._step != _RENDEZVOUS_STEP:
-                self._step = _RENDEZVOUS_STEP
+            if self._step != RENDEZVOUS_STEP:
+                self._step = RENDEZVOUS_STEP
                 self._configure(self.rendezvous)
         return self._take()
 
@@ -582,7 +338,7 @@ class SurveyTx(_Node):
         self._seq = 0
         self._attempts = 0
         #: The probe awaiting its report: its kind and random (the report's associated data).
-        self._outstanding: tuple[_Kind, bytes] | None = None
+        self._outstanding: tuple[SurveyKind, bytes] | None = None
         self._waiting_reply = False
         self._watch_started = 0.0
         #: The receiver answers every probe and sends nothing else, so its budget can be
@@ -603,12 +359,12 @@ class SurveyTx(_Node):
 
     def start(self, now: float) -> list[Action]:
         self._configure(self.rendezvous)
-        self._probe(_Kind.HELLO, _RENDEZVOUS_STEP, 0, 0, now)
+        self._probe(SurveyKind.HELLO, RENDEZVOUS_STEP, 0, 0, now)
         return self._take()
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _probe(self, kind: _Kind, step: int, seq: int, count: int, now: float) -> None:
+    def _probe(self, kind: SurveyKind, step: int, seq: int, count: int, now: float) -> None:
         payload, random = self._frames.probe(kind, step, seq, count, self._settings.tx_power_dbm)
         self._outstanding = (kind, random)
         self._waiting_reply = False
@@ -634,7 +390,7 @@ class SurveyTx(_Node):
             else:
                 self._later = (
                     now + HELLO_INTERVAL_S,
-                    lambda t: self._probe(_Kind.HELLO, _RENDEZVOUS_STEP, 0, 0, t),
+                    lambda t: self._probe(SurveyKind.HELLO, RENDEZVOUS_STEP, 0, 0, t),
                 )
         elif phase == "goto":
             if answered:
@@ -642,10 +398,10 @@ class SurveyTx(_Node):
                 self._switch_then(self.results[self._step].settings, now, self._probe_step)
             elif self._attempts < _ATTEMPTS:
                 self._attempts += 1
-                self._probe(_Kind.GOTO, self._step, 0, self.probes, now)
+                self._probe(SurveyKind.GOTO, self._step, 0, self.probes, now)
             else:
                 self._phase = "hello"  # the receiver is gone: meet again
-                self._probe(_Kind.HELLO, _RENDEZVOUS_STEP, 0, 0, now)
+                self._probe(SurveyKind.HELLO, RENDEZVOUS_STEP, 0, 0, now)
         elif phase == "probe":
             self._seq += 1
             if self._seq < self.probes:
@@ -659,7 +415,7 @@ class SurveyTx(_Node):
                 self._conclude(now)
             else:
                 self._attempts += 1
-                self._probe(_Kind.DONE, _RENDEZVOUS_STEP, 0, 0, now)
+                self._probe(SurveyKind.DONE, RENDEZVOUS_STEP, 0, 0, now)
         elif phase == "watch-goto":
             if answered:
                 self._phase = "watch"
@@ -670,13 +426,13 @@ class SurveyTx(_Node):
             self._later = (max(now, self._watch_started + WATCH_INTERVAL_S), self._watch_probe)
 
     def _probe_step(self, now: float) -> None:
-        self._probe(_Kind.PROBE, self._step, self._seq, self.probes, now)
+        self._probe(SurveyKind.PROBE, self._step, self._seq, self.probes, now)
 
     def _goto(self, now: float) -> None:
         self._attempts = 0
         if self._step >= len(self.results):
             self._phase = "done"
-            self._probe(_Kind.DONE, _RENDEZVOUS_STEP, 0, 0, now)
+            self._probe(SurveyKind.DONE, RENDEZVOUS_STEP, 0, 0, now)
         else:
             self._phase = "goto"
             wait = self._rung_wait(now)
@@ -687,7 +443,7 @@ class SurveyTx(_Node):
                 self._send_goto(now)
 
     def _send_goto(self, now: float) -> None:
-        self._probe(_Kind.GOTO, self._step, 0, self.probes, now)
+        self._probe(SurveyKind.GOTO, self._step, 0, self.probes, now)
 
     def _rung_wait(self, now: float) -> float:
         """Until both budgets have room for the whole rung (0 when it cannot fit one window:
@@ -710,7 +466,7 @@ class SurveyTx(_Node):
 
     def _watch_goto(self, now: float) -> None:
         self._phase = "watch-goto"
-        self._probe(_Kind.GOTO, self._watch_step(), 0, 0, now)
+        self._probe(SurveyKind.GOTO, self._watch_step(), 0, 0, now)
 
     def _watch_step(self) -> int:
         assert self.choice is not None
@@ -721,7 +477,7 @@ class SurveyTx(_Node):
 
     def _watch_probe(self, now: float) -> None:
         self._watch_started = now
-        self._probe(_Kind.PROBE, self._watch_step(), 0, 0, now)
+        self._probe(SurveyKind.PROBE, self._watch_step(), 0, 0, now)
 
     def _choose(self) -> Choice:
         """The link's own rule (`choose_target`) over the SNR measured in each direction,
@@ -762,13 +518,13 @@ class SurveyTx(_Node):
         self._outstanding = None
         self._waiting_reply = False
         self.deadline = None
-        if kind is _Kind.PROBE and self._phase == "probe":
+        if kind is SurveyKind.PROBE and self._phase == "probe":
             result = self.results[self._step]
             result.answered += 1
             result.heard = report.heard
             result.up.add(report.rssi_dbm, report.snr_db)
             result.down.add(frame.rssi_dbm, frame.snr_db)
-        elif kind is _Kind.PROBE and self._phase == "watch":
+        elif kind is SurveyKind.PROBE and self._phase == "watch":
             self._samples.append(
                 WatchSample(
                     now,
@@ -786,7 +542,7 @@ class SurveyTx(_Node):
     def on_tx_done(self, now: float) -> list[Action]:
         self._busy = False
         if self._outstanding is not None:
-            if self._outstanding[0] is _Kind.PROBE and self._phase == "probe":
+            if self._outstanding[0] is SurveyKind.PROBE and self._phase == "probe":
                 self.results[self._step].sent += 1
             self._waiting_reply = True
             self.deadline = now + _reply_timeout(self.config, self._settings)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from p1lora.common.link.config import LinkConfig
-from p1lora.common.survey import Choice, Measurement, SettingResult, WatchSample
+from p1lora.common.survey_results import Choice, Measurement, SettingResult, WatchSample
 
 __all__ = ["SurveyPrinter", "choice_line", "header", "row", "rx_line", "watch_line"]
 
