@@ -10,8 +10,9 @@ behaves like the chip at the register level rather than at the driver's level:
 - RegIrqFlags set by events, cleared by writing 1, masked by RegIrqFlagsMask;
 - RegOpMode with the LoRa bit writable only in SLEEP; SLEEP clears the FIFO; TX returns to
   STDBY after TxDone; RXCONT stays; RXSINGLE and CAD return to STDBY;
-- the FIFO refused in SLEEP (reads 0, writes vanish) and written only in STDBY (datasheet
-  4.1.2.3: the FIFO is filled in standby; a write while receiving or transmitting is dropped);
+- the FIFO refused in SLEEP (reads 0, writes vanish; it is cleared there) and written only in
+  STDBY (datasheet 4.1.6: "the LoRa FIFO can only be filled in Stand-by mode"; a write while
+  receiving or transmitting is dropped). Reading it while receiving is allowed, as drivers do;
 - CAD (mode 7): about two symbols later CadDone, plus CadDetected when the channel
   (`Medium.channel_busy`) has a preamble of the chip's settings on the air at the start;
 - image calibration (RegImageCal on the FSK page, started by ImageCalStart in FSK standby,

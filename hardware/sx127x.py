@@ -6,7 +6,7 @@ It implements the non-blocking `hardware.radio.Radio` interface:
   BW 7.8-500 kHz, CR, LowDataRateOptimize by the same rule as `common.airtime`, payload CRC on,
   sync word, preamble, PA path and power, OCP, errata 2.1 and 2.3) in standby, reads it back to
   prove the chip holds it, and starts continuous receive with DIO0 mapped to RxDone.
-- Image calibration (datasheet 2.1.3.8): the chip calibrates its receiver's image rejection at
+- Image calibration (datasheet 4.2.3.8): the chip calibrates its receiver's image rejection at
   power-on for 434 MHz only; at 868/915 MHz an uncalibrated receiver rejects the image about
   35 dB instead of 48 dB. The first `configure` after start or a reset, and any `configure` that
   moves the carrier more than `IMAGE_CAL_STEP_HZ`, runs the calibration at the new frequency
@@ -125,7 +125,7 @@ DEFAULT_TX_TIMEOUT_MARGIN_S: Final = 0.5
 #: keeps every channel of one band plan (EU868's 863-870 MHz) on one calibration, and a move to
 #: another band (868 -> 915, or a 433 MHz channel) recalibrates.
 IMAGE_CAL_STEP_HZ: Final = 5_000_000
-#: The calibration takes about 10 ms (datasheet 2.1.3.8); give up after this long.
+#: The calibration takes about 10 ms (datasheet 4.2.3.8); give up after this long.
 IMAGE_CAL_TIMEOUT_S: Final = 0.1
 _IMAGE_CAL_POLL_S: Final = 0.002
 #: Backoff between recovery attempts of a chip that does not come back.
@@ -384,7 +384,7 @@ class SX127x:
         self._write(Reg.OP_MODE, _LORA | int(Mode.STDBY) | lf)
 
     def _calibrate_image(self, frequency_hz: int) -> None:
-        """Run the receiver's image calibration at `frequency_hz` (datasheet 2.1.3.8).
+        """Run the receiver's image calibration at `frequency_hz` (datasheet 4.2.3.8).
 
         RegImageCal is on the FSK page and the calibration starts in standby: leave LoRa mode
         (through SLEEP, the only mode where the LoRa bit may change), set the carrier, start

@@ -176,9 +176,9 @@ class Irq(IntFlag):
 
 
 #: RegImageCal lives on the FSK/OOK page (0x3B; the LoRa page has RegInvertIQ2 there), so the
-#: image calibration runs with the LoRa bit cleared, in FSK standby (datasheet 2.1.3.8).
+#: image calibration runs with the LoRa bit cleared, in FSK standby (datasheet 4.2.3.8).
 FSK_IMAGE_CAL: Final = 0x3B
-#: How long the chip's image calibration takes (datasheet 2.1.3.8: "about 10 ms").
+#: How long the chip's image calibration takes (datasheet 4.2.3.8: "about 10 ms").
 IMAGE_CAL_DURATION_S: Final = 0.01
 
 
