@@ -253,3 +253,20 @@ def test_every_finding_has_its_troubleshooting_section():
     text = (root / "docs" / "troubleshooting.md").read_text()
     assert len(sections) >= 10
     assert all(f'<a id="{section}"></a>' in text for section in sections), sections
+
+
+def test_without_the_pi_libraries_the_chip_check_names_the_extra(capsys, key, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("RPi") is not None:
+        pytest.skip("the Pi libraries are installed here")
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "spidev0.0").touch()
+    args = ["--board", "dragino", "--key-file", str(key), "--dev-dir", str(dev)]
+    code, report = doctor(capsys, *args)
+    assert code == 1
+    checks = by_check(report)
+    assert checks["spi-device"]["status"] == checks["pins"]["status"] == "ok"
+    assert_failure(report, "chip", "RPi.GPIO", "pi extra", "spi")
+    assert checks["reset"]["status"] == checks["dio0"]["status"] == "skip"

@@ -212,3 +212,43 @@ def test_help_and_bad_flags(capsys):
     assert "--watch" in capsys.readouterr().out
     assert main(["survey", "--role", "rx", "--watch", "--simulate", "100"]) == 2
     assert main(["survey", "--role", "tx", "--probes", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_two_processes_survey_over_the_udp_simulated_channel(tmp_path):
+    """Both roles as real processes on `--radio sim` (real time; AU915's SF9 rendezvous keeps
+    it short): they meet, the receiver follows, the transmitter prints the choice."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers_radio import free_udp_port
+
+    key = tmp_path / "key"
+    write_key_file(key, generate_key())
+    env = {**os.environ, "P1LORA_SIM_PORT": str(free_udp_port())}
+    common = ["--radio", "sim", "--key-file", str(key), "--region", "AU915", "--probes", "1"]
+    command = [sys.executable, "-m", "p1lora.tools.cli", "survey"]
+    rx = subprocess.Popen(
+        [*command, "--role", "rx", "--timeout", "60", *common],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        tx = subprocess.run(
+            [*command, "--role", "tx", "--timeout", "60", *common, "--sim-path-loss", "120"],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        rx_out, _ = rx.communicate(timeout=30)
+    finally:
+        rx.kill()
+    assert tx.returncode == 0, tx.stdout + tx.stderr
+    assert "the link would choose" in tx.stdout
+    assert rx.returncode == 0, rx_out
+    assert "met the transmitter" in rx_out and "survey done" in rx_out

@@ -29,7 +29,7 @@ from typing import Final
 from p1lora.common.regions import REGIONS
 from p1lora.hardware.radio import RadioError
 from p1lora.tools.doctor.band_checks import check_band
-from p1lora.tools.doctor.chip_checks import check_chip
+from p1lora.tools.doctor.chip_checks import check_chip, check_pin_map
 from p1lora.tools.doctor.chip_port import SIM_FAULTS, open_chip_port
 from p1lora.tools.doctor.findings import Finding, failed, render_json, render_text, skipped
 from p1lora.tools.doctor.key_checks import check_key
@@ -51,6 +51,8 @@ Exit codes: 0 all checks passed, 1 a check failed, 2 the config file or a flag i
 Every finding is explained in docs/troubleshooting.md."""
 
 _CHIP_CHECKS: Final = ("pins", "chip", "reset", "dio0")
+#: The chip checks that need the chip to answer first.
+_LATER: Final = _CHIP_CHECKS[2:]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -89,15 +91,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _chip_findings(setup: DoctorSetup) -> list[Finding]:
+    findings = [check_pin_map(setup)]
     try:
         port = open_chip_port(setup)
     except RadioError as exc:
-        return [
-            failed("chip", str(exc), "install the pi extra or fix the GPIO setup", "spi"),
-            *(skipped(c, "skipped: the chip could not be opened") for c in _CHIP_CHECKS[2:]),
-        ]
+        findings.append(
+            failed("chip", str(exc), "install the pi extra or fix the GPIO setup", "spi")
+        )
+        return findings + [skipped(c, "skipped: the chip could not be opened") for c in _LATER]
     try:
-        return check_chip(setup, port)
+        return findings + check_chip(setup, port)
     finally:
         port.close()
 
