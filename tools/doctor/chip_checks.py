@@ -54,9 +54,12 @@ def _silent_bus_fix(setup: DoctorSetup, version: int) -> str:
     stuck = (
         "low (0x00): MISO (GPIO9) not connected or the module has no power"
         if not version
-        else ("high (0xFF): the chip is not selected (NSS) or MISO floats")
+        else "high (0xFF): the chip is not selected (NSS) or MISO floats"
     )
-    text = f"the bus reads all {stuck}. Check {_wiring(setup)}; MOSI GPIO10, MISO GPIO9, SCK GPIO11, 3.3 V and GND"
+    text = (
+        f"the bus reads all {stuck}. Check {_wiring(setup)}; MOSI GPIO10, MISO GPIO9, "
+        "SCK GPIO11, 3.3 V and GND"
+    )
     if pins is not None:
         others = [b.name for b in BOARDS.values() if b.spi_device != pins.spi_device]
         if others and pins.name in BOARDS:
@@ -178,10 +181,6 @@ def check_pin_map(setup: DoctorSetup) -> Finding:
     text = pins.wiring()
     if pins.name not in BOARDS and same:
         text += f" (the wiring of: {', '.join(same)})"
-    if pins.dio0_gpio is None and pins.name not in BOARDS:
-        return warned(
-            "pins", text, "add dio0=GPIO if your module's DIO0 is wired (faster reactions)", "dio0"
-        )
     return passed("pins", text)
 
 
