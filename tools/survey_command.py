@@ -23,7 +23,7 @@ import logging
 import random
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -127,26 +127,18 @@ def _load(args: argparse.Namespace) -> _Setup:
         config = load_config(table_for(args.role), None, path=path.expanduser())
         link = link_config(config, args.role)
         if args.region or args.frequency is not None:
-            region = get_region(args.region or link.region.name)
             mhz = args.frequency
-            link = LinkConfig(
-                region=region,
+            link = replace(
+                link,
+                region=get_region(args.region or link.region.name),
                 frequency_hz=round(mhz * 1e6) if mhz is not None else link.frequency_hz,
-                tx_power_dbm=link.tx_power_dbm,
             )
         key = load_key(args.key_file or config.opt_path("link.key_file"))
         backend = args.radio or config.get_str("radio.backend")
         pins = pins or board_pins(config)
         sim = sim_options(config)
         if args.sim_path_loss is not None:
-            sim = UdpSimOptions(
-                port=sim.port,
-                path_loss_db=args.sim_path_loss,
-                noise_figure_db=sim.noise_figure_db,
-                fading_sigma_db=sim.fading_sigma_db,
-                loss_probability=sim.loss_probability,
-                seed=sim.seed,
-            )
+            sim = replace(sim, path_loss_db=args.sim_path_loss)
     if args.simulate is not None:
         backend = "sim"
     if backend == "sx127x" and pins is None:
