@@ -30,6 +30,8 @@ input), so their header is 15 bytes and their overhead 23.
 | 0x08 | STATUS    | up        | session | transmitter status report                              |
 | 0x09 | REPLY     | up        | session | reply to a downlink command                            |
 | 0x0A | ACK       | down      | session | acknowledgement + link report (+ a downlink command)   |
+| 0x0B | SURVEY    | up        | static  | `p1-lora survey` probe (common/survey.py)              |
+| 0x0C | SURVEYED  | down      | static  | `p1-lora survey` report: how the probe was heard       |
 
 Counters: each side keeps one 32-bit counter over all frames it sends. Session frames carry the
 low 16 bits and the receiver reconstructs the full value as the one nearest the last counter it
@@ -88,6 +90,8 @@ class FrameType(IntEnum):
     STATUS = 0x08
     REPLY = 0x09
     ACK = 0x0A
+    SURVEY = 0x0B
+    SURVEYED = 0x0C
 
     @property
     def direction(self) -> Direction:
@@ -103,10 +107,18 @@ class FrameType(IntEnum):
         return STATIC_HEADER_SIZE if self.static_key else HEADER_SIZE
 
 
-_STATIC = frozenset({FrameType.DISCOVER, FrameType.CHALLENGE, FrameType.RESYNC})
+_STATIC = frozenset(
+    {
+        FrameType.DISCOVER,
+        FrameType.CHALLENGE,
+        FrameType.RESYNC,
+        FrameType.SURVEY,
+        FrameType.SURVEYED,
+    }
+)
 _DIRECTION = {
     t: Direction.DOWNLINK
-    if t in (FrameType.CHALLENGE, FrameType.RESYNC, FrameType.ACK)
+    if t in (FrameType.CHALLENGE, FrameType.RESYNC, FrameType.ACK, FrameType.SURVEYED)
     else Direction.UPLINK
     for t in FrameType
 }

@@ -10,6 +10,14 @@ behaves like the chip at the register level rather than at the driver's level:
 - RegIrqFlags set by events, cleared by writing 1, masked by RegIrqFlagsMask;
 - RegOpMode with the LoRa bit writable only in SLEEP; SLEEP clears the FIFO; TX returns to
   STDBY after TxDone; RXCONT stays; RXSINGLE and CAD return to STDBY;
+- the FIFO refused in SLEEP (reads 0, writes vanish; it is cleared there) and written only in
+  STDBY (datasheet 4.1.6: "the LoRa FIFO can only be filled in Stand-by mode"; a write while
+  receiving or transmitting is dropped). Reading it while receiving is allowed, as drivers do;
+- CAD (mode 7): about two symbols later CadDone, plus CadDetected when the channel
+  (`Medium.channel_busy`) has a preamble of the chip's settings on the air at the start;
+- image calibration (RegImageCal on the FSK page, started by ImageCalStart in FSK standby,
+  ImageCalRunning for `IMAGE_CAL_DURATION_S`): the chip remembers the carrier it calibrated
+  at (`image_calibrated_hz`; 434 MHz after power-on, as the real chip does);
 - DIO0 following the flag chosen by RegDioMapping1 (level-like: it stays high until the flag is
   cleared, so a missed edge means no further edge);
 - TX completing after the time on air computed from the *registers* (so a driver that sets
@@ -21,8 +29,9 @@ behaves like the chip at the register level rather than at the driver's level:
   it will on hardware. RegPktRssiValue keeps tracking the signal.
 
 Fault knobs (`EmulatorFaults`): a hung chip that never raises TxDone until reset, a wrong
-RegVersion (0x00/0xFF make the whole bus read that value, as a disconnected MISO does), and
-dropped DIO0 edges.
+RegVersion (0x00/0xFF make the whole bus read that value, as a disconnected MISO does),
+dropped DIO0 edges, a RESET line that is not connected (`reset_floating`) and a DIO0 line that
+is not connected (`dio0_unconnected`).
 
 Time comes from an injected `common.clock.Scheduler`: on a `VirtualClock` the end of a
 transmission is a scheduled callback, and the DIO0 edge callback runs synchronously inside it.
@@ -52,14 +61,18 @@ from p1lora.hardware.sx127x_registers import (
     DIO0_FLAG,
     FIFO_SIZE,
     FREQ_STEP_HZ,
+    FSK_IMAGE_CAL,
+    FSK_RESET_VALUES,
     FXOSC_HZ,
     HF_PORT_MIN_HZ,
+    IMAGE_CAL_DURATION_S,
     LORA_RESET_VALUES,
     RSSI_OFFSET_HF,
     RSSI_OFFSET_LF,
     SHARED_RESET_VALUES,
     Dio0Mapping,
     HopChannel,
+    ImageCal,
     Irq,
     Mode,
     ModemConfig1,
@@ -294,11 +307,15 @@ class EmulatorFaults:
     `version`: what RegVersion reads; 0x00 or 0xFF make every read return that byte and every
     write vanish (MISO stuck, chip unpowered or not selected).
     `drop_dio0_edges`: swallow this many upcoming DIO0 rising edges (the flag is still set).
+    `reset_floating`: the RESET pin is not connected to the Pi's GPIO (pulses do nothing).
+    `dio0_unconnected`: DIO0 is not connected to the Pi's GPIO (reads low, never an edge).
     """
 
     hung_tx: bool = False
     version: int | None = None
     drop_dio0_edges: int = 0
+    reset_floating: bool = False
+    dio0_unconnected: bool = False
 
 
 @dataclass(slots=True)
@@ -312,6 +329,8 @@ class EmulatorCounters:
     resets: int = 0
     edges_dropped: int = 0
     spi_transfers: int = 0
+    image_calibrations: int = 0
+    cads: int = 0
 
 
 @dataclass(slots=True)
@@ -362,7 +381,7 @@ class EmulatedDio0:
         self.closed = False
 
     def read(self) -> bool:
-        return self._chip.dio0_level()
+        return self._chip.dio0_level() and not self._chip.faults.dio0_unconnected
 
     def watch_rising(self, callback: EdgeCallback | None) -> None:
         self._chip.set_dio0_callback(callback)
@@ -411,6 +430,9 @@ class SX127xEmulator:
         self._mode_timer: TimerHandle | None = None
         self._header_count = 0
         self._packet_count = 0
+        #: Frf of the last image calibration (power-on: 434 MHz, the reset Frf).
+        self._image_cal_frf = 0
+        self._image_cal_timer: TimerHandle | None = None
         self._power_on_reset()
 
     # ------------------------------------------------------------------ register file
@@ -420,6 +442,8 @@ class SX127xEmulator:
         for address, value in SHARED_RESET_VALUES.items():
             self._shared[address] = value
         self._fsk_page[:] = bytes(0x40)
+        for address, value in FSK_RESET_VALUES.items():
+            self._fsk_page[address] = value
         self._lora_page[:] = bytes(0x40)
         for address, value in LORA_RESET_VALUES.items():
             self._lora_page[address] = value
@@ -427,6 +451,18 @@ class SX127xEmulator:
         self._rx_pointer = 0
         self._header_count = 0
         self._packet_count = 0
+        # The chip calibrates its image rejection at power-on, at the reset Frf (434 MHz).
+        self._image_cal_frf = self._frf()
+
+    def _frf(self) -> int:
+        shared = self._shared
+        return (shared[Reg.FRF_MSB] << 16) | (shared[Reg.FRF_MID] << 8) | shared[Reg.FRF_LSB]
+
+    @property
+    def image_calibrated_hz(self) -> float:
+        """The carrier the receiver's image rejection was last calibrated at."""
+        with self.lock.hold():
+            return self._image_cal_frf * FREQ_STEP_HZ
 
     def _lora(self) -> bool:
         return bool(self._shared[Reg.OP_MODE] & _LONG_RANGE)
@@ -504,7 +540,7 @@ class SX127xEmulator:
     def _write_register(self, address: int, value: int) -> None:
         lora = self._lora()
         if address == Reg.FIFO:
-            if self._mode() != Mode.SLEEP:
+            if self._mode() == Mode.STDBY:
                 pointer = self._get(Reg.FIFO_ADDR_PTR)
                 self._fifo[pointer] = value
                 self._set(Reg.FIFO_ADDR_PTR, (pointer + 1) % FIFO_SIZE)
@@ -517,6 +553,9 @@ class SX127xEmulator:
             self._update_dio0()
             return
         if address in _READ_ONLY and (lora or address >= 0x40):
+            return
+        if not lora and address == FSK_IMAGE_CAL:
+            self._write_image_cal(value)
             return
         self._set(address, value)
         if lora and address in _MODEM_REGISTERS:
@@ -771,9 +810,33 @@ class SX127xEmulator:
             self._set_mode(Mode.STDBY)
             self._raise_irq(Irq.RX_TIMEOUT)
 
+    # ------------------------------------------------------------------ image calibration
+
+    def _write_image_cal(self, value: int) -> None:
+        """RegImageCal: ImageCalStart (in FSK standby) runs a calibration; it reads back 0."""
+        running = int(ImageCal.IMAGE_CAL_RUNNING)
+        start = int(ImageCal.IMAGE_CAL_START)
+        keep = self._fsk_page[FSK_IMAGE_CAL] & running
+        self._fsk_page[FSK_IMAGE_CAL] = (value & ~(start | running) & 0xFF) | keep
+        if not value & start or keep or self._mode() != Mode.STDBY:
+            return
+        self._fsk_page[FSK_IMAGE_CAL] |= running
+        frf = self._frf()
+        self.counters.image_calibrations += 1
+        self._image_cal_timer = self.scheduler.call_later(
+            IMAGE_CAL_DURATION_S, lambda: self._image_cal_done(frf)
+        )
+
+    def _image_cal_done(self, frf: int) -> None:
+        with self.lock.hold():
+            self._image_cal_timer = None
+            self._fsk_page[FSK_IMAGE_CAL] &= ~int(ImageCal.IMAGE_CAL_RUNNING) & 0xFF
+            self._image_cal_frf = frf
+
     # ------------------------------------------------------------------ CAD
 
     def _start_cad(self) -> None:
+        self.counters.cads += 1
         params = self.air_params()
         delay = 2 * (1 << params.sf) / params.bw_hz
         busy = self.medium is not None and self.medium.channel_busy(self, params)
@@ -815,6 +878,8 @@ class SX127xEmulator:
             self.faults.drop_dio0_edges -= 1
             self.counters.edges_dropped += 1
             return
+        if self.faults.dio0_unconnected:
+            return
         for callback in list(self._dio0.callbacks):
             self.lock.defer(callback)
 
@@ -827,14 +892,17 @@ class SX127xEmulator:
     def set_reset_line(self, high: bool) -> None:
         """NRESET: low holds the chip in reset; the rising edge restarts it from reset values."""
         with self.lock.hold():
+            if self.faults.reset_floating:
+                return  # the pin is not wired to the chip: nothing happens
             if not high:
                 if self._in_reset:
                     return
                 self._in_reset = True
                 self.counters.resets += 1
-                if self._mode_timer is not None:
-                    self._mode_timer.cancel()
-                    self._mode_timer = None
+                for timer in (self._mode_timer, self._image_cal_timer):
+                    if timer is not None:
+                        timer.cancel()
+                self._mode_timer = self._image_cal_timer = None
                 self._abort_tx()
                 self._epoch += 1
                 self.faults.hung_tx = False

@@ -20,6 +20,11 @@ A backend must provide:
   for a chip problem: those come back as `RadioFault` events.
 - `close()`: release the hardware; idempotent.
 
+Optional: Channel Activity Detection (`CadRadio`). `start_cad()` leaves receive for a CAD of
+about two symbols (RegOpMode mode 7) and returns at once; a later `poll()` reports
+`CadDone(detected)` and the radio is back in continuous receive. CAD transmits nothing and costs
+no airtime: it is how a node listens before it talks.
+
 A `RadioFault` with `recovered=True` means the backend reset the chip and re-applied the
 settings; a transmission in progress at the time is lost (no `TxDone` follows for it).
 """
@@ -33,6 +38,8 @@ from typing import Protocol, runtime_checkable
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 
 __all__ = [
+    "CadDone",
+    "CadRadio",
     "FrameReceived",
     "Radio",
     "RadioCounters",
@@ -70,7 +77,16 @@ class RadioFault:
     recovered: bool
 
 
-RadioEvent = TxDone | FrameReceived | RadioFault
+@dataclass(frozen=True, slots=True)
+class CadDone:
+    """A channel activity detection finished at `at`: `detected` says a LoRa preamble of the
+    radio's settings was on the air (CadDetected)."""
+
+    at: float
+    detected: bool
+
+
+RadioEvent = TxDone | FrameReceived | RadioFault | CadDone
 
 
 @dataclass(slots=True)
@@ -107,3 +123,12 @@ class Radio(Protocol):
 
     def close(self) -> None:
         """Release the hardware (idempotent)."""
+
+
+@runtime_checkable
+class CadRadio(Radio, Protocol):
+    """A `Radio` that can also listen before it talks (Channel Activity Detection)."""
+
+    def start_cad(self) -> float:
+        """Start a CAD with the current settings; return how long it takes (seconds).
+        `CadDone` follows in `poll()`. RadioError while transmitting or before `configure`."""

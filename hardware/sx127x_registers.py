@@ -2,7 +2,8 @@
 
 Both the driver and the emulator read their numbers from here, so a register address or a bit
 position exists exactly once. Values follow the Semtech SX1276/77/78/79 datasheet (rev. 7, LoRa
-register map, section 6.4) and the SX1276 errata note (section 2.1, 500 kHz sensitivity).
+register map, section 6.4) and the SX1276/77/78 errata note (section 2.1, 500 kHz sensitivity;
+section 2.3, spurious reception of off-channel LoRa signals).
 
 Registers 0x0D..0x3F are a separate page in LoRa mode (RegOpMode bit 7): the same address means
 something else in FSK/OOK mode. Everything here is the LoRa page unless noted.
@@ -20,10 +21,14 @@ __all__ = [
     "CODING_RATE_CODES",
     "DETECTION_SETTINGS",
     "DIO0_FLAG",
+    "ERRATA_IF_FREQ2",
     "FIFO_SIZE",
     "FREQ_STEP_HZ",
+    "FSK_IMAGE_CAL",
+    "FSK_RESET_VALUES",
     "FXOSC_HZ",
     "HF_PORT_MIN_HZ",
+    "IMAGE_CAL_DURATION_S",
     "KNOWN_VERSIONS",
     "LORA_RESET_VALUES",
     "RSSI_OFFSET_HF",
@@ -31,6 +36,7 @@ __all__ = [
     "SHARED_RESET_VALUES",
     "Dio0Mapping",
     "HopChannel",
+    "ImageCal",
     "Irq",
     "Mode",
     "ModemConfig1",
@@ -40,6 +46,7 @@ __all__ = [
     "PaConfig",
     "Reg",
     "bandwidth_from_code",
+    "detect_optimize_for",
     "errata_bw_registers",
 ]
 
@@ -111,7 +118,7 @@ class Reg(IntEnum):
     FEI_MID = 0x29
     FEI_LSB = 0x2A
     RSSI_WIDEBAND = 0x2C
-    IF_FREQ2 = 0x2F
+    IF_FREQ2 = 0x2F  # errata 2.3 (not named in the datasheet's LoRa register table)
     IF_FREQ1 = 0x30
     DETECT_OPTIMIZE = 0x31
     INVERT_IQ = 0x33
@@ -166,6 +173,24 @@ class Irq(IntFlag):
     CAD_DONE = 0x04
     FHSS_CHANGE_CHANNEL = 0x02
     CAD_DETECTED = 0x01
+
+
+#: RegImageCal lives on the FSK/OOK page (0x3B; the LoRa page has RegInvertIQ2 there), so the
+#: image calibration runs with the LoRa bit cleared, in FSK standby (datasheet 4.2.3.8).
+FSK_IMAGE_CAL: Final = 0x3B
+#: How long the chip's image calibration takes (datasheet 4.2.3.8: "about 10 ms").
+IMAGE_CAL_DURATION_S: Final = 0.01
+
+
+class ImageCal(IntFlag):
+    """RegImageCal (FSK page 0x3B)."""
+
+    AUTO_IMAGE_CAL_ON = 0x80
+    IMAGE_CAL_START = 0x40  # write 1 in standby to start; reads back 0
+    IMAGE_CAL_RUNNING = 0x20  # set while the calibration runs
+    TEMP_CHANGE = 0x08
+    TEMP_THRESHOLD_MASK = 0x06
+    TEMP_MONITOR_OFF = 0x01
 
 
 class HopChannel(IntFlag):
@@ -246,9 +271,38 @@ BANDWIDTH_CODES: Final = MappingProxyType(
 CODING_RATE_CODES: Final = MappingProxyType({5: 1, 6: 2, 7: 3, 8: 4})
 
 #: (RegDetectOptimize, RegDetectionThreshold) per SF: SF6 needs its own (datasheet 4.1.1.2).
+#: Bit 7 of RegDetectOptimize is what errata 2.3 clears below 500 kHz (`detect_optimize_for`).
 DETECTION_SETTINGS: Final = MappingProxyType(
     {sf: ((0xC5, 0x0C) if sf == 6 else (0xC3, 0x0A)) for sf in range(6, 13)}
 )
+#: RegDetectOptimize bit 7 (automatic IF): left set only at 500 kHz (errata 2.3).
+_AUTOMATIC_IF = 0x80
+
+#: SX1276/77/78 errata note section 2.3 ("Receiver spurious reception of a LoRa signal"): with
+#: the automatic IF on, a receiver below 500 kHz bandwidth can lock onto a LoRa signal that is
+#: off its channel. The fix clears RegDetectOptimize bit 7 and sets RegIfFreq2 (0x2F) per
+#: bandwidth, with RegIfFreq1 (0x30) = 0x00. BW -> RegIfFreq2. Below 62.5 kHz the errata also
+#: shifts the receive frequency up by one bandwidth; p1-lora never uses those bandwidths (the
+#: link's ladder starts at 125 kHz) and the driver does not apply that shift.
+ERRATA_IF_FREQ2: Final = MappingProxyType(
+    {
+        7_800: 0x48,
+        10_400: 0x44,
+        15_600: 0x44,
+        20_800: 0x44,
+        31_250: 0x44,
+        41_700: 0x44,
+        62_500: 0x40,
+        125_000: 0x40,
+        250_000: 0x40,
+    }
+)
+
+
+def detect_optimize_for(sf: int, bw_hz: int) -> int:
+    """RegDetectOptimize for `sf` at `bw_hz`: bit 7 cleared below 500 kHz (errata 2.3)."""
+    value = DETECTION_SETTINGS[sf][0]
+    return value if bw_hz == 500_000 else value & ~_AUTOMATIC_IF
 
 
 def bandwidth_from_code(code: int) -> int | None:
@@ -260,16 +314,29 @@ def bandwidth_from_code(code: int) -> int | None:
 
 
 def errata_bw_registers(bw_hz: int, frequency_hz: int) -> tuple[tuple[Reg, int], ...]:
-    """Register writes of errata 2.1 (receiver sensitivity at 500 kHz).
+    """Register writes of errata 2.1 (receiver sensitivity at 500 kHz) and 2.3 (spurious
+    reception below 500 kHz).
 
-    With BW 500 kHz the chip needs 0x36 = 0x02 and 0x3A = 0x64 in band 1 (above 525 MHz) or
-    0x3A = 0x7F in bands 2/3; any other bandwidth needs 0x36 = 0x03 after each reset (0x3A is
+    2.1: with BW 500 kHz the chip needs 0x36 = 0x02 and 0x3A = 0x64 in band 1 (above 525 MHz)
+    or 0x3A = 0x7F in bands 2/3; any other bandwidth needs 0x36 = 0x03 after each reset (0x3A is
     then unused and keeps its value, as in Semtech's reference driver).
+    2.3: below 500 kHz RegIfFreq2 (0x2F) per `ERRATA_IF_FREQ2` and RegIfFreq1 (0x30) = 0x00
+    (RegDetectOptimize bit 7 is `detect_optimize_for`'s part). At 500 kHz both keep their reset
+    values, which the automatic IF then uses.
     """
     if bw_hz == 500_000:
         high = 0x64 if frequency_hz > HF_PORT_MIN_HZ else 0x7F
-        return ((Reg.HIGH_BW_OPTIMIZE1, 0x02), (Reg.HIGH_BW_OPTIMIZE2, high))
-    return ((Reg.HIGH_BW_OPTIMIZE1, 0x03),)
+        return (
+            (Reg.HIGH_BW_OPTIMIZE1, 0x02),
+            (Reg.HIGH_BW_OPTIMIZE2, high),
+            (Reg.IF_FREQ2, LORA_RESET_VALUES[Reg.IF_FREQ2]),
+            (Reg.IF_FREQ1, 0x00),
+        )
+    return (
+        (Reg.HIGH_BW_OPTIMIZE1, 0x03),
+        (Reg.IF_FREQ2, ERRATA_IF_FREQ2[bw_hz]),
+        (Reg.IF_FREQ1, 0x00),
+    )
 
 
 #: Reset values of the registers outside the LoRa page (same in both modes). RegOpMode resets
@@ -322,4 +389,9 @@ LORA_RESET_VALUES: Final = MappingProxyType(
         Reg.HIGH_BW_OPTIMIZE2: 0x65,
         Reg.INVERT_IQ2: 0x1D,
     }
+)
+
+#: FSK/OOK page registers p1-lora touches, with their reset values (datasheet table 41).
+FSK_RESET_VALUES: Final = MappingProxyType(
+    {FSK_IMAGE_CAL: int(ImageCal.AUTO_IMAGE_CAL_ON) | 0x02}  # 0x82: auto on, threshold 10 degC
 )

@@ -38,7 +38,14 @@ from p1lora.common.link import FixedRadio, LinkConfig, RadioMode
 from p1lora.common.link.config import HIGH_POWER_MAX_DUTY_CYCLE, max_power_for_duty_cycle
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 from p1lora.common.regions import DEFAULT_REGION, REGIONS, RegionError, get_region
-from p1lora.hardware.boards import BOARD_ALIASES, BOARDS, BoardPins, get_board, parse_pins
+from p1lora.hardware.boards import (
+    BOARD_ALIASES,
+    BOARDS,
+    BoardPins,
+    get_board,
+    module_problem,
+    parse_pins,
+)
 from p1lora.hardware.factory import BACKENDS
 from p1lora.hardware.udp_channel import UdpSimOptions
 from p1lora.service.config import (
@@ -613,9 +620,31 @@ def _pin_problems(config: Config) -> Iterator[str]:
         )
 
 
+def _module_problems(config: Config) -> Iterator[str]:
+    """A board whose module cannot serve the channel or the rendezvous SF (an RFM96W/98W on
+    868 MHz, an RFM97W's SF6-SF9 against an SF12 rendezvous): refused, see docs/hardware.md."""
+    try:
+        pins = board_pins(config)
+        radio = RadioSection.of(config)
+        region = get_region(radio.region)
+    except (ValueError, RegionError):
+        return  # reported by the other checks
+    module = pins.radio_module if pins is not None else None
+    if pins is None or module is None:
+        return
+    channel = radio.channel_hz or region.default_frequency_hz
+    sfs = [region.rendezvous_sf]
+    if radio.fixed_sf is not None:
+        sfs.append(radio.fixed_sf)
+    problem = module_problem(module, channel, tuple(sfs))
+    if problem is not None:
+        yield f"radio.board ({pins.name}): {problem}"
+
+
 def _common_checks(role: str) -> Callable[[Config], Iterator[str]]:
     def check(config: Config) -> Iterator[str]:
         yield from _pin_problems(config)
+        yield from _module_problems(config)
         yield from _link_problems(config, role)
 
     return check

@@ -489,6 +489,8 @@ class Forger:
             FrameType.ACK: lambda: Ack(
                 AckKind.DATA, counter & 0xFFFF, 0, report, 77, parse_command("restart")
             ).encode(),
+            FrameType.SURVEY: lambda: bytes(14),  # `p1-lora survey` frames (common/survey.py)
+            FrameType.SURVEYED: lambda: bytes(6),
         }
         return bodies[frame_type]()
 

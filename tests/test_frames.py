@@ -81,9 +81,20 @@ def test_static_frame_carries_full_counter_and_random():
 
 def test_every_type_has_one_direction_and_key_kind():
     static = {t for t in FrameType if t.static_key}
-    assert static == {FrameType.DISCOVER, FrameType.CHALLENGE, FrameType.RESYNC}
+    assert static == {
+        FrameType.DISCOVER,
+        FrameType.CHALLENGE,
+        FrameType.RESYNC,
+        FrameType.SURVEY,
+        FrameType.SURVEYED,
+    }
     downlink = {t for t in FrameType if t.direction is Direction.DOWNLINK}
-    assert downlink == {FrameType.CHALLENGE, FrameType.RESYNC, FrameType.ACK}
+    assert downlink == {
+        FrameType.CHALLENGE,
+        FrameType.RESYNC,
+        FrameType.ACK,
+        FrameType.SURVEYED,
+    }
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "config": Subcommand(
         "p1lora.tools.config_command", "check a p1-lora-tx/p1-lora-rx config file"
     ),
+    "doctor": Subcommand(
+        "p1lora.tools.doctor_command", "check wiring, chip, key and P1 port of a p1-lora Pi"
+    ),
+    "survey": Subcommand(
+        "p1lora.tools.survey_command", "measure the link at every setting (run on both Pis)"
+    ),
     "linkreport": Subcommand("p1lora.receiver.linkreport_command", "summarise a link-quality log"),
     "bench": Subcommand("p1lora.tools.bench_command", "benchmarks that print tables"),
     "demo": Subcommand(
