@@ -37,7 +37,15 @@ _KINDS: tuple[tuple[str, Callable[[int], bool]], ...] = (
 
 
 class UnsuitableFileError(ValueError):
-    """The path exists and can be opened, but it is not a regular file of a sensible size."""
+    """The path exists and can be opened, but it is not a regular file of a sensible size.
+
+    The message is "PATH is a named pipe (FIFO), not a regular file" or "PATH is larger than
+    N bytes"; `too_large` tells the two apart for callers with their own wording.
+    """
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +78,7 @@ def read_regular_file(path: Path, max_bytes: int) -> RegularFile:
         if not stat.S_ISREG(info.st_mode):
             raise UnsuitableFileError(f"{path} is {file_kind(info.st_mode)}, not a regular file")
         if info.st_size > max_bytes:
-            raise UnsuitableFileError(f"{path} is larger than {max_bytes} bytes")
+            raise UnsuitableFileError(f"{path} is larger than {max_bytes} bytes", too_large=True)
         chunks: list[bytes] = []
         size = 0
         while size <= max_bytes:
@@ -82,5 +90,5 @@ def read_regular_file(path: Path, max_bytes: int) -> RegularFile:
     finally:
         os.close(fd)
     if size > max_bytes:
-        raise UnsuitableFileError(f"{path} is larger than {max_bytes} bytes")
+        raise UnsuitableFileError(f"{path} is larger than {max_bytes} bytes", too_large=True)
     return RegularFile(b"".join(chunks), info)
