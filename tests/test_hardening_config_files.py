@@ -16,6 +16,7 @@ import pytest
 from p1lora.service.config import ConfigError, load_config
 from p1lora.service.keyfile import KeyFileError, read_key_file
 from p1lora.service.options import RX_OPTIONS
+from p1lora.tools.cli import main as tools_main
 from p1lora.transmitter.cli import main as tx_main
 from tests.helpers_hardening import fifo_at, returns_within
 
@@ -104,3 +105,11 @@ def test_a_key_file_in_a_private_or_sticky_directory_is_not_warned_about(tmp_pat
         read_key_file(_key(tmp_path))
         read_key_file(_key(sticky))
     assert caplog.text == ""
+
+
+def test_config_check_names_a_deeply_nested_toml_instead_of_a_traceback(tmp_path, capsys):
+    """Before: `p1-lora config check` died with RecursionError while guessing the role."""
+    path = tmp_path / "rx.toml"
+    path.write_text("a = " + "[" * 3000 + "]" * 3000)
+    assert tools_main(["config", "check", str(path)]) == 2
+    assert "nested too deeply" in capsys.readouterr().err
