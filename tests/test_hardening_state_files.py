@@ -19,7 +19,10 @@ from p1lora.common.budget import AirtimeBudget
 from p1lora.common.link import FixedRadio, LinkConfig, RadioMode
 from p1lora.common.link.persist import TxPersistentState
 from p1lora.service.budget_store import BudgetStore
+from p1lora.service.config import load_config
+from p1lora.service.options import TX_OPTIONS
 from p1lora.service.state_store import StateStore
+from p1lora.transmitter.cli import CONFIG_MEMORY, apply_config_changes
 from tests.helpers_hardening import fifo_at, returns_within
 
 WALL = 1_800_000_000.0
@@ -186,3 +189,29 @@ def test_finite_state_round_trips_unchanged(tmp_path):
     loaded = StateStore(tmp_path, role="tx").load_tx_state()
     assert loaded == state
     assert loaded is not None and math.isfinite(loaded.interval_s)
+
+
+# ------------------------------------------------------------------ the remembered config
+
+
+@pytest.mark.parametrize("kind", ["nested", "fifo"])
+def test_a_damaged_remembered_config_counts_as_a_changed_config(tmp_path, kind):
+    """`tx_config.json` (what the config said at the last start): before, deep nesting raised
+    RecursionError at start and a FIFO blocked it; now either counts as "the config changed"."""
+    remembered = tmp_path / CONFIG_MEMORY
+    config_file = tmp_path / "tx.toml"
+    config_file.write_text(
+        "[meter]\nsource = 'virtual'\n[radio]\nbackend = 'sim'\nmode = 'fixed'\n"
+    )
+    config_file.write_text(config_file.read_text() + "fixed_sf = 9\nfixed_bw = 125\n")
+    config = load_config(TX_OPTIONS, None, {}, path=config_file)
+    store = StateStore(tmp_path, role="tx")
+    store.save_link_state(TxPersistentState.from_dict(_tx_link_data(mode="auto", fixed=None)))
+    if kind == "nested":
+        remembered.write_text("[" * 20000 + "]" * 20000)
+        returns_within(lambda: apply_config_changes(config, store, tmp_path))
+    else:
+        with fifo_at(remembered):
+            returns_within(lambda: apply_config_changes(config, store, tmp_path))
+    saved = StateStore(tmp_path, role="tx").load_tx_state()
+    assert saved is not None and saved.mode is RadioMode.FIXED
