@@ -71,25 +71,16 @@ def test_the_unit_with_its_drop_in_passes_systemd_analyze_verify(tmp_path):
     (tmp_path / "p1-lora-tx.service.d").mkdir()
     shutil.copy(DROP_IN, tmp_path / "p1-lora-tx.service.d")
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"}
-    verify = subprocess.run(
-        ["systemd-analyze", "verify", "p1-lora-tx.service"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-        cwd=tmp_path,
-    )
+
+    def analyze(*args: str) -> subprocess.CompletedProcess[str]:
+        command = ["systemd-analyze", *args, "p1-lora-tx.service"]
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=60, check=False, env=env, cwd=tmp_path
+        )
+
+    verify = analyze("verify")
     assert verify.returncode == 0, verify.stderr
-    security = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", "p1-lora-tx.service"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-        cwd=tmp_path,
-    )
+    security = analyze("security", "--offline=yes")
     if "--offline" in security.stderr:
         pytest.skip("this systemd-analyze has no offline security analysis")
     # The drop-in is applied: the host network is back, but only for loopback.
