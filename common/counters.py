@@ -24,15 +24,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from p1lora.common.crypto import COUNTER_MAX
+from p1lora.common.fatal import FatalError
 
 __all__ = ["DEFAULT_BLOCK", "CounterExhaustedError", "CounterState", "FrameCounter"]
 
 DEFAULT_BLOCK = 1000
+_EXHAUSTED = (
+    "all 2^32 frame counter values of this key are used up: generate a new pre-shared key "
+    "with `p1-lora keygen`, install it on both sides, and remove the counter state files "
+    "(<state dir>/tx_counters.json and rx_counters.json)"
+)
 
 
-class CounterExhaustedError(RuntimeError):
+class CounterExhaustedError(FatalError):
     """All 2^32 counter values are used up: the PSK must be replaced (not reachable in practice:
-    one frame per second lasts 136 years)."""
+    one frame per second lasts 136 years, but a damaged or planted state file can say so).
+
+    A `FatalError`: retrying cannot help (a nonce must never repeat), so the daemon stops with
+    this message instead of failing on every frame."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,8 @@ class FrameCounter:
         self._block = block
         self._reserved = (state or CounterState()).reserved_until
         self._next = self._reserved
+        if self._next > COUNTER_MAX:
+            raise CounterExhaustedError(_EXHAUSTED)
 
     @property
     def next_value(self) -> int:
@@ -82,7 +93,7 @@ class FrameCounter:
         must be persisted *before* the frame carrying the value is sent (else None)."""
         value = self._next
         if value > COUNTER_MAX:
-            raise CounterExhaustedError("frame counter exhausted: generate a new pre-shared key")
+            raise CounterExhaustedError(_EXHAUSTED)
         persist: CounterState | None = None
         if value >= self._reserved:
             self._reserved = min(value + self._block, COUNTER_MAX + 1)

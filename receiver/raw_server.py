@@ -23,8 +23,25 @@ Design, driven by one rule: **a client must never slow the receiver down.**
 - Whatever a client sends is read and discarded (readers are not expected to talk), which is
   also how a client closing its end is noticed promptly.
 
-Clients beyond `max_clients` are accepted and closed at once with a log line, so a
-misconfigured poller cannot exhaust file descriptors.
+**Who gets a slot** (at most `max_clients`, so a misconfigured poller cannot exhaust file
+descriptors). A reader that stops reading is already dropped by the queue and stall limits
+above; a reader that does read is indistinguishable from Home Assistant, so the only fair
+thing to ration is slots per *address*:
+
+- at most `max_clients_per_peer` connections from one address (Home Assistant, DSMR Reader
+  and a debugging `nc` on one host need three); more are refused;
+- when all slots are taken, a newcomer from an address holding at least two fewer slots than
+  the most crowded address takes the newest slot of that address (which is told so in the
+  log): one host, or a few, can no longer lock everyone else out. With equal shares (every
+  address holding one slot) it is first come, first served: evicting there would only let
+  two clients take turns disconnecting each other. Locking Home Assistant out now takes
+  `max_clients` different addresses on the network, or a process on Home Assistant's own host;
+  a firewall (or `raw.host` = 127.0.0.1 when Home Assistant runs on the same machine) is the
+  answer to those.
+
+A refused connection is accepted and closed at once. The first refusal is logged as a
+WARNING; while refusals go on, one summary line per minute says how many followed (a flood of
+connection attempts must not become a flood of journal lines on the SD card).
 """
 
 from __future__ import annotations
@@ -36,8 +53,8 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 __all__ = ["RawServerStats", "RawTelegramServer"]
@@ -48,6 +65,10 @@ _RECV_CHUNK = 4096
 _SEND_CHUNK = 65536
 #: How often the server thread looks for stalled clients when nothing else happens.
 _HOUSEKEEPING_S = 0.5
+#: Refusals after the first are summarised once per this many seconds.
+_REFUSAL_SUMMARY_S = 60.0
+#: Distinct addresses a refusal summary names at most.
+_SUMMARY_ADDRESSES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +81,20 @@ class RawServerStats:
     bytes_sent: int
     #: Clients disconnected because they fell behind or stalled.
     lagging_disconnects: int
-    #: Connections refused because `max_clients` were connected.
+    #: Connections refused (all slots taken, or too many from one address).
     refused: int
+    #: Clients disconnected to make room for a client from a less crowded address.
+    evicted: int = 0
 
 
 @dataclass(eq=False)
 class _Client:
     sock: socket.socket
     peer: str
+    #: The peer's address without the port: what slots are rationed by.
+    address: str
+    #: When it connected (monotonic seconds): the newest is evicted first.
+    connected_at: float
     queue: deque[memoryview] = field(default_factory=deque)
     #: Time of the last write progress, or when data started waiting (monotonic seconds).
     progress_at: float = 0.0
@@ -92,6 +119,7 @@ class RawTelegramServer:
         port: int = 0,
         *,
         max_clients: int = 16,
+        max_clients_per_peer: int = 4,
         max_queued: int = 32,
         stall_timeout: float = 60.0,
         send_buffer: int | None = 65536,
@@ -101,11 +129,14 @@ class RawTelegramServer:
             raise ValueError(f"raw server port {port} is outside 0..65535")
         if max_clients < 1 or max_queued < 1:
             raise ValueError("max_clients and max_queued must be at least 1")
+        if max_clients_per_peer < 1:
+            raise ValueError("max_clients_per_peer must be at least 1")
         if not stall_timeout > 0:
             raise ValueError("stall_timeout must be positive")
         self._host = host
         self._requested_port = port
         self._max_clients = max_clients
+        self._max_per_peer = max_clients_per_peer
         self._max_queued = max_queued
         self._stall_timeout = stall_timeout
         self._send_buffer = send_buffer
@@ -127,6 +158,8 @@ class RawTelegramServer:
         self._bytes_sent = 0
         self._lagging = 0
         self._refused = 0
+        self._evicted = 0
+        self._refusals = _RefusalLog()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -249,6 +282,7 @@ class RawTelegramServer:
                 bytes_sent=self._bytes_sent,
                 lagging_disconnects=self._lagging,
                 refused=self._refused,
+                evicted=self._evicted,
             )
 
     # ------------------------------------------------------------------ server thread
@@ -324,17 +358,15 @@ class RawTelegramServer:
             except OSError as exc:
                 logger.warning("raw telegram server: accept failed: %s", exc)
                 return
-            peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+            host = str(address[0]) if isinstance(address, tuple) else str(address)
+            peer = f"{host}:{address[1]}" if isinstance(address, tuple) else host
+            now = self._clock()
             with self._lock:
-                full = len(self._clients) >= self._max_clients
-                if full:
+                refusal = self._admit(host, peer)
+                if refusal is not None:
                     self._refused += 1
-            if full:
-                logger.warning(
-                    "raw telegram server: refusing %s, already %d clients connected",
-                    peer,
-                    self._max_clients,
-                )
+            if refusal is not None:
+                self._refusals.refused(now, peer, host, refusal)
                 sock.close()
                 continue
             sock.setblocking(False)
@@ -343,10 +375,31 @@ class RawTelegramServer:
                 if self._send_buffer:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
             with self._lock:
-                self._clients[sock.fileno()] = _Client(sock, peer, progress_at=self._clock())
+                self._clients[sock.fileno()] = _Client(
+                    sock, peer, host, connected_at=now, progress_at=now
+                )
                 self._accepted += 1
                 self._clients_changed.notify_all()
             logger.info("raw telegram server: client %s connected", peer)
+
+    def _admit(self, host: str, peer: str) -> str | None:
+        """Why a new connection from `host` is refused, or None; may mark a client of the most
+        crowded address for eviction (see the module docstring). Called with the lock held."""
+        active = [c for c in self._clients.values() if not c.closing]
+        shares = Counter(c.address for c in active)
+        if shares[host] >= self._max_per_peer:
+            return f"already {shares[host]} connections from {host} (limit {self._max_per_peer})"
+        if len(active) < self._max_clients:
+            return None
+        crowded, held = shares.most_common(1)[0]
+        if held < shares[host] + 2:
+            return f"all {self._max_clients} client slots are taken"
+        victim = max((c for c in active if c.address == crowded), key=lambda c: c.connected_at)
+        victim.closing = (
+            f"evicted to make room for {peer} ({crowded} held {held} of {self._max_clients} slots)"
+        )
+        self._evicted += 1
+        return None
 
     def _read(self, client: _Client) -> None:
         try:
@@ -382,8 +435,9 @@ class RawTelegramServer:
                     client.queue[0] = head[sent:]
 
     def _reap(self, selector: selectors.BaseSelector, registered: dict[int, int]) -> None:
-        """Close clients that are gone, behind, or stalled."""
+        """Close clients that are gone, behind, or stalled; summarise refusals."""
         now = self._clock()
+        self._refusals.flush(now)
         with self._lock:
             for client in self._clients.values():
                 if (
@@ -427,3 +481,51 @@ class RawTelegramServer:
             self._close_socket(client.sock)
         if self._listener is not None and self._listener.fileno() >= 0:
             self._listener.close()
+
+
+class _RefusalLog:
+    """The first refused connection at WARNING, then one summary per minute while refusals
+    continue; a quiet minute makes the next refusal news again. Used by the server thread
+    only."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._count = 0
+        self._addresses: Counter[str] = Counter()
+
+    def refused(self, now: float, peer: str, host: str, reason: str) -> None:
+        self.flush(now)  # a window that ended before this refusal is closed first
+        if self._since is None:
+            self._since = now
+            logger.warning(
+                "raw telegram server: refusing %s: %s (further refusals are summarised once a "
+                "minute)",
+                peer,
+                reason,
+            )
+            return
+        self._count += 1
+        if host in self._addresses or len(self._addresses) < 1000:
+            self._addresses[host] += 1
+
+    def flush(self, now: float) -> None:
+        if self._since is None or now - self._since < _REFUSAL_SUMMARY_S:
+            return
+        if not self._count:
+            self._since = None
+            return
+        logger.warning(
+            "raw telegram server: refused %d more connections in the last %.0f s, from %s",
+            self._count,
+            now - self._since,
+            _top_addresses(self._addresses.most_common(), len(self._addresses)),
+        )
+        self._since = now
+        self._count = 0
+        self._addresses.clear()
+
+
+def _top_addresses(counted: Iterable[tuple[str, int]], distinct: int) -> str:
+    shown = [f"{host} ({n})" for host, n in list(counted)[:_SUMMARY_ADDRESSES]]
+    more = distinct - len(shown)
+    return ", ".join(shown) + (f" and {more} more addresses" if more > 0 else "")

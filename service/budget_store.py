@@ -23,6 +23,24 @@ Two facts shape the file:
 
 Writes are atomic (temporary file, fsync, rename, directory fsync) and failures are logged
 once, never raised: losing this file costs legal margin after a crash, never the daemon.
+
+**A damaged file counts as a full hour.** The file holds limits, so it is read as hostile
+input: every number must be finite (a NaN airtime once made `used()` return 0.0 for ever, i.e.
+no duty cycle at all), airtimes lie in 0..window, and an age may be negative only by the
+frame's own airtime (a frame still on the air when the save ran; anything else would "end"
+in the future and could mute the node for ever). A file that fails any check, is not a
+regular file, is larger than 256 KiB or cannot be read says nothing about the last hour, and
+"nothing" must not mean "nothing was sent": the node may have used its whole allowance just
+before the restart. So the restore assumes exactly that: one transmission of the full
+allowance ending now. That is the worst history any legal node can have had (every real
+window before now held at most the allowance, and this one counts it all for a full window
+from now), so the duty cycle holds whatever the file said; the price is that the node stays
+silent for up to one window (an hour in the EU 868 MHz bands), which the ERROR line says. The
+damaged file is moved aside as evidence (``.corrupt``), and the next save writes the assumed
+hour, so a restart loop cannot shorten it. A *missing* file is a first start (or a state
+directory the user reset on purpose) and starts with the full allowance. A `saved_at` in the
+future is not damage: a Pi without a real-time clock boots with its clock behind until NTP
+syncs, and counting that as no time passed errs on the legal side.
 """
 
 from __future__ import annotations
@@ -36,7 +54,8 @@ from pathlib import Path
 from typing import Final
 
 from p1lora.common.budget import AirtimeBudget, Transmission
-from p1lora.service.state_store import write_atomically
+from p1lora.service.bounded_read import UnsuitableFileError, read_regular_file
+from p1lora.service.state_store import move_aside, parse_state_json, write_atomically
 
 __all__ = ["BudgetStore", "merge_transmissions"]
 
@@ -93,25 +112,19 @@ class BudgetStore:
         frame). Returns how many buckets were restored."""
         if self.path is None:
             return 0
+        self._next_save = now + SAVE_INTERVAL_S
         try:
-            raw = self.path.read_bytes()[: _MAX_FILE_BYTES + 1]
+            raw = read_regular_file(self.path, _MAX_FILE_BYTES).data
+            saved_at, entries = self._parse(raw, budget.window_s)
         except FileNotFoundError:
             return 0
-        except OSError as exc:
-            logger.warning("cannot read the saved airtime budget %s: %s", self.path, exc.strerror)
-            return 0
-        try:
-            saved = self._parse(raw, budget)
-        except ValueError as exc:
-            logger.warning(
-                "the saved airtime budget %s is unusable (%s); starting with an empty hour",
-                self.path,
-                exc,
-            )
-            return 0
-        elapsed = max(0.0, self._wall() - saved[0])
+        except (OSError, UnsuitableFileError, ValueError) as exc:
+            reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+            self._assume_spent(budget, now, reason)
+            return 1
+        elapsed = max(0.0, self._wall() - saved_at)
         restored = []
-        for age, airtime in saved[1]:
+        for age, airtime in entries:
             end = now - age - elapsed
             if end + budget.window_s <= now:
                 continue  # already out of the window
@@ -122,36 +135,59 @@ class BudgetStore:
                 "airtime budget restored: %.1f s used in the last hour before the restart",
                 sum(t.airtime for t in restored),
             )
-        self._next_save = now + SAVE_INTERVAL_S
         return len(restored)
 
-    def _parse(self, raw: bytes, budget: AirtimeBudget) -> tuple[float, list[tuple[float, float]]]:
-        if len(raw) > _MAX_FILE_BYTES:
-            raise ValueError("file too large")
+    def _assume_spent(self, budget: AirtimeBudget, now: float, reason: str) -> None:
+        """The file says nothing usable: assume the whole allowance ended just now (see the
+        module docstring for why that is the legal choice)."""
+        assert self.path is not None
         try:
-            document = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
+            where = f"moved it to {move_aside(self.path).name}"
+        except OSError as exc:
+            where = f"could not move it aside ({exc.strerror or exc})"
+        if budget.unlimited:
+            logger.warning(
+                "the saved airtime budget %s is unusable (%s; %s); no duty-cycle limit applies",
+                self.path,
+                reason,
+                where,
+            )
+            return
+        allowance = budget.allowance_s
+        budget.restore([Transmission(now - allowance, allowance)])
+        logger.error(
+            "the saved airtime budget %s is unusable (%s; %s): assuming the whole allowance "
+            "(%.1f s) was used just before this start, so this node may stay silent for up to "
+            "%.0f s to keep the legal duty cycle",
+            self.path,
+            reason,
+            where,
+            allowance,
+            budget.window_s,
+        )
+
+    def _parse(self, raw: bytes, window_s: float) -> tuple[float, list[tuple[float, float]]]:
+        """(saved_at, [(age, airtime)]); ValueError naming the first problem."""
+        document = parse_state_json(raw)
         if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
             raise ValueError("unknown format")
         if document.get("role") != self.role:
             raise ValueError(f"written by the {document.get('role')!r} side")
-        saved_at = document.get("saved_at")
+        saved_at = _finite(document.get("saved_at"))
         entries = document.get("transmissions")
-        if not isinstance(saved_at, int | float) or not isinstance(entries, list):
+        if saved_at is None or not isinstance(entries, list):
             raise ValueError("missing saved_at or transmissions")
         out: list[tuple[float, float]] = []
         for entry in entries:
-            if (
-                not isinstance(entry, list)
-                or len(entry) != 2
-                or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in entry)
-                or entry[1] < 0
-                or entry[1] > budget.window_s
-            ):
-                raise ValueError(f"bad entry {entry!r}")
-            out.append((float(entry[0]), float(entry[1])))
-        return float(saved_at), out
+            pair = [_finite(v) for v in entry] if isinstance(entry, list) else []
+            if len(pair) != 2 or pair[0] is None or pair[1] is None:
+                raise ValueError(f"bad entry {_short(entry)}")
+            age, airtime = pair[0], pair[1]
+            # A frame on the air during the save ends after it, by at most its own airtime.
+            if not 0.0 <= airtime <= window_s or age < -airtime:
+                raise ValueError(f"bad entry {_short(entry)}")
+            out.append((age, airtime))
+        return saved_at, out
 
     def maybe_save(self, budget: AirtimeBudget, now: float) -> None:
         """Save when the interval is due (shorter while the budget is busy)."""
@@ -199,3 +235,19 @@ class BudgetStore:
             self._failing = False
         self.writes += 1
         return True
+
+
+def _finite(value: object) -> float | None:
+    """`value` as a finite float, None for anything else (text, bool, an int beyond float)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -33,14 +33,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import enum
+import errno
 import math
 import os
-import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Required, TypedDict
+
+from p1lora.service.bounded_read import UnsuitableFileError, read_regular_file
 
 __all__ = [
     "BOOLEAN",
@@ -646,22 +648,25 @@ def _suggest(word: str, candidates: Iterable[str]) -> str | None:
 
 
 def _read_file(path: Path, explicit_by: str | None) -> tuple[dict[str, Any] | None, list[str]]:
-    """The parsed TOML document (None when a default file is missing), and any problems."""
+    """The parsed TOML document (None when a default file is missing), and any problems.
+
+    Every way a file can be wrong is a problem (exit 2), never an exception or a hang: only
+    regular files are read (a FIFO would block the start, /dev/zero would fill memory), at
+    most 1 MiB, and a document nested too deeply for tomllib's recursion is invalid TOML.
+    """
     try:
-        info = path.stat()
+        raw = read_regular_file(path, _MAX_CONFIG_BYTES).data
     except FileNotFoundError:
         if explicit_by is None:
             return None, []
         return None, [f"config file {path} does not exist (given by {explicit_by})"]
+    except UnsuitableFileError as exc:
+        if exc.too_large:
+            return None, [f"config file {path} is larger than 1 MiB; is it the right file?"]
+        return None, [f"config file {exc}"]
     except OSError as exc:
-        return None, [f"cannot read config file {path}: {exc.strerror or exc}"]
-    if stat.S_ISDIR(info.st_mode):
-        return None, [f"config file {path} is a directory, not a TOML file"]
-    if info.st_size > _MAX_CONFIG_BYTES:
-        return None, [f"config file {path} is larger than 1 MiB; is it the right file?"]
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
+        if exc.errno == errno.EISDIR:
+            return None, [f"config file {path} is a directory, not a TOML file"]
         return None, [f"cannot read config file {path}: {exc.strerror or exc}"]
     try:
         text = raw.decode("utf-8")
@@ -676,6 +681,9 @@ def _read_file(path: Path, explicit_by: str | None) -> tuple[dict[str, Any] | No
     except ValueError:
         # Not a TOMLDecodeError: Python refuses integers of more than 4300 digits.
         return None, [f"config file {path} is not valid TOML: a number is too long"]
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively (no depth limit).
+        return None, [f"config file {path} is not valid TOML: nested too deeply"]
 
 
 def _unknown_key_message(table: OptionTable, section: str, key: str) -> str:

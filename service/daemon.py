@@ -38,6 +38,7 @@ from types import FrameType
 from typing import Final, Protocol
 
 from p1lora.common.budget import AirtimeBudget
+from p1lora.common.fatal import FatalError
 from p1lora.common.link import LinkConfig
 from p1lora.common.logging_setup import setup_logging
 from p1lora.common.radio_types import RadioSettings
@@ -440,6 +441,9 @@ def _run(context: DaemonContext) -> int:
     except ConfigError as exc:
         _close_link(context)
         return _config_failure(program, exc, context.notifier)
+    except FatalError as exc:
+        _close_link(context)
+        return _fatal_failure(program, exc, context.notifier)
     except HardwareError as exc:
         _close_link(context)
         context.notifier.status(f"radio not available: {exc}")
@@ -461,6 +465,13 @@ def _run(context: DaemonContext) -> int:
     finally:
         _close_link(context)
         context.notifier.close()
+
+
+def _fatal_failure(program: str, exc: FatalError, notifier: Notifier) -> int:
+    """One line, no traceback: the message says what the user must do; exit 2 (not restarted)."""
+    notifier.status(str(exc))
+    logger.critical("%s not started (exit code %d): %s", program, EXIT_CONFIG, exc)
+    return EXIT_CONFIG
 
 
 def _close_link(context: DaemonContext) -> None:
@@ -499,6 +510,10 @@ def _serve(context: DaemonContext, daemon: Daemon) -> int:
     except RunLoopError as exc:
         logger.critical("%s: %s; exiting", program, exc)
         code = EXIT_FAILURE
+    except FatalError as exc:
+        logger.critical("%s: %s; exiting", program, exc)
+        context.notifier.status(str(exc))
+        code = EXIT_CONFIG
     _shutdown(context, daemon)
     code = code or context.exit_code
     logger.info("%s stopped (exit code %d)", program, code)

@@ -15,6 +15,10 @@ transmitter. So:
   A credential, when present, wins over `key_file` (it is what the unit explicitly hands over).
   Its permissions are systemd's business (a private, read-only directory), so they are not
   checked.
+- A key file **owned by someone else** (not the running user, not root) is refused too: its
+  owner can replace the key at will. A key file in a directory that others may write is
+  warned about (they can rename another file over it). The file is opened with ``O_NONBLOCK``
+  and checked with `fstat`, so a FIFO or a device at the key path is an error, never a hang.
 - The key **never appears** in a log line, an exception message or a `repr()`: errors describe
   the problem (length, line, character class) without quoting the content. What can be shown is
   the public *network id* derived from it (it is in every frame header anyway): both sides
@@ -34,6 +38,7 @@ from pathlib import Path
 from typing import Final
 
 from p1lora.common.crypto import KEY_SIZE, LinkKeys
+from p1lora.service.bounded_read import UnsuitableFileError, read_regular_file
 
 __all__ = [
     "CREDENTIALS_ENV",
@@ -142,10 +147,8 @@ def parse_key_text(text: str, where: str) -> bytes:
     return bytes.fromhex(line)
 
 
-def _permission_problem(path: Path, mode: int) -> str | None:
-    if not stat.S_ISREG(mode):
-        return f"key file {path} is not a regular file"
-    loose = stat.S_IMODE(mode) & 0o077
+def _permission_problem(path: Path, info: os.stat_result) -> str | None:
+    loose = stat.S_IMODE(info.st_mode) & 0o077
     if loose:
         who = (
             "group and others"
@@ -153,17 +156,51 @@ def _permission_problem(path: Path, mode: int) -> str | None:
             else ("its group" if loose & 0o070 else "others")
         )
         return (
-            f"key file {path} can be accessed by {who} (mode {stat.S_IMODE(mode):04o}); "
+            f"key file {path} can be accessed by {who} (mode {stat.S_IMODE(info.st_mode):04o}); "
             f"the key must stay secret: run chmod 600 {path} (and consider a new key: "
             "p1-lora keygen)"
+        )
+    me = os.geteuid()
+    if info.st_uid not in (me, 0):
+        return (
+            f"key file {path} is owned by user {info.st_uid}, not by the user p1-lora runs as "
+            f"({me}) or root; its owner can read or replace the key: run chown {me} {path} "
+            "(or chown root, with the unit's LoadCredential=)"
         )
     return None
 
 
-def read_key_file(path: Path, *, check_permissions: bool = True) -> PresharedKey:
-    """Read and check a key file (`KeyFileError` with a clear message)."""
+def _warn_if_directory_is_writable(path: Path) -> None:
+    """Whoever may write the key file's directory can rename another key over it (the file's
+    own mode does not stop that), unless the sticky bit (as on /tmp) restricts renames to the
+    file's owner. Only a warning: the key itself has not leaked."""
+    directory = path.parent
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        mode = directory.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        logger.warning(
+            "the directory %s of key file %s is writable by others (mode %04o): they could "
+            "replace the key; run chmod go-w %s",
+            directory,
+            path.name,
+            stat.S_IMODE(mode),
+            directory,
+        )
+
+
+def read_key_file(path: Path, *, check_permissions: bool = True) -> PresharedKey:
+    """Read and check a key file (`KeyFileError` with a clear message).
+
+    Opened without blocking and checked on the opened file (`read_regular_file`): a FIFO, a
+    device or a directory is refused, never waited on or read without end. With
+    `check_permissions` (everything but a systemd credential, which systemd keeps private) the
+    file must be private to its owner, owned by the running user or root, and a directory
+    others may write is warned about.
+    """
+    try:
+        opened = read_regular_file(path, _MAX_KEY_FILE_BYTES)
     except FileNotFoundError:
         raise KeyFileError(
             f"key file {path} does not exist; create one with: p1-lora keygen --out {path}"
@@ -173,25 +210,19 @@ def read_key_file(path: Path, *, check_permissions: bool = True) -> PresharedKey
             f"cannot read key file {path}: permission denied; it must be readable by the user "
             "p1-lora runs as (under systemd the unit passes it with LoadCredential= instead)"
         ) from None
+    except UnsuitableFileError as exc:
+        if exc.too_large:
+            raise KeyFileError(f"key file {path} is too large to be a key file") from None
+        raise KeyFileError(f"key file {exc}") from None
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+    if check_permissions:
+        problem = _permission_problem(path, opened.info)
+        if problem is not None:
+            raise KeyFileError(problem)
+        _warn_if_directory_is_writable(path)
     try:
-        info = os.fstat(fd)  # the file we opened, not whatever the path points to now
-        if check_permissions:
-            problem = _permission_problem(path, info.st_mode)
-            if problem is not None:
-                raise KeyFileError(problem)
-        elif not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"key file {path} is not a regular file")
-        data = os.read(fd, _MAX_KEY_FILE_BYTES + 1)
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(data) > _MAX_KEY_FILE_BYTES:
-        raise KeyFileError(f"key file {path} is too large to be a key file")
-    try:
-        text = data.decode("ascii")
+        text = opened.data.decode("ascii")
     except UnicodeDecodeError:
         raise KeyFileError(
             f"key file {path} is not text; expected {KEY_HEX_CHARS} hexadecimal characters"

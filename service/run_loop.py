@@ -11,7 +11,8 @@ That is the whole loop; this module adds what a daemon that must run for months 
 - **Tolerance**: a step that raises is logged with its traceback, counted and retried after an
   exponential backoff (0.1 s doubling to 30 s, with jitter) instead of killing the daemon. Only
   `max_failures` *consecutive* failures give up, by raising `RunLoopError` (systemd then
-  restarts the service, which is the right cure for a state that keeps failing).
+  restarts the service, which is the right cure for a state that keeps failing). A
+  `FatalError` (e.g. the frame counters are used up) is not retried: it ends the loop at once.
 - **Liveness**: `heartbeat` is called after every successful step (a systemd watchdog ping).
 
 It runs on a `VirtualClock` too (waiting advances virtual time), which is how it is tested.
@@ -27,6 +28,7 @@ from typing import Protocol
 
 from p1lora.common.backoff import Backoff
 from p1lora.common.clock import Clock
+from p1lora.common.fatal import FatalError
 
 __all__ = ["LoopStats", "RunLoopError", "Steppable", "request_stop", "run_forever"]
 
@@ -87,6 +89,8 @@ def run_forever(
     while not stop.is_set():
         try:
             deadline = runtime.step(clock.now())
+        except FatalError:
+            raise  # retrying cannot cure it: the daemon reports it and stops
         except Exception as exc:
             counts.failures += 1
             counts.consecutive_failures += 1

@@ -25,6 +25,12 @@ Why the care:
 - **Corrupt files are moved aside** (``<name>.corrupt``, ``.corrupt.1`` ...) with a warning and
   the defaults are used, so a damaged file cannot stop a node from starting and the evidence
   is kept for a bug report.
+- **Damage includes what JSON allows but no state holds**: ``NaN``, ``Infinity`` and numbers
+  too large for a float (``1e999``) are refused by `parse_state_json` (a NaN compares false
+  with everything, so a NaN limit is no limit), as is a document nested so deeply that the
+  parser would overflow the stack, and a negative `set interval`. Files are read with
+  `read_regular_file`: at most 64 KiB, and a FIFO or device put where a state file belongs is
+  damage, never a start that blocks forever.
 
 `StateStore(None, role=...)` keeps everything in memory only (the simulator and tests use it to
 "reboot" a runtime with the state it persisted).
@@ -36,6 +42,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -44,8 +51,16 @@ from typing import TypeVar
 
 from p1lora.common.counters import CounterState
 from p1lora.common.link.persist import RxPersistentState, TxPersistentState
+from p1lora.service.bounded_read import UnsuitableFileError, read_regular_file
 
-__all__ = ["FORMAT_VERSION", "StateStore", "StateStoreStats", "write_atomically"]
+__all__ = [
+    "FORMAT_VERSION",
+    "StateStore",
+    "StateStoreStats",
+    "move_aside",
+    "parse_state_json",
+    "write_atomically",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +145,7 @@ class StateStore:
     def load_tx_state(self) -> TxPersistentState | None:
         """The transmitter's link state (only for role "tx")."""
         self._need_role("tx")
-        return self._load("link", TxPersistentState.from_dict)
+        return self._load("link", _tx_state_from_dict)
 
     def load_rx_state(self) -> RxPersistentState | None:
         """The receiver's link state (only for role "rx")."""
@@ -176,10 +191,12 @@ class StateStore:
             held = self._saved.get(kind)
             return None if held is None else parse(held)
         try:
-            with path.open("rb") as handle:
-                raw = handle.read(_MAX_FILE_BYTES + 1)
+            raw = read_regular_file(path, _MAX_FILE_BYTES).data
         except FileNotFoundError:
             logger.debug("no saved %s state at %s: starting from defaults", kind, path)
+            return None
+        except UnsuitableFileError as exc:
+            self._moved(path, str(exc))
             return None
         except OSError as exc:
             logger.warning(
@@ -193,18 +210,23 @@ class StateStore:
             document = self._unwrap(raw)
             value = parse(document)
         except ValueError as exc:
-            self._move_aside(path, str(exc))
+            self._moved(path, str(exc))
             return None
         self._saved[kind] = dict(document)
         return value
 
-    def _unwrap(self, raw: bytes) -> Mapping[str, object]:
-        if len(raw) > _MAX_FILE_BYTES:
-            raise ValueError(f"file is larger than {_MAX_FILE_BYTES} bytes")
+    def _moved(self, path: Path, reason: str) -> None:
         try:
-            document = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not valid JSON ({exc})") from None
+            where = f"moved it to {move_aside(path).name}"
+            self._corrupt_moved += 1
+        except OSError as exc:
+            where = f"could not move it aside ({_describe(exc)})"
+        logger.warning(
+            "saved state %s is damaged (%s): %s and started from defaults", path, reason, where
+        )
+
+    def _unwrap(self, raw: bytes) -> Mapping[str, object]:
+        document = parse_state_json(raw)
         if not isinstance(document, dict):
             raise ValueError("not a JSON object")
         version = document.get("format")
@@ -217,31 +239,6 @@ class StateStore:
         if not isinstance(data, dict):
             raise ValueError("'data' is not an object")
         return data
-
-    def _move_aside(self, path: Path, reason: str) -> None:
-        target = path.with_name(path.name + ".corrupt")
-        index = 0
-        while target.exists():
-            index += 1
-            target = path.with_name(f"{path.name}.corrupt.{index}")
-        try:
-            path.rename(target)
-        except OSError as exc:
-            logger.warning(
-                "saved state %s is damaged (%s) and could not be moved aside (%s): "
-                "starting from defaults",
-                path,
-                reason,
-                _describe(exc),
-            )
-            return
-        self._corrupt_moved += 1
-        logger.warning(
-            "saved state %s is damaged (%s): moved it to %s and started from defaults",
-            path,
-            reason,
-            target.name,
-        )
 
     def _remove_stale_temporaries(self) -> None:
         """A crash between writing and renaming leaves a temporary file: it is never valid."""
@@ -335,3 +332,49 @@ def _fsync_directory(directory: Path) -> None:
 
 def _describe(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def _tx_state_from_dict(data: Mapping[str, object]) -> TxPersistentState:
+    state = TxPersistentState.from_dict(data)
+    if state.interval_s < 0:
+        raise ValueError(f"saved link state: negative interval_s {state.interval_s}")
+    return state
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a state file may hold")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:24]} is too large for a state file")
+    return value
+
+
+def parse_state_json(raw: bytes) -> object:
+    """The JSON document in `raw`; ValueError (with the reason) for anything a state file
+    never holds: invalid UTF-8 or JSON, NaN/Infinity/overflowing numbers, deep nesting."""
+    try:
+        return json.loads(
+            raw.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not valid JSON (not UTF-8 at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError("not valid JSON (nested too deeply)") from None
+
+
+def move_aside(path: Path) -> Path:
+    """Rename damaged state file `path` to ``<name>.corrupt`` (or ``.corrupt.N``) so that the
+    evidence is kept and the next start does not trip over it; the new path (OSError if the
+    rename fails)."""
+    target = path.with_name(path.name + ".corrupt")
+    index = 0
+    while target.exists() or target.is_symlink():
+        index += 1
+        target = path.with_name(f"{path.name}.corrupt.{index}")
+    path.rename(target)
+    return target

@@ -80,13 +80,14 @@ def test_a_clock_that_went_backwards_counts_as_no_time_passed(tmp_path):
         ),
     ],
 )
-def test_unusable_files_are_reported_and_ignored(tmp_path, caplog, content, why):
+def test_unusable_files_are_reported_and_count_as_a_full_hour(tmp_path, caplog, content, why):
     (tmp_path / "tx_budget.json").write_bytes(content)
     budget = AirtimeBudget(0.01)
     with caplog.at_level(logging.WARNING):
-        assert BudgetStore(tmp_path, "tx").restore(budget, now=0.0) == 0
+        assert BudgetStore(tmp_path, "tx").restore(budget, now=0.0) == 1
     assert why in caplog.text
-    assert budget.used(0.0) == 0.0
+    assert budget.used(0.0) == pytest.approx(budget.allowance_s)
+    assert (tmp_path / "tx_budget.json.corrupt").read_bytes() == content
 
 
 def test_a_failing_write_is_logged_once_and_never_raises(tmp_path, caplog):

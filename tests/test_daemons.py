@@ -133,9 +133,11 @@ def test_budget_entries_older_than_the_window_are_dropped_and_bad_files_ignored(
     assert fresh.used(50.0) == 0.0
     assert store.path is not None
     store.path.write_text("{not json")
+    damaged = AirtimeBudget(0.1)
     with caplog.at_level(logging.WARNING):
-        assert store.restore(AirtimeBudget(0.1), 0.0) == 0
-    assert "starting with an empty hour" in caplog.text
+        assert store.restore(damaged, 0.0) == 1
+    assert "assuming the whole allowance" in caplog.text  # a damaged file counts as a full hour
+    assert damaged.used(0.0) == pytest.approx(damaged.allowance_s)
     other = BudgetStore(tmp_path, "rx")
     assert other.restore(AirtimeBudget(0.1), 0.0) == 0  # no file for this role yet
 

@@ -114,7 +114,7 @@ def test_missing_file_and_directory(tmp_path):
         read_key_file(tmp_path / "absent")
     directory = tmp_path / "dir"
     directory.mkdir(mode=0o700)
-    with pytest.raises(KeyFileError, match="is not a regular file"):
+    with pytest.raises(KeyFileError, match="is a directory, not a regular file"):
         read_key_file(directory)
 
 

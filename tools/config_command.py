@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from p1lora.receiver.options import RX_OPTIONS, MqttSection
+from p1lora.service.bounded_read import read_regular_file
 from p1lora.service.config import Config, ConfigError, OptionTable, load_config
 from p1lora.service.keyfile import KeyFileError, read_key_file
 from p1lora.service.options import LinkSection
@@ -101,8 +102,10 @@ def infer_role(path: Path, document: Mapping[str, object] | None) -> str | None:
 def _peek(path: Path) -> Mapping[str, object] | None:
     """The document if it parses (role inference only; the real load reports problems)."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # UnicodeDecodeError and TOMLDecodeError are ValueErrors
+        return tomllib.loads(read_regular_file(path, 1024 * 1024).data.decode("utf-8"))
+    # UnicodeDecodeError, TOMLDecodeError and UnsuitableFileError (a FIFO, /dev/zero) are
+    # ValueErrors; tomllib recurses without a depth limit.
+    except (OSError, ValueError, RecursionError):
         return None
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from p1lora.common.budget import AirtimeBudget
+from p1lora.service.bounded_read import read_regular_file
 from p1lora.service.config import Config
 from p1lora.service.daemon import (
     DaemonContext,
@@ -27,7 +28,7 @@ from p1lora.service.daemon import (
     run_daemon,
 )
 from p1lora.service.options import LinkSection, fixed_radio, link_config
-from p1lora.service.state_store import StateStore, write_atomically
+from p1lora.service.state_store import StateStore, parse_state_json, write_atomically
 from p1lora.transmitter.options import TX_OPTIONS
 from p1lora.transmitter.runtime import TxRuntime
 from p1lora.transmitter.serial_source import SourceStats
@@ -129,8 +130,8 @@ def apply_config_changes(config: Config, store: StateStore, state_dir: Path) -> 
     """
     wanted = _configured_radio(config)
     remembered = state_dir / CONFIG_MEMORY
-    try:
-        previous = json.loads(remembered.read_text(encoding="utf-8"))
+    try:  # bounded, never blocking; damage (even deep nesting) counts as "config changed"
+        previous = parse_state_json(read_regular_file(remembered, 64 * 1024).data)
     except (OSError, ValueError):
         previous = None
     if previous == wanted:

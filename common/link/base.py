@@ -22,6 +22,7 @@ from p1lora.common.airtime import MAX_PAYLOAD, time_on_air_for
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.counters import CounterState
 from p1lora.common.crypto import Direction
+from p1lora.common.fatal import FatalError
 from p1lora.common.frames import FrameError, FrameType, overhead
 from p1lora.common.link.config import LinkConfig
 from p1lora.common.link.diagnostics import RejectionLog
@@ -183,6 +184,8 @@ class LinkBase:
             self._event("tx_done_missing")
         try:
             step(now)
+        except FatalError:  # no retry can cure it (e.g. counters used up): the daemon stops
+            raise
         except Exception:  # a protocol bug must not kill the runtime's reading loop
             self._internal_errors += 1
             logger.exception("%s: internal error while handling an event", self.ROLE)
