@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
 
 from p1lora.common.airtime import MAX_PAYLOAD, time_on_air_for
 from p1lora.common.budget import AirtimeBudget
@@ -28,23 +28,31 @@ from p1lora.common.link.diagnostics import RejectionLog
 from p1lora.common.link.events import (
     Action,
     Configure,
+    LinkEvent,
     LinkEventAction,
     PersistCounters,
     Transmit,
 )
 from p1lora.common.link.session import LinkSecurity, OutgoingFrame
+from p1lora.common.link.states import RxState, TxState, check_transition
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 
 __all__ = ["LinkBase"]
 
 logger = logging.getLogger("p1lora.common.link")
 
+_S = TypeVar("_S", TxState, RxState)
 
-class LinkBase:
+
+class LinkBase(Generic[_S]):
     """Shared machinery; see the module docstring. Not used on its own."""
 
     ROLE: ClassVar[str] = "link"
     SENDING: ClassVar[Direction] = Direction.UPLINK
+    #: The machine's legal transitions (`states.TX_TRANSITIONS` / `RX_TRANSITIONS`).
+    TRANSITIONS: ClassVar[Mapping[Any, frozenset[Any]]]
+    #: Set by the subclass before its first event (its start state depends on what it restored).
+    _state: _S
 
     def __init__(
         self,
@@ -60,7 +68,6 @@ class LinkBase:
         self._budget = AirtimeBudget.for_sub_band(config.sub_band())
         self._actions: list[Action] = []
         self._now = now
-        self._state = "rendezvous"
         rendezvous = config.rendezvous()
         self._settings: RadioSettings = rendezvous
         self._last_good: RadioSettings = rendezvous
@@ -69,7 +76,6 @@ class LinkBase:
         self._rejections = RejectionLog(logger, self.ROLE)
         self._frames_sent: Counter[str] = Counter()
         self._frames_received = 0
-        self._airtime_reported = 0.0
         self._internal_errors = 0
         self._max_body_cache: dict[tuple[RadioSettings, FrameType], int] = {}
         #: The last authentic frame accepted (exact duplicates are answered, not re-processed).
@@ -78,7 +84,7 @@ class LinkBase:
     # -- public read-only state ------------------------------------------------------------
 
     @property
-    def state(self) -> str:
+    def state(self) -> _S:
         """Protocol state name (rendezvous, handshake, switching, probing, running, fallback...)."""
         return self._state
 
@@ -134,13 +140,13 @@ class LinkBase:
         return self.actions()
 
     def tx_done(self, now: float, airtime_s: float | None = None) -> list[Action]:
-        """The radio finished sending (runtime guarantee: reported with the real airtime)."""
+        """The radio finished sending (runtime guarantee: reported with the real airtime).
+        `airtime_s` is accepted for the runtimes' convenience; the budget counts the airtime
+        computed when the frame was emitted."""
 
         def done(at: float) -> None:
             self._radio_busy = False
             self._tx_watchdog = None
-            if airtime_s is not None:
-                self._airtime_reported += airtime_s
             self._on_tx_done(at)
             self._on_tick(at)
 
@@ -180,7 +186,7 @@ class LinkBase:
         if self._tx_watchdog is not None and now >= self._tx_watchdog:
             self._radio_busy = False
             self._tx_watchdog = None
-            self._event("tx_done_missing")
+            self._event(LinkEvent.TX_DONE_MISSING)
         try:
             step(now)
         except Exception:  # a protocol bug must not kill the runtime's reading loop
@@ -191,16 +197,19 @@ class LinkBase:
     def _emit(self, action: Action) -> None:
         self._actions.append(action)
 
-    def _event(self, kind: str, **fields: object) -> None:
+    def _event(self, kind: LinkEvent, **fields: object) -> None:
         logger.debug("%s %s %s", self.ROLE, kind, fields)
-        self._emit(LinkEventAction(kind, {"role": self.ROLE, "state": self._state, **fields}))
+        self._emit(LinkEventAction(kind, {"role": self.ROLE, "state": self._state.value, **fields}))
 
-    def _set_state(self, state: str, reason: str) -> None:
+    def _set_state(self, state: _S, reason: str) -> None:
+        """Move to `state` (staying put is no move); a move outside `TRANSITIONS` is a bug
+        and raises `IllegalTransitionError`."""
         if state != self._state:
             previous = self._state
+            check_transition(self.TRANSITIONS, previous, state)
             self._state = state
             logger.info("%s: %s -> %s (%s)", self.ROLE, previous, state, reason)
-            self._event("state", previous=previous, reason=reason)
+            self._event(LinkEvent.STATE, previous=previous.value, reason=reason)
 
     def _configure(self, settings: RadioSettings, reason: str) -> None:
         if settings != self._settings:
@@ -216,7 +225,10 @@ class LinkBase:
         self._settings = settings
         self._emit(Configure(settings, reason))
         self._event(
-            "configure", settings=settings.label(), power=settings.tx_power_dbm, reason=reason
+            LinkEvent.CONFIGURE,
+            settings=settings.label(),
+            power=settings.tx_power_dbm,
+            reason=reason,
         )
 
     def _max_body(self, frame_type: FrameType) -> int:
@@ -283,10 +295,10 @@ class LinkBase:
         self._rejections.record(now, reason, str(error))
         self._emit(
             LinkEventAction(
-                "frame_rejected",
+                LinkEvent.FRAME_REJECTED,
                 {
                     "role": self.ROLE,
-                    "state": self._state,
+                    "state": self._state.value,
                     "reason": reason,
                     "bytes": len(frame.payload),
                     "rssi": frame.rssi_dbm,

@@ -52,6 +52,7 @@ import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TypeVar
 
 from p1lora.common import codec
@@ -67,7 +68,7 @@ from p1lora.common.link.base import LinkBase
 from p1lora.common.link.commands import Command, CommandCode, ReplyStatus
 from p1lora.common.link.config import FixedRadio, LinkConfig, RadioMode
 from p1lora.common.link.diagnostics import LinkDiagnostics, LossWindow
-from p1lora.common.link.events import Action, PersistState, RunCommand
+from p1lora.common.link.events import Action, LinkEvent, PersistState, RunCommand
 from p1lora.common.link.fragments import OutgoingUpdate, split
 from p1lora.common.link.messages import (
     Ack,
@@ -85,6 +86,7 @@ from p1lora.common.link.messages import (
 )
 from p1lora.common.link.pacing import Pacer
 from p1lora.common.link.persist import TxPersistentState
+from p1lora.common.link.states import TX_TRANSITIONS, TxState
 from p1lora.common.link.tuning import (
     TYPICAL_FRAME_BYTES,
     Candidate,
@@ -114,11 +116,46 @@ _COMMAND_MEMORY = 16
 _POWER_RESTORE_AFTER = 2
 
 
+class Awaiting(Enum):
+    """What the one frame in flight waits for an answer to: decides how its ack and its
+    timeout are handled (`_ACK_HANDLERS`, `_TIMEOUT_HANDLERS`)."""
+
+    DISCOVER = "discover"
+    SWITCH = "switch"
+    PROBE = "probe"
+    DATA = "data"
+    FRAGMENT = "fragment"
+    STATUS = "status"
+    KEEPALIVE = "keepalive"
+    REPLY = "reply"
+
+
+class Timer(Enum):
+    """The transmitter's wake-ups (each at most once; `next_deadline` is the earliest)."""
+
+    #: The next DISCOVER (backoff, or a moment the receiver may reach the rendezvous).
+    DISCOVER = "discover"
+    #: When a lost link may go to the rendezvous (`timing.rendezvous_window`).
+    LOST = "lost"
+    #: The airtime budget has room again.
+    BUDGET = "budget"
+    #: The first probe after a switch (the receiver listens at the target by then).
+    PROBE = "probe"
+    #: The receiver has surely reverted after a failed switch.
+    HOLDOFF = "holdoff"
+    #: A switch put off for a short budget wait.
+    DEFERRED = "deferred"
+    #: A status report or keepalive falls due.
+    STATUS = "status"
+    #: The pacing or interval gate opens.
+    SEND = "send"
+
+
 @dataclass
 class _Outstanding:
     """The one frame in flight that expects an answer."""
 
-    kind: str
+    kind: Awaiting
     frame: bytes
     frame_type: FrameType
     counter: int
@@ -130,7 +167,6 @@ class _Outstanding:
     random: bytes = b""
     telegram: bytes | None = None
     expect: int = -1
-    fragment_index: int = -1
 
 
 @dataclass
@@ -174,11 +210,12 @@ class _Measurements:
     peer_budget: float | None = None
 
 
-class TxLink(LinkBase):
+class TxLink(LinkBase[TxState]):
     """The transmitter's link state machine (see the module docstring)."""
 
     ROLE = "tx"
     SENDING = Direction.UPLINK
+    TRANSITIONS = TX_TRANSITIONS
 
     def __init__(
         self,
@@ -199,11 +236,11 @@ class TxLink(LinkBase):
         start = self._restore(persisted)
         self._settings = start
         self._last_good = start
-        self._state = "rendezvous" if start == config.rendezvous() else "handshake"
+        self._state = TxState.RENDEZVOUS if start == config.rendezvous() else TxState.HANDSHAKE
         self._configure(start, "start")
         self._outstanding: _Outstanding | None = None
         self._retry: _Outstanding | None = None
-        self._timers: dict[str, float] = {"discover": now}
+        self._timers: dict[Timer, float] = {Timer.DISCOVER: now}
         self._discover_attempts = 0
         self._pending: bytes | None = None
         self._reference: bytes | None = None
@@ -226,7 +263,7 @@ class TxLink(LinkBase):
         #: The target of the last `switch_deferred` event: a switch put off again and again
         #: (a 20 s dwell window) is reported once, not at every retry.
         self._deferred_reported: tuple[int, int] | None = None
-        self._never_warned_frames: set[tuple[str, str, int, int]] = set()
+        self._never_warned_frames: set[tuple[Timer, TxState, int, int]] = set()
         self._next_tune_at = now
         self._next_down_at = now
         self._next_power_at = now
@@ -298,7 +335,7 @@ class TxLink(LinkBase):
             if self._pending is not None:
                 self._telegrams["superseded"] += 1
             self._pending = bytes(telegram)
-            if self._retry is not None and self._retry.kind == "data":
+            if self._retry is not None and self._retry.kind is Awaiting.DATA:
                 self._retry = None
             self._on_tick(at)
 
@@ -357,7 +394,7 @@ class TxLink(LinkBase):
         out = self._outstanding
         if out is not None and out.deadline is None:
             out.deadline = now + timing.reply_timeout(self.config, out.settings, out.reply_bytes)
-            if out.kind == "probe" and self._switch is not None:
+            if out.kind is Awaiting.PROBE and self._switch is not None:
                 self._switch.last_probe_end = now
 
     def _on_tick(self, now: float) -> None:
@@ -368,7 +405,7 @@ class TxLink(LinkBase):
         fired = [k for k, t in self._timers.items() if t <= now]
         for name in fired:
             del self._timers[name]
-        if "lost" in fired and self._state == "running":
+        if Timer.LOST in fired and self._state is TxState.RUNNING:
             self._check_lost(now)
         self._pump(now)
 
@@ -378,20 +415,11 @@ class TxLink(LinkBase):
             if self._radio_busy or self._outstanding is not None:
                 return
             before = self._state
-            if self._state in ("rendezvous", "handshake"):
-                sent = self._discovering(now)
-            elif self._state == "switching":
-                sent = self._switching(now)
-            elif self._state == "probing":
-                sent = self._probing(now)
-            elif self._state == "fallback":
-                sent = self._fallback(now)
-            else:
-                sent = self._running(now)
+            sent = _STEPS[self._state](self, now)
             if sent or self._state == before:
                 return
 
-    def _wait(self, name: str, until: float) -> None:
+    def _wait(self, name: Timer, until: float) -> None:
         if math.isfinite(until):
             self._timers[name] = until
             return
@@ -411,12 +439,12 @@ class TxLink(LinkBase):
             )
 
     def _session_send(
-        self, now: float, kind: str, frame_type: FrameType, body: bytes, reply_bytes: int
+        self, now: float, kind: Awaiting, frame_type: FrameType, body: bytes, reply_bytes: int
     ) -> _Outstanding | None:
         size = len(body) + overhead(frame_type)
         wait = self._budget_wait(now, size)
         if wait > 0:
-            self._wait("budget", now + wait)
+            self._wait(Timer.BUDGET, now + wait)
             return None
         sent = self._send(now, size, lambda: self._security.seal_session(frame_type, body))
         if sent is None:
@@ -426,7 +454,7 @@ class TxLink(LinkBase):
         self._last_sent_end = now + self._airtime(size)
         if frame_type is not FrameType.PROBE:
             self._proof_due = False
-        if kind in ("switch", "probe"):
+        if kind in (Awaiting.SWITCH, Awaiting.PROBE):
             self._pacer.invalidate()  # unpaced traffic: the pacing must account for it
         out = _Outstanding(
             kind, sent.frame, frame_type, sent.counter, self._settings, now, reply_bytes
@@ -436,18 +464,18 @@ class TxLink(LinkBase):
 
     # -- discovery ----------------------------------------------------------------------------
 
-    def _discovering(self, now: float) -> bool:
-        due = self._timers.get("discover", now)
+    def _sent_discover(self, now: float) -> bool:
+        due = self._timers.get(Timer.DISCOVER, now)
         if now < due:
-            self._timers["discover"] = due
+            self._timers[Timer.DISCOVER] = due
             return False
         size = timing.DISCOVER_BYTES
         wait = self._budget_wait(now, size)
         if wait > 0:
-            self._wait("discover", now + wait)
+            self._wait(Timer.DISCOVER, now + wait)
             return False
         random = self._security.random()
-        body = Discover(self._state == "handshake", self._settings.tx_power_dbm).encode()
+        body = Discover(self._state is TxState.HANDSHAKE, self._settings.tx_power_dbm).encode()
         sent = self._send(
             now,
             size,
@@ -455,10 +483,10 @@ class TxLink(LinkBase):
         )
         if sent is None:
             return False
-        self._timers.pop("discover", None)
+        self._timers.pop(Timer.DISCOVER, None)
         self._pacer.invalidate()
         self._outstanding = _Outstanding(
-            "discover",
+            Awaiting.DISCOVER,
             sent.frame,
             FrameType.DISCOVER,
             sent.counter,
@@ -468,13 +496,16 @@ class TxLink(LinkBase):
             random=random,
         )
         self._event(
-            "discover", attempt=self._discover_attempts + 1, settings=self._settings.label()
+            LinkEvent.DISCOVER, attempt=self._discover_attempts + 1, settings=self._settings.label()
         )
         return True
 
     def _discover_failed(self, now: float) -> None:
         self._discover_attempts += 1
-        if self._state == "handshake" and self._discover_attempts >= self.config.resume_attempts:
+        if (
+            self._state is TxState.HANDSHAKE
+            and self._discover_attempts >= self.config.resume_attempts
+        ):
             self._go_rendezvous(now, "no answer at the last known good setting")
             return
         delay = timing.discovery_delay(self.config, self._settings, self._discover_attempts - 1)
@@ -488,7 +519,7 @@ class TxLink(LinkBase):
             due = now + timing.discovery_delay(self.config, self._settings, 0) * self._jitter()
         if self._meet_times:
             due = min(due, self._meet_times[0])
-        self._timers["discover"] = due
+        self._timers[Timer.DISCOVER] = due
 
     def _reset_traffic(self) -> None:
         self._outstanding = None
@@ -511,26 +542,26 @@ class TxLink(LinkBase):
         self._reset_traffic()
         rendezvous = self.config.rendezvous()
         self._last_good = rendezvous
-        self._set_state("rendezvous", reason)
+        self._set_state(TxState.RENDEZVOUS, reason)
         self._configure(rendezvous, reason)
         self._discover_attempts = 0
         self._timers.clear()
-        self._timers["discover"] = now
+        self._timers[Timer.DISCOVER] = now
         self._meet_times = sorted(t for t in set(meet_times) if t > now)
-        self._event("link_lost", reason=reason)
+        self._event(LinkEvent.LINK_LOST, reason=reason)
 
     def _go_handshake(self, now: float, reason: str) -> None:
         self._security.drop_sessions()
         self._reset_traffic()
-        self._set_state("handshake", reason)
+        self._set_state(TxState.HANDSHAKE, reason)
         self._discover_attempts = 0
         self._meet_times = []
         self._timers.clear()
-        self._timers["discover"] = now
+        self._timers[Timer.DISCOVER] = now
 
     def _on_challenge(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
         out = self._outstanding
-        if out is None or out.kind != "discover":
+        if out is None or out.kind is not Awaiting.DISCOVER:
             raise FrameError(RejectReason.STALE, "CHALLENGE without a DISCOVER in flight")
         counter, body = self._security.open_static(sealed, extra_associated=out.random)
         self._peer_sent(frame)
@@ -555,14 +586,14 @@ class TxLink(LinkBase):
         self._loss.clear()
         self._discover_attempts = 0
         self._meet_times = []
-        self._timers.pop("discover", None)
+        self._timers.pop(Timer.DISCOVER, None)
         self._event(
-            "session_established",
+            LinkEvent.SESSION_ESTABLISHED,
             settings=self._settings.label(),
             uplink_snr=challenge.report.snr_db,
             downlink_snr=frame.snr_db,
         )
-        self._set_state("running", "handshake complete")
+        self._set_state(TxState.RUNNING, "handshake complete")
         # The receiver's session is pending until our first frame; any frame proves it, so
         # the status rides on the first update (or goes alone when there is none).
         self._want_status(now)
@@ -583,10 +614,10 @@ class TxLink(LinkBase):
             raise FrameError(RejectReason.STALE, "RESYNC names no recent frame of ours")
         self._last_rx_static = counter
         self._last_accepted_raw = sealed.raw
-        if self._state in ("rendezvous", "handshake"):
+        if self._state in (TxState.RENDEZVOUS, TxState.HANDSHAKE):
             return
-        self._event("resync", settings=self._settings.label())
-        if self._state in ("probing", "fallback", "switching"):
+        self._event(LinkEvent.RESYNC, settings=self._settings.label())
+        if self._state in (TxState.PROBING, TxState.FALLBACK, TxState.SWITCHING):
             self._configure(self._last_good, "resync")
         self._go_handshake(now, "receiver lost its session")
 
@@ -670,7 +701,7 @@ class TxLink(LinkBase):
 
     def _proof_bytes(self) -> int:
         """The smallest frame that proves a commit to the receiver: a standalone STATUS (the
-        newest update goes instead when the budget has room for it, see `_running`). Two bytes
+        newest update goes instead when the budget has room for it, see `_sent_running`). Two bytes
         of slack cover counters that grow a varint byte between the plan and the commit."""
         status = overhead(FrameType.STATUS) + len(self._status_message(self._last_sent_at).encode())
         return max(timing.STATUS_TYPICAL_BYTES, status + 2)
@@ -705,11 +736,11 @@ class TxLink(LinkBase):
                 self._gate_at = max(self._gate_at, now + delay)
                 self._deferred = (target, reason)
                 self._deferred_at = now + delay
-                self._timers["deferred"] = now + delay
+                self._timers[Timer.DEFERRED] = now + delay
             if report:
                 self._deferred_reported = key
                 self._event(
-                    "switch_deferred",
+                    LinkEvent.SWITCH_DEFERRED,
                     target=target.label(),
                     reason="budget",
                     wait_s=round(delay, 3) if math.isfinite(wait) else None,
@@ -719,8 +750,8 @@ class TxLink(LinkBase):
         self._switch_id = (self._switch_id + 1) & 0xFF
         self._switch = _Switch(target, self._switch_id, reason, self._settings)
         self._proof_due = False
-        self._set_state("switching", reason)
-        self._event("switch_start", target=target.label(), reason=reason)
+        self._set_state(TxState.SWITCHING, reason)
+        self._event(LinkEvent.SWITCH_START, target=target.label(), reason=reason)
         return True
 
     def _switch_never(self, target: RadioSettings) -> None:
@@ -730,7 +761,7 @@ class TxLink(LinkBase):
         if key in self._never_warned:
             return
         self._never_warned.add(key)
-        self._event("switch_deferred", target=target.label(), reason="budget", wait_s=None)
+        self._event(LinkEvent.SWITCH_DEFERRED, target=target.label(), reason="budget", wait_s=None)
         band = self.config.sub_band()
         logger.warning(
             "tx: cannot switch to %s: the SWITCH and its probes never fit %s's %.3g s of airtime "
@@ -742,14 +773,16 @@ class TxLink(LinkBase):
             self._settings.label(),
         )
 
-    def _switching(self, now: float) -> bool:
+    def _sent_switch(self, now: float) -> bool:
         plan = self._switch
         if plan is None:
-            self._set_state("running", "no switch planned")
+            self._set_state(TxState.RUNNING, "no switch planned")
             return False
         if plan.sent is None:
             body = Switch(plan.switch_id, plan.target.sf, plan.target.bw_hz).encode()
-            out = self._session_send(now, "switch", FrameType.SWITCH, body, timing.ACK_MAX_BYTES)
+            out = self._session_send(
+                now, Awaiting.SWITCH, FrameType.SWITCH, body, timing.ACK_MAX_BYTES
+            )
             if out is None:
                 return False
             out.expect = plan.switch_id
@@ -760,7 +793,7 @@ class TxLink(LinkBase):
         sent = plan.sent
         wait = self._budget_wait(now, len(sent.frame))
         if wait > 0:
-            self._wait("budget", now + wait)
+            self._wait(Timer.BUDGET, now + wait)
             return False
         if not self._resend(now, sent.frame, sent.frame_type.name):
             return False
@@ -778,11 +811,11 @@ class TxLink(LinkBase):
         plan.acked = acked
         plan.last_probe_end = now
         self._configure(plan.target, "switch" if acked else "switch (unacknowledged)")
-        self._set_state("probing", plan.reason)
+        self._set_state(TxState.PROBING, plan.reason)
         # The receiver changes its settings when its ack has left, the moment we heard it: a
         # probe sent at once could start before it listens at the target. A guard avoids
         # losing the first probe (a whole probe cycle: seconds at SF12).
-        self._timers["probe"] = now + timing.guard(plan.target)
+        self._timers[Timer.PROBE] = now + timing.guard(plan.target)
 
     def _probe_size(self, origin: RadioSettings, target: RadioSettings) -> int:
         """Probes are padded like a typical update (up to `timing.PROBE_MAX_BYTES`), so a commit
@@ -805,8 +838,8 @@ class TxLink(LinkBase):
             size -= 1
         return size
 
-    def _probing(self, now: float) -> bool:
-        if self._timers.get("probe", now) > now:
+    def _sent_probe(self, now: float) -> bool:
+        if self._timers.get(Timer.PROBE, now) > now:
             return False
         plan = self._switch
         origin = self._last_good if plan is None else plan.origin
@@ -814,7 +847,7 @@ class TxLink(LinkBase):
         self._probe_id = (self._probe_id + 1) & 0xFF
         padding = self._rng(size - overhead(FrameType.PROBE) - 1)
         body = Probe(self._probe_id, padding).encode()
-        out = self._session_send(now, "probe", FrameType.PROBE, body, timing.ACK_MAX_BYTES)
+        out = self._session_send(now, Awaiting.PROBE, FrameType.PROBE, body, timing.ACK_MAX_BYTES)
         if out is None:
             return False
         out.expect = crc16_arc(body)
@@ -837,8 +870,8 @@ class TxLink(LinkBase):
         self._switch = None
         self._last_good = self._settings.replace(tx_power_dbm=self._max_power)
         self._failed.pop((plan.target.sf, plan.target.bw_hz), None)
-        self._set_state("running", "switch confirmed")
-        self._event("switch_committed", settings=self._settings.label(), reason=plan.reason)
+        self._set_state(TxState.RUNNING, "switch confirmed")
+        self._event(LinkEvent.SWITCH_COMMITTED, settings=self._settings.label(), reason=plan.reason)
         # Any non-probe frame proves the commit to the receiver: the newest telegram goes
         # first (the status rides on it), not a status followed by a full pacing gap.
         self._want_status(now)
@@ -863,28 +896,28 @@ class TxLink(LinkBase):
         self._failed[key] = _Failure(now + cooldown, failures)
         self._configure(self._last_good, "switch failed")
         holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target, plan.origin)
-        self._timers["holdoff"] = max(now, holdoff) + timing.guard(plan.target)
+        self._timers[Timer.HOLDOFF] = max(now, holdoff) + timing.guard(plan.target)
         self._revert_anchor = max(now, holdoff)
         self._step_down_from = plan.target
-        self._set_state("fallback", "switch failed")
+        self._set_state(TxState.FALLBACK, "switch failed")
         self._event(
-            "switch_failed",
+            LinkEvent.SWITCH_FAILED,
             target=plan.target.label(),
             reverted_to=self._last_good.label(),
             probes_ok=plan.probes_ok,
             cooldown_s=cooldown,
         )
 
-    def _fallback(self, now: float) -> bool:
-        if "holdoff" in self._timers:
+    def _sent_after_fallback(self, now: float) -> bool:
+        if Timer.HOLDOFF in self._timers:
             return False
-        self._set_state("running", "receiver has reverted")
+        self._set_state(TxState.RUNNING, "receiver has reverted")
         self._gate_at = max(self._gate_at, now)
         failed = self._step_down_from
         self._step_down_from = None
         self._next_tune_at = now + self.config.retune_interval_s
         self._check_lost(now)
-        if self._state != "running" or failed is None or self._mode is RadioMode.FIXED:
+        if self._state is not TxState.RUNNING or failed is None or self._mode is RadioMode.FIXED:
             return False
         target = self._step_down_target(now, failed)
         if target is not None and is_faster(self._table, target, self._last_good):
@@ -910,7 +943,7 @@ class TxLink(LinkBase):
 
     # -- running ------------------------------------------------------------------------------
 
-    def _running(self, now: float) -> bool:
+    def _sent_running(self, now: float) -> bool:
         """Choose the next frame: a command reply; else an update (the status report riding on
         it when due); else, when no update came to ride on for a keepalive interval, the status
         alone; and a keepalive when nothing was sent for `timing.keepalive_interval`, even
@@ -959,13 +992,13 @@ class TxLink(LinkBase):
         if self._status_due:
             alone_at = self._status_due_at + keepalive  # waited long enough for a ride
             if now < alone_at:
-                self._timers["status"] = min(keepalive_at, alone_at)
+                self._timers[Timer.STATUS] = min(keepalive_at, alone_at)
                 return False
             if self._send_status(now, unpaced=False):
                 return True
-            self._timers["status"] = keepalive_at  # (the pacing gate's timer is set)
+            self._timers[Timer.STATUS] = keepalive_at  # (the pacing gate's timer is set)
             return False
-        self._timers["status"] = min(
+        self._timers[Timer.STATUS] = min(
             self._last_status_at + timing.status_interval(self.config, self._settings),
             keepalive_at,
         )
@@ -977,7 +1010,9 @@ class TxLink(LinkBase):
         construction); the budget applies as always."""
         self._probe_id = (self._probe_id + 1) & 0xFF
         body = Probe(self._probe_id, b"").encode()
-        out = self._session_send(now, "keepalive", FrameType.PROBE, body, timing.ACK_MAX_BYTES)
+        out = self._session_send(
+            now, Awaiting.KEEPALIVE, FrameType.PROBE, body, timing.ACK_MAX_BYTES
+        )
         if out is None:
             return False
         out.expect = crc16_arc(body)
@@ -1004,7 +1039,7 @@ class TxLink(LinkBase):
     def _gated(self, now: float, data: bool) -> bool:
         gate = max(self._gate_at, self._data_gate_at) if data else self._gate_at
         if now < gate:
-            self._timers["send"] = gate
+            self._timers[Timer.SEND] = gate
             return True
         return False
 
@@ -1060,7 +1095,7 @@ class TxLink(LinkBase):
         if not unpaced and self._gated(now, data=False):
             return False
         body = self._status_message(now).encode()
-        out = self._session_send(now, "status", FrameType.STATUS, body, timing.ACK_MAX_BYTES)
+        out = self._session_send(now, Awaiting.STATUS, FrameType.STATUS, body, timing.ACK_MAX_BYTES)
         if out is None:
             return False
         self._status_sent(now)
@@ -1072,7 +1107,7 @@ class TxLink(LinkBase):
             return False
         reply = self._replies[0]
         body = Reply(reply.command_id, reply.status, reply.text).encode()
-        out = self._session_send(now, "reply", FrameType.REPLY, body, timing.ACK_MAX_BYTES)
+        out = self._session_send(now, Awaiting.REPLY, FrameType.REPLY, body, timing.ACK_MAX_BYTES)
         if out is None:
             return False
         out.expect = reply.command_id
@@ -1088,12 +1123,12 @@ class TxLink(LinkBase):
             if retry.counter != self._security.counter.next_value - 1:
                 # Something else was sent since: an exact resend would look like a replay.
                 self._retry = None
-                if retry.kind == "data" and self._pending is None:
+                if retry.kind is Awaiting.DATA and self._pending is None:
                     self._pending = retry.telegram
                 return self._send_update(now)
             wait = self._budget_wait(now, len(retry.frame))
             if wait > 0:
-                self._wait("budget", now + wait)
+                self._wait(Timer.BUDGET, now + wait)
                 return False
             if not self._resend(now, retry.frame, retry.frame_type.name):
                 return False
@@ -1120,7 +1155,7 @@ class TxLink(LinkBase):
             self._pending = None
             self._telegrams["encode_failed"] += 1
             logger.warning("tx: telegram not sent: %s", exc)
-            self._event("encode_failed", error=str(exc))
+            self._event(LinkEvent.ENCODE_FAILED, error=str(exc))
             return False
         if len(payload) <= self._max_body(FrameType.DATA):
             out = self._send_data(now, payload)
@@ -1139,13 +1174,13 @@ class TxLink(LinkBase):
             self._pending = None
             self._telegrams["encode_failed"] += 1
             logger.warning("tx: telegram too large to send at %s: %s", self._settings.label(), exc)
-            self._event("encode_failed", error=str(exc))
+            self._event(LinkEvent.ENCODE_FAILED, error=str(exc))
             return False
         self._tag = (self._tag + 1) & 0xFF
         self._fragments = OutgoingUpdate(self._tag, chunks, telegram)
         self._pending = None
         self._telegrams["sent"] += 1
-        self._event("fragmented", tag=self._tag, fragments=len(chunks), bytes=len(payload))
+        self._event(LinkEvent.FRAGMENTED, tag=self._tag, fragments=len(chunks), bytes=len(payload))
         return self._send_fragment(now, self._fragments)
 
     def _send_data(self, now: float, payload: bytes) -> _Outstanding | None:
@@ -1154,11 +1189,13 @@ class TxLink(LinkBase):
         if self._status_due:
             body = self._status_message(now).encode(payload)
             if len(body) <= self._max_body(FrameType.STATUS):
-                out = self._session_send(now, "data", FrameType.STATUS, body, timing.ACK_MAX_BYTES)
+                out = self._session_send(
+                    now, Awaiting.DATA, FrameType.STATUS, body, timing.ACK_MAX_BYTES
+                )
                 if out is not None:
                     self._status_sent(now)
                 return out
-        return self._session_send(now, "data", FrameType.DATA, payload, timing.ACK_MAX_BYTES)
+        return self._session_send(now, Awaiting.DATA, FrameType.DATA, payload, timing.ACK_MAX_BYTES)
 
     def _maybe_supersede_fragments(self) -> None:
         """Latest wins, but only when the newer telegram fits one frame: a multi-frame update
@@ -1170,7 +1207,7 @@ class TxLink(LinkBase):
             return
         if len(payload) <= self._max_body(FrameType.DATA):
             self._telegrams["superseded"] += 1
-            self._event("fragments_superseded", tag=self._fragments.tag)
+            self._event(LinkEvent.FRAGMENTS_SUPERSEDED, tag=self._fragments.tag)
             self._fragments = None
 
     def _send_fragment(self, now: float, update: OutgoingUpdate) -> bool:
@@ -1181,13 +1218,14 @@ class TxLink(LinkBase):
                 self._pending = update.telegram
             return self._send_update(now)
         body = update.body(index)
-        out = self._session_send(now, "fragment", FrameType.FRAGMENT, body, timing.ACK_MAX_BYTES)
+        out = self._session_send(
+            now, Awaiting.FRAGMENT, FrameType.FRAGMENT, body, timing.ACK_MAX_BYTES
+        )
         if out is None:
             return False
         update.last_index = index
         out.telegram = update.telegram
         out.expect = codec.telegram_id(update.telegram)
-        out.fragment_index = index
         self._after_update_sent(now, len(out.frame), len(out.frame))
         return True
 
@@ -1251,7 +1289,7 @@ class TxLink(LinkBase):
         if not matched or out is None:
             # Before the command's own events: an observer pairing ACKs with frames (the link
             # log) learns from the next event whether this ACK answered its frame.
-            self._event("late_ack", ack_kind=ack.kind.name)
+            self._event(LinkEvent.LATE_ACK, ack_kind=ack.kind.name)
             self._run_piggybacked_command(now, ack)
             return
         self._run_piggybacked_command(now, ack)
@@ -1263,7 +1301,7 @@ class TxLink(LinkBase):
         handler = _ACK_HANDLERS.get(out.kind)
         if handler is not None:
             handler(self, now, out, ack)
-        if self._state == "running":
+        if self._state is TxState.RUNNING:
             self._evaluate(now)
 
     def _run_piggybacked_command(self, now: float, ack: Ack) -> None:
@@ -1281,8 +1319,8 @@ class TxLink(LinkBase):
                 now + self.config.failed_cooldown_s
             )
             self._switch = None
-            self._event("switch_refused", target=plan.target.label())
-            self._set_state("running", "switch refused")
+            self._event(LinkEvent.SWITCH_REFUSED, target=plan.target.label())
+            self._set_state(TxState.RUNNING, "switch refused")
             return
         self._enter_probing(now, acked=True)
 
@@ -1295,7 +1333,7 @@ class TxLink(LinkBase):
         if ack.kind is AckKind.DATA and ack.value == out.expect:
             self._reference = telegram
             self._telegrams["acked"] += 1
-            if out.kind == "fragment":
+            if out.kind is Awaiting.FRAGMENT:
                 self._fragments = None
             return
         if ack.kind is AckKind.FRAGMENT and self._fragments is not None:
@@ -1308,13 +1346,7 @@ class TxLink(LinkBase):
         self._fragments = None
         if self._pending is None:
             self._pending = telegram
-        self._event("update_rejected", ack_kind=ack.kind.name, value=ack.value)
-
-    def _ack_status(self, now: float, out: _Outstanding, ack: Ack) -> None:
-        return
-
-    def _ack_keepalive(self, now: float, out: _Outstanding, ack: Ack) -> None:
-        return
+        self._event(LinkEvent.UPDATE_REJECTED, ack_kind=ack.kind.name, value=ack.value)
 
     def _ack_reply(self, now: float, out: _Outstanding, ack: Ack) -> None:
         if self._replies and self._replies[0].command_id == out.expect:
@@ -1324,45 +1356,65 @@ class TxLink(LinkBase):
                 self._emit(reply.then_run)
 
     def _on_timeout(self, now: float, out: _Outstanding) -> None:
-        if out.kind == "discover":
-            self._discover_failed(now)
-            return
-        if out.kind == "probe":
-            # A failed probe says nothing about the setting we return to: not counted as loss.
-            self._probe_result(now, ok=False)
-            return
+        _TIMEOUT_HANDLERS[out.kind](self, now, out)
+
+    def _timeout_discover(self, now: float, out: _Outstanding) -> None:
+        self._discover_failed(now)
+
+    def _timeout_probe(self, now: float, out: _Outstanding) -> None:
+        # A failed probe says nothing about the setting we return to: not counted as loss.
+        self._probe_result(now, ok=False)
+
+    def _count_unanswered(self, now: float) -> None:
+        """A frame that expected an answer got none: loss, and full power when acks keep
+        failing."""
         self._loss.record(False)
         self._consecutive_failures += 1
         if (
-            self._state == "running"
+            self._state is TxState.RUNNING
             and self._consecutive_failures >= _POWER_RESTORE_AFTER
             and self._settings.tx_power_dbm < self._max_power
         ):
             # Lost acks: full power first. It is immediate and costs no airtime; a step down
             # needs the receiver's cooperation, which is what is failing.
             self._restore_power(now, "acks lost")
-        if out.kind == "switch":
-            if self._switch is not None and out.attempts < self.config.switch_attempts:
-                return  # still switching: `_switching` repeats the SWITCH
-            self._enter_probing(now, acked=False)
-            return
-        if out.kind in ("data", "fragment"):
-            self._telegrams["unacked"] += 1
-            newer = self._pending is not None and out.kind == "data"
-            if out.attempts <= self.config.max_retries and not newer:
-                self._retry = out
-            elif out.kind == "data" and not newer:
-                self._telegrams["lost"] += 1
-        elif out.kind == "reply" and self._replies:
+
+    def _after_unanswered(self, now: float) -> None:
+        if self._state is TxState.RUNNING:
+            self._check_lost(now)
+            if self._state is TxState.RUNNING:
+                self._evaluate(now)
+
+    def _timeout_switch(self, now: float, out: _Outstanding) -> None:
+        self._count_unanswered(now)
+        if self._switch is not None and out.attempts < self.config.switch_attempts:
+            return  # still switching: `_sent_switch` repeats the SWITCH
+        self._enter_probing(now, acked=False)
+
+    def _timeout_update(self, now: float, out: _Outstanding) -> None:
+        self._count_unanswered(now)
+        self._telegrams["unacked"] += 1
+        newer = self._pending is not None and out.kind is Awaiting.DATA
+        if out.attempts <= self.config.max_retries and not newer:
+            self._retry = out
+        elif out.kind is Awaiting.DATA and not newer:
+            self._telegrams["lost"] += 1
+        self._after_unanswered(now)
+
+    def _timeout_reply(self, now: float, out: _Outstanding) -> None:
+        self._count_unanswered(now)
+        if self._replies:
             reply = self._replies[0]
             if reply.attempts >= self.config.reply_attempts:
                 self._replies.popleft()
                 if reply.then_run is not None:
                     self._emit(reply.then_run)
-        if self._state == "running":
-            self._check_lost(now)
-            if self._state == "running":
-                self._evaluate(now)
+        self._after_unanswered(now)
+
+    def _timeout_report(self, now: float, out: _Outstanding) -> None:
+        """A status report or keepalive went unanswered: counted, nothing to resend."""
+        self._count_unanswered(now)
+        self._after_unanswered(now)
 
     def _check_lost(self, now: float) -> None:
         """Total silence for `link_lost_after` frames and `link_lost_min_s`: the link is lost.
@@ -1382,7 +1434,7 @@ class TxLink(LinkBase):
             self.config, self._settings, self._last_ack_at, self._last_sent_end
         )
         if now < first:
-            self._timers["lost"] = first
+            self._timers[Timer.LOST] = first
             return
         meet = [latest]
         if self._revert_anchor > self._last_ack_at:
@@ -1419,7 +1471,7 @@ class TxLink(LinkBase):
                 # the frames full power (it helps the capture of a colliding frame).
                 self._interference_until = now + self.config.interference_cooldown_s
                 self._next_down_at = now + self.config.retune_interval_s
-                self._event("interference", loss=round(rate, 3), settings=current.label())
+                self._event(LinkEvent.INTERFERENCE, loss=round(rate, 3), settings=current.label())
                 if self._settings.tx_power_dbm < self._max_power:
                     self._restore_power(now, f"loss {rate:.0%} with margin: interference")
                 return
@@ -1509,7 +1561,7 @@ class TxLink(LinkBase):
         self._configure(self._settings.replace(tx_power_dbm=power), f"power: {reason}")
         self._next_power_at = now + self.config.retune_interval_s
         self._samples = 0
-        self._event("power", tx_power=power, reason=reason)
+        self._event(LinkEvent.POWER, tx_power=power, reason=reason)
 
     def _restore_power(self, now: float, reason: str) -> None:
         """Full power after losses; power control waits a cooldown before lowering it again."""
@@ -1532,7 +1584,9 @@ class TxLink(LinkBase):
         while len(self._done) > _COMMAND_MEMORY:
             self._done.popitem(last=False)
         self._replies.append(reply)
-        self._event("command", command=str(command), command_id=command_id, status=status.name)
+        self._event(
+            LinkEvent.COMMAND, command=str(command), command_id=command_id, status=status.name
+        )
 
     def _execute(self, now: float, command: Command) -> tuple[ReplyStatus, str, RunCommand | None]:
         code = command.code
@@ -1543,7 +1597,7 @@ class TxLink(LinkBase):
             self._failed.clear()
             self._next_tune_at = now
             self._samples = max(self._samples, _MIN_SAMPLES)
-            if self._mode is RadioMode.AUTO and self._state == "running":
+            if self._mode is RadioMode.AUTO and self._state is TxState.RUNNING:
                 target = self._desired_target(now)
                 if target is not None and not _same_rung(target, self._settings):
                     self._start_switch(now, target, "retune command")
@@ -1571,7 +1625,7 @@ class TxLink(LinkBase):
             self._failed.pop((target.sf, target.bw_hz), None)
             self._persist()
             self._next_tune_at = now
-            if self._state == "running":
+            if self._state is TxState.RUNNING:
                 self._evaluate_fixed(now)
             return ReplyStatus.OK, f"radio fixed {fixed.label()}", None
         if code is CommandCode.RESTART:
@@ -1618,12 +1672,33 @@ def _decode(parse: Callable[[bytes], _T], body: bytes) -> _T:
         raise FrameError(RejectReason.MALFORMED, str(exc)) from None
 
 
-_ACK_HANDLERS: dict[str, Callable[[TxLink, float, _Outstanding, Ack], None]] = {
-    "switch": TxLink._ack_switch,
-    "probe": TxLink._ack_probe,
-    "data": TxLink._ack_update,
-    "fragment": TxLink._ack_update,
-    "status": TxLink._ack_status,
-    "keepalive": TxLink._ack_keepalive,
-    "reply": TxLink._ack_reply,
+_ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, _Outstanding, Ack], None]] = {
+    Awaiting.SWITCH: TxLink._ack_switch,
+    Awaiting.PROBE: TxLink._ack_probe,
+    Awaiting.DATA: TxLink._ack_update,
+    Awaiting.FRAGMENT: TxLink._ack_update,
+    Awaiting.REPLY: TxLink._ack_reply,
 }
+"""What an ack does for the frame it answers (a status report or keepalive needs nothing
+beyond the measurement every ack gives)."""
+
+_TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, _Outstanding], None]] = {
+    Awaiting.DISCOVER: TxLink._timeout_discover,
+    Awaiting.SWITCH: TxLink._timeout_switch,
+    Awaiting.PROBE: TxLink._timeout_probe,
+    Awaiting.DATA: TxLink._timeout_update,
+    Awaiting.FRAGMENT: TxLink._timeout_update,
+    Awaiting.STATUS: TxLink._timeout_report,
+    Awaiting.KEEPALIVE: TxLink._timeout_report,
+    Awaiting.REPLY: TxLink._timeout_reply,
+}
+
+_STEPS: dict[TxState, Callable[[TxLink, float], bool]] = {
+    TxState.RENDEZVOUS: TxLink._sent_discover,
+    TxState.HANDSHAKE: TxLink._sent_discover,
+    TxState.SWITCHING: TxLink._sent_switch,
+    TxState.PROBING: TxLink._sent_probe,
+    TxState.FALLBACK: TxLink._sent_after_fallback,
+    TxState.RUNNING: TxLink._sent_running,
+}
+"""Each state's step in the pump: send the frame the state calls for; True if one went."""
