@@ -22,9 +22,9 @@ from p1lora.common.airtime import MAX_PAYLOAD, time_on_air_for
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.counters import CounterState
 from p1lora.common.crypto import Direction
-from p1lora.common.frames import FrameError, FrameType, overhead
+from p1lora.common.frames import FrameError, FrameType, RejectReason, overhead
 from p1lora.common.link.config import LinkConfig
-from p1lora.common.link.diagnostics import RejectionLog
+from p1lora.common.link.diagnostics import LinkDiagnostics, LossWindow, RejectionLog
 from p1lora.common.link.events import (
     Action,
     Configure,
@@ -33,15 +33,17 @@ from p1lora.common.link.events import (
     PersistCounters,
     Transmit,
 )
+from p1lora.common.link.messages import MessageError
 from p1lora.common.link.session import LinkSecurity, OutgoingFrame
 from p1lora.common.link.states import RxState, TxState, check_transition
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 
-__all__ = ["LinkBase"]
+__all__ = ["LinkBase", "decode_body"]
 
 logger = logging.getLogger("p1lora.common.link")
 
 _S = TypeVar("_S", TxState, RxState)
+_T = TypeVar("_T")
 
 
 class LinkBase(Generic[_S]):
@@ -53,6 +55,8 @@ class LinkBase(Generic[_S]):
     TRANSITIONS: ClassVar[Mapping[Any, frozenset[Any]]]
     #: Set by the subclass before its first event (its start state depends on what it restored).
     _state: _S
+    #: Recent frames answered or not (each side sizes its own window).
+    _loss: LossWindow
 
     def __init__(
         self,
@@ -76,6 +80,8 @@ class LinkBase(Generic[_S]):
         self._rejections = RejectionLog(logger, self.ROLE)
         self._frames_sent: Counter[str] = Counter()
         self._frames_received = 0
+        #: What happened to telegrams (read, sent, acked, delivered, ...), for diagnostics.
+        self._telegrams: Counter[str] = Counter()
         self._internal_errors = 0
         self._max_body_cache: dict[tuple[RadioSettings, FrameType], int] = {}
         #: The last authentic frame accepted (exact duplicates are answered, not re-processed).
@@ -122,6 +128,30 @@ class LinkBase(Generic[_S]):
     def rejected(self) -> dict[str, int]:
         """Rejected frames per reason since start."""
         return dict(self._rejections.counts)
+
+    def diagnostics(self, now: float) -> LinkDiagnostics:
+        """A snapshot for the runtime's diagnostics (both sides report the same fields)."""
+        up_rssi, up_snr, down_rssi, down_snr = self._readings()
+        return LinkDiagnostics(
+            role=self.ROLE,
+            state=self._state.value,
+            settings=self._settings,
+            last_known_good=self._last_good,
+            tx_power_dbm=self._settings.tx_power_dbm,
+            mode=self._mode_label(),
+            session=self.session_active,
+            uplink_rssi_dbm=up_rssi,
+            uplink_snr_db=up_snr,
+            downlink_rssi_dbm=down_rssi,
+            downlink_snr_db=down_snr,
+            loss_rate=self._loss.rate,
+            airtime_used=self._airtime_used(now),
+            airtime_total_s=self._budget.total_airtime,
+            frames_sent=dict(self._frames_sent),
+            frames_received=self._frames_received,
+            rejected=self.rejected,
+            telegrams=dict(self._telegrams),
+        )
 
     def actions(self) -> list[Action]:
         """Drain the actions queued so far (event methods return them too)."""
@@ -176,6 +206,14 @@ class LinkBase(Generic[_S]):
         raise NotImplementedError
 
     def _deadlines(self) -> list[float | None]:
+        raise NotImplementedError
+
+    def _mode_label(self) -> str:
+        """The radio mode diagnostics show ("-" where the side has none)."""
+        return "-"
+
+    def _readings(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """The last (uplink RSSI, uplink SNR, downlink RSSI, downlink SNR) this side knows."""
         raise NotImplementedError
 
     # -- helpers ----------------------------------------------------------------------------
@@ -318,3 +356,12 @@ class LinkBase(Generic[_S]):
     @staticmethod
     def _finite(value: float) -> float | None:
         return value if math.isfinite(value) else None
+
+
+def decode_body(parse: Callable[[bytes], _T], body: bytes) -> _T:
+    """Parse an authentic frame's body; a body that does not parse rejects the frame as
+    malformed (a `FrameError`, counted and logged like any rejection)."""
+    try:
+        return parse(body)
+    except MessageError as exc:
+        raise FrameError(RejectReason.MALFORMED, str(exc)) from None

@@ -44,10 +44,9 @@ update handled exactly like DATA, with one ack for both.
 from __future__ import annotations
 
 import logging
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from p1lora.common import codec
 from p1lora.common.codec_fields import has_meter_clock
@@ -56,10 +55,10 @@ from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
 from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
 from p1lora.common.link import timing
-from p1lora.common.link.base import LinkBase
+from p1lora.common.link.base import LinkBase, decode_body
 from p1lora.common.link.commands import Command, ReplyStatus
 from p1lora.common.link.config import LinkConfig
-from p1lora.common.link.diagnostics import LinkDiagnostics, LossWindow, TokenBucket
+from p1lora.common.link.diagnostics import LossWindow, TokenBucket
 from p1lora.common.link.events import (
     CommandReply,
     Deliver,
@@ -75,7 +74,6 @@ from p1lora.common.link.messages import (
     Challenge,
     Discover,
     FragmentHeader,
-    MessageError,
     Reply,
     Report,
     Resync,
@@ -91,8 +89,6 @@ from p1lora.common.regions import RegionError
 __all__ = ["RxLink"]
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -171,7 +167,6 @@ class RxLink(LinkBase[RxState]):
         #: DISCOVERs below the floor after the session ended: a quarter of the response rate.
         self._below_floor = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
         self._resyncs = TokenBucket(1.0, self._refill(timing.CHALLENGE_BYTES), now)
-        self._telegrams: Counter[str] = Counter()
         self._up_rssi: float | None = None
         self._up_snr: float | None = None
         self._down_rssi: float | None = None  # as the transmitter reports hearing our acks
@@ -199,27 +194,8 @@ class RxLink(LinkBase[RxState]):
         """Ids of the telegrams held as references (oldest first)."""
         return list(self._references)
 
-    def diagnostics(self, now: float) -> LinkDiagnostics:
-        return LinkDiagnostics(
-            role=self.ROLE,
-            state=self._state,
-            settings=self._settings,
-            last_known_good=self._last_good,
-            tx_power_dbm=self._settings.tx_power_dbm,
-            mode="-",
-            session=self.session_active,
-            uplink_rssi_dbm=self._up_rssi,
-            uplink_snr_db=self._up_snr,
-            downlink_rssi_dbm=self._down_rssi,
-            downlink_snr_db=self._down_snr,
-            loss_rate=self._loss.rate,
-            airtime_used=self._airtime_used(now),
-            airtime_total_s=self._budget.total_airtime,
-            frames_sent=dict(self._frames_sent),
-            frames_received=self._frames_received,
-            rejected=self.rejected,
-            telegrams=dict(self._telegrams),
-        )
+    def _readings(self) -> tuple[float | None, float | None, float | None, float | None]:
+        return self._up_rssi, self._up_snr, self._down_rssi, self._down_snr
 
     # -- timers -----------------------------------------------------------------------------
 
@@ -362,7 +338,7 @@ class RxLink(LinkBase[RxState]):
                 RejectReason.REPLAY,
                 f"DISCOVER counter {counter} is not above {discovers.floor} of the session",
             )
-        discover = _decode(Discover.decode, body)
+        discover = decode_body(Discover.decode, body)
         refill = self._refill(timing.CHALLENGE_BYTES)
         self._challenges.set_rate(refill, now)
         self._below_floor.set_rate(refill / 4, now)
@@ -571,12 +547,12 @@ class RxLink(LinkBase[RxState]):
     def _on_fragment(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        header, chunk = _decode(FragmentHeader.split, body)
+        header, chunk = decode_body(FragmentHeader.split, body)
         if header.tag == self._reassembler.completed_tag and self._last_delivered is not None:
             value = codec.telegram_id(self._last_delivered)
             self._ack(now, sealed, frame, (AckKind.DATA, counter, value))
             return
-        payload = _decode(lambda _: self._reassembler.add(header, chunk), body)
+        payload = decode_body(lambda _: self._reassembler.add(header, chunk), body)
         if payload is None:
             self._ack(now, sealed, frame, (AckKind.FRAGMENT, counter, self._reassembler.bitmap))
             return
@@ -590,7 +566,7 @@ class RxLink(LinkBase[RxState]):
     def _on_switch(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        switch = _decode(Switch.decode, body)
+        switch = decode_body(Switch.decode, body)
         try:
             target = self.config.settings(switch.sf, switch.bw_hz)
             self.config.region.check(target)
@@ -607,7 +583,7 @@ class RxLink(LinkBase[RxState]):
     def _on_status(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        status, update = _decode(StatusMessage.decode_with_update, body)
+        status, update = decode_body(StatusMessage.decode_with_update, body)
         self._down_rssi, self._down_snr = status.downlink_rssi_dbm, status.downlink_snr_db
         self._emit(StatusReport(status, frame.received_at, self._report(frame)))
         self._event(LinkEvent.STATUS, **status.as_fields())
@@ -619,7 +595,7 @@ class RxLink(LinkBase[RxState]):
     def _on_reply(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        reply = _decode(Reply.decode, body)
+        reply = decode_body(Reply.decode, body)
         for queued in list(self._commands):
             if queued.command_id == reply.command_id:
                 self._commands.remove(queued)
@@ -650,13 +626,6 @@ class RxLink(LinkBase[RxState]):
 
     def _refill(self, frame_bytes: int) -> float:
         return timing.responder_refill_per_s(self.config, self._settings, frame_bytes)
-
-
-def _decode(parse: Callable[[bytes], _T], body: bytes) -> _T:
-    try:
-        return parse(body)
-    except MessageError as exc:
-        raise FrameError(RejectReason.MALFORMED, str(exc)) from None
 
 
 _Handler = Callable[[RxLink, float, SealedFrame, int, bytes, ReceivedFrame], None]

@@ -49,11 +49,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeVar
 
 from p1lora.common import codec
 from p1lora.common.airtime import time_on_air_for
@@ -64,10 +63,10 @@ from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
 from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
 from p1lora.common.link import timing
-from p1lora.common.link.base import LinkBase
+from p1lora.common.link.base import LinkBase, decode_body
 from p1lora.common.link.commands import Command, CommandCode, ReplyStatus
 from p1lora.common.link.config import FixedRadio, LinkConfig, RadioMode
-from p1lora.common.link.diagnostics import LinkDiagnostics, LossWindow
+from p1lora.common.link.diagnostics import LossWindow
 from p1lora.common.link.events import Action, LinkEvent, PersistState, RunCommand
 from p1lora.common.link.fragments import OutgoingUpdate, split
 from p1lora.common.link.messages import (
@@ -75,7 +74,6 @@ from p1lora.common.link.messages import (
     AckKind,
     Challenge,
     Discover,
-    MessageError,
     Probe,
     Reply,
     Report,
@@ -106,7 +104,6 @@ __all__ = ["TxLink"]
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 
 #: Acks needed at a new setting before margin decisions are trusted again.
 _MIN_SAMPLES = 5
@@ -200,7 +197,10 @@ class _Failure:
 
 
 @dataclass
-class _Measurements:
+class _ChannelEstimate:
+    """What the acks say about the channel: SNR estimates both ways, the last readings, and
+    how much of its budget the receiver has used."""
+
     up: SnrEstimate = field(default_factory=SnrEstimate)
     down: SnrEstimate = field(default_factory=SnrEstimate)
     up_rssi: float | None = None
@@ -245,12 +245,12 @@ class TxLink(LinkBase[TxState]):
         self._pending: bytes | None = None
         self._reference: bytes | None = None
         self._fragments: OutgoingUpdate | None = None
-        self._tag = 0
+        self._fragment_tag = 0
         self._switch: _Switch | None = None
         self._switch_id = 0
         self._probe_id = 0
         self._step_down_from: RadioSettings | None = None
-        self._failed: dict[tuple[int, int], _Failure] = {}
+        self._cooldowns: dict[tuple[int, int], _Failure] = {}
         #: A switch put off for a short budget wait, retried at `_deferred_at`.
         self._deferred: tuple[RadioSettings, str] | None = None
         self._deferred_at = now
@@ -270,7 +270,7 @@ class TxLink(LinkBase[TxState]):
         #: Until then loss was interference lately: no power reduction (`_interference`).
         self._interference_until = now
         self._samples = 0
-        self._m = _Measurements()
+        self._channel = _ChannelEstimate()
         self._loss = LossWindow(config.loss_window)
         self._consecutive_failures = 0
         self._last_ack_at = now
@@ -295,11 +295,10 @@ class TxLink(LinkBase[TxState]):
         #: The serial side as last reported (None: nothing reported in this run yet).
         self._reported: TxStatus | None = None
         self._typical_bytes = float(TYPICAL_FRAME_BYTES)
-        self._recent: deque[tuple[int, float]] = deque(maxlen=32)
+        self._recent_counters: deque[tuple[int, float]] = deque(maxlen=32)
         self._last_rx_static = -1
         self._replies: deque[_Reply] = deque()
-        self._done: OrderedDict[int, _Reply] = OrderedDict()
-        self._telegrams: Counter[str] = Counter()
+        self._executed: OrderedDict[int, _Reply] = OrderedDict()
         self._started_at = now
 
     def _restore(self, persisted: TxPersistentState | None) -> RadioSettings:
@@ -348,28 +347,12 @@ class TxLink(LinkBase[TxState]):
         a keepalive interval: the status interval alone can be an hour at slow settings."""
         self._status = status
 
-    def diagnostics(self, now: float) -> LinkDiagnostics:
-        m = self._m
-        return LinkDiagnostics(
-            role=self.ROLE,
-            state=self._state,
-            settings=self._settings,
-            last_known_good=self._last_good,
-            tx_power_dbm=self._settings.tx_power_dbm,
-            mode=self._mode.value,
-            session=self.session_active,
-            uplink_rssi_dbm=m.up_rssi,
-            uplink_snr_db=m.up_snr,
-            downlink_rssi_dbm=m.down_rssi,
-            downlink_snr_db=m.down_snr,
-            loss_rate=self._loss.rate,
-            airtime_used=self._airtime_used(now),
-            airtime_total_s=self._budget.total_airtime,
-            frames_sent=dict(self._frames_sent),
-            frames_received=self._frames_received,
-            rejected=self.rejected,
-            telegrams=dict(self._telegrams),
-        )
+    def _mode_label(self) -> str:
+        return self._mode.value
+
+    def _readings(self) -> tuple[float | None, float | None, float | None, float | None]:
+        channel = self._channel
+        return channel.up_rssi, channel.up_snr, channel.down_rssi, channel.down_snr
 
     @property
     def mode(self) -> RadioMode:
@@ -449,7 +432,7 @@ class TxLink(LinkBase[TxState]):
         sent = self._send(now, size, lambda: self._security.seal_session(frame_type, body))
         if sent is None:
             return None
-        self._recent.append((sent.counter, now))
+        self._recent_counters.append((sent.counter, now))
         self._last_sent_at = now
         self._last_sent_end = now + self._airtime(size)
         if frame_type is not FrameType.PROBE:
@@ -565,7 +548,7 @@ class TxLink(LinkBase[TxState]):
             raise FrameError(RejectReason.STALE, "CHALLENGE without a DISCOVER in flight")
         counter, body = self._security.open_static(sealed, extra_associated=out.random)
         self._peer_sent(frame)
-        challenge = _decode(Challenge.decode, body)
+        challenge = decode_body(Challenge.decode, body)
         rx_random = sealed.header.random
         assert rx_random is not None
         self._security.start_session(out.random, rx_random, counter, pending=False)
@@ -573,7 +556,7 @@ class TxLink(LinkBase[TxState]):
         self._outstanding = None
         # A new session starts a fresh view of the channel: old estimates may be from a
         # channel that has since changed (that may be why the link was lost).
-        self._m = _Measurements()
+        self._channel = _ChannelEstimate()
         self._samples = 0
         self._measure(challenge.report, out.settings, frame)
         if challenge.reference_id is None:
@@ -608,9 +591,11 @@ class TxLink(LinkBase[TxState]):
         counter, body = self._security.open_static(sealed)
         if counter <= self._last_rx_static:
             raise FrameError(RejectReason.REPLAY, "RESYNC counter is not new")
-        resync = _decode(Resync.decode, body)
+        resync = decode_body(Resync.decode, body)
         horizon = now - max(self.config.link_lost_min_s, 60.0)
-        if not any(c & 0xFFFF == resync.counter_low and t >= horizon for c, t in self._recent):
+        if not any(
+            c & 0xFFFF == resync.counter_low and t >= horizon for c, t in self._recent_counters
+        ):
             raise FrameError(RejectReason.STALE, "RESYNC names no recent frame of ours")
         self._last_rx_static = counter
         self._last_accepted_raw = sealed.raw
@@ -629,7 +614,9 @@ class TxLink(LinkBase[TxState]):
                 return self.config.fixed_settings(self._fixed)
             except (RegionError, ValueError):
                 return None
-        best = self._choose(now, self._m.up.value, self._m.down.value, self.config.snr_margin_db)
+        best = self._choose(
+            now, self._channel.up.value, self._channel.down.value, self.config.snr_margin_db
+        )
         return self.config.settings(best.sf, best.bw_hz)
 
     def _choose(
@@ -648,7 +635,7 @@ class TxLink(LinkBase[TxState]):
         return choose_target(self._table, up, down, margin_db, cooling | self._unreachable())
 
     def _cooling(self, now: float) -> set[tuple[int, int]]:
-        return {key for key, f in self._failed.items() if f.until > now}
+        return {key for key, f in self._cooldowns.items() if f.until > now}
 
     def _unreachable(self) -> set[tuple[int, int]]:
         """Rungs a switch from the current setting can never reach: even the smallest plan
@@ -869,7 +856,7 @@ class TxLink(LinkBase[TxState]):
     def _commit(self, now: float, plan: _Switch) -> None:
         self._switch = None
         self._last_good = self._settings.replace(tx_power_dbm=self._max_power)
-        self._failed.pop((plan.target.sf, plan.target.bw_hz), None)
+        self._cooldowns.pop((plan.target.sf, plan.target.bw_hz), None)
         self._set_state(TxState.RUNNING, "switch confirmed")
         self._event(LinkEvent.SWITCH_COMMITTED, settings=self._settings.label(), reason=plan.reason)
         # Any non-probe frame proves the commit to the receiver: the newest telegram goes
@@ -888,12 +875,12 @@ class TxLink(LinkBase[TxState]):
     def _revert(self, now: float, plan: _Switch) -> None:
         self._switch = None
         key = (plan.target.sf, plan.target.bw_hz)
-        failure = self._failed.get(key)
+        failure = self._cooldowns.get(key)
         failures = 1 if failure is None else failure.failures + 1
         # The user's fixed setting is retried sooner at first (a few lost probes are enough to
         # fail it on a lossy channel), then backs off like any setting (`failed_cooldown`).
         cooldown = self.config.failed_cooldown(failures, fixed=self._mode is RadioMode.FIXED)
-        self._failed[key] = _Failure(now + cooldown, failures)
+        self._cooldowns[key] = _Failure(now + cooldown, failures)
         self._configure(self._last_good, "switch failed")
         holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target, plan.origin)
         self._timers[Timer.HOLDOFF] = max(now, holdoff) + timing.guard(plan.target)
@@ -929,16 +916,20 @@ class TxLink(LinkBase[TxState]):
         next rung down that is not cooling off after a failure and that the budget can switch
         to from here (`_unreachable`); None at the bottom."""
         cooling = self._cooling(now) | self._unreachable()
-        nxt = slower(self._table, below)
-        while nxt is not None and nxt.key in cooling:
-            nxt = slower(self._table, _settings_of(self, nxt))
-        if nxt is None:
+        lower = slower(self._table, below)
+        while lower is not None and lower.key in cooling:
+            lower = slower(self._table, _settings_of(self, lower))
+        if lower is None:
             return None
         best = choose_target(
-            self._table, self._m.up.value, self._m.down.value, self.config.snr_margin_db, cooling
+            self._table,
+            self._channel.up.value,
+            self._channel.down.value,
+            self.config.snr_margin_db,
+            cooling,
         )
-        nxt_settings = _settings_of(self, nxt)
-        chosen = best if is_faster(self._table, nxt_settings, _settings_of(self, best)) else nxt
+        lower_settings = _settings_of(self, lower)
+        chosen = best if is_faster(self._table, lower_settings, _settings_of(self, best)) else lower
         return _settings_of(self, chosen)
 
     # -- running ------------------------------------------------------------------------------
@@ -1058,7 +1049,7 @@ class TxLink(LinkBase[TxState]):
         if size > 1.5 * typical:
             self._pacer.invalidate()  # a large frame changes what the window can still carry
         gap = self._pacer.gap(now, airtime, steady)
-        peer = self._m.peer_budget
+        peer = self._channel.peer_budget
         if peer is not None and peer > 0.8:
             gap *= 1.0 + (peer - 0.8) * 5  # the receiver is running out: give its acks room
         self._gate_at = now + gap
@@ -1079,8 +1070,8 @@ class TxLink(LinkBase[TxState]):
             updates_sent=self._telegrams["sent"],
             updates_acked=self._telegrams["acked"],
             superseded=self._telegrams["superseded"],
-            downlink_rssi_dbm=self._m.down_rssi,
-            downlink_snr_db=self._m.down_snr,
+            downlink_rssi_dbm=self._channel.down_rssi,
+            downlink_snr_db=self._channel.down_snr,
         )
 
     def _status_sent(self, now: float) -> None:
@@ -1176,11 +1167,13 @@ class TxLink(LinkBase[TxState]):
             logger.warning("tx: telegram too large to send at %s: %s", self._settings.label(), exc)
             self._event(LinkEvent.ENCODE_FAILED, error=str(exc))
             return False
-        self._tag = (self._tag + 1) & 0xFF
-        self._fragments = OutgoingUpdate(self._tag, chunks, telegram)
+        self._fragment_tag = (self._fragment_tag + 1) & 0xFF
+        self._fragments = OutgoingUpdate(self._fragment_tag, chunks, telegram)
         self._pending = None
         self._telegrams["sent"] += 1
-        self._event(LinkEvent.FRAGMENTED, tag=self._tag, fragments=len(chunks), bytes=len(payload))
+        self._event(
+            LinkEvent.FRAGMENTED, tag=self._fragment_tag, fragments=len(chunks), bytes=len(payload)
+        )
         return self._send_fragment(now, self._fragments)
 
     def _send_data(self, now: float, payload: bytes) -> _Outstanding | None:
@@ -1259,23 +1252,23 @@ class TxLink(LinkBase[TxState]):
             else:
                 _, body, _ = self._security.open_session(sealed)
                 self._peer_sent(frame)
-                ack = _decode(Ack.decode, body)
+                ack = decode_body(Ack.decode, body)
                 self._last_accepted_raw = sealed.raw
                 self._on_ack(now, ack, frame)
         except FrameError as error:
             self._reject(now, error, frame)
 
     def _measure(self, report: Report, sent_with: RadioSettings, frame: ReceivedFrame) -> None:
-        m = self._m
+        channel = self._channel
         at = frame.received_at
         deficit = self._max_power - sent_with.tx_power_dbm
         up = effective_snr_db(report.snr_db, report.rssi_dbm, sent_with.bw_hz)
-        m.up.add(up, sent_with.bw_hz, deficit, at)
+        channel.up.add(up, sent_with.bw_hz, deficit, at)
         down = effective_snr_db(frame.snr_db, frame.rssi_dbm, frame.settings.bw_hz)
-        m.down.add(down, frame.settings.bw_hz, at=at)
-        m.up_rssi, m.up_snr = report.rssi_dbm, report.snr_db
-        m.down_rssi, m.down_snr = frame.rssi_dbm, frame.snr_db
-        m.peer_budget = report.budget_used
+        channel.down.add(down, frame.settings.bw_hz, at=at)
+        channel.up_rssi, channel.up_snr = report.rssi_dbm, report.snr_db
+        channel.down_rssi, channel.down_snr = frame.rssi_dbm, frame.snr_db
+        channel.peer_budget = report.budget_used
         self._samples += 1
 
     def _on_ack(self, now: float, ack: Ack, frame: ReceivedFrame) -> None:
@@ -1315,7 +1308,7 @@ class TxLink(LinkBase[TxState]):
         if plan is None:
             return
         if ack.value >> 8:
-            self._failed[(plan.target.sf, plan.target.bw_hz)] = _Failure(
+            self._cooldowns[(plan.target.sf, plan.target.bw_hz)] = _Failure(
                 now + self.config.failed_cooldown_s
             )
             self._switch = None
@@ -1484,12 +1477,14 @@ class TxLink(LinkBase[TxState]):
             return
         if current is None or self._samples < _MIN_SAMPLES or now < self._next_tune_at:
             return
-        up, down = self._m.up.value, self._m.down.value
+        up, down = self._channel.up.value, self._channel.down.value
         margin = self.config.snr_margin_db
         hysteresis = self.config.hysteresis_db
         # Up only when even the worst recent sample clears the faster rung: on a fading
         # channel the average alone moved up and straight back down every few minutes.
-        best = self._choose(now, self._m.up.low(now), self._m.down.low(now), margin + hysteresis)
+        best = self._choose(
+            now, self._channel.up.low(now), self._channel.down.low(now), margin + hysteresis
+        )
         if is_faster(self._table, _settings_of(self, best), self._settings):
             self._next_tune_at = now + self.config.retune_interval_s
             self._start_switch(now, _settings_of(self, best), "margin up")
@@ -1517,7 +1512,7 @@ class TxLink(LinkBase[TxState]):
         recent sample in each direction (uplink at the power in use) clears the rung's floor by
         `snr_margin_db + hysteresis_db`. Needs a sample in both directions; a fading channel
         shows its fades in the worst sample and is treated as weak signal."""
-        up, down = self._m.up.low(now), self._m.down.low(now)
+        up, down = self._channel.up.low(now), self._channel.down.low(now)
         if up is None or down is None:
             return False
         deficit = self._max_power - self._settings.tx_power_dbm
@@ -1543,7 +1538,7 @@ class TxLink(LinkBase[TxState]):
         """Lower the power only while the worst recent uplink sample keeps `snr_margin_db +
         power_headroom_db` (10 dB) above the floor; raise it when it falls `hysteresis_db`
         short. A saturated SNR reading is a lower bound, so every step down is proven."""
-        low = self._m.up.low(now)
+        low = self._channel.up.low(now)
         if low is None:
             return
         power = self._settings.tx_power_dbm
@@ -1571,7 +1566,7 @@ class TxLink(LinkBase[TxState]):
     # -- commands -----------------------------------------------------------------------------
 
     def _on_command(self, now: float, command_id: int, command: Command) -> None:
-        done = self._done.get(command_id)
+        done = self._executed.get(command_id)
         if done is not None:
             if done.acked and done not in self._replies:
                 done.acked = False
@@ -1580,9 +1575,9 @@ class TxLink(LinkBase[TxState]):
             return
         status, text, then_run = self._execute(now, command)
         reply = _Reply(command_id, status, text, then_run=then_run)
-        self._done[command_id] = reply
-        while len(self._done) > _COMMAND_MEMORY:
-            self._done.popitem(last=False)
+        self._executed[command_id] = reply
+        while len(self._executed) > _COMMAND_MEMORY:
+            self._executed.popitem(last=False)
         self._replies.append(reply)
         self._event(
             LinkEvent.COMMAND, command=str(command), command_id=command_id, status=status.name
@@ -1594,7 +1589,7 @@ class TxLink(LinkBase[TxState]):
             self._want_status(now)  # whoever asks wants fresh diagnostics at home too
             return ReplyStatus.OK, self._info(now), None
         if code is CommandCode.RETUNE:
-            self._failed.clear()
+            self._cooldowns.clear()
             self._next_tune_at = now
             self._samples = max(self._samples, _MIN_SAMPLES)
             if self._mode is RadioMode.AUTO and self._state is TxState.RUNNING:
@@ -1622,7 +1617,7 @@ class TxLink(LinkBase[TxState]):
             except (RegionError, ValueError) as exc:
                 return ReplyStatus.ERROR, str(exc), None
             self._mode, self._fixed = RadioMode.FIXED, fixed
-            self._failed.pop((target.sf, target.bw_hz), None)
+            self._cooldowns.pop((target.sf, target.bw_hz), None)
             self._persist()
             self._next_tune_at = now
             if self._state is TxState.RUNNING:
@@ -1663,13 +1658,6 @@ def _same_rung(a: RadioSettings, b: RadioSettings) -> bool:
 
 def _settings_of(link: TxLink, candidate: Candidate) -> RadioSettings:
     return link.config.settings(candidate.sf, candidate.bw_hz)
-
-
-def _decode(parse: Callable[[bytes], _T], body: bytes) -> _T:
-    try:
-        return parse(body)
-    except MessageError as exc:
-        raise FrameError(RejectReason.MALFORMED, str(exc)) from None
 
 
 _ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, _Outstanding, Ack], None]] = {
