@@ -85,6 +85,7 @@ from p1lora.common.link.messages import (
 from p1lora.common.link.pacing import Pacer
 from p1lora.common.link.persist import TxPersistentState
 from p1lora.common.link.states import TX_TRANSITIONS, TxState
+from p1lora.common.link.switch_plan import SwitchPlanner, same_rung
 from p1lora.common.link.tuning import (
     TYPICAL_FRAME_BYTES,
     Candidate,
@@ -258,6 +259,7 @@ class TxLink(LinkBase[TxState]):
         #: for its acks (at US915's 0.4 s per 20 s, its CHALLENGE left no room for the ack
         #: of a SWITCH sent right after the handshake, and the switch failed).
         self._peer_budget = AirtimeBudget.for_sub_band(config.sub_band())
+        self._planner = SwitchPlanner(config, self._budget, self._peer_budget)
         #: Switch targets the budget can never carry (warned about once each).
         self._never_warned: set[tuple[int, int]] = set()
         #: The target of the last `switch_deferred` event: a switch put off again and again
@@ -584,7 +586,7 @@ class TxLink(LinkBase[TxState]):
         self._data_gate_at = now
         self._pacer.invalidate()
         target = self._desired_target(now)
-        if target is not None and not _same_rung(target, self._settings):
+        if target is not None and not same_rung(target, self._settings):
             self._start_switch(now, target, "handshake")
 
     def _on_resync(self, now: float, sealed: SealedFrame) -> None:
@@ -628,7 +630,7 @@ class TxLink(LinkBase[TxState]):
         cooling = self._cooling(now)
         ideal = choose_target(self._table, up, down, margin_db, cooling)
         target = _settings_of(self, ideal)
-        if _same_rung(target, self._settings) or self._reachable(target):
+        if same_rung(target, self._settings) or self._reachable(target):
             return ideal  # (the common case, checked at every ack: one plan at most)
         if is_faster(self._table, target, self._settings):
             self._switch_never(target)
@@ -639,52 +641,23 @@ class TxLink(LinkBase[TxState]):
 
     def _unreachable(self) -> set[tuple[int, int]]:
         """Rungs a switch from the current setting can never reach: even the smallest plan
-        (`_switch_plans`) exceeds one budget window (US915's 0.4 s per 20 s, from a slow
+        (`SwitchPlanner.plans`) exceeds one budget window (US915's 0.4 s per 20 s, from a slow
         setting). The tuner skips them like cooling rungs and picks a rung that fits, rather
         than deferring a switch that never comes."""
         out: set[tuple[int, int]] = set()
         for candidate in self._table:
             target = _settings_of(self, candidate)
-            if not _same_rung(target, self._settings) and not self._reachable(target):
+            if not same_rung(target, self._settings) and not self._reachable(target):
                 out.add(candidate.key)
         return out
 
     def _reachable(self, target: RadioSettings) -> bool:
         """Whether the smallest switch plan to `target` fits one window of both budgets."""
-        if self._budget.unlimited and self._budget.max_frame_s is None:
+        if self._planner.unlimited():
             return True
-        smallest = self._switch_plans(target)[-1]
-        return self._budget.sequence_fits(smallest) and self._peer_budget.sequence_fits(
-            self._switch_acks(target)
+        return self._planner.reachable(
+            self._settings, target, self._typical_bytes, self._proof_bytes()
         )
-
-    def _switch_plans(self, target: RadioSettings) -> tuple[list[float], ...]:
-        """The airtime of each frame a switch from the current setting to `target` may take,
-        most generous plan first: every SWITCH repeat and every probe attempt; one SWITCH and
-        every probe; one SWITCH and just the probes that commit. Every plan ends with the
-        proof (`_proof_bytes`): the receiver commits only when a non-probe frame arrives at
-        the target, and reverts `timing.switch_timeout` after the last probe without one.
-
-        A plan must fit one budget window so neither the probes nor the proof are held up by
-        the budget while the receiver waits at the target. Where the window is short (US915:
-        0.4 s in 20 s) only the smallest plan fits (its probes shrink to make room, see
-        `_probe_size`); a SWITCH repeat then waits for the budget like any frame."""
-        origin = self._settings
-        switch = time_on_air_for(origin, timing.SWITCH_BYTES)
-        probe = time_on_air_for(target, self._probe_size(origin, target))
-        proof = time_on_air_for(target, self._proof_bytes())
-        config = self.config
-        return (
-            [switch] * config.switch_attempts + [probe] * config.probe_attempts + [proof],
-            [switch] + [probe] * config.probe_attempts + [proof],
-            [switch] + [probe] * config.probe_count + [proof],
-        )
-
-    def _switch_acks(self, target: RadioSettings) -> list[float]:
-        """The receiver's share of the smallest plan: the SWITCH's ack at the current setting,
-        the acks of the committing probes and of the proof at the target."""
-        ack = timing.ACK_TYPICAL_BYTES
-        return [self._airtime(ack)] + [time_on_air_for(target, ack)] * (self.config.probe_count + 1)
 
     def _proof_bytes(self) -> int:
         """The smallest frame that proves a commit to the receiver: a standalone STATUS (the
@@ -700,12 +673,12 @@ class TxLink(LinkBase[TxState]):
         self._deferred = None
         # The plan that can start soonest (the most generous one among equals), once the
         # receiver also has room for the acks of the SWITCH and of the probes that commit.
-        acks = self._switch_acks(target)
+        acks = self._planner.acks(self._settings, target)
+        plans = self._planner.plans(
+            self._settings, target, self._typical_bytes, self._proof_bytes()
+        )
         wait = max(
-            min(
-                (self._budget.sequence_wait(now, p) for p in self._switch_plans(target)),
-                default=math.inf,
-            ),
+            min((self._budget.sequence_wait(now, p) for p in plans), default=math.inf),
             self._peer_budget.sequence_wait(now, acks),
         )
         if wait > 0:
@@ -804,33 +777,14 @@ class TxLink(LinkBase[TxState]):
         # losing the first probe (a whole probe cycle: seconds at SF12).
         self._timers[Timer.PROBE] = now + timing.guard(plan.target)
 
-    def _probe_size(self, origin: RadioSettings, target: RadioSettings) -> int:
-        """Probes are padded like a typical update (up to `timing.PROBE_MAX_BYTES`), so a commit
-        says updates get through. Where the budget window is short (US915), the padding
-        shrinks until the smallest plan (the SWITCH at `origin`, `probe_count` probes and
-        the proof at `target`) fits the allowance and each probe the dwell limit: a smaller
-        probe that fits proves more than a full-size one that never goes."""
-        low = overhead(FrameType.PROBE) + 1
-        size = max(low, min(timing.PROBE_MAX_BYTES, round(self._typical_bytes)))
-        budget = self._budget
-        if budget.unlimited and budget.max_frame_s is None:
-            return size
-        switch = time_on_air_for(origin, timing.SWITCH_BYTES)
-        proof = time_on_air_for(target, self._proof_bytes())
-        count = self.config.probe_count
-        while size > low:
-            probe = time_on_air_for(target, size)
-            if budget.sequence_fits([switch, proof] + [probe] * count):
-                break
-            size -= 1
-        return size
-
     def _sent_probe(self, now: float) -> bool:
         if self._timers.get(Timer.PROBE, now) > now:
             return False
         plan = self._switch
         origin = self._last_good if plan is None else plan.origin
-        size = self._probe_size(origin, self._settings)
+        size = self._planner.probe_size(
+            origin, self._settings, self._typical_bytes, self._proof_bytes()
+        )
         self._probe_id = (self._probe_id + 1) & 0xFF
         padding = self._rng(size - overhead(FrameType.PROBE) - 1)
         body = Probe(self._probe_id, padding).encode()
@@ -945,7 +899,7 @@ class TxLink(LinkBase[TxState]):
         if self._deferred is not None and now >= self._deferred_at:
             target, reason = self._deferred
             self._deferred = None
-            if not _same_rung(target, self._settings) and self._start_switch(now, target, reason):
+            if not same_rung(target, self._settings) and self._start_switch(now, target, reason):
                 return False  # the state changed: the pump goes on in `switching`
         if self._replies:
             return self._send_reply(now)
@@ -1528,7 +1482,7 @@ class TxLink(LinkBase[TxState]):
             return
         if (target.sf, target.bw_hz) in self._cooling(now):
             return
-        if not _same_rung(target, self._settings):
+        if not same_rung(target, self._settings):
             self._next_tune_at = now + self.config.retune_interval_s
             self._start_switch(now, target, "fixed settings")
         elif target.tx_power_dbm != self._settings.tx_power_dbm:
@@ -1594,7 +1548,7 @@ class TxLink(LinkBase[TxState]):
             self._samples = max(self._samples, _MIN_SAMPLES)
             if self._mode is RadioMode.AUTO and self._state is TxState.RUNNING:
                 target = self._desired_target(now)
-                if target is not None and not _same_rung(target, self._settings):
+                if target is not None and not same_rung(target, self._settings):
                     self._start_switch(now, target, "retune command")
                     return ReplyStatus.OK, f"retuning to {target.label()}", None
             return ReplyStatus.OK, f"staying at {self._settings.label()}", None
@@ -1650,10 +1604,6 @@ class TxLink(LinkBase[TxState]):
                 )
             )
         )
-
-
-def _same_rung(a: RadioSettings, b: RadioSettings) -> bool:
-    return a.sf == b.sf and a.bw_hz == b.bw_hz
 
 
 def _settings_of(link: TxLink, candidate: Candidate) -> RadioSettings:
