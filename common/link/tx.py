@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from p1lora.common import codec
@@ -63,11 +63,13 @@ from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
 from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
 from p1lora.common.link import timing
+from p1lora.common.link.autotune import AutoTuner, Cooldown
 from p1lora.common.link.base import LinkBase, decode_body
-from p1lora.common.link.commands import Command, CommandCode, ReplyStatus
+from p1lora.common.link.command_exec import EXECUTORS, ReplyQueue
+from p1lora.common.link.commands import Command
 from p1lora.common.link.config import FixedRadio, LinkConfig, RadioMode
 from p1lora.common.link.diagnostics import LossWindow
-from p1lora.common.link.events import Action, LinkEvent, PersistState, RunCommand
+from p1lora.common.link.events import Action, LinkEvent, PersistState
 from p1lora.common.link.fragments import OutgoingUpdate, split
 from p1lora.common.link.messages import (
     Ack,
@@ -76,7 +78,6 @@ from p1lora.common.link.messages import (
     Discover,
     Probe,
     Reply,
-    Report,
     Resync,
     StatusMessage,
     Switch,
@@ -88,15 +89,9 @@ from p1lora.common.link.states import TX_TRANSITIONS, TxState
 from p1lora.common.link.switch_plan import SwitchPlanner, same_rung
 from p1lora.common.link.tuning import (
     TYPICAL_FRAME_BYTES,
-    Candidate,
-    SnrEstimate,
     candidate_table,
-    choose_target,
-    effective_snr_db,
     find,
     is_faster,
-    margin_db,
-    slower,
 )
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import RegionError
@@ -106,10 +101,6 @@ __all__ = ["TxLink"]
 logger = logging.getLogger(__name__)
 
 
-#: Acks needed at a new setting before margin decisions are trusted again.
-_MIN_SAMPLES = 5
-#: Remember this many recently executed command ids (their replies are repeated, not re-run).
-_COMMAND_MEMORY = 16
 #: Consecutive unanswered frames at reduced power before full power is restored.
 _POWER_RESTORE_AFTER = 2
 
@@ -181,36 +172,6 @@ class _Switch:
     last_probe_end: float = 0.0
 
 
-@dataclass
-class _Reply:
-    command_id: int
-    status: ReplyStatus
-    text: str
-    attempts: int = 0
-    then_run: RunCommand | None = None
-    acked: bool = False
-
-
-@dataclass
-class _Failure:
-    until: float
-    failures: int = 1
-
-
-@dataclass
-class _ChannelEstimate:
-    """What the acks say about the channel: SNR estimates both ways, the last readings, and
-    how much of its budget the receiver has used."""
-
-    up: SnrEstimate = field(default_factory=SnrEstimate)
-    down: SnrEstimate = field(default_factory=SnrEstimate)
-    up_rssi: float | None = None
-    up_snr: float | None = None
-    down_rssi: float | None = None
-    down_snr: float | None = None
-    peer_budget: float | None = None
-
-
 class TxLink(LinkBase[TxState]):
     """The transmitter's link state machine (see the module docstring)."""
 
@@ -251,7 +212,6 @@ class TxLink(LinkBase[TxState]):
         self._switch_id = 0
         self._probe_id = 0
         self._step_down_from: RadioSettings | None = None
-        self._cooldowns: dict[tuple[int, int], _Failure] = {}
         #: A switch put off for a short budget wait, retried at `_deferred_at`.
         self._deferred: tuple[RadioSettings, str] | None = None
         self._deferred_at = now
@@ -266,13 +226,7 @@ class TxLink(LinkBase[TxState]):
         #: (a 20 s dwell window) is reported once, not at every retry.
         self._deferred_reported: tuple[int, int] | None = None
         self._never_warned_frames: set[tuple[Timer, TxState, int, int]] = set()
-        self._next_tune_at = now
-        self._next_down_at = now
-        self._next_power_at = now
-        #: Until then loss was interference lately: no power reduction (`_interference`).
-        self._interference_until = now
-        self._samples = 0
-        self._channel = _ChannelEstimate()
+        self._tuner = AutoTuner(self, self._table, self._max_power, now)
         self._loss = LossWindow(config.loss_window)
         self._consecutive_failures = 0
         self._last_ack_at = now
@@ -299,8 +253,7 @@ class TxLink(LinkBase[TxState]):
         self._typical_bytes = float(TYPICAL_FRAME_BYTES)
         self._recent_counters: deque[tuple[int, float]] = deque(maxlen=32)
         self._last_rx_static = -1
-        self._replies: deque[_Reply] = deque()
-        self._executed: OrderedDict[int, _Reply] = OrderedDict()
+        self._replies = ReplyQueue()
         self._started_at = now
 
     def _restore(self, persisted: TxPersistentState | None) -> RadioSettings:
@@ -353,7 +306,7 @@ class TxLink(LinkBase[TxState]):
         return self._mode.value
 
     def _readings(self) -> tuple[float | None, float | None, float | None, float | None]:
-        channel = self._channel
+        channel = self._tuner.channel
         return channel.up_rssi, channel.up_snr, channel.down_rssi, channel.down_snr
 
     @property
@@ -514,11 +467,7 @@ class TxLink(LinkBase[TxState]):
         self._fragments = None
         self._switch = None
         self._deferred = None
-        self._replies_unacked()
-
-    def _replies_unacked(self) -> None:
-        for reply in self._replies:
-            reply.attempts = 0
+        self._replies.restart_attempts()
 
     def _go_rendezvous(self, now: float, reason: str, meet_times: tuple[float, ...] = ()) -> None:
         """Back to the rendezvous; `meet_times`: when the receiver may arrive there too (a
@@ -556,11 +505,8 @@ class TxLink(LinkBase[TxState]):
         self._security.start_session(out.random, rx_random, counter, pending=False)
         self._last_accepted_raw = sealed.raw
         self._outstanding = None
-        # A new session starts a fresh view of the channel: old estimates may be from a
-        # channel that has since changed (that may be why the link was lost).
-        self._channel = _ChannelEstimate()
-        self._samples = 0
-        self._measure(challenge.report, out.settings, frame)
+        self._tuner.new_session()
+        self._tuner.measure(challenge.report, out.settings, frame)
         if challenge.reference_id is None:
             # The receiver holds no reference (it restarted): the next update must be a key.
             # Otherwise keep ours: the receiver keeps several, and a NAK corrects a miss.
@@ -585,7 +531,7 @@ class TxLink(LinkBase[TxState]):
         self._gate_at = now
         self._data_gate_at = now
         self._pacer.invalidate()
-        target = self._desired_target(now)
+        target = self._tuner.desired_target(now)
         if target is not None and not same_rung(target, self._settings):
             self._start_switch(now, target, "handshake")
 
@@ -609,55 +555,6 @@ class TxLink(LinkBase[TxState]):
         self._go_handshake(now, "receiver lost its session")
 
     # -- switching and probing ----------------------------------------------------------------
-
-    def _desired_target(self, now: float) -> RadioSettings | None:
-        if self._mode is RadioMode.FIXED and self._fixed is not None:
-            try:
-                return self.config.fixed_settings(self._fixed)
-            except (RegionError, ValueError):
-                return None
-        best = self._choose(
-            now, self._channel.up.value, self._channel.down.value, self.config.snr_margin_db
-        )
-        return self.config.settings(best.sf, best.bw_hz)
-
-    def _choose(
-        self, now: float, up: float | None, down: float | None, margin_db: float
-    ) -> Candidate:
-        """`choose_target`, skipping rungs that cool off after a failure and rungs the budget
-        can never switch to from here (`_unreachable`); the latter is said once per rung
-        (`_switch_never`) when it is the one the margin asks for."""
-        cooling = self._cooling(now)
-        ideal = choose_target(self._table, up, down, margin_db, cooling)
-        target = _settings_of(self, ideal)
-        if same_rung(target, self._settings) or self._reachable(target):
-            return ideal  # (the common case, checked at every ack: one plan at most)
-        if is_faster(self._table, target, self._settings):
-            self._switch_never(target)
-        return choose_target(self._table, up, down, margin_db, cooling | self._unreachable())
-
-    def _cooling(self, now: float) -> set[tuple[int, int]]:
-        return {key for key, f in self._cooldowns.items() if f.until > now}
-
-    def _unreachable(self) -> set[tuple[int, int]]:
-        """Rungs a switch from the current setting can never reach: even the smallest plan
-        (`SwitchPlanner.plans`) exceeds one budget window (US915's 0.4 s per 20 s, from a slow
-        setting). The tuner skips them like cooling rungs and picks a rung that fits, rather
-        than deferring a switch that never comes."""
-        out: set[tuple[int, int]] = set()
-        for candidate in self._table:
-            target = _settings_of(self, candidate)
-            if not same_rung(target, self._settings) and not self._reachable(target):
-                out.add(candidate.key)
-        return out
-
-    def _reachable(self, target: RadioSettings) -> bool:
-        """Whether the smallest switch plan to `target` fits one window of both budgets."""
-        if self._planner.unlimited():
-            return True
-        return self._planner.reachable(
-            self._settings, target, self._typical_bytes, self._proof_bytes()
-        )
 
     def _proof_bytes(self) -> int:
         """The smallest frame that proves a commit to the receiver: a standalone STATUS (the
@@ -683,7 +580,7 @@ class TxLink(LinkBase[TxState]):
         )
         if wait > 0:
             delay = wait if math.isfinite(wait) else self.config.retune_interval_s
-            self._next_tune_at = self._next_down_at = now + delay
+            self._tuner.next_tune_at = self._tuner.next_down_at = now + delay
             key = (target.sf, target.bw_hz)
             report = key != self._deferred_reported
             if not math.isfinite(wait):
@@ -810,18 +707,18 @@ class TxLink(LinkBase[TxState]):
     def _commit(self, now: float, plan: _Switch) -> None:
         self._switch = None
         self._last_good = self._settings.replace(tx_power_dbm=self._max_power)
-        self._cooldowns.pop((plan.target.sf, plan.target.bw_hz), None)
+        self._tuner.cooldowns.pop((plan.target.sf, plan.target.bw_hz), None)
         self._set_state(TxState.RUNNING, "switch confirmed")
         self._event(LinkEvent.SWITCH_COMMITTED, settings=self._settings.label(), reason=plan.reason)
         # Any non-probe frame proves the commit to the receiver: the newest telegram goes
         # first (the status rides on it), not a status followed by a full pacing gap.
         self._want_status(now)
         self._proof_due = True
-        self._samples = 0
+        self._tuner.samples = 0
         self._loss.clear()
         self._consecutive_failures = 0
-        self._next_tune_at = now + self.config.retune_interval_s
-        self._next_power_at = now + self.config.retune_interval_s
+        self._tuner.next_tune_at = now + self.config.retune_interval_s
+        self._tuner.next_power_at = now + self.config.retune_interval_s
         self._gate_at = now
         self._pacer.invalidate()
         self._persist()
@@ -829,12 +726,12 @@ class TxLink(LinkBase[TxState]):
     def _revert(self, now: float, plan: _Switch) -> None:
         self._switch = None
         key = (plan.target.sf, plan.target.bw_hz)
-        failure = self._cooldowns.get(key)
+        failure = self._tuner.cooldowns.get(key)
         failures = 1 if failure is None else failure.failures + 1
         # The user's fixed setting is retried sooner at first (a few lost probes are enough to
         # fail it on a lossy channel), then backs off like any setting (`failed_cooldown`).
         cooldown = self.config.failed_cooldown(failures, fixed=self._mode is RadioMode.FIXED)
-        self._cooldowns[key] = _Failure(now + cooldown, failures)
+        self._tuner.cooldowns[key] = Cooldown(now + cooldown, failures)
         self._configure(self._last_good, "switch failed")
         holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target, plan.origin)
         self._timers[Timer.HOLDOFF] = max(now, holdoff) + timing.guard(plan.target)
@@ -856,35 +753,14 @@ class TxLink(LinkBase[TxState]):
         self._gate_at = max(self._gate_at, now)
         failed = self._step_down_from
         self._step_down_from = None
-        self._next_tune_at = now + self.config.retune_interval_s
+        self._tuner.next_tune_at = now + self.config.retune_interval_s
         self._check_lost(now)
         if self._state is not TxState.RUNNING or failed is None or self._mode is RadioMode.FIXED:
             return False
-        target = self._step_down_target(now, failed)
+        target = self._tuner.step_down_target(now, failed)
         if target is not None and is_faster(self._table, target, self._last_good):
             self._start_switch(now, target, "step down")
         return False
-
-    def _step_down_target(self, now: float, below: RadioSettings) -> RadioSettings | None:
-        """A rung slower than `below`: the SNR-based choice if that is slower still, else the
-        next rung down that is not cooling off after a failure and that the budget can switch
-        to from here (`_unreachable`); None at the bottom."""
-        cooling = self._cooling(now) | self._unreachable()
-        lower = slower(self._table, below)
-        while lower is not None and lower.key in cooling:
-            lower = slower(self._table, _settings_of(self, lower))
-        if lower is None:
-            return None
-        best = choose_target(
-            self._table,
-            self._channel.up.value,
-            self._channel.down.value,
-            self.config.snr_margin_db,
-            cooling,
-        )
-        lower_settings = _settings_of(self, lower)
-        chosen = best if is_faster(self._table, lower_settings, _settings_of(self, best)) else lower
-        return _settings_of(self, chosen)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -1003,7 +879,7 @@ class TxLink(LinkBase[TxState]):
         if size > 1.5 * typical:
             self._pacer.invalidate()  # a large frame changes what the window can still carry
         gap = self._pacer.gap(now, airtime, steady)
-        peer = self._channel.peer_budget
+        peer = self._tuner.channel.peer_budget
         if peer is not None and peer > 0.8:
             gap *= 1.0 + (peer - 0.8) * 5  # the receiver is running out: give its acks room
         self._gate_at = now + gap
@@ -1024,8 +900,8 @@ class TxLink(LinkBase[TxState]):
             updates_sent=self._telegrams["sent"],
             updates_acked=self._telegrams["acked"],
             superseded=self._telegrams["superseded"],
-            downlink_rssi_dbm=self._channel.down_rssi,
-            downlink_snr_db=self._channel.down_snr,
+            downlink_rssi_dbm=self._tuner.channel.down_rssi,
+            downlink_snr_db=self._tuner.channel.down_snr,
         )
 
     def _status_sent(self, now: float) -> None:
@@ -1050,7 +926,7 @@ class TxLink(LinkBase[TxState]):
     def _send_reply(self, now: float) -> bool:
         if self._gated(now, data=False):
             return False
-        reply = self._replies[0]
+        reply = self._replies.first()
         body = Reply(reply.command_id, reply.status, reply.text).encode()
         out = self._session_send(now, Awaiting.REPLY, FrameType.REPLY, body, timing.ACK_MAX_BYTES)
         if out is None:
@@ -1212,19 +1088,6 @@ class TxLink(LinkBase[TxState]):
         except FrameError as error:
             self._reject(now, error, frame)
 
-    def _measure(self, report: Report, sent_with: RadioSettings, frame: ReceivedFrame) -> None:
-        channel = self._channel
-        at = frame.received_at
-        deficit = self._max_power - sent_with.tx_power_dbm
-        up = effective_snr_db(report.snr_db, report.rssi_dbm, sent_with.bw_hz)
-        channel.up.add(up, sent_with.bw_hz, deficit, at)
-        down = effective_snr_db(frame.snr_db, frame.rssi_dbm, frame.settings.bw_hz)
-        channel.down.add(down, frame.settings.bw_hz, at=at)
-        channel.up_rssi, channel.up_snr = report.rssi_dbm, report.snr_db
-        channel.down_rssi, channel.down_snr = frame.rssi_dbm, frame.snr_db
-        channel.peer_budget = report.budget_used
-        self._samples += 1
-
     def _on_ack(self, now: float, ack: Ack, frame: ReceivedFrame) -> None:
         out = self._outstanding
         matched = (
@@ -1241,7 +1104,7 @@ class TxLink(LinkBase[TxState]):
             return
         self._run_piggybacked_command(now, ack)
         self._outstanding = None
-        self._measure(ack.report, out.settings, frame)
+        self._tuner.measure(ack.report, out.settings, frame)
         self._last_ack_at = now
         self._consecutive_failures = 0
         self._loss.record(True)
@@ -1249,7 +1112,7 @@ class TxLink(LinkBase[TxState]):
         if handler is not None:
             handler(self, now, out, ack)
         if self._state is TxState.RUNNING:
-            self._evaluate(now)
+            self._tuner.evaluate(now)
 
     def _run_piggybacked_command(self, now: float, ack: Ack) -> None:
         if ack.command is not None and ack.command_id is not None:
@@ -1262,7 +1125,7 @@ class TxLink(LinkBase[TxState]):
         if plan is None:
             return
         if ack.value >> 8:
-            self._cooldowns[(plan.target.sf, plan.target.bw_hz)] = _Failure(
+            self._tuner.cooldowns[(plan.target.sf, plan.target.bw_hz)] = Cooldown(
                 now + self.config.failed_cooldown_s
             )
             self._switch = None
@@ -1296,11 +1159,9 @@ class TxLink(LinkBase[TxState]):
         self._event(LinkEvent.UPDATE_REJECTED, ack_kind=ack.kind.name, value=ack.value)
 
     def _ack_reply(self, now: float, out: _Outstanding, ack: Ack) -> None:
-        if self._replies and self._replies[0].command_id == out.expect:
-            reply = self._replies.popleft()
-            reply.acked = True
-            if reply.then_run is not None:
-                self._emit(reply.then_run)
+        then_run = self._replies.acked(out.expect)
+        if then_run is not None:
+            self._emit(then_run)
 
     def _on_timeout(self, now: float, out: _Outstanding) -> None:
         _TIMEOUT_HANDLERS[out.kind](self, now, out)
@@ -1324,13 +1185,13 @@ class TxLink(LinkBase[TxState]):
         ):
             # Lost acks: full power first. It is immediate and costs no airtime; a step down
             # needs the receiver's cooperation, which is what is failing.
-            self._restore_power(now, "acks lost")
+            self._tuner.restore_power(now, "acks lost")
 
     def _after_unanswered(self, now: float) -> None:
         if self._state is TxState.RUNNING:
             self._check_lost(now)
             if self._state is TxState.RUNNING:
-                self._evaluate(now)
+                self._tuner.evaluate(now)
 
     def _timeout_switch(self, now: float, out: _Outstanding) -> None:
         self._count_unanswered(now)
@@ -1350,12 +1211,9 @@ class TxLink(LinkBase[TxState]):
 
     def _timeout_reply(self, now: float, out: _Outstanding) -> None:
         self._count_unanswered(now)
-        if self._replies:
-            reply = self._replies[0]
-            if reply.attempts >= self.config.reply_attempts:
-                self._replies.popleft()
-                if reply.then_run is not None:
-                    self._emit(reply.then_run)
+        then_run = self._replies.unanswered(self.config.reply_attempts)
+        if then_run is not None:
+            self._emit(then_run)
         self._after_unanswered(now)
 
     def _timeout_report(self, now: float, out: _Outstanding) -> None:
@@ -1396,192 +1254,16 @@ class TxLink(LinkBase[TxState]):
 
     # -- tuning -------------------------------------------------------------------------------
 
-    def _evaluate(self, now: float) -> None:
-        """Decide whether to re-tune (running state only)."""
-        if self._mode is RadioMode.FIXED:
-            self._evaluate_fixed(now)
-            return
-        current = find(self._table, self._settings)
-        rate = self._loss.rate
-        if (
-            now >= self._next_down_at
-            and rate is not None
-            and len(self._loss) >= min(10, self.config.loss_window)
-            and self.config.loss_retune_threshold <= rate < 1.0
-        ):
-            # Partial loss: the channel degraded but still carries some frames. (Total loss is
-            # a lost link: `_check_lost` returns to the rendezvous for a fresh measurement.)
-            self._loss.clear()
-            if current is not None and self._interference(now, current):
-                # The frames that arrive show plenty of margin: the losses are collisions.
-                # A slower rung only makes frames longer (easier to hit); keep the rung, give
-                # the frames full power (it helps the capture of a colliding frame).
-                self._interference_until = now + self.config.interference_cooldown_s
-                self._next_down_at = now + self.config.retune_interval_s
-                self._event(LinkEvent.INTERFERENCE, loss=round(rate, 3), settings=current.label())
-                if self._settings.tx_power_dbm < self._max_power:
-                    self._restore_power(now, f"loss {rate:.0%} with margin: interference")
-                return
-            if self._settings.tx_power_dbm < self._max_power:
-                self._restore_power(now, "loss")
-                return
-            target = self._step_down_target(now, self._settings)
-            if target is not None:
-                self._start_switch(now, target, f"loss {rate:.0%}")
-            return
-        if current is None or self._samples < _MIN_SAMPLES or now < self._next_tune_at:
-            return
-        up, down = self._channel.up.value, self._channel.down.value
-        margin = self.config.snr_margin_db
-        hysteresis = self.config.hysteresis_db
-        # Up only when even the worst recent sample clears the faster rung: on a fading
-        # channel the average alone moved up and straight back down every few minutes.
-        best = self._choose(
-            now, self._channel.up.low(now), self._channel.down.low(now), margin + hysteresis
-        )
-        if is_faster(self._table, _settings_of(self, best), self._settings):
-            self._next_tune_at = now + self.config.retune_interval_s
-            self._start_switch(now, _settings_of(self, best), "margin up")
-            return
-        deficit = self._max_power - self._settings.tx_power_dbm
-        current_margin = margin_db(current, up, down, deficit)
-        if current_margin is not None and current_margin < margin - hysteresis:
-            if deficit > 0:
-                self._set_power(now, self._max_power, "margin down")
-                return
-            fallback = choose_target(self._table, up, down, margin, self._cooling(now))
-            if is_faster(self._table, self._settings, _settings_of(self, fallback)):
-                self._next_tune_at = now + self.config.retune_interval_s
-                self._start_switch(now, _settings_of(self, fallback), "margin down")
-            return
-        if (
-            self.config.power_control
-            and current is self._table[0]
-            and now >= max(self._next_power_at, self._interference_until)
-        ):
-            self._power_control(now, current)
-
-    def _interference(self, now: float, current: Candidate) -> bool:
-        """Whether the loss just seen is interference rather than weak signal: even the worst
-        recent sample in each direction (uplink at the power in use) clears the rung's floor by
-        `snr_margin_db + hysteresis_db`. Needs a sample in both directions; a fading channel
-        shows its fades in the worst sample and is treated as weak signal."""
-        up, down = self._channel.up.low(now), self._channel.down.low(now)
-        if up is None or down is None:
-            return False
-        deficit = self._max_power - self._settings.tx_power_dbm
-        margin = margin_db(current, up, down, deficit)
-        return (
-            margin is not None and margin >= self.config.snr_margin_db + self.config.hysteresis_db
-        )
-
-    def _evaluate_fixed(self, now: float) -> None:
-        """Fixed mode: go to the fixed settings (again, after a cooldown if they failed)."""
-        target = self._desired_target(now)
-        if target is None or now < self._next_tune_at:
-            return
-        if (target.sf, target.bw_hz) in self._cooling(now):
-            return
-        if not same_rung(target, self._settings):
-            self._next_tune_at = now + self.config.retune_interval_s
-            self._start_switch(now, target, "fixed settings")
-        elif target.tx_power_dbm != self._settings.tx_power_dbm:
-            self._set_power(now, target.tx_power_dbm, "fixed settings")
-
-    def _power_control(self, now: float, current: Candidate) -> None:
-        """Lower the power only while the worst recent uplink sample keeps `snr_margin_db +
-        power_headroom_db` (10 dB) above the floor; raise it when it falls `hysteresis_db`
-        short. A saturated SNR reading is a lower bound, so every step down is proven."""
-        low = self._channel.up.low(now)
-        if low is None:
-            return
-        power = self._settings.tx_power_dbm
-        uplink_margin = low - (self._max_power - power) - current.required_125_db
-        wanted = self.config.snr_margin_db + self.config.power_headroom_db
-        new = power
-        if uplink_margin > wanted + 1:
-            new = max(self.config.min_tx_power_dbm, power - math.floor(uplink_margin - wanted))
-        elif uplink_margin < wanted - self.config.hysteresis_db:
-            new = min(self._max_power, power + math.ceil(wanted - uplink_margin))
-        if new != power:
-            self._set_power(now, new, f"uplink margin {uplink_margin:.1f} dB")
-
-    def _set_power(self, now: float, power: int, reason: str) -> None:
-        self._configure(self._settings.replace(tx_power_dbm=power), f"power: {reason}")
-        self._next_power_at = now + self.config.retune_interval_s
-        self._samples = 0
-        self._event(LinkEvent.POWER, tx_power=power, reason=reason)
-
-    def _restore_power(self, now: float, reason: str) -> None:
-        """Full power after losses; power control waits a cooldown before lowering it again."""
-        self._set_power(now, self._max_power, reason)
-        self._next_power_at = now + self.config.failed_cooldown_s
-
     # -- commands -----------------------------------------------------------------------------
 
     def _on_command(self, now: float, command_id: int, command: Command) -> None:
-        done = self._executed.get(command_id)
-        if done is not None:
-            if done.acked and done not in self._replies:
-                done.acked = False
-                done.attempts = 0
-                self._replies.append(done)
+        if self._replies.repeat(command_id):
             return
-        status, text, then_run = self._execute(now, command)
-        reply = _Reply(command_id, status, text, then_run=then_run)
-        self._executed[command_id] = reply
-        while len(self._executed) > _COMMAND_MEMORY:
-            self._executed.popitem(last=False)
-        self._replies.append(reply)
+        outcome = EXECUTORS[command.code](self, now, command)
+        self._replies.add(command_id, outcome)
         self._event(
-            LinkEvent.COMMAND, command=str(command), command_id=command_id, status=status.name
+            LinkEvent.COMMAND, command=str(command), command_id=command_id, status=outcome[0].name
         )
-
-    def _execute(self, now: float, command: Command) -> tuple[ReplyStatus, str, RunCommand | None]:
-        code = command.code
-        if code is CommandCode.INFO:
-            self._want_status(now)  # whoever asks wants fresh diagnostics at home too
-            return ReplyStatus.OK, self._info(now), None
-        if code is CommandCode.RETUNE:
-            self._cooldowns.clear()
-            self._next_tune_at = now
-            self._samples = max(self._samples, _MIN_SAMPLES)
-            if self._mode is RadioMode.AUTO and self._state is TxState.RUNNING:
-                target = self._desired_target(now)
-                if target is not None and not same_rung(target, self._settings):
-                    self._start_switch(now, target, "retune command")
-                    return ReplyStatus.OK, f"retuning to {target.label()}", None
-            return ReplyStatus.OK, f"staying at {self._settings.label()}", None
-        if code is CommandCode.SET_INTERVAL:
-            assert command.interval_s is not None
-            self._interval = command.interval_s
-            self._persist()
-            return ReplyStatus.OK, f"interval {self._interval:g} s", None
-        if code is CommandCode.SET_RADIO_AUTO:
-            self._mode = RadioMode.AUTO
-            self._persist()
-            self._next_tune_at = now
-            return ReplyStatus.OK, "radio auto", None
-        if code is CommandCode.SET_RADIO_FIXED:
-            assert command.sf is not None and command.bw_hz is not None
-            fixed = FixedRadio(command.sf, command.bw_hz, command.tx_power_dbm)
-            try:
-                target = self.config.fixed_settings(fixed)
-                self.config.region.check(target)
-            except (RegionError, ValueError) as exc:
-                return ReplyStatus.ERROR, str(exc), None
-            self._mode, self._fixed = RadioMode.FIXED, fixed
-            self._cooldowns.pop((target.sf, target.bw_hz), None)
-            self._persist()
-            self._next_tune_at = now
-            if self._state is TxState.RUNNING:
-                self._evaluate_fixed(now)
-            return ReplyStatus.OK, f"radio fixed {fixed.label()}", None
-        if code is CommandCode.RESTART:
-            return ReplyStatus.OK, "restarting", RunCommand("restart")
-        assert code is CommandCode.LOG_LEVEL  # the enum is exhausted above
-        self._emit(RunCommand("log_level", command.log_level))
-        return ReplyStatus.OK, f"log level {command.log_level}", None
 
     def _info(self, now: float) -> str:
         loss = self._loss.rate
@@ -1604,10 +1286,6 @@ class TxLink(LinkBase[TxState]):
                 )
             )
         )
-
-
-def _settings_of(link: TxLink, candidate: Candidate) -> RadioSettings:
-    return link.config.settings(candidate.sf, candidate.bw_hz)
 
 
 _ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, _Outstanding, Ack], None]] = {
