@@ -98,15 +98,16 @@ class AutoTuner:
         return self._link.config.settings(candidate.sf, candidate.bw_hz)
 
     def desired_target(self, now: float) -> RadioSettings | None:
-        if self._link._mode is RadioMode.FIXED and self._link._fixed is not None:
+        link = self._link
+        if link._mode is RadioMode.FIXED and link._fixed is not None:
             try:
-                return self._link.config.fixed_settings(self._link._fixed)
+                return link.config.fixed_settings(link._fixed)
             except (RegionError, ValueError):
                 return None
         best = self.choose(
-            now, self.channel.up.value, self.channel.down.value, self._link.config.snr_margin_db
+            now, self.channel.up.value, self.channel.down.value, link.config.snr_margin_db
         )
-        return self._link.config.settings(best.sf, best.bw_hz)
+        return link.config.settings(best.sf, best.bw_hz)
 
     def choose(
         self, now: float, up: float | None, down: float | None, margin_db: float
@@ -114,13 +115,14 @@ class AutoTuner:
         """`choose_target`, skipping rungs that cool off after a failure and rungs the budget
         can never switch to from here (`_unreachable`); the latter is said once per rung
         (`_switch_never`) when it is the one the margin asks for."""
+        link = self._link
         cooling = self.cooling(now)
         ideal = choose_target(self.table, up, down, margin_db, cooling)
         target = self._settings_of(ideal)
-        if same_rung(target, self._link._settings) or self.reachable(target):
+        if same_rung(target, link._settings) or self.reachable(target):
             return ideal  # (the common case, checked at every ack: one plan at most)
-        if is_faster(self.table, target, self._link._settings):
-            self._link._switch_never(target)
+        if is_faster(self.table, target, link._settings):
+            link._switch_never(target)
         return choose_target(self.table, up, down, margin_db, cooling | self.unreachable())
 
     def cooling(self, now: float) -> set[tuple[int, int]]:
@@ -140,10 +142,11 @@ class AutoTuner:
 
     def reachable(self, target: RadioSettings) -> bool:
         """Whether the smallest switch plan to `target` fits one window of both budgets."""
-        if self._link._planner.unlimited():
+        link = self._link
+        if link._planner.unlimited():
             return True
-        return self._link._planner.reachable(
-            self._link._settings, target, self._link._typical_bytes, self._link._proof_bytes()
+        return link._planner.reachable(
+            link._settings, target, link._typical_bytes, link._proof_bytes()
         )
 
     def step_down_target(self, now: float, below: RadioSettings) -> RadioSettings | None:
@@ -182,66 +185,65 @@ class AutoTuner:
 
     def evaluate(self, now: float) -> None:
         """Decide whether to re-tune (running state only)."""
-        if self._link._mode is RadioMode.FIXED:
+        link = self._link
+        if link._mode is RadioMode.FIXED:
             self.evaluate_fixed(now)
             return
-        current = find(self.table, self._link._settings)
-        rate = self._link._loss.rate
+        current = find(self.table, link._settings)
+        rate = link._loss.rate
         if (
             now >= self.next_down_at
             and rate is not None
-            and len(self._link._loss) >= min(10, self._link.config.loss_window)
-            and self._link.config.loss_retune_threshold <= rate < 1.0
+            and len(link._loss) >= min(10, link.config.loss_window)
+            and link.config.loss_retune_threshold <= rate < 1.0
         ):
             # Partial loss: the channel degraded but still carries some frames. (Total loss is
             # a lost link: `_check_lost` returns to the rendezvous for a fresh measurement.)
-            self._link._loss.clear()
+            link._loss.clear()
             if current is not None and self.interference(now, current):
                 # The frames that arrive show plenty of margin: the losses are collisions.
                 # A slower rung only makes frames longer (easier to hit); keep the rung, give
                 # the frames full power (it helps the capture of a colliding frame).
-                self.interference_until = now + self._link.config.interference_cooldown_s
-                self.next_down_at = now + self._link.config.retune_interval_s
-                self._link._event(
-                    LinkEvent.INTERFERENCE, loss=round(rate, 3), settings=current.label()
-                )
-                if self._link._settings.tx_power_dbm < self.max_power:
+                self.interference_until = now + link.config.interference_cooldown_s
+                self.next_down_at = now + link.config.retune_interval_s
+                link._event(LinkEvent.INTERFERENCE, loss=round(rate, 3), settings=current.label())
+                if link._settings.tx_power_dbm < self.max_power:
                     self.restore_power(now, f"loss {rate:.0%} with margin: interference")
                 return
-            if self._link._settings.tx_power_dbm < self.max_power:
+            if link._settings.tx_power_dbm < self.max_power:
                 self.restore_power(now, "loss")
                 return
-            target = self.step_down_target(now, self._link._settings)
+            target = self.step_down_target(now, link._settings)
             if target is not None:
-                self._link._start_switch(now, target, f"loss {rate:.0%}")
+                link._start_switch(now, target, f"loss {rate:.0%}")
             return
         if current is None or self.samples < MIN_SAMPLES or now < self.next_tune_at:
             return
         up, down = self.channel.up.value, self.channel.down.value
-        margin = self._link.config.snr_margin_db
-        hysteresis = self._link.config.hysteresis_db
+        margin = link.config.snr_margin_db
+        hysteresis = link.config.hysteresis_db
         # Up only when even the worst recent sample clears the faster rung: on a fading
         # channel the average alone moved up and straight back down every few minutes.
         best = self.choose(
             now, self.channel.up.low(now), self.channel.down.low(now), margin + hysteresis
         )
-        if is_faster(self.table, self._settings_of(best), self._link._settings):
-            self.next_tune_at = now + self._link.config.retune_interval_s
-            self._link._start_switch(now, self._settings_of(best), "margin up")
+        if is_faster(self.table, self._settings_of(best), link._settings):
+            self.next_tune_at = now + link.config.retune_interval_s
+            link._start_switch(now, self._settings_of(best), "margin up")
             return
-        deficit = self.max_power - self._link._settings.tx_power_dbm
+        deficit = self.max_power - link._settings.tx_power_dbm
         current_margin = margin_db(current, up, down, deficit)
         if current_margin is not None and current_margin < margin - hysteresis:
             if deficit > 0:
                 self.set_power(now, self.max_power, "margin down")
                 return
             fallback = choose_target(self.table, up, down, margin, self.cooling(now))
-            if is_faster(self.table, self._link._settings, self._settings_of(fallback)):
-                self.next_tune_at = now + self._link.config.retune_interval_s
-                self._link._start_switch(now, self._settings_of(fallback), "margin down")
+            if is_faster(self.table, link._settings, self._settings_of(fallback)):
+                self.next_tune_at = now + link.config.retune_interval_s
+                link._start_switch(now, self._settings_of(fallback), "margin down")
             return
         if (
-            self._link.config.power_control
+            link.config.power_control
             and current is self.table[0]
             and now >= max(self.next_power_at, self.interference_until)
         ):
@@ -252,54 +254,55 @@ class AutoTuner:
         recent sample in each direction (uplink at the power in use) clears the rung's floor by
         `snr_margin_db + hysteresis_db`. Needs a sample in both directions; a fading channel
         shows its fades in the worst sample and is treated as weak signal."""
+        link = self._link
         up, down = self.channel.up.low(now), self.channel.down.low(now)
         if up is None or down is None:
             return False
-        deficit = self.max_power - self._link._settings.tx_power_dbm
+        deficit = self.max_power - link._settings.tx_power_dbm
         margin = margin_db(current, up, down, deficit)
         return (
-            margin is not None
-            and margin >= self._link.config.snr_margin_db + self._link.config.hysteresis_db
+            margin is not None and margin >= link.config.snr_margin_db + link.config.hysteresis_db
         )
 
     def evaluate_fixed(self, now: float) -> None:
         """Fixed mode: go to the fixed settings (again, after a cooldown if they failed)."""
+        link = self._link
         target = self.desired_target(now)
         if target is None or now < self.next_tune_at:
             return
         if (target.sf, target.bw_hz) in self.cooling(now):
             return
-        if not same_rung(target, self._link._settings):
-            self.next_tune_at = now + self._link.config.retune_interval_s
-            self._link._start_switch(now, target, "fixed settings")
-        elif target.tx_power_dbm != self._link._settings.tx_power_dbm:
+        if not same_rung(target, link._settings):
+            self.next_tune_at = now + link.config.retune_interval_s
+            link._start_switch(now, target, "fixed settings")
+        elif target.tx_power_dbm != link._settings.tx_power_dbm:
             self.set_power(now, target.tx_power_dbm, "fixed settings")
 
     def power_control(self, now: float, current: Candidate) -> None:
         """Lower the power only while the worst recent uplink sample keeps `snr_margin_db +
         power_headroom_db` (10 dB) above the floor; raise it when it falls `hysteresis_db`
         short. A saturated SNR reading is a lower bound, so every step down is proven."""
+        link = self._link
         low = self.channel.up.low(now)
         if low is None:
             return
-        power = self._link._settings.tx_power_dbm
+        power = link._settings.tx_power_dbm
         uplink_margin = low - (self.max_power - power) - current.required_125_db
-        wanted = self._link.config.snr_margin_db + self._link.config.power_headroom_db
+        wanted = link.config.snr_margin_db + link.config.power_headroom_db
         new = power
         if uplink_margin > wanted + 1:
-            new = max(
-                self._link.config.min_tx_power_dbm, power - math.floor(uplink_margin - wanted)
-            )
-        elif uplink_margin < wanted - self._link.config.hysteresis_db:
+            new = max(link.config.min_tx_power_dbm, power - math.floor(uplink_margin - wanted))
+        elif uplink_margin < wanted - link.config.hysteresis_db:
             new = min(self.max_power, power + math.ceil(wanted - uplink_margin))
         if new != power:
             self.set_power(now, new, f"uplink margin {uplink_margin:.1f} dB")
 
     def set_power(self, now: float, power: int, reason: str) -> None:
-        self._link._configure(self._link._settings.replace(tx_power_dbm=power), f"power: {reason}")
-        self.next_power_at = now + self._link.config.retune_interval_s
+        link = self._link
+        link._configure(link._settings.replace(tx_power_dbm=power), f"power: {reason}")
+        self.next_power_at = now + link.config.retune_interval_s
         self.samples = 0
-        self._link._event(LinkEvent.POWER, tx_power=power, reason=reason)
+        link._event(LinkEvent.POWER, tx_power=power, reason=reason)
 
     def restore_power(self, now: float, reason: str) -> None:
         """Full power after losses; power control waits a cooldown before lowering it again."""

@@ -49,10 +49,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 
 from p1lora.common import codec
 from p1lora.common.airtime import time_on_air_for
@@ -61,7 +59,7 @@ from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.counters import CounterState
 from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
-from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
+from p1lora.common.frames import FrameError, FrameType, overhead
 from p1lora.common.link import timing
 from p1lora.common.link.autotune import AutoTuner, Cooldown
 from p1lora.common.link.base import LinkBase, decode_body
@@ -71,14 +69,12 @@ from p1lora.common.link.config import FixedRadio, LinkConfig, RadioMode
 from p1lora.common.link.diagnostics import LossWindow
 from p1lora.common.link.events import Action, LinkEvent, PersistState
 from p1lora.common.link.fragments import OutgoingUpdate, split
+from p1lora.common.link.handshake import Handshake
 from p1lora.common.link.messages import (
     Ack,
     AckKind,
-    Challenge,
-    Discover,
     Probe,
     Reply,
-    Resync,
     StatusMessage,
     Switch,
     TxStatus,
@@ -93,6 +89,7 @@ from p1lora.common.link.tuning import (
     find,
     is_faster,
 )
+from p1lora.common.link.tx_types import Awaiting, Outstanding, Timer
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import RegionError
 
@@ -105,59 +102,6 @@ logger = logging.getLogger(__name__)
 _POWER_RESTORE_AFTER = 2
 
 
-class Awaiting(Enum):
-    """What the one frame in flight waits for an answer to: decides how its ack and its
-    timeout are handled (`_ACK_HANDLERS`, `_TIMEOUT_HANDLERS`)."""
-
-    DISCOVER = "discover"
-    SWITCH = "switch"
-    PROBE = "probe"
-    DATA = "data"
-    FRAGMENT = "fragment"
-    STATUS = "status"
-    KEEPALIVE = "keepalive"
-    REPLY = "reply"
-
-
-class Timer(Enum):
-    """The transmitter's wake-ups (each at most once; `next_deadline` is the earliest)."""
-
-    #: The next DISCOVER (backoff, or a moment the receiver may reach the rendezvous).
-    DISCOVER = "discover"
-    #: When a lost link may go to the rendezvous (`timing.rendezvous_window`).
-    LOST = "lost"
-    #: The airtime budget has room again.
-    BUDGET = "budget"
-    #: The first probe after a switch (the receiver listens at the target by then).
-    PROBE = "probe"
-    #: The receiver has surely reverted after a failed switch.
-    HOLDOFF = "holdoff"
-    #: A switch put off for a short budget wait.
-    DEFERRED = "deferred"
-    #: A status report or keepalive falls due.
-    STATUS = "status"
-    #: The pacing or interval gate opens.
-    SEND = "send"
-
-
-@dataclass
-class _Outstanding:
-    """The one frame in flight that expects an answer."""
-
-    kind: Awaiting
-    frame: bytes
-    frame_type: FrameType
-    counter: int
-    settings: RadioSettings
-    sent_at: float
-    reply_bytes: int
-    deadline: float | None = None
-    attempts: int = 1
-    random: bytes = b""
-    telegram: bytes | None = None
-    expect: int = -1
-
-
 @dataclass
 class _Switch:
     target: RadioSettings
@@ -166,7 +110,7 @@ class _Switch:
     origin: RadioSettings
     acked: bool = False
     #: The SWITCH frame once sent (repeated byte for byte while unacknowledged).
-    sent: _Outstanding | None = None
+    sent: Outstanding | None = None
     probes_ok: int = 0
     probes_failed: int = 0
     last_probe_end: float = 0.0
@@ -200,10 +144,10 @@ class TxLink(LinkBase[TxState]):
         self._last_good = start
         self._state = TxState.RENDEZVOUS if start == config.rendezvous() else TxState.HANDSHAKE
         self._configure(start, "start")
-        self._outstanding: _Outstanding | None = None
-        self._retry: _Outstanding | None = None
+        self._outstanding: Outstanding | None = None
+        self._retry: Outstanding | None = None
         self._timers: dict[Timer, float] = {Timer.DISCOVER: now}
-        self._discover_attempts = 0
+        self._handshake = Handshake(self)
         self._pending: bytes | None = None
         self._reference: bytes | None = None
         self._fragments: OutgoingUpdate | None = None
@@ -240,9 +184,6 @@ class TxLink(LinkBase[TxState]):
         #: After a commit the receiver waits for a non-probe frame as proof (keepalives are
         #: probes): the next update, or the status at once.
         self._proof_due = False
-        #: Moments a receiver that lost us may arrive at the rendezvous (a DISCOVER goes out
-        #: right after each, and the backoff starts over).
-        self._meet_times: list[float] = []
         #: When a receiver that followed a failed switch reverted, at the latest (its silence
         #: timer restarts then).
         self._revert_anchor = now
@@ -251,8 +192,6 @@ class TxLink(LinkBase[TxState]):
         #: The serial side as last reported (None: nothing reported in this run yet).
         self._reported: TxStatus | None = None
         self._typical_bytes = float(TYPICAL_FRAME_BYTES)
-        self._recent_counters: deque[tuple[int, float]] = deque(maxlen=32)
-        self._last_rx_static = -1
         self._replies = ReplyQueue()
         self._started_at = now
 
@@ -344,7 +283,7 @@ class TxLink(LinkBase[TxState]):
         for name in fired:
             del self._timers[name]
         if Timer.LOST in fired and self._state is TxState.RUNNING:
-            self._check_lost(now)
+            self._handshake.check_lost(now)
         self._pump(now)
 
     def _pump(self, now: float) -> None:
@@ -378,7 +317,7 @@ class TxLink(LinkBase[TxState]):
 
     def _session_send(
         self, now: float, kind: Awaiting, frame_type: FrameType, body: bytes, reply_bytes: int
-    ) -> _Outstanding | None:
+    ) -> Outstanding | None:
         size = len(body) + overhead(frame_type)
         wait = self._budget_wait(now, size)
         if wait > 0:
@@ -387,77 +326,20 @@ class TxLink(LinkBase[TxState]):
         sent = self._send(now, size, lambda: self._security.seal_session(frame_type, body))
         if sent is None:
             return None
-        self._recent_counters.append((sent.counter, now))
+        self._handshake.recent_counters.append((sent.counter, now))
         self._last_sent_at = now
         self._last_sent_end = now + self._airtime(size)
         if frame_type is not FrameType.PROBE:
             self._proof_due = False
         if kind in (Awaiting.SWITCH, Awaiting.PROBE):
             self._pacer.invalidate()  # unpaced traffic: the pacing must account for it
-        out = _Outstanding(
+        out = Outstanding(
             kind, sent.frame, frame_type, sent.counter, self._settings, now, reply_bytes
         )
         self._outstanding = out
         return out
 
     # -- discovery ----------------------------------------------------------------------------
-
-    def _sent_discover(self, now: float) -> bool:
-        due = self._timers.get(Timer.DISCOVER, now)
-        if now < due:
-            self._timers[Timer.DISCOVER] = due
-            return False
-        size = timing.DISCOVER_BYTES
-        wait = self._budget_wait(now, size)
-        if wait > 0:
-            self._wait(Timer.DISCOVER, now + wait)
-            return False
-        random = self._security.random()
-        body = Discover(self._state is TxState.HANDSHAKE, self._settings.tx_power_dbm).encode()
-        sent = self._send(
-            now,
-            size,
-            lambda: self._security.seal_static(FrameType.DISCOVER, body, random),
-        )
-        if sent is None:
-            return False
-        self._timers.pop(Timer.DISCOVER, None)
-        self._pacer.invalidate()
-        self._outstanding = _Outstanding(
-            Awaiting.DISCOVER,
-            sent.frame,
-            FrameType.DISCOVER,
-            sent.counter,
-            self._settings,
-            now,
-            timing.CHALLENGE_BYTES,
-            random=random,
-        )
-        self._event(
-            LinkEvent.DISCOVER, attempt=self._discover_attempts + 1, settings=self._settings.label()
-        )
-        return True
-
-    def _discover_failed(self, now: float) -> None:
-        self._discover_attempts += 1
-        if (
-            self._state is TxState.HANDSHAKE
-            and self._discover_attempts >= self.config.resume_attempts
-        ):
-            self._go_rendezvous(now, "no answer at the last known good setting")
-            return
-        delay = timing.discovery_delay(self.config, self._settings, self._discover_attempts - 1)
-        due = now + delay * self._jitter()
-        passed = [t for t in self._meet_times if t <= now]
-        if passed:
-            # The receiver may be listening at the rendezvous by now: the backoff starts over,
-            # so a lost DISCOVER or CHALLENGE costs seconds, not minutes.
-            self._meet_times = [t for t in self._meet_times if t > now]
-            self._discover_attempts = 0
-            due = now + timing.discovery_delay(self.config, self._settings, 0) * self._jitter()
-        if self._meet_times:
-            due = min(due, self._meet_times[0])
-        self._timers[Timer.DISCOVER] = due
 
     def _reset_traffic(self) -> None:
         self._outstanding = None
@@ -468,91 +350,6 @@ class TxLink(LinkBase[TxState]):
         self._switch = None
         self._deferred = None
         self._replies.restart_attempts()
-
-    def _go_rendezvous(self, now: float, reason: str, meet_times: tuple[float, ...] = ()) -> None:
-        """Back to the rendezvous; `meet_times`: when the receiver may arrive there too (a
-        DISCOVER is sent right after each, and the backoff starts over)."""
-        self._security.drop_sessions()
-        self._reset_traffic()
-        rendezvous = self.config.rendezvous()
-        self._last_good = rendezvous
-        self._set_state(TxState.RENDEZVOUS, reason)
-        self._configure(rendezvous, reason)
-        self._discover_attempts = 0
-        self._timers.clear()
-        self._timers[Timer.DISCOVER] = now
-        self._meet_times = sorted(t for t in set(meet_times) if t > now)
-        self._event(LinkEvent.LINK_LOST, reason=reason)
-
-    def _go_handshake(self, now: float, reason: str) -> None:
-        self._security.drop_sessions()
-        self._reset_traffic()
-        self._set_state(TxState.HANDSHAKE, reason)
-        self._discover_attempts = 0
-        self._meet_times = []
-        self._timers.clear()
-        self._timers[Timer.DISCOVER] = now
-
-    def _on_challenge(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
-        out = self._outstanding
-        if out is None or out.kind is not Awaiting.DISCOVER:
-            raise FrameError(RejectReason.STALE, "CHALLENGE without a DISCOVER in flight")
-        counter, body = self._security.open_static(sealed, extra_associated=out.random)
-        self._peer_sent(frame)
-        challenge = decode_body(Challenge.decode, body)
-        rx_random = sealed.header.random
-        assert rx_random is not None
-        self._security.start_session(out.random, rx_random, counter, pending=False)
-        self._last_accepted_raw = sealed.raw
-        self._outstanding = None
-        self._tuner.new_session()
-        self._tuner.measure(challenge.report, out.settings, frame)
-        if challenge.reference_id is None:
-            # The receiver holds no reference (it restarted): the next update must be a key.
-            # Otherwise keep ours: the receiver keeps several, and a NAK corrects a miss.
-            self._reference = None
-        self._last_good = self._settings
-        self._last_ack_at = now
-        self._consecutive_failures = 0
-        self._loss.clear()
-        self._discover_attempts = 0
-        self._meet_times = []
-        self._timers.pop(Timer.DISCOVER, None)
-        self._event(
-            LinkEvent.SESSION_ESTABLISHED,
-            settings=self._settings.label(),
-            uplink_snr=challenge.report.snr_db,
-            downlink_snr=frame.snr_db,
-        )
-        self._set_state(TxState.RUNNING, "handshake complete")
-        # The receiver's session is pending until our first frame; any frame proves it, so
-        # the status rides on the first update (or goes alone when there is none).
-        self._want_status(now)
-        self._gate_at = now
-        self._data_gate_at = now
-        self._pacer.invalidate()
-        target = self._tuner.desired_target(now)
-        if target is not None and not same_rung(target, self._settings):
-            self._start_switch(now, target, "handshake")
-
-    def _on_resync(self, now: float, sealed: SealedFrame) -> None:
-        counter, body = self._security.open_static(sealed)
-        if counter <= self._last_rx_static:
-            raise FrameError(RejectReason.REPLAY, "RESYNC counter is not new")
-        resync = decode_body(Resync.decode, body)
-        horizon = now - max(self.config.link_lost_min_s, 60.0)
-        if not any(
-            c & 0xFFFF == resync.counter_low and t >= horizon for c, t in self._recent_counters
-        ):
-            raise FrameError(RejectReason.STALE, "RESYNC names no recent frame of ours")
-        self._last_rx_static = counter
-        self._last_accepted_raw = sealed.raw
-        if self._state in (TxState.RENDEZVOUS, TxState.HANDSHAKE):
-            return
-        self._event(LinkEvent.RESYNC, settings=self._settings.label())
-        if self._state in (TxState.PROBING, TxState.FALLBACK, TxState.SWITCHING):
-            self._configure(self._last_good, "resync")
-        self._go_handshake(now, "receiver lost its session")
 
     # -- switching and probing ----------------------------------------------------------------
 
@@ -754,7 +551,7 @@ class TxLink(LinkBase[TxState]):
         failed = self._step_down_from
         self._step_down_from = None
         self._tuner.next_tune_at = now + self.config.retune_interval_s
-        self._check_lost(now)
+        self._handshake.check_lost(now)
         if self._state is not TxState.RUNNING or failed is None or self._mode is RadioMode.FIXED:
             return False
         target = self._tuner.step_down_target(now, failed)
@@ -1006,7 +803,7 @@ class TxLink(LinkBase[TxState]):
         )
         return self._send_fragment(now, self._fragments)
 
-    def _send_data(self, now: float, payload: bytes) -> _Outstanding | None:
+    def _send_data(self, now: float, payload: bytes) -> Outstanding | None:
         """A single-frame update; when a status report is due and fits, it rides along (a STATUS
         frame carrying the update, acknowledged like DATA)."""
         if self._status_due:
@@ -1076,9 +873,9 @@ class TxLink(LinkBase[TxState]):
             sealed = self._security.parse(frame.payload)
             frame_type = sealed.header.frame_type
             if frame_type is FrameType.CHALLENGE:
-                self._on_challenge(now, sealed, frame)
+                self._handshake.on_challenge(now, sealed, frame)
             elif frame_type is FrameType.RESYNC:
-                self._on_resync(now, sealed)
+                self._handshake.on_resync(now, sealed)
             else:
                 _, body, _ = self._security.open_session(sealed)
                 self._peer_sent(frame)
@@ -1118,7 +915,7 @@ class TxLink(LinkBase[TxState]):
         if ack.command is not None and ack.command_id is not None:
             self._on_command(now, ack.command_id, ack.command)
 
-    def _ack_switch(self, now: float, out: _Outstanding, ack: Ack) -> None:
+    def _ack_switch(self, now: float, out: Outstanding, ack: Ack) -> None:
         if ack.kind is not AckKind.SWITCH or ack.value & 0xFF != out.expect:
             return
         plan = self._switch
@@ -1134,10 +931,10 @@ class TxLink(LinkBase[TxState]):
             return
         self._enter_probing(now, acked=True)
 
-    def _ack_probe(self, now: float, out: _Outstanding, ack: Ack) -> None:
+    def _ack_probe(self, now: float, out: Outstanding, ack: Ack) -> None:
         self._probe_result(now, ack.kind is AckKind.PROBE and ack.value == out.expect)
 
-    def _ack_update(self, now: float, out: _Outstanding, ack: Ack) -> None:
+    def _ack_update(self, now: float, out: Outstanding, ack: Ack) -> None:
         telegram = out.telegram
         assert telegram is not None
         if ack.kind is AckKind.DATA and ack.value == out.expect:
@@ -1158,18 +955,18 @@ class TxLink(LinkBase[TxState]):
             self._pending = telegram
         self._event(LinkEvent.UPDATE_REJECTED, ack_kind=ack.kind.name, value=ack.value)
 
-    def _ack_reply(self, now: float, out: _Outstanding, ack: Ack) -> None:
+    def _ack_reply(self, now: float, out: Outstanding, ack: Ack) -> None:
         then_run = self._replies.acked(out.expect)
         if then_run is not None:
             self._emit(then_run)
 
-    def _on_timeout(self, now: float, out: _Outstanding) -> None:
+    def _on_timeout(self, now: float, out: Outstanding) -> None:
         _TIMEOUT_HANDLERS[out.kind](self, now, out)
 
-    def _timeout_discover(self, now: float, out: _Outstanding) -> None:
-        self._discover_failed(now)
+    def _timeout_discover(self, now: float, out: Outstanding) -> None:
+        self._handshake.discover_failed(now)
 
-    def _timeout_probe(self, now: float, out: _Outstanding) -> None:
+    def _timeout_probe(self, now: float, out: Outstanding) -> None:
         # A failed probe says nothing about the setting we return to: not counted as loss.
         self._probe_result(now, ok=False)
 
@@ -1189,17 +986,17 @@ class TxLink(LinkBase[TxState]):
 
     def _after_unanswered(self, now: float) -> None:
         if self._state is TxState.RUNNING:
-            self._check_lost(now)
+            self._handshake.check_lost(now)
             if self._state is TxState.RUNNING:
                 self._tuner.evaluate(now)
 
-    def _timeout_switch(self, now: float, out: _Outstanding) -> None:
+    def _timeout_switch(self, now: float, out: Outstanding) -> None:
         self._count_unanswered(now)
         if self._switch is not None and out.attempts < self.config.switch_attempts:
             return  # still switching: `_sent_switch` repeats the SWITCH
         self._enter_probing(now, acked=False)
 
-    def _timeout_update(self, now: float, out: _Outstanding) -> None:
+    def _timeout_update(self, now: float, out: Outstanding) -> None:
         self._count_unanswered(now)
         self._telegrams["unacked"] += 1
         newer = self._pending is not None and out.kind is Awaiting.DATA
@@ -1209,48 +1006,17 @@ class TxLink(LinkBase[TxState]):
             self._telegrams["lost"] += 1
         self._after_unanswered(now)
 
-    def _timeout_reply(self, now: float, out: _Outstanding) -> None:
+    def _timeout_reply(self, now: float, out: Outstanding) -> None:
         self._count_unanswered(now)
         then_run = self._replies.unanswered(self.config.reply_attempts)
         if then_run is not None:
             self._emit(then_run)
         self._after_unanswered(now)
 
-    def _timeout_report(self, now: float, out: _Outstanding) -> None:
+    def _timeout_report(self, now: float, out: Outstanding) -> None:
         """A status report or keepalive went unanswered: counted, nothing to resend."""
         self._count_unanswered(now)
         self._after_unanswered(now)
-
-    def _check_lost(self, now: float) -> None:
-        """Total silence for `link_lost_after` frames and `link_lost_min_s`: the link is lost.
-
-        The way back is the rendezvous, but only once the receiver is there: it returns after
-        its silence timeout, which restarts with every frame it hears. Until it has given up
-        on us (`timing.rendezvous_window`), stay here at full power (a fade that ends resumes
-        the link without a handshake); at the rendezvous, make sure a DISCOVER goes out right
-        after the latest moment it can arrive (it kept hearing us while its acks were lost).
-        """
-        if (
-            self._consecutive_failures < self.config.link_lost_after
-            or now - self._last_ack_at < self.config.link_lost_min_s
-        ):
-            return
-        first, latest = timing.rendezvous_window(
-            self.config, self._settings, self._last_ack_at, self._last_sent_end
-        )
-        if now < first:
-            self._timers[Timer.LOST] = first
-            return
-        meet = [latest]
-        if self._revert_anchor > self._last_ack_at:
-            # A failed switch: the receiver, if it had followed, restarted its silence timer
-            # when it reverted.
-            meet.append(self._revert_anchor + first - self._last_ack_at)
-        self._go_rendezvous(
-            now,
-            f"{self._consecutive_failures} frames unanswered for {now - self._last_ack_at:.0f} s",
-            tuple(meet),
-        )
 
     # -- tuning -------------------------------------------------------------------------------
 
@@ -1288,7 +1054,7 @@ class TxLink(LinkBase[TxState]):
         )
 
 
-_ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, _Outstanding, Ack], None]] = {
+_ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding, Ack], None]] = {
     Awaiting.SWITCH: TxLink._ack_switch,
     Awaiting.PROBE: TxLink._ack_probe,
     Awaiting.DATA: TxLink._ack_update,
@@ -1298,7 +1064,7 @@ _ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, _Outstanding, Ack], None]
 """What an ack does for the frame it answers (a status report or keepalive needs nothing
 beyond the measurement every ack gives)."""
 
-_TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, _Outstanding], None]] = {
+_TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding], None]] = {
     Awaiting.DISCOVER: TxLink._timeout_discover,
     Awaiting.SWITCH: TxLink._timeout_switch,
     Awaiting.PROBE: TxLink._timeout_probe,
@@ -1310,8 +1076,8 @@ _TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, _Outstanding], None]]
 }
 
 _STEPS: dict[TxState, Callable[[TxLink, float], bool]] = {
-    TxState.RENDEZVOUS: TxLink._sent_discover,
-    TxState.HANDSHAKE: TxLink._sent_discover,
+    TxState.RENDEZVOUS: lambda link, now: link._handshake.sent_discover(now),
+    TxState.HANDSHAKE: lambda link, now: link._handshake.sent_discover(now),
     TxState.SWITCHING: TxLink._sent_switch,
     TxState.PROBING: TxLink._sent_probe,
     TxState.FALLBACK: TxLink._sent_after_fallback,
