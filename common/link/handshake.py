@@ -141,7 +141,7 @@ class Handshake:
         if challenge.reference_id is None:
             # The receiver holds no reference (it restarted): the next update must be a key.
             # Otherwise keep ours: the receiver keeps several, and a NAK corrects a miss.
-            link._reference = None
+            link._delivery.reference = None
         link._last_good = link._settings
         link._last_ack_at = now
         link._consecutive_failures = 0

@@ -52,7 +52,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from p1lora.common import codec
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.codec_fields import has_meter_clock
@@ -66,9 +65,9 @@ from p1lora.common.link.base import LinkBase, decode_body
 from p1lora.common.link.command_exec import EXECUTORS, ReplyQueue
 from p1lora.common.link.commands import Command
 from p1lora.common.link.config import FixedRadio, LinkConfig, RadioMode
+from p1lora.common.link.delivery import Delivery
 from p1lora.common.link.diagnostics import LossWindow
 from p1lora.common.link.events import Action, LinkEvent, PersistState
-from p1lora.common.link.fragments import OutgoingUpdate, split
 from p1lora.common.link.handshake import Handshake
 from p1lora.common.link.messages import (
     Ack,
@@ -84,7 +83,6 @@ from p1lora.common.link.persist import TxPersistentState
 from p1lora.common.link.states import TX_TRANSITIONS, TxState
 from p1lora.common.link.switch_plan import SwitchPlanner, same_rung
 from p1lora.common.link.tuning import (
-    TYPICAL_FRAME_BYTES,
     candidate_table,
     find,
     is_faster,
@@ -145,13 +143,9 @@ class TxLink(LinkBase[TxState]):
         self._state = TxState.RENDEZVOUS if start == config.rendezvous() else TxState.HANDSHAKE
         self._configure(start, "start")
         self._outstanding: Outstanding | None = None
-        self._retry: Outstanding | None = None
         self._timers: dict[Timer, float] = {Timer.DISCOVER: now}
         self._handshake = Handshake(self)
-        self._pending: bytes | None = None
-        self._reference: bytes | None = None
-        self._fragments: OutgoingUpdate | None = None
-        self._fragment_tag = 0
+        self._delivery = Delivery(self)
         self._switch: _Switch | None = None
         self._switch_id = 0
         self._probe_id = 0
@@ -191,7 +185,6 @@ class TxLink(LinkBase[TxState]):
         self._status = TxStatus()
         #: The serial side as last reported (None: nothing reported in this run yet).
         self._reported: TxStatus | None = None
-        self._typical_bytes = float(TYPICAL_FRAME_BYTES)
         self._replies = ReplyQueue()
         self._started_at = now
 
@@ -225,11 +218,7 @@ class TxLink(LinkBase[TxState]):
             self._telegrams["read"] += 1
             if not telegram:
                 return
-            if self._pending is not None:
-                self._telegrams["superseded"] += 1
-            self._pending = bytes(telegram)
-            if self._retry is not None and self._retry.kind is Awaiting.DATA:
-                self._retry = None
+            self._delivery.offer(telegram)
             self._on_tick(at)
 
         self._guarded(now, ready)
@@ -259,7 +248,7 @@ class TxLink(LinkBase[TxState]):
     @property
     def reference(self) -> bytes | None:
         """The last telegram the receiver acknowledged (updates are encoded against it)."""
-        return self._reference
+        return self._delivery.reference
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -343,10 +332,7 @@ class TxLink(LinkBase[TxState]):
 
     def _reset_traffic(self) -> None:
         self._outstanding = None
-        self._retry = None
-        if self._fragments is not None and self._pending is None:
-            self._pending = self._fragments.telegram
-        self._fragments = None
+        self._delivery.reset()
         self._switch = None
         self._deferred = None
         self._replies.restart_attempts()
@@ -369,7 +355,7 @@ class TxLink(LinkBase[TxState]):
         # receiver also has room for the acks of the SWITCH and of the probes that commit.
         acks = self._planner.acks(self._settings, target)
         plans = self._planner.plans(
-            self._settings, target, self._typical_bytes, self._proof_bytes()
+            self._settings, target, self._delivery.typical_bytes, self._proof_bytes()
         )
         wait = max(
             min((self._budget.sequence_wait(now, p) for p in plans), default=math.inf),
@@ -477,7 +463,7 @@ class TxLink(LinkBase[TxState]):
         plan = self._switch
         origin = self._last_good if plan is None else plan.origin
         size = self._planner.probe_size(
-            origin, self._settings, self._typical_bytes, self._proof_bytes()
+            origin, self._settings, self._delivery.typical_bytes, self._proof_bytes()
         )
         self._probe_id = (self._probe_id + 1) & 0xFF
         padding = self._rng(size - overhead(FrameType.PROBE) - 1)
@@ -583,22 +569,19 @@ class TxLink(LinkBase[TxState]):
             self._want_status(now)
         keepalive_at = self._last_sent_at + keepalive
         if (
-            self._pending is not None
-            and self._pending == self._reference
-            and has_meter_clock(self._pending)
+            self._delivery.pending is not None
+            and self._delivery.pending == self._delivery.reference
+            and has_meter_clock(self._delivery.pending)
         ):
             # Byte for byte what the receiver already has, timestamp included (a capture of
             # one telegram looped): the receiver would take it for a resend, acknowledge it
             # and deliver nothing, so it would cost airtime for no news. Counted, not sent.
             # (Meters without a clock, DSMR 2.2/3, repeat an unchanged telegram, and each
             # repeat is delivered: it keeps Home Assistant's values from expiring.)
-            self._pending = None
+            self._delivery.pending = None
             self._telegrams["duplicate_telegrams"] += 1
-        has_update = (
-            self._retry is not None or self._fragments is not None or self._pending is not None
-        )
-        if has_update and not self._gated(now, data=True):
-            sent = self._send_update(now)
+        if self._delivery.has_update() and not self._gated(now, data=True):
+            sent = self._delivery.sent_update(now)
             if sent or not self._proof_due:
                 return sent
             # The update does not fit the budget now, and the receiver reverts unless a proof
@@ -670,7 +653,7 @@ class TxLink(LinkBase[TxState]):
         instead spreads its cost over the rest of the window, so deliveries stay even. The
         gap also grows when the receiver's budget is running out (its acks need room too).
         """
-        typical = max(round(self._typical_bytes), overhead(FrameType.DATA) + 1)
+        typical = max(round(self._delivery.typical_bytes), overhead(FrameType.DATA) + 1)
         steady = timing.pacing_gap(self.config, self._settings, typical)
         airtime = max(self._airtime(typical), self._airtime(timing.ACK_TYPICAL_BYTES))
         if size > 1.5 * typical:
@@ -732,130 +715,6 @@ class TxLink(LinkBase[TxState]):
         reply.attempts += 1
         self._paced(now, len(out.frame))
         return True
-
-    def _send_update(self, now: float) -> bool:
-        if self._gated(now, data=True):
-            return False
-        retry = self._retry
-        if retry is not None:
-            if retry.counter != self._security.counter.next_value - 1:
-                # Something else was sent since: an exact resend would look like a replay.
-                self._retry = None
-                if retry.kind is Awaiting.DATA and self._pending is None:
-                    self._pending = retry.telegram
-                return self._send_update(now)
-            wait = self._budget_wait(now, len(retry.frame))
-            if wait > 0:
-                self._wait(Timer.BUDGET, now + wait)
-                return False
-            if not self._resend(now, retry.frame, retry.frame_type.name):
-                return False
-            self._retry = None
-            retry.attempts += 1
-            retry.deadline = None
-            retry.sent_at = now
-            retry.settings = self._settings
-            self._outstanding = retry
-            self._last_sent_at = now
-            self._paced(now, len(retry.frame))
-            self._data_gate_at = now + self._interval
-            return True
-        if self._fragments is not None and self._pending is not None:
-            self._maybe_supersede_fragments()
-        if self._fragments is not None:
-            return self._send_fragment(now, self._fragments)
-        telegram = self._pending
-        if telegram is None:
-            return False
-        try:
-            payload = codec.encode_update(telegram, self._reference)
-        except codec.CodecError as exc:
-            self._pending = None
-            self._telegrams["encode_failed"] += 1
-            logger.warning("tx: telegram not sent: %s", exc)
-            self._event(LinkEvent.ENCODE_FAILED, error=str(exc))
-            return False
-        if len(payload) <= self._max_body(FrameType.DATA):
-            out = self._send_data(now, payload)
-            if out is None:
-                return False
-            self._pending = None
-            out.telegram = telegram
-            out.expect = codec.telegram_id(telegram)
-            self._telegrams["sent"] += 1
-            self._after_update_sent(now, len(out.frame), overhead(FrameType.DATA) + len(payload))
-            return True
-        chunk = self._max_body(FrameType.FRAGMENT) - 2
-        try:
-            chunks = split(payload, chunk)
-        except ValueError as exc:
-            self._pending = None
-            self._telegrams["encode_failed"] += 1
-            logger.warning("tx: telegram too large to send at %s: %s", self._settings.label(), exc)
-            self._event(LinkEvent.ENCODE_FAILED, error=str(exc))
-            return False
-        self._fragment_tag = (self._fragment_tag + 1) & 0xFF
-        self._fragments = OutgoingUpdate(self._fragment_tag, chunks, telegram)
-        self._pending = None
-        self._telegrams["sent"] += 1
-        self._event(
-            LinkEvent.FRAGMENTED, tag=self._fragment_tag, fragments=len(chunks), bytes=len(payload)
-        )
-        return self._send_fragment(now, self._fragments)
-
-    def _send_data(self, now: float, payload: bytes) -> Outstanding | None:
-        """A single-frame update; when a status report is due and fits, it rides along (a STATUS
-        frame carrying the update, acknowledged like DATA)."""
-        if self._status_due:
-            body = self._status_message(now).encode(payload)
-            if len(body) <= self._max_body(FrameType.STATUS):
-                out = self._session_send(
-                    now, Awaiting.DATA, FrameType.STATUS, body, timing.ACK_MAX_BYTES
-                )
-                if out is not None:
-                    self._status_sent(now)
-                return out
-        return self._session_send(now, Awaiting.DATA, FrameType.DATA, payload, timing.ACK_MAX_BYTES)
-
-    def _maybe_supersede_fragments(self) -> None:
-        """Latest wins, but only when the newer telegram fits one frame: a multi-frame update
-        superseded by another multi-frame update would starve at slow settings."""
-        assert self._pending is not None and self._fragments is not None
-        try:
-            payload = codec.encode_update(self._pending, self._reference)
-        except codec.CodecError:
-            return
-        if len(payload) <= self._max_body(FrameType.DATA):
-            self._telegrams["superseded"] += 1
-            self._event(LinkEvent.FRAGMENTS_SUPERSEDED, tag=self._fragments.tag)
-            self._fragments = None
-
-    def _send_fragment(self, now: float, update: OutgoingUpdate) -> bool:
-        index = update.next_index()
-        if index is None:  # everything held but never confirmed: start over with the newest
-            self._fragments = None
-            if self._pending is None:
-                self._pending = update.telegram
-            return self._send_update(now)
-        body = update.body(index)
-        out = self._session_send(
-            now, Awaiting.FRAGMENT, FrameType.FRAGMENT, body, timing.ACK_MAX_BYTES
-        )
-        if out is None:
-            return False
-        update.last_index = index
-        out.telegram = update.telegram
-        out.expect = codec.telegram_id(update.telegram)
-        self._after_update_sent(now, len(out.frame), len(out.frame))
-        return True
-
-    def _after_update_sent(self, now: float, size: int, update_size: int) -> None:
-        """Bookkeeping after an update frame of `size` bytes (`update_size` of them the update
-        itself, which is what probes imitate)."""
-        self._telegrams["frames"] += 1
-        self._typical_bytes += 0.1 * (update_size - self._typical_bytes)
-        self._paced(now, size)
-        self._data_gate_at = now + self._interval
 
     # -- answers --------------------------------------------------------------------------
 
@@ -934,27 +793,6 @@ class TxLink(LinkBase[TxState]):
     def _ack_probe(self, now: float, out: Outstanding, ack: Ack) -> None:
         self._probe_result(now, ack.kind is AckKind.PROBE and ack.value == out.expect)
 
-    def _ack_update(self, now: float, out: Outstanding, ack: Ack) -> None:
-        telegram = out.telegram
-        assert telegram is not None
-        if ack.kind is AckKind.DATA and ack.value == out.expect:
-            self._reference = telegram
-            self._telegrams["acked"] += 1
-            if out.kind is Awaiting.FRAGMENT:
-                self._fragments = None
-            return
-        if ack.kind is AckKind.FRAGMENT and self._fragments is not None:
-            self._fragments.held = ack.value & ((1 << self._fragments.count) - 1)
-            return
-        # NAK (or an id that does not match): the receiver lacks the reference or the update
-        # did not rebuild. Send a key update next; the newest telegram if there is one.
-        self._telegrams["nak"] += 1
-        self._reference = None
-        self._fragments = None
-        if self._pending is None:
-            self._pending = telegram
-        self._event(LinkEvent.UPDATE_REJECTED, ack_kind=ack.kind.name, value=ack.value)
-
     def _ack_reply(self, now: float, out: Outstanding, ack: Ack) -> None:
         then_run = self._replies.acked(out.expect)
         if then_run is not None:
@@ -995,16 +833,6 @@ class TxLink(LinkBase[TxState]):
         if self._switch is not None and out.attempts < self.config.switch_attempts:
             return  # still switching: `_sent_switch` repeats the SWITCH
         self._enter_probing(now, acked=False)
-
-    def _timeout_update(self, now: float, out: Outstanding) -> None:
-        self._count_unanswered(now)
-        self._telegrams["unacked"] += 1
-        newer = self._pending is not None and out.kind is Awaiting.DATA
-        if out.attempts <= self.config.max_retries and not newer:
-            self._retry = out
-        elif out.kind is Awaiting.DATA and not newer:
-            self._telegrams["lost"] += 1
-        self._after_unanswered(now)
 
     def _timeout_reply(self, now: float, out: Outstanding) -> None:
         self._count_unanswered(now)
@@ -1057,8 +885,8 @@ class TxLink(LinkBase[TxState]):
 _ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding, Ack], None]] = {
     Awaiting.SWITCH: TxLink._ack_switch,
     Awaiting.PROBE: TxLink._ack_probe,
-    Awaiting.DATA: TxLink._ack_update,
-    Awaiting.FRAGMENT: TxLink._ack_update,
+    Awaiting.DATA: lambda link, now, out, ack: link._delivery.on_ack(now, out, ack),
+    Awaiting.FRAGMENT: lambda link, now, out, ack: link._delivery.on_ack(now, out, ack),
     Awaiting.REPLY: TxLink._ack_reply,
 }
 """What an ack does for the frame it answers (a status report or keepalive needs nothing
@@ -1068,8 +896,8 @@ _TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding], None]] 
     Awaiting.DISCOVER: TxLink._timeout_discover,
     Awaiting.SWITCH: TxLink._timeout_switch,
     Awaiting.PROBE: TxLink._timeout_probe,
-    Awaiting.DATA: TxLink._timeout_update,
-    Awaiting.FRAGMENT: TxLink._timeout_update,
+    Awaiting.DATA: lambda link, now, out: link._delivery.on_timeout(now, out),
+    Awaiting.FRAGMENT: lambda link, now, out: link._delivery.on_timeout(now, out),
     Awaiting.STATUS: TxLink._timeout_report,
     Awaiting.KEEPALIVE: TxLink._timeout_report,
     Awaiting.REPLY: TxLink._timeout_reply,
