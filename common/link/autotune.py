@@ -114,7 +114,7 @@ class AutoTuner:
     ) -> Candidate:
         """`choose_target`, skipping rungs that cool off after a failure and rungs the budget
         can never switch to from here (`_unreachable`); the latter is said once per rung
-        (`_switch_never`) when it is the one the margin asks for."""
+        (`Switching.switch_never`) when it is the one the margin asks for."""
         link = self._link
         cooling = self.cooling(now)
         ideal = choose_target(self.table, up, down, margin_db, cooling)
@@ -122,7 +122,7 @@ class AutoTuner:
         if same_rung(target, link._settings) or self.reachable(target):
             return ideal  # (the common case, checked at every ack: one plan at most)
         if is_faster(self.table, target, link._settings):
-            link._switch_never(target)
+            link._switching.switch_never(target)
         return choose_target(self.table, up, down, margin_db, cooling | self.unreachable())
 
     def cooling(self, now: float) -> set[tuple[int, int]]:

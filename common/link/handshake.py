@@ -211,10 +211,10 @@ class Handshake:
             link._timers[Timer.LOST] = first
             return
         meet = [latest]
-        if link._revert_anchor > link._last_ack_at:
+        if link._switching.revert_anchor > link._last_ack_at:
             # A failed switch: the receiver, if it had followed, restarted its silence timer
             # when it reverted.
-            meet.append(link._revert_anchor + first - link._last_ack_at)
+            meet.append(link._switching.revert_anchor + first - link._last_ack_at)
         self.go_rendezvous(
             now,
             f"{link._consecutive_failures} frames unanswered for {now - link._last_ack_at:.0f} s",

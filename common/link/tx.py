@@ -50,7 +50,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.budget import AirtimeBudget
@@ -60,7 +59,7 @@ from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
 from p1lora.common.frames import FrameError, FrameType, overhead
 from p1lora.common.link import timing
-from p1lora.common.link.autotune import AutoTuner, Cooldown
+from p1lora.common.link.autotune import AutoTuner
 from p1lora.common.link.base import LinkBase, decode_body
 from p1lora.common.link.command_exec import EXECUTORS, ReplyQueue
 from p1lora.common.link.commands import Command
@@ -71,21 +70,19 @@ from p1lora.common.link.events import Action, LinkEvent, PersistState
 from p1lora.common.link.handshake import Handshake
 from p1lora.common.link.messages import (
     Ack,
-    AckKind,
     Probe,
     Reply,
     StatusMessage,
-    Switch,
     TxStatus,
 )
 from p1lora.common.link.pacing import Pacer
 from p1lora.common.link.persist import TxPersistentState
 from p1lora.common.link.states import TX_TRANSITIONS, TxState
 from p1lora.common.link.switch_plan import SwitchPlanner, same_rung
+from p1lora.common.link.switching import Switching
 from p1lora.common.link.tuning import (
     candidate_table,
     find,
-    is_faster,
 )
 from p1lora.common.link.tx_types import Awaiting, Outstanding, Timer
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
@@ -98,20 +95,6 @@ logger = logging.getLogger(__name__)
 
 #: Consecutive unanswered frames at reduced power before full power is restored.
 _POWER_RESTORE_AFTER = 2
-
-
-@dataclass
-class _Switch:
-    target: RadioSettings
-    switch_id: int
-    reason: str
-    origin: RadioSettings
-    acked: bool = False
-    #: The SWITCH frame once sent (repeated byte for byte while unacknowledged).
-    sent: Outstanding | None = None
-    probes_ok: int = 0
-    probes_failed: int = 0
-    last_probe_end: float = 0.0
 
 
 class TxLink(LinkBase[TxState]):
@@ -146,23 +129,13 @@ class TxLink(LinkBase[TxState]):
         self._timers: dict[Timer, float] = {Timer.DISCOVER: now}
         self._handshake = Handshake(self)
         self._delivery = Delivery(self)
-        self._switch: _Switch | None = None
-        self._switch_id = 0
+        self._switching = Switching(self, now)
         self._probe_id = 0
-        self._step_down_from: RadioSettings | None = None
-        #: A switch put off for a short budget wait, retried at `_deferred_at`.
-        self._deferred: tuple[RadioSettings, str] | None = None
-        self._deferred_at = now
         #: The receiver's budget as far as we heard its frames: a switch also needs room
         #: for its acks (at US915's 0.4 s per 20 s, its CHALLENGE left no room for the ack
         #: of a SWITCH sent right after the handshake, and the switch failed).
         self._peer_budget = AirtimeBudget.for_sub_band(config.sub_band())
         self._planner = SwitchPlanner(config, self._budget, self._peer_budget)
-        #: Switch targets the budget can never carry (warned about once each).
-        self._never_warned: set[tuple[int, int]] = set()
-        #: The target of the last `switch_deferred` event: a switch put off again and again
-        #: (a 20 s dwell window) is reported once, not at every retry.
-        self._deferred_reported: tuple[int, int] | None = None
         self._never_warned_frames: set[tuple[Timer, TxState, int, int]] = set()
         self._tuner = AutoTuner(self, self._table, self._max_power, now)
         self._loss = LossWindow(config.loss_window)
@@ -178,9 +151,6 @@ class TxLink(LinkBase[TxState]):
         #: After a commit the receiver waits for a non-probe frame as proof (keepalives are
         #: probes): the next update, or the status at once.
         self._proof_due = False
-        #: When a receiver that followed a failed switch reverted, at the latest (its silence
-        #: timer restarts then).
-        self._revert_anchor = now
         self._pacer = Pacer(self._budget, config.budget_utilisation, config.pacing_floor)
         self._status = TxStatus()
         #: The serial side as last reported (None: nothing reported in this run yet).
@@ -260,8 +230,8 @@ class TxLink(LinkBase[TxState]):
         out = self._outstanding
         if out is not None and out.deadline is None:
             out.deadline = now + timing.reply_timeout(self.config, out.settings, out.reply_bytes)
-            if out.kind is Awaiting.PROBE and self._switch is not None:
-                self._switch.last_probe_end = now
+            if out.kind is Awaiting.PROBE and self._switching.plan is not None:
+                self._switching.plan.last_probe_end = now
 
     def _on_tick(self, now: float) -> None:
         out = self._outstanding
@@ -333,11 +303,16 @@ class TxLink(LinkBase[TxState]):
     def _reset_traffic(self) -> None:
         self._outstanding = None
         self._delivery.reset()
-        self._switch = None
-        self._deferred = None
+        self._switching.plan = None
+        self._switching.deferred = None
         self._replies.restart_attempts()
 
     # -- switching and probing ----------------------------------------------------------------
+
+    def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
+        """Start a two-phase switch to `target` (`Switching.start`: it may be deferred for the
+        budget; False then)."""
+        return self._switching.start(now, target, reason)
 
     def _proof_bytes(self) -> int:
         """The smallest frame that proves a commit to the receiver: a standalone STATUS (the
@@ -345,205 +320,6 @@ class TxLink(LinkBase[TxState]):
         of slack cover counters that grow a varint byte between the plan and the commit."""
         status = overhead(FrameType.STATUS) + len(self._status_message(self._last_sent_at).encode())
         return max(timing.STATUS_TYPICAL_BYTES, status + 2)
-
-    def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
-        """Start a two-phase switch to `target` when the budget has room for it; otherwise
-        defer it (retried at `_deferred_at` if the wait is short, else by the next evaluation)
-        and return False."""
-        self._deferred = None
-        # The plan that can start soonest (the most generous one among equals), once the
-        # receiver also has room for the acks of the SWITCH and of the probes that commit.
-        acks = self._planner.acks(self._settings, target)
-        plans = self._planner.plans(
-            self._settings, target, self._delivery.typical_bytes, self._proof_bytes()
-        )
-        wait = max(
-            min((self._budget.sequence_wait(now, p) for p in plans), default=math.inf),
-            self._peer_budget.sequence_wait(now, acks),
-        )
-        if wait > 0:
-            delay = wait if math.isfinite(wait) else self.config.retune_interval_s
-            self._tuner.next_tune_at = self._tuner.next_down_at = now + delay
-            key = (target.sf, target.bw_hz)
-            report = key != self._deferred_reported
-            if not math.isfinite(wait):
-                self._switch_never(target)  # (the event, too, once per target)
-                report = False
-            elif delay <= self.config.retune_interval_s:
-                # A short wait (a 20 s dwell window): hold the paced traffic so the window
-                # empties for the switch instead of refilling with updates, and retry when
-                # the room is there (waiting for the next evaluation could take minutes).
-                self._gate_at = max(self._gate_at, now + delay)
-                self._deferred = (target, reason)
-                self._deferred_at = now + delay
-                self._timers[Timer.DEFERRED] = now + delay
-            if report:
-                self._deferred_reported = key
-                self._event(
-                    LinkEvent.SWITCH_DEFERRED,
-                    target=target.label(),
-                    reason="budget",
-                    wait_s=round(delay, 3) if math.isfinite(wait) else None,
-                )
-            return False
-        self._deferred_reported = None
-        self._switch_id = (self._switch_id + 1) & 0xFF
-        self._switch = _Switch(target, self._switch_id, reason, self._settings)
-        self._proof_due = False
-        self._set_state(TxState.SWITCHING, reason)
-        self._event(LinkEvent.SWITCH_START, target=target.label(), reason=reason)
-        return True
-
-    def _switch_never(self, target: RadioSettings) -> None:
-        """A switch the budget can never carry: say so once per target (WARNING and a
-        `switch_deferred` event without a wait), not silently retry forever."""
-        key = (target.sf, target.bw_hz)
-        if key in self._never_warned:
-            return
-        self._never_warned.add(key)
-        self._event(LinkEvent.SWITCH_DEFERRED, target=target.label(), reason="budget", wait_s=None)
-        band = self.config.sub_band()
-        logger.warning(
-            "tx: cannot switch to %s: the SWITCH and its probes never fit %s's %.3g s of airtime "
-            "per %g s; staying at %s",
-            target.label(),
-            band.name,
-            self._budget.allowance_s,
-            band.window_s,
-            self._settings.label(),
-        )
-
-    def _sent_switch(self, now: float) -> bool:
-        plan = self._switch
-        if plan is None:
-            self._set_state(TxState.RUNNING, "no switch planned")
-            return False
-        if plan.sent is None:
-            body = Switch(plan.switch_id, plan.target.sf, plan.target.bw_hz).encode()
-            out = self._session_send(
-                now, Awaiting.SWITCH, FrameType.SWITCH, body, timing.ACK_MAX_BYTES
-            )
-            if out is None:
-                return False
-            out.expect = plan.switch_id
-            plan.sent = out
-            return True
-        # Unacknowledged: the same bytes again (same counter: the receiver, if it heard the
-        # first, has already switched and does not hear this one; if not, it is new to it).
-        sent = plan.sent
-        wait = self._budget_wait(now, len(sent.frame))
-        if wait > 0:
-            self._wait(Timer.BUDGET, now + wait)
-            return False
-        if not self._resend(now, sent.frame, sent.frame_type.name):
-            return False
-        sent.attempts += 1
-        sent.deadline = None
-        sent.sent_at = now
-        self._outstanding = sent
-        self._last_sent_at = now
-        self._last_sent_end = now + self._airtime(len(sent.frame))
-        return True
-
-    def _enter_probing(self, now: float, acked: bool) -> None:
-        plan = self._switch
-        assert plan is not None
-        plan.acked = acked
-        plan.last_probe_end = now
-        self._configure(plan.target, "switch" if acked else "switch (unacknowledged)")
-        self._set_state(TxState.PROBING, plan.reason)
-        # The receiver changes its settings when its ack has left, the moment we heard it: a
-        # probe sent at once could start before it listens at the target. A guard avoids
-        # losing the first probe (a whole probe cycle: seconds at SF12).
-        self._timers[Timer.PROBE] = now + timing.guard(plan.target)
-
-    def _sent_probe(self, now: float) -> bool:
-        if self._timers.get(Timer.PROBE, now) > now:
-            return False
-        plan = self._switch
-        origin = self._last_good if plan is None else plan.origin
-        size = self._planner.probe_size(
-            origin, self._settings, self._delivery.typical_bytes, self._proof_bytes()
-        )
-        self._probe_id = (self._probe_id + 1) & 0xFF
-        padding = self._rng(size - overhead(FrameType.PROBE) - 1)
-        body = Probe(self._probe_id, padding).encode()
-        out = self._session_send(now, Awaiting.PROBE, FrameType.PROBE, body, timing.ACK_MAX_BYTES)
-        if out is None:
-            return False
-        out.expect = crc16_arc(body)
-        return True
-
-    def _probe_result(self, now: float, ok: bool) -> None:
-        plan = self._switch
-        if plan is None:
-            return
-        if ok:
-            plan.probes_ok += 1
-            if plan.probes_ok >= self.config.probe_count:
-                self._commit(now, plan)
-            return
-        plan.probes_failed += 1
-        if plan.probes_failed > self.config.probe_attempts - self.config.probe_count:
-            self._revert(now, plan)
-
-    def _commit(self, now: float, plan: _Switch) -> None:
-        self._switch = None
-        self._last_good = self._settings.replace(tx_power_dbm=self._max_power)
-        self._tuner.cooldowns.pop((plan.target.sf, plan.target.bw_hz), None)
-        self._set_state(TxState.RUNNING, "switch confirmed")
-        self._event(LinkEvent.SWITCH_COMMITTED, settings=self._settings.label(), reason=plan.reason)
-        # Any non-probe frame proves the commit to the receiver: the newest telegram goes
-        # first (the status rides on it), not a status followed by a full pacing gap.
-        self._want_status(now)
-        self._proof_due = True
-        self._tuner.samples = 0
-        self._loss.clear()
-        self._consecutive_failures = 0
-        self._tuner.next_tune_at = now + self.config.retune_interval_s
-        self._tuner.next_power_at = now + self.config.retune_interval_s
-        self._gate_at = now
-        self._pacer.invalidate()
-        self._persist()
-
-    def _revert(self, now: float, plan: _Switch) -> None:
-        self._switch = None
-        key = (plan.target.sf, plan.target.bw_hz)
-        failure = self._tuner.cooldowns.get(key)
-        failures = 1 if failure is None else failure.failures + 1
-        # The user's fixed setting is retried sooner at first (a few lost probes are enough to
-        # fail it on a lossy channel), then backs off like any setting (`failed_cooldown`).
-        cooldown = self.config.failed_cooldown(failures, fixed=self._mode is RadioMode.FIXED)
-        self._tuner.cooldowns[key] = Cooldown(now + cooldown, failures)
-        self._configure(self._last_good, "switch failed")
-        holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target, plan.origin)
-        self._timers[Timer.HOLDOFF] = max(now, holdoff) + timing.guard(plan.target)
-        self._revert_anchor = max(now, holdoff)
-        self._step_down_from = plan.target
-        self._set_state(TxState.FALLBACK, "switch failed")
-        self._event(
-            LinkEvent.SWITCH_FAILED,
-            target=plan.target.label(),
-            reverted_to=self._last_good.label(),
-            probes_ok=plan.probes_ok,
-            cooldown_s=cooldown,
-        )
-
-    def _sent_after_fallback(self, now: float) -> bool:
-        if Timer.HOLDOFF in self._timers:
-            return False
-        self._set_state(TxState.RUNNING, "receiver has reverted")
-        self._gate_at = max(self._gate_at, now)
-        failed = self._step_down_from
-        self._step_down_from = None
-        self._tuner.next_tune_at = now + self.config.retune_interval_s
-        self._handshake.check_lost(now)
-        if self._state is not TxState.RUNNING or failed is None or self._mode is RadioMode.FIXED:
-            return False
-        target = self._tuner.step_down_target(now, failed)
-        if target is not None and is_faster(self._table, target, self._last_good):
-            self._start_switch(now, target, "step down")
-        return False
 
     # -- running ------------------------------------------------------------------------------
 
@@ -555,9 +331,9 @@ class TxLink(LinkBase[TxState]):
         silence timeout is built on. Right after a commit the receiver needs a non-probe frame
         as proof: the newest update, or the status at once when there is none or the budget
         has no room for the update yet (the switch plan kept room for the status)."""
-        if self._deferred is not None and now >= self._deferred_at:
-            target, reason = self._deferred
-            self._deferred = None
+        if self._switching.deferred is not None and now >= self._switching.deferred_at:
+            target, reason = self._switching.deferred
+            self._switching.deferred = None
             if not same_rung(target, self._settings) and self._start_switch(now, target, reason):
                 return False  # the state changed: the pump goes on in `switching`
         if self._replies:
@@ -774,25 +550,6 @@ class TxLink(LinkBase[TxState]):
         if ack.command is not None and ack.command_id is not None:
             self._on_command(now, ack.command_id, ack.command)
 
-    def _ack_switch(self, now: float, out: Outstanding, ack: Ack) -> None:
-        if ack.kind is not AckKind.SWITCH or ack.value & 0xFF != out.expect:
-            return
-        plan = self._switch
-        if plan is None:
-            return
-        if ack.value >> 8:
-            self._tuner.cooldowns[(plan.target.sf, plan.target.bw_hz)] = Cooldown(
-                now + self.config.failed_cooldown_s
-            )
-            self._switch = None
-            self._event(LinkEvent.SWITCH_REFUSED, target=plan.target.label())
-            self._set_state(TxState.RUNNING, "switch refused")
-            return
-        self._enter_probing(now, acked=True)
-
-    def _ack_probe(self, now: float, out: Outstanding, ack: Ack) -> None:
-        self._probe_result(now, ack.kind is AckKind.PROBE and ack.value == out.expect)
-
     def _ack_reply(self, now: float, out: Outstanding, ack: Ack) -> None:
         then_run = self._replies.acked(out.expect)
         if then_run is not None:
@@ -803,10 +560,6 @@ class TxLink(LinkBase[TxState]):
 
     def _timeout_discover(self, now: float, out: Outstanding) -> None:
         self._handshake.discover_failed(now)
-
-    def _timeout_probe(self, now: float, out: Outstanding) -> None:
-        # A failed probe says nothing about the setting we return to: not counted as loss.
-        self._probe_result(now, ok=False)
 
     def _count_unanswered(self, now: float) -> None:
         """A frame that expected an answer got none: loss, and full power when acks keep
@@ -827,12 +580,6 @@ class TxLink(LinkBase[TxState]):
             self._handshake.check_lost(now)
             if self._state is TxState.RUNNING:
                 self._tuner.evaluate(now)
-
-    def _timeout_switch(self, now: float, out: Outstanding) -> None:
-        self._count_unanswered(now)
-        if self._switch is not None and out.attempts < self.config.switch_attempts:
-            return  # still switching: `_sent_switch` repeats the SWITCH
-        self._enter_probing(now, acked=False)
 
     def _timeout_reply(self, now: float, out: Outstanding) -> None:
         self._count_unanswered(now)
@@ -883,8 +630,8 @@ class TxLink(LinkBase[TxState]):
 
 
 _ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding, Ack], None]] = {
-    Awaiting.SWITCH: TxLink._ack_switch,
-    Awaiting.PROBE: TxLink._ack_probe,
+    Awaiting.SWITCH: lambda link, now, out, ack: link._switching.on_switch_ack(now, out, ack),
+    Awaiting.PROBE: lambda link, now, out, ack: link._switching.on_probe_ack(now, out, ack),
     Awaiting.DATA: lambda link, now, out, ack: link._delivery.on_ack(now, out, ack),
     Awaiting.FRAGMENT: lambda link, now, out, ack: link._delivery.on_ack(now, out, ack),
     Awaiting.REPLY: TxLink._ack_reply,
@@ -894,8 +641,8 @@ beyond the measurement every ack gives)."""
 
 _TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding], None]] = {
     Awaiting.DISCOVER: TxLink._timeout_discover,
-    Awaiting.SWITCH: TxLink._timeout_switch,
-    Awaiting.PROBE: TxLink._timeout_probe,
+    Awaiting.SWITCH: lambda link, now, out: link._switching.on_switch_timeout(now, out),
+    Awaiting.PROBE: lambda link, now, out: link._switching.on_probe_timeout(now, out),
     Awaiting.DATA: lambda link, now, out: link._delivery.on_timeout(now, out),
     Awaiting.FRAGMENT: lambda link, now, out: link._delivery.on_timeout(now, out),
     Awaiting.STATUS: TxLink._timeout_report,
@@ -906,9 +653,9 @@ _TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding], None]] 
 _STEPS: dict[TxState, Callable[[TxLink, float], bool]] = {
     TxState.RENDEZVOUS: lambda link, now: link._handshake.sent_discover(now),
     TxState.HANDSHAKE: lambda link, now: link._handshake.sent_discover(now),
-    TxState.SWITCHING: TxLink._sent_switch,
-    TxState.PROBING: TxLink._sent_probe,
-    TxState.FALLBACK: TxLink._sent_after_fallback,
+    TxState.SWITCHING: lambda link, now: link._switching.sent_switch(now),
+    TxState.PROBING: lambda link, now: link._switching.sent_probe(now),
+    TxState.FALLBACK: lambda link, now: link._switching.sent_after_fallback(now),
     TxState.RUNNING: TxLink._sent_running,
 }
 """Each state's step in the pump: send the frame the state calls for; True if one went."""
