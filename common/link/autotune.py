@@ -146,7 +146,7 @@ class AutoTuner:
         if link._planner.unlimited():
             return True
         return link._planner.reachable(
-            link._settings, target, link._delivery.typical_bytes, link._proof_bytes()
+            link._settings, target, link._delivery.typical_bytes, link._reports.proof_bytes()
         )
 
     def step_down_target(self, now: float, below: RadioSettings) -> RadioSettings | None:

@@ -105,7 +105,7 @@ class ReplyQueue:
 
 
 def _info(link: TxLink, now: float, command: Command) -> Outcome:
-    link._want_status(now)  # whoever asks wants fresh diagnostics at home too
+    link._reports.want(now)  # whoever asks wants fresh diagnostics at home too
     return ReplyStatus.OK, link._info(now), None
 
 

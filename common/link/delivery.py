@@ -142,14 +142,14 @@ class Delivery:
         """A single-frame update; when a status report is due and fits, it rides along (a STATUS
         frame carrying the update, acknowledged like DATA)."""
         link = self._link
-        if link._status_due:
-            body = link._status_message(now).encode(payload)
+        if link._reports.due:
+            body = link._reports.message(now).encode(payload)
             if len(body) <= link._max_body(FrameType.STATUS):
                 out = link._session_send(
                     now, Awaiting.DATA, FrameType.STATUS, body, timing.ACK_MAX_BYTES
                 )
                 if out is not None:
-                    link._status_sent(now)
+                    link._reports.sent(now)
                 return out
         return link._session_send(now, Awaiting.DATA, FrameType.DATA, payload, timing.ACK_MAX_BYTES)
 

@@ -158,7 +158,7 @@ class Handshake:
         link._set_state(TxState.RUNNING, "handshake complete")
         # The receiver's session is pending until our first frame; any frame proves it, so
         # the status rides on the first update (or goes alone when there is none).
-        link._want_status(now)
+        link._reports.want(now)
         link._gate_at = now
         link._data_gate_at = now
         link._pacer.invalidate()

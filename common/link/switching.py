@@ -83,7 +83,7 @@ class Switching:
         # receiver also has room for the acks of the SWITCH and of the probes that commit.
         acks = link._planner.acks(link._settings, target)
         plans = link._planner.plans(
-            link._settings, target, link._delivery.typical_bytes, link._proof_bytes()
+            link._settings, target, link._delivery.typical_bytes, link._reports.proof_bytes()
         )
         wait = max(
             min((link._budget.sequence_wait(now, p) for p in plans), default=math.inf),
@@ -117,7 +117,7 @@ class Switching:
         self.deferred_reported = None
         self.switch_id = (self.switch_id + 1) & 0xFF
         self.plan = PlannedSwitch(target, self.switch_id, reason, link._settings)
-        link._proof_due = False
+        link._reports.proof_due = False
         link._set_state(TxState.SWITCHING, reason)
         link._event(LinkEvent.SWITCH_START, target=target.label(), reason=reason)
         return True
@@ -195,7 +195,7 @@ class Switching:
         plan = self.plan
         origin = link._last_good if plan is None else plan.origin
         size = link._planner.probe_size(
-            origin, link._settings, link._delivery.typical_bytes, link._proof_bytes()
+            origin, link._settings, link._delivery.typical_bytes, link._reports.proof_bytes()
         )
         link._probe_id = (link._probe_id + 1) & 0xFF
         padding = link._rng(size - overhead(FrameType.PROBE) - 1)
@@ -229,8 +229,8 @@ class Switching:
         link._event(LinkEvent.SWITCH_COMMITTED, settings=link._settings.label(), reason=plan.reason)
         # Any non-probe frame proves the commit to the receiver: the newest telegram goes
         # first (the status rides on it), not a status followed by a full pacing gap.
-        link._want_status(now)
-        link._proof_due = True
+        link._reports.want(now)
+        link._reports.proof_due = True
         link._tuner.samples = 0
         link._loss.clear()
         link._consecutive_failures = 0

@@ -55,7 +55,6 @@ from p1lora.common.airtime import time_on_air_for
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.counters import CounterState
-from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
 from p1lora.common.frames import FrameError, FrameType, overhead
 from p1lora.common.link import timing
@@ -70,13 +69,12 @@ from p1lora.common.link.events import Action, LinkEvent, PersistState
 from p1lora.common.link.handshake import Handshake
 from p1lora.common.link.messages import (
     Ack,
-    Probe,
     Reply,
-    StatusMessage,
     TxStatus,
 )
 from p1lora.common.link.pacing import Pacer
 from p1lora.common.link.persist import TxPersistentState
+from p1lora.common.link.reports import Reports
 from p1lora.common.link.states import TX_TRANSITIONS, TxState
 from p1lora.common.link.switch_plan import SwitchPlanner, same_rung
 from p1lora.common.link.switching import Switching
@@ -145,16 +143,8 @@ class TxLink(LinkBase[TxState]):
         self._data_gate_at = now
         self._last_sent_at = now
         self._last_sent_end = now
-        self._last_status_at = now
-        self._status_due = False
-        self._status_due_at = now
-        #: After a commit the receiver waits for a non-probe frame as proof (keepalives are
-        #: probes): the next update, or the status at once.
-        self._proof_due = False
         self._pacer = Pacer(self._budget, config.budget_utilisation, config.pacing_floor)
-        self._status = TxStatus()
-        #: The serial side as last reported (None: nothing reported in this run yet).
-        self._reported: TxStatus | None = None
+        self._reports = Reports(self, now)
         self._replies = ReplyQueue()
         self._started_at = now
 
@@ -198,7 +188,7 @@ class TxLink(LinkBase[TxState]):
         """The runtime's view of the serial source, sent in the next status report. A change of
         the serial state (meter disconnected, back) is reported soon, new error counts within
         a keepalive interval: the status interval alone can be an hour at slow settings."""
-        self._status = status
+        self._reports.status = status
 
     def _mode_label(self) -> str:
         return self._mode.value
@@ -289,7 +279,7 @@ class TxLink(LinkBase[TxState]):
         self._last_sent_at = now
         self._last_sent_end = now + self._airtime(size)
         if frame_type is not FrameType.PROBE:
-            self._proof_due = False
+            self._reports.proof_due = False
         if kind in (Awaiting.SWITCH, Awaiting.PROBE):
             self._pacer.invalidate()  # unpaced traffic: the pacing must account for it
         out = Outstanding(
@@ -314,13 +304,6 @@ class TxLink(LinkBase[TxState]):
         budget; False then)."""
         return self._switching.start(now, target, reason)
 
-    def _proof_bytes(self) -> int:
-        """The smallest frame that proves a commit to the receiver: a standalone STATUS (the
-        newest update goes instead when the budget has room for it, see `_sent_running`). Two bytes
-        of slack cover counters that grow a varint byte between the plan and the commit."""
-        status = overhead(FrameType.STATUS) + len(self._status_message(self._last_sent_at).encode())
-        return max(timing.STATUS_TYPICAL_BYTES, status + 2)
-
     # -- running ------------------------------------------------------------------------------
 
     def _sent_running(self, now: float) -> bool:
@@ -339,10 +322,10 @@ class TxLink(LinkBase[TxState]):
         if self._replies:
             return self._send_reply(now)
         keepalive = timing.keepalive_interval(self.config, self._settings)
-        if now >= self._last_status_at + timing.status_interval(
+        if now >= self._reports.last_at + timing.status_interval(
             self.config, self._settings
-        ) or self._serial_news(now, keepalive):
-            self._want_status(now)
+        ) or self._reports.serial_news(now, keepalive):
+            self._reports.want(now)
         keepalive_at = self._last_sent_at + keepalive
         if (
             self._delivery.pending is not None
@@ -358,60 +341,28 @@ class TxLink(LinkBase[TxState]):
             self._telegrams["duplicate_telegrams"] += 1
         if self._delivery.has_update() and not self._gated(now, data=True):
             sent = self._delivery.sent_update(now)
-            if sent or not self._proof_due:
+            if sent or not self._reports.proof_due:
                 return sent
             # The update does not fit the budget now, and the receiver reverts unless a proof
             # arrives soon: the switch plan kept room for a standalone status, which goes.
-        if self._proof_due or now >= keepalive_at:
-            if self._status_due or self._proof_due:
-                return self._send_status(now, unpaced=True)
-            return self._send_keepalive(now)
-        if self._status_due:
-            alone_at = self._status_due_at + keepalive  # waited long enough for a ride
+        if self._reports.proof_due or now >= keepalive_at:
+            if self._reports.due or self._reports.proof_due:
+                return self._reports.sent_status(now, unpaced=True)
+            return self._reports.sent_keepalive(now)
+        if self._reports.due:
+            alone_at = self._reports.due_at + keepalive  # waited long enough for a ride
             if now < alone_at:
                 self._timers[Timer.STATUS] = min(keepalive_at, alone_at)
                 return False
-            if self._send_status(now, unpaced=False):
+            if self._reports.sent_status(now, unpaced=False):
                 return True
             self._timers[Timer.STATUS] = keepalive_at  # (the pacing gate's timer is set)
             return False
         self._timers[Timer.STATUS] = min(
-            self._last_status_at + timing.status_interval(self.config, self._settings),
+            self._reports.last_at + timing.status_interval(self.config, self._settings),
             keepalive_at,
         )
         return False
-
-    def _send_keepalive(self, now: float) -> bool:
-        """The smallest acknowledged frame (a PROBE without padding): proof of life for the
-        receiver's silence timer and an SNR sample for us. Not paced (keepalives are rare by
-        construction); the budget applies as always."""
-        self._probe_id = (self._probe_id + 1) & 0xFF
-        body = Probe(self._probe_id, b"").encode()
-        out = self._session_send(
-            now, Awaiting.KEEPALIVE, FrameType.PROBE, body, timing.ACK_MAX_BYTES
-        )
-        if out is None:
-            return False
-        out.expect = crc16_arc(body)
-        return True
-
-    def _serial_news(self, now: float, keepalive: float) -> bool:
-        """The serial side changed since the last report: its state (at once) or its error
-        counts (at most once per keepalive interval)."""
-        last, current = self._reported, self._status
-        if last is None:
-            return False
-        if current.serial_state != last.serial_state:
-            return True
-        errors = (current.crc_errors, current.other_errors)
-        return errors != (last.crc_errors, last.other_errors) and (
-            now >= self._last_status_at + keepalive
-        )
-
-    def _want_status(self, now: float) -> None:
-        if not self._status_due:
-            self._status_due = True
-            self._status_due_at = now
 
     def _gated(self, now: float, data: bool) -> bool:
         gate = max(self._gate_at, self._data_gate_at) if data else self._gate_at
@@ -439,45 +390,6 @@ class TxLink(LinkBase[TxState]):
         if peer is not None and peer > 0.8:
             gap *= 1.0 + (peer - 0.8) * 5  # the receiver is running out: give its acks room
         self._gate_at = now + gap
-
-    def _status_message(self, now: float) -> StatusMessage:
-        s = self._status
-        return StatusMessage(
-            serial_state=s.serial_state,
-            fixed_mode=self._mode is RadioMode.FIXED,
-            tx_power_dbm=self._settings.tx_power_dbm,
-            airtime_used=self._airtime_used(now),
-            loss_rate=self._loss.rate or 0.0,
-            uptime_s=max(0, int(s.uptime_s)),
-            telegrams_read=s.telegrams_read,
-            crc_errors=s.crc_errors,
-            other_errors=s.other_errors,
-            interval_s=self._interval,
-            updates_sent=self._telegrams["sent"],
-            updates_acked=self._telegrams["acked"],
-            superseded=self._telegrams["superseded"],
-            downlink_rssi_dbm=self._tuner.channel.down_rssi,
-            downlink_snr_db=self._tuner.channel.down_snr,
-        )
-
-    def _status_sent(self, now: float) -> None:
-        self._status_due = False
-        self._last_status_at = now
-        self._reported = self._status
-
-    def _send_status(self, now: float, unpaced: bool) -> bool:
-        """A standalone status report. `unpaced` (it serves as the keepalive, or as the proof
-        of a commit) skips the pacing gate, never the budget: such reports are rare by
-        construction and must not wait behind a long data gap."""
-        if not unpaced and self._gated(now, data=False):
-            return False
-        body = self._status_message(now).encode()
-        out = self._session_send(now, Awaiting.STATUS, FrameType.STATUS, body, timing.ACK_MAX_BYTES)
-        if out is None:
-            return False
-        self._status_sent(now)
-        self._paced(now, len(out.frame))
-        return True
 
     def _send_reply(self, now: float) -> bool:
         if self._gated(now, data=False):
@@ -612,7 +524,7 @@ class TxLink(LinkBase[TxState]):
             f"{self._state} {self._settings.label()} {self._settings.tx_power_dbm}dBm "
             f"{self._mode.value} int={self._interval:g}s "
             f"air={self._airtime_used(now):.1%} loss={'-' if loss is None else f'{loss:.0%}'} "
-            f"up={int(self._status.uptime_s or now - self._started_at)}s "
+            f"up={int(self._reports.status.uptime_s or now - self._started_at)}s "
             f"sent={self._telegrams['sent']} acked={self._telegrams['acked']}"
         )
 
