@@ -130,7 +130,6 @@ class RejectReason(StrEnum):
     STALE = "stale"  # authentic but refers to something we no longer know (old resync)
     NO_SESSION = "no_session"  # a session frame while no session exists
     MALFORMED = "malformed"  # authentic but the body does not parse
-    UNEXPECTED = "unexpected"  # authentic but makes no sense in the current state
 
 
 class FrameError(ValueError):

@@ -113,7 +113,7 @@ class AutoTuner:
         self, now: float, up: float | None, down: float | None, margin_db: float
     ) -> Candidate:
         """`choose_target`, skipping rungs that cool off after a failure and rungs the budget
-        can never switch to from here (`_unreachable`); the latter is said once per rung
+        can never switch to from here (`unreachable`); the latter is said once per rung
         (`Switching.switch_never`) when it is the one the margin asks for."""
         link = self._link
         cooling = self.cooling(now)
@@ -152,7 +152,7 @@ class AutoTuner:
     def step_down_target(self, now: float, below: RadioSettings) -> RadioSettings | None:
         """A rung slower than `below`: the SNR-based choice if that is slower still, else the
         next rung down that is not cooling off after a failure and that the budget can switch
-        to from here (`_unreachable`); None at the bottom."""
+        to from here (`unreachable`); None at the bottom."""
         cooling = self.cooling(now) | self.unreachable()
         lower = slower(self.table, below)
         while lower is not None and lower.key in cooling:
@@ -198,7 +198,7 @@ class AutoTuner:
             and link.config.loss_retune_threshold <= rate < 1.0
         ):
             # Partial loss: the channel degraded but still carries some frames. (Total loss is
-            # a lost link: `_check_lost` returns to the rendezvous for a fresh measurement.)
+            # a lost link: `Handshake.check_lost` returns to the rendezvous for a fresh measurement.)
             link._loss.clear()
             if current is not None and self.interference(now, current):
                 # The frames that arrive show plenty of margin: the losses are collisions.

@@ -149,7 +149,7 @@ class Delivery:
                     now, Awaiting.DATA, FrameType.STATUS, body, timing.ACK_MAX_BYTES
                 )
                 if out is not None:
-                    link._reports.sent(now)
+                    link._reports.mark_sent(now)
                 return out
         return link._session_send(now, Awaiting.DATA, FrameType.DATA, payload, timing.ACK_MAX_BYTES)
 

@@ -95,7 +95,7 @@ class Reports:
             downlink_snr_db=link._tuner.channel.down_snr,
         )
 
-    def sent(self, now: float) -> None:
+    def mark_sent(self, now: float) -> None:
         self.due = False
         self.last_at = now
         self.reported = self.status
@@ -111,13 +111,13 @@ class Reports:
         out = link._session_send(now, Awaiting.STATUS, FrameType.STATUS, body, timing.ACK_MAX_BYTES)
         if out is None:
             return False
-        self.sent(now)
+        self.mark_sent(now)
         link._paced(now, len(out.frame))
         return True
 
     def proof_bytes(self) -> int:
         """The smallest frame that proves a commit to the receiver: a standalone STATUS (the
-        newest update goes instead when the budget has room for it, see `_sent_running`). Two bytes
+        newest update goes instead when the budget has room for it, see `TxLink._sent_running`). Two bytes
         of slack cover counters that grow a varint byte between the plan and the commit."""
         status = overhead(FrameType.STATUS) + len(self.message(self._link._last_sent_at).encode())
         return max(timing.STATUS_TYPICAL_BYTES, status + 2)

@@ -75,7 +75,7 @@ class Switching:
 
     def start(self, now: float, target: RadioSettings, reason: str) -> bool:
         """Start a two-phase switch to `target` when the budget has room for it; otherwise
-        defer it (retried at `_deferred_at` if the wait is short, else by the next evaluation)
+        defer it (retried at `deferred_at` if the wait is short, else by the next evaluation)
         and return False."""
         link = self._link
         self.deferred = None
@@ -305,7 +305,7 @@ class Switching:
         link = self._link
         link._count_unanswered(now)
         if self.plan is not None and out.attempts < link.config.switch_attempts:
-            return  # still switching: `_sent_switch` repeats the SWITCH
+            return  # still switching: `sent_switch` repeats the SWITCH
         self.enter_probing(now, acked=False)
 
     def on_probe_timeout(self, now: float, out: Outstanding) -> None:

@@ -288,16 +288,15 @@ class TxLink(LinkBase[TxState]):
         self._outstanding = out
         return out
 
-    # -- discovery ----------------------------------------------------------------------------
+    # -- coordination -------------------------------------------------------------------------
 
     def _reset_traffic(self) -> None:
+        """A new session or the rendezvous: nothing in flight, no switch, replies anew."""
         self._outstanding = None
         self._delivery.reset()
         self._switching.plan = None
         self._switching.deferred = None
         self._replies.restart_attempts()
-
-    # -- switching and probing ----------------------------------------------------------------
 
     def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
         """Start a two-phase switch to `target` (`Switching.start`: it may be deferred for the
@@ -470,9 +469,6 @@ class TxLink(LinkBase[TxState]):
     def _on_timeout(self, now: float, out: Outstanding) -> None:
         _TIMEOUT_HANDLERS[out.kind](self, now, out)
 
-    def _timeout_discover(self, now: float, out: Outstanding) -> None:
-        self._handshake.discover_failed(now)
-
     def _count_unanswered(self, now: float) -> None:
         """A frame that expected an answer got none: loss, and full power when acks keep
         failing."""
@@ -504,8 +500,6 @@ class TxLink(LinkBase[TxState]):
         """A status report or keepalive went unanswered: counted, nothing to resend."""
         self._count_unanswered(now)
         self._after_unanswered(now)
-
-    # -- tuning -------------------------------------------------------------------------------
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -552,7 +546,7 @@ _ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding, Ack], None]]
 beyond the measurement every ack gives)."""
 
 _TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding], None]] = {
-    Awaiting.DISCOVER: TxLink._timeout_discover,
+    Awaiting.DISCOVER: lambda link, now, out: link._handshake.discover_failed(now),
     Awaiting.SWITCH: lambda link, now, out: link._switching.on_switch_timeout(now, out),
     Awaiting.PROBE: lambda link, now, out: link._switching.on_probe_timeout(now, out),
     Awaiting.DATA: lambda link, now, out: link._delivery.on_timeout(now, out),
