@@ -16,6 +16,15 @@ States (the `state` property):
 | running     | committed setting        | updates (latest wins, paced), status riding on them,   |
 |             |                          | keepalives, command replies                            |
 
+The legal moves between them are `states.TX_TRANSITIONS`. `TxLink` coordinates: it owns the
+radio-facing bookkeeping (the one frame in flight, the timers, pacing gates) and runs each
+state's step (`_STEPS`); each concern is a small object with the attributes it owns:
+`Handshake` (discovery, CHALLENGE, RESYNC, link loss), `Switching` (switch, probes, commit,
+revert, fallback; costs planned by `SwitchPlanner`), `AutoTuner` (when to switch, power),
+`Delivery` (slot, reference, retries, fragments), `Reports` (status, keepalives, commit proof)
+and `ReplyQueue` with `command_exec.EXECUTORS` (downlink commands). Acks and timeouts of the
+frame in flight go by what it awaits (`_ACK_HANDLERS`, `_TIMEOUT_HANDLERS`).
+
 Delivery policy: the newest telegram waits in one slot (a newer one replaces it: latest wins);
 it is encoded against the last telegram the receiver acknowledged (and not sent at all when
 it is byte-identical to that one, meter timestamp included: `duplicate_telegrams`); one frame
