@@ -19,7 +19,7 @@ from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.fragments import OutgoingUpdate, split
 from p1lora.common.link.messages import Ack, AckKind
 from p1lora.common.link.tuning import TYPICAL_FRAME_BYTES
-from p1lora.common.link.tx_types import Awaiting, Outstanding, Timer
+from p1lora.common.link.tx_types import Awaiting, Outstanding
 
 if TYPE_CHECKING:
     from p1lora.common.link.tx import TxLink
@@ -79,19 +79,10 @@ class Delivery:
                 if retry.kind is Awaiting.DATA and self.pending is None:
                     self.pending = retry.telegram
                 return self.sent_update(now)
-            wait = link._budget_wait(now, len(retry.frame))
-            if wait > 0:
-                link._wait(Timer.BUDGET, now + wait)
-                return False
-            if not link._resend(now, retry.frame, retry.frame_type.name):
+            if not link._resent(now, retry):
                 return False
             self.retry = None
-            retry.attempts += 1
-            retry.deadline = None
-            retry.sent_at = now
             retry.settings = link._settings
-            link._outstanding = retry
-            link._last_sent_at = now
             link._paced(now, len(retry.frame))
             link._data_gate_at = now + link._interval
             return True

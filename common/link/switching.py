@@ -161,17 +161,8 @@ class Switching:
         # Unacknowledged: the same bytes again (same counter: the receiver, if it heard the
         # first, has already switched and does not hear this one; if not, it is new to it).
         sent = plan.sent
-        wait = link._budget_wait(now, len(sent.frame))
-        if wait > 0:
-            link._wait(Timer.BUDGET, now + wait)
+        if not link._resent(now, sent):
             return False
-        if not link._resend(now, sent.frame, sent.frame_type.name):
-            return False
-        sent.attempts += 1
-        sent.deadline = None
-        sent.sent_at = now
-        link._outstanding = sent
-        link._last_sent_at = now
         link._last_sent_end = now + link._airtime(len(sent.frame))
         return True
 

@@ -297,6 +297,22 @@ class TxLink(LinkBase[TxState]):
         self._outstanding = out
         return out
 
+    def _resent(self, now: float, out: Outstanding) -> bool:
+        """Send `out` again byte for byte (same counter, no new nonce) as the frame in flight,
+        when the radio and the budget allow it now; False (and a budget timer) otherwise."""
+        wait = self._budget_wait(now, len(out.frame))
+        if wait > 0:
+            self._wait(Timer.BUDGET, now + wait)
+            return False
+        if not self._resend(now, out.frame, out.frame_type.name):
+            return False
+        out.attempts += 1
+        out.deadline = None
+        out.sent_at = now
+        self._outstanding = out
+        self._last_sent_at = now
+        return True
+
     # -- coordination -------------------------------------------------------------------------
 
     def _reset_traffic(self) -> None:
