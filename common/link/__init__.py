@@ -10,7 +10,7 @@ states and transition tables), `messages` (frame bodies), `commands` (downlink c
 `fragments` (multi-frame updates), `tuning` (SNR-margin target choice), `timing` (every timeout
 as a formula), `pacing` (spacing updates by the budget actually left), `session` (frame
 security), `persist` (restart state), `diagnostics` (counters and snapshots), `base` (what both
-sides share), `rx` (RxLink), and `tx` (TxLink), which coordinates one object per concern:
+sides share), `rx` (RxLink, with its command queue in `rx_commands`), and `tx` (TxLink), which coordinates one object per concern:
 `handshake`, `switching` (on the pure `switch_plan`), `autotune`, `delivery`, `reports` and
 `command_exec`, with their shared bookkeeping in `tx_types`.
 """

@@ -44,7 +44,7 @@ update handled exactly like DATA, with one ack for both.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,6 +82,7 @@ from p1lora.common.link.messages import (
 )
 from p1lora.common.link.persist import RxPersistentState
 from p1lora.common.link.replay_limits import DiscoverFilter, DuplicateAnswers
+from p1lora.common.link.rx_commands import CommandQueue, QueuedCommand
 from p1lora.common.link.states import RX_TRANSITIONS, RxState
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import RegionError
@@ -99,14 +100,6 @@ class _Acked:
     raw: bytes
     ack_frame: bytes | None
     answer: tuple[AckKind, int, int]
-
-
-@dataclass
-class _Queued:
-    command_id: int
-    command: Command
-    queued_at: float
-    sent: int = 0
 
 
 class RxLink(LinkBase[RxState]):
@@ -156,8 +149,7 @@ class RxLink(LinkBase[RxState]):
         self._references: OrderedDict[int, bytes] = OrderedDict()
         self._last_delivered: bytes | None = None
         self._reassembler = Reassembler()
-        self._commands: deque[_Queued] = deque()
-        self._next_command_id = 0
+        self._commands = CommandQueue()
         self._last_ack: _Acked | None = None
         resends = max(config.max_retries, config.switch_attempts - 1)
         # Saved answers cover a burst of lost acks: under interference the transmitter keeps
@@ -179,10 +171,7 @@ class RxLink(LinkBase[RxState]):
 
         It rides in every ack until the reply arrives or `command_timeout_s` passes.
         """
-        self._next_command_id = self._next_command_id % 255 + 1
-        command_id = self._next_command_id
-        self._commands = deque(q for q in self._commands if q.command_id != command_id)
-        self._commands.append(_Queued(command_id, command, now))
+        command_id = self._commands.add(command, now)
         self._event(LinkEvent.COMMAND_QUEUED, command=str(command), command_id=command_id)
         return command_id
 
@@ -222,9 +211,7 @@ class RxLink(LinkBase[RxState]):
         return RxState.RENDEZVOUS if self._settings == self.config.rendezvous() else RxState.RESUME
 
     def _deadlines(self) -> list[float | None]:
-        command = (
-            self._commands[0].queued_at + self.config.command_timeout_s if self._commands else None
-        )
+        command = self._commands.deadline(self.config.command_timeout_s)
         return [self._silence_deadline(), self._pending_expires, command]
 
     def _on_tick(self, now: float) -> None:
@@ -244,8 +231,7 @@ class RxLink(LinkBase[RxState]):
             self._security.drop_pending()
             if self._state is RxState.HANDSHAKE:
                 self._set_state(self._idle_state(), "handshake expired")
-        while self._commands and now >= self._commands[0].queued_at + self.config.command_timeout_s:
-            queued = self._commands.popleft()
+        for queued in self._commands.expired(now, self.config.command_timeout_s):
             self._finish_command(queued, ReplyStatus.TIMEOUT, "no reply from the transmitter", now)
 
     def _go_rendezvous(self, now: float) -> None:
@@ -483,7 +469,7 @@ class RxLink(LinkBase[RxState]):
         if not repeat:
             self._duplicates.new_frame()
         kind, counter, value = ack
-        queued = self._commands[0] if self._commands else None
+        queued = self._commands.first()
         body = Ack(
             kind,
             counter & 0xFFFF,
@@ -596,14 +582,14 @@ class RxLink(LinkBase[RxState]):
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
         reply = decode_body(Reply.decode, body)
-        for queued in list(self._commands):
-            if queued.command_id == reply.command_id:
-                self._commands.remove(queued)
-                self._finish_command(queued, reply.status, reply.text, now)
-                break
+        queued = self._commands.answered(reply.command_id)
+        if queued is not None:
+            self._finish_command(queued, reply.status, reply.text, now)
         self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))
 
-    def _finish_command(self, queued: _Queued, status: ReplyStatus, text: str, now: float) -> None:
+    def _finish_command(
+        self, queued: QueuedCommand, status: ReplyStatus, text: str, now: float
+    ) -> None:
         self._emit(CommandReply(queued.command_id, queued.command, status, text, now))
         self._event(
             LinkEvent.COMMAND_REPLY,
@@ -616,13 +602,8 @@ class RxLink(LinkBase[RxState]):
     def _fail_sent_commands(self, now: float, text: str) -> None:
         """Commands already sent when the session changed: their outcome is unknown (a restart
         command ends exactly like this), and re-sending them could repeat them."""
-        keep: deque[_Queued] = deque()
-        for queued in self._commands:
-            if queued.sent:
-                self._finish_command(queued, ReplyStatus.UNKNOWN, text, now)
-            else:
-                keep.append(queued)
-        self._commands = keep
+        for queued in self._commands.take_sent():
+            self._finish_command(queued, ReplyStatus.UNKNOWN, text, now)
 
     def _refill(self, frame_bytes: int) -> float:
         return timing.responder_refill_per_s(self.config, self._settings, frame_bytes)
