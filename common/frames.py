@@ -142,7 +142,7 @@ class RejectReason(StrEnum):
     STALE = "stale"  # authentic but refers to something we no longer know (old resync)
     NO_SESSION = "no_session"  # a session frame while no session exists
     MALFORMED = "malformed"  # authentic but the body does not parse
-    UNEXPECTED = "unexpected"  # authentic but makes no sense in the current state
+    UNEXPECTED = "unexpected"  # a frame type this exchange does not use (a link frame in a survey)
 
 
 class FrameError(ValueError):

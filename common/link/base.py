@@ -15,37 +15,49 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
 
 from p1lora.common.airtime import MAX_PAYLOAD, time_on_air_for
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.counters import CounterState
 from p1lora.common.crypto import Direction
 from p1lora.common.fatal import FatalError
-from p1lora.common.frames import FrameError, FrameType, overhead
+from p1lora.common.frames import FrameError, FrameType, RejectReason, overhead
 from p1lora.common.link.config import LinkConfig
-from p1lora.common.link.diagnostics import RejectionLog
+from p1lora.common.link.diagnostics import LinkDiagnostics, LossWindow, RejectionLog
 from p1lora.common.link.events import (
     Action,
     Configure,
+    LinkEvent,
     LinkEventAction,
     PersistCounters,
     Transmit,
 )
+from p1lora.common.link.messages import MessageError
 from p1lora.common.link.session import LinkSecurity, OutgoingFrame
+from p1lora.common.link.states import RxState, TxState, check_transition
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 
-__all__ = ["LinkBase"]
+__all__ = ["LinkBase", "decode_body"]
 
 logger = logging.getLogger("p1lora.common.link")
 
+_S = TypeVar("_S", TxState, RxState)
+_T = TypeVar("_T")
 
-class LinkBase:
+
+class LinkBase(Generic[_S]):
     """Shared machinery; see the module docstring. Not used on its own."""
 
     ROLE: ClassVar[str] = "link"
     SENDING: ClassVar[Direction] = Direction.UPLINK
+    #: The machine's legal transitions (`states.TX_TRANSITIONS` / `RX_TRANSITIONS`).
+    TRANSITIONS: ClassVar[Mapping[Any, frozenset[Any]]]
+    #: Set by the subclass before its first event (its start state depends on what it restored).
+    _state: _S
+    #: Recent frames answered or not (each side sizes its own window).
+    _loss: LossWindow
 
     def __init__(
         self,
@@ -61,7 +73,6 @@ class LinkBase:
         self._budget = AirtimeBudget.for_sub_band(config.sub_band())
         self._actions: list[Action] = []
         self._now = now
-        self._state = "rendezvous"
         rendezvous = config.rendezvous()
         self._settings: RadioSettings = rendezvous
         self._last_good: RadioSettings = rendezvous
@@ -70,7 +81,8 @@ class LinkBase:
         self._rejections = RejectionLog(logger, self.ROLE)
         self._frames_sent: Counter[str] = Counter()
         self._frames_received = 0
-        self._airtime_reported = 0.0
+        #: What happened to telegrams (read, sent, acked, delivered, ...), for diagnostics.
+        self._telegrams: Counter[str] = Counter()
         self._internal_errors = 0
         self._max_body_cache: dict[tuple[RadioSettings, FrameType], int] = {}
         #: The last authentic frame accepted (exact duplicates are answered, not re-processed).
@@ -79,7 +91,7 @@ class LinkBase:
     # -- public read-only state ------------------------------------------------------------
 
     @property
-    def state(self) -> str:
+    def state(self) -> _S:
         """Protocol state name (rendezvous, handshake, switching, probing, running, fallback...)."""
         return self._state
 
@@ -118,6 +130,30 @@ class LinkBase:
         """Rejected frames per reason since start."""
         return dict(self._rejections.counts)
 
+    def diagnostics(self, now: float) -> LinkDiagnostics:
+        """A snapshot for the runtime's diagnostics (both sides report the same fields)."""
+        up_rssi, up_snr, down_rssi, down_snr = self._readings()
+        return LinkDiagnostics(
+            role=self.ROLE,
+            state=self._state.value,
+            settings=self._settings,
+            last_known_good=self._last_good,
+            tx_power_dbm=self._settings.tx_power_dbm,
+            mode=self._mode_label(),
+            session=self.session_active,
+            uplink_rssi_dbm=up_rssi,
+            uplink_snr_db=up_snr,
+            downlink_rssi_dbm=down_rssi,
+            downlink_snr_db=down_snr,
+            loss_rate=self._loss.rate,
+            airtime_used=self._airtime_used(now),
+            airtime_total_s=self._budget.total_airtime,
+            frames_sent=dict(self._frames_sent),
+            frames_received=self._frames_received,
+            rejected=self.rejected,
+            telegrams=dict(self._telegrams),
+        )
+
     def actions(self) -> list[Action]:
         """Drain the actions queued so far (event methods return them too)."""
         out, self._actions = self._actions, []
@@ -135,13 +171,13 @@ class LinkBase:
         return self.actions()
 
     def tx_done(self, now: float, airtime_s: float | None = None) -> list[Action]:
-        """The radio finished sending (runtime guarantee: reported with the real airtime)."""
+        """The radio finished sending (runtime guarantee: reported with the real airtime).
+        `airtime_s` is accepted for the runtimes' convenience; the budget counts the airtime
+        computed when the frame was emitted."""
 
         def done(at: float) -> None:
             self._radio_busy = False
             self._tx_watchdog = None
-            if airtime_s is not None:
-                self._airtime_reported += airtime_s
             self._on_tx_done(at)
             self._on_tick(at)
 
@@ -173,6 +209,14 @@ class LinkBase:
     def _deadlines(self) -> list[float | None]:
         raise NotImplementedError
 
+    def _mode_label(self) -> str:
+        """The radio mode diagnostics show ("-" where the side has none)."""
+        return "-"
+
+    def _readings(self) -> tuple[float | None, float | None, float | None, float | None]:
+        """The last (uplink RSSI, uplink SNR, downlink RSSI, downlink SNR) this side knows."""
+        raise NotImplementedError
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _guarded(self, now: float, step: Callable[[float], None]) -> None:
@@ -181,7 +225,7 @@ class LinkBase:
         if self._tx_watchdog is not None and now >= self._tx_watchdog:
             self._radio_busy = False
             self._tx_watchdog = None
-            self._event("tx_done_missing")
+            self._event(LinkEvent.TX_DONE_MISSING)
         try:
             step(now)
         except FatalError:  # no retry can cure it (e.g. counters used up): the daemon stops
@@ -194,16 +238,19 @@ class LinkBase:
     def _emit(self, action: Action) -> None:
         self._actions.append(action)
 
-    def _event(self, kind: str, **fields: object) -> None:
+    def _event(self, kind: LinkEvent, **fields: object) -> None:
         logger.debug("%s %s %s", self.ROLE, kind, fields)
-        self._emit(LinkEventAction(kind, {"role": self.ROLE, "state": self._state, **fields}))
+        self._emit(LinkEventAction(kind, {"role": self.ROLE, "state": self._state.value, **fields}))
 
-    def _set_state(self, state: str, reason: str) -> None:
+    def _set_state(self, state: _S, reason: str) -> None:
+        """Move to `state` (staying put is no move); a move outside `TRANSITIONS` is a bug
+        and raises `IllegalTransitionError`."""
         if state != self._state:
             previous = self._state
+            check_transition(self.TRANSITIONS, previous, state)
             self._state = state
             logger.info("%s: %s -> %s (%s)", self.ROLE, previous, state, reason)
-            self._event("state", previous=previous, reason=reason)
+            self._event(LinkEvent.STATE, previous=previous.value, reason=reason)
 
     def _configure(self, settings: RadioSettings, reason: str) -> None:
         if settings != self._settings:
@@ -219,7 +266,10 @@ class LinkBase:
         self._settings = settings
         self._emit(Configure(settings, reason))
         self._event(
-            "configure", settings=settings.label(), power=settings.tx_power_dbm, reason=reason
+            LinkEvent.CONFIGURE,
+            settings=settings.label(),
+            power=settings.tx_power_dbm,
+            reason=reason,
         )
 
     def _max_body(self, frame_type: FrameType) -> int:
@@ -286,10 +336,10 @@ class LinkBase:
         self._rejections.record(now, reason, str(error))
         self._emit(
             LinkEventAction(
-                "frame_rejected",
+                LinkEvent.FRAME_REJECTED,
                 {
                     "role": self.ROLE,
-                    "state": self._state,
+                    "state": self._state.value,
                     "reason": reason,
                     "bytes": len(frame.payload),
                     "rssi": frame.rssi_dbm,
@@ -309,3 +359,12 @@ class LinkBase:
     @staticmethod
     def _finite(value: float) -> float | None:
         return value if math.isfinite(value) else None
+
+
+def decode_body(parse: Callable[[bytes], _T], body: bytes) -> _T:
+    """Parse an authentic frame's body; a body that does not parse rejects the frame as
+    malformed (a `FrameError`, counted and logged like any rejection)."""
+    try:
+        return parse(body)
+    except MessageError as exc:
+        raise FrameError(RejectReason.MALFORMED, str(exc)) from None

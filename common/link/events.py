@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TypeAlias
 
 from p1lora.common.counters import CounterState
@@ -34,6 +35,7 @@ __all__ = [
     "CommandReply",
     "Configure",
     "Deliver",
+    "LinkEvent",
     "LinkEventAction",
     "LinkReport",
     "PersistCounters",
@@ -42,6 +44,42 @@ __all__ = [
     "StatusReport",
     "Transmit",
 ]
+
+
+class LinkEvent(StrEnum):
+    """`LinkEventAction.kind`: what happened. A `StrEnum` because the kinds reach the
+    link-quality log, the bridge's MQTT state and the simulator's JSON as these exact words."""
+
+    ACK_SUPPRESSED = "ack_suppressed"
+    CHALLENGE_SUPPRESSED = "challenge_suppressed"
+    COMMAND = "command"
+    COMMAND_QUEUED = "command_queued"
+    COMMAND_REPLY = "command_reply"
+    CONFIGURE = "configure"
+    DISCOVER = "discover"
+    DISCOVER_ANSWERED = "discover_answered"
+    ENCODE_FAILED = "encode_failed"
+    FRAGMENTED = "fragmented"
+    FRAGMENTS_SUPERSEDED = "fragments_superseded"
+    FRAME_REJECTED = "frame_rejected"
+    INTERFERENCE = "interference"
+    LATE_ACK = "late_ack"
+    LINK_LOST = "link_lost"
+    POWER = "power"
+    RESYNC = "resync"
+    RESYNC_SENT = "resync_sent"
+    SESSION_ESTABLISHED = "session_established"
+    STATE = "state"
+    STATUS = "status"
+    SWITCH_COMMITTED = "switch_committed"
+    SWITCH_DEFERRED = "switch_deferred"
+    SWITCH_FAILED = "switch_failed"
+    SWITCH_REFUSED = "switch_refused"
+    SWITCH_REQUESTED = "switch_requested"
+    SWITCH_REVERTED = "switch_reverted"
+    SWITCH_START = "switch_start"
+    TX_DONE_MISSING = "tx_done_missing"
+    UPDATE_REJECTED = "update_rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +138,7 @@ class LinkEventAction:
     """Something worth a log line or a diagnostics update: handshake steps, switches,
     fallbacks, rejections with their reason, status reports. `fields` is JSON-friendly."""
 
-    kind: str
+    kind: LinkEvent
     fields: Mapping[str, object] = field(default_factory=dict)
 
 

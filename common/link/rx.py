@@ -44,10 +44,9 @@ update handled exactly like DATA, with one ack for both.
 from __future__ import annotations
 
 import logging
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from p1lora.common import codec
 from p1lora.common.codec_fields import has_meter_clock
@@ -56,13 +55,14 @@ from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
 from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
 from p1lora.common.link import timing
-from p1lora.common.link.base import LinkBase
+from p1lora.common.link.base import LinkBase, decode_body
 from p1lora.common.link.commands import Command, ReplyStatus
 from p1lora.common.link.config import LinkConfig
-from p1lora.common.link.diagnostics import LinkDiagnostics, LossWindow, TokenBucket
+from p1lora.common.link.diagnostics import LossWindow, TokenBucket
 from p1lora.common.link.events import (
     CommandReply,
     Deliver,
+    LinkEvent,
     LinkReport,
     PersistState,
     StatusReport,
@@ -74,7 +74,6 @@ from p1lora.common.link.messages import (
     Challenge,
     Discover,
     FragmentHeader,
-    MessageError,
     Reply,
     Report,
     Resync,
@@ -83,14 +82,14 @@ from p1lora.common.link.messages import (
 )
 from p1lora.common.link.persist import RxPersistentState
 from p1lora.common.link.replay_limits import DiscoverFilter, DuplicateAnswers
+from p1lora.common.link.rx_commands import CommandQueue, QueuedCommand
+from p1lora.common.link.states import RX_TRANSITIONS, RxState
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import RegionError
 
 __all__ = ["RxLink"]
 
 logger = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 
 @dataclass
@@ -103,19 +102,12 @@ class _Acked:
     answer: tuple[AckKind, int, int]
 
 
-@dataclass
-class _Queued:
-    command_id: int
-    command: Command
-    queued_at: float
-    sent: int = 0
-
-
-class RxLink(LinkBase):
+class RxLink(LinkBase[RxState]):
     """The receiver's link state machine (see the module docstring)."""
 
     ROLE = "rx"
     SENDING = Direction.DOWNLINK
+    TRANSITIONS = RX_TRANSITIONS
 
     def __init__(
         self,
@@ -143,7 +135,7 @@ class RxLink(LinkBase):
         self._last_good = start
         self._persisted_good: RadioSettings | None = start if persisted is not None else None
         self._previous: RadioSettings | None = None
-        self._state = "rendezvous" if start == rendezvous else "resume"
+        self._state = RxState.RENDEZVOUS if start == rendezvous else RxState.RESUME
         self._configure(start, "start")
         self._last_heard = now
         self._switched_at = now
@@ -157,8 +149,7 @@ class RxLink(LinkBase):
         self._references: OrderedDict[int, bytes] = OrderedDict()
         self._last_delivered: bytes | None = None
         self._reassembler = Reassembler()
-        self._commands: deque[_Queued] = deque()
-        self._next_command_id = 0
+        self._commands = CommandQueue()
         self._last_ack: _Acked | None = None
         resends = max(config.max_retries, config.switch_attempts - 1)
         # Saved answers cover a burst of lost acks: under interference the transmitter keeps
@@ -168,7 +159,6 @@ class RxLink(LinkBase):
         #: DISCOVERs below the floor after the session ended: a quarter of the response rate.
         self._below_floor = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
         self._resyncs = TokenBucket(1.0, self._refill(timing.CHALLENGE_BYTES), now)
-        self._telegrams: Counter[str] = Counter()
         self._up_rssi: float | None = None
         self._up_snr: float | None = None
         self._down_rssi: float | None = None  # as the transmitter reports hearing our acks
@@ -181,11 +171,8 @@ class RxLink(LinkBase):
 
         It rides in every ack until the reply arrives or `command_timeout_s` passes.
         """
-        self._next_command_id = self._next_command_id % 255 + 1
-        command_id = self._next_command_id
-        self._commands = deque(q for q in self._commands if q.command_id != command_id)
-        self._commands.append(_Queued(command_id, command, now))
-        self._event("command_queued", command=str(command), command_id=command_id)
+        command_id = self._commands.add(command, now)
+        self._event(LinkEvent.COMMAND_QUEUED, command=str(command), command_id=command_id)
         return command_id
 
     @property
@@ -196,38 +183,19 @@ class RxLink(LinkBase):
         """Ids of the telegrams held as references (oldest first)."""
         return list(self._references)
 
-    def diagnostics(self, now: float) -> LinkDiagnostics:
-        return LinkDiagnostics(
-            role=self.ROLE,
-            state=self._state,
-            settings=self._settings,
-            last_known_good=self._last_good,
-            tx_power_dbm=self._settings.tx_power_dbm,
-            mode="-",
-            session=self.session_active,
-            uplink_rssi_dbm=self._up_rssi,
-            uplink_snr_db=self._up_snr,
-            downlink_rssi_dbm=self._down_rssi,
-            downlink_snr_db=self._down_snr,
-            loss_rate=self._loss.rate,
-            airtime_used=self._airtime_used(now),
-            airtime_total_s=self._budget.total_airtime,
-            frames_sent=dict(self._frames_sent),
-            frames_received=self._frames_received,
-            rejected=self.rejected,
-            telegrams=dict(self._telegrams),
-        )
+    def _readings(self) -> tuple[float | None, float | None, float | None, float | None]:
+        return self._up_rssi, self._up_snr, self._down_rssi, self._down_snr
 
     # -- timers -----------------------------------------------------------------------------
 
     def _silence_deadline(self) -> float | None:
-        if self._state == "probing":
+        if self._state is RxState.PROBING:
             return max(self._last_heard, self._switched_at) + timing.switch_timeout(
                 self.config, self._settings, self._previous
             )
-        if self._state in ("running", "resume", "fallback"):
+        if self._state in (RxState.RUNNING, RxState.RESUME, RxState.FALLBACK):
             return self._last_heard + timing.silence_timeout(self.config, self._settings)
-        if self._state == "handshake" and self._idle_state() == "resume":
+        if self._state is RxState.HANDSHAKE and self._idle_state() is RxState.RESUME:
             # An answered DISCOVER may be a replay: it holds a resumed receiver here only
             # while its handshake can complete, not until the pending session expires.
             deadline = self._last_heard + timing.silence_timeout(self.config, self._settings)
@@ -237,34 +205,33 @@ class RxLink(LinkBase):
             return deadline
         return None
 
-    def _idle_state(self) -> str:
+    def _idle_state(self) -> RxState:
         """The state without a session or handshake at the current setting: a receiver in a
         handshake came from it and returns to it when the handshake expires."""
-        return "rendezvous" if self._settings == self.config.rendezvous() else "resume"
+        return RxState.RENDEZVOUS if self._settings == self.config.rendezvous() else RxState.RESUME
 
     def _deadlines(self) -> list[float | None]:
-        command = (
-            self._commands[0].queued_at + self.config.command_timeout_s if self._commands else None
-        )
+        command = self._commands.deadline(self.config.command_timeout_s)
         return [self._silence_deadline(), self._pending_expires, command]
 
     def _on_tick(self, now: float) -> None:
         deadline = self._silence_deadline()
         if deadline is not None and now >= deadline:
-            if self._state == "probing" and self._previous is not None:
+            if self._state is RxState.PROBING and self._previous is not None:
                 self._configure(self._previous, "no proof at the new setting")
                 self._last_heard = now
-                self._set_state("fallback", "switch not confirmed")
-                self._event("switch_reverted", settings=self._settings.label())
-            elif self._settings != self.config.rendezvous() or self._state != "rendezvous":
+                self._set_state(RxState.FALLBACK, "switch not confirmed")
+                self._event(LinkEvent.SWITCH_REVERTED, settings=self._settings.label())
+            elif (
+                self._settings != self.config.rendezvous() or self._state is not RxState.RENDEZVOUS
+            ):
                 self._go_rendezvous(now)
         if self._pending_expires is not None and now >= self._pending_expires:
             self._pending_expires = None
             self._security.drop_pending()
-            if self._state == "handshake":
+            if self._state is RxState.HANDSHAKE:
                 self._set_state(self._idle_state(), "handshake expired")
-        while self._commands and now >= self._commands[0].queued_at + self.config.command_timeout_s:
-            queued = self._commands.popleft()
+        for queued in self._commands.expired(now, self.config.command_timeout_s):
             self._finish_command(queued, ReplyStatus.TIMEOUT, "no reply from the transmitter", now)
 
     def _go_rendezvous(self, now: float) -> None:
@@ -275,9 +242,9 @@ class RxLink(LinkBase):
         self._last_ack = None
         self._fail_sent_commands(now, "link lost before a reply arrived")
         rendezvous = self.config.rendezvous()
-        self._set_state("rendezvous", "silence")
+        self._set_state(RxState.RENDEZVOUS, "silence")
         self._configure(rendezvous, "silence")
-        self._event("link_lost", reason="silence")
+        self._event(LinkEvent.LINK_LOST, reason="silence")
 
     def _on_tx_done(self, now: float) -> None:
         target, self._after_tx = self._after_tx, None
@@ -289,7 +256,7 @@ class RxLink(LinkBase):
         self._switched_at = now
         self._last_heard = now
         self._configure(target, "switch")
-        self._set_state("probing", "switch requested")
+        self._set_state(RxState.PROBING, "switch requested")
 
     # -- frames -----------------------------------------------------------------------------
 
@@ -324,7 +291,7 @@ class RxLink(LinkBase):
         size = len(last.ack_frame) if last.ack_frame is not None else timing.ACK_TYPICAL_BYTES
         if not self._within_reserve(now, self._airtime(size)):
             self._telegrams["ack_suppressed"] += 1
-            self._event("ack_suppressed", reason="reserve")
+            self._event(LinkEvent.ACK_SUPPRESSED, reason="reserve")
             return
         if last.ack_frame is None:
             answered = self._ack(now, last.raw, frame, last.answer, repeat=True)
@@ -357,7 +324,7 @@ class RxLink(LinkBase):
                 RejectReason.REPLAY,
                 f"DISCOVER counter {counter} is not above {discovers.floor} of the session",
             )
-        discover = _decode(Discover.decode, body)
+        discover = decode_body(Discover.decode, body)
         refill = self._refill(timing.CHALLENGE_BYTES)
         self._challenges.set_rate(refill, now)
         self._below_floor.set_rate(refill / 4, now)
@@ -371,7 +338,7 @@ class RxLink(LinkBase):
             )
         if not self._challenges.take(now):
             self._telegrams["challenges_rate_limited"] += 1
-            self._event("challenge_suppressed", reason="rate")
+            self._event(LinkEvent.CHALLENGE_SUPPRESSED, reason="rate")
             return
         if below:
             self._below_floor.take(now)
@@ -391,7 +358,7 @@ class RxLink(LinkBase):
         )
         if sent is None:
             self._telegrams["challenges_suppressed"] += 1
-            self._event("challenge_suppressed", reason="budget")
+            self._event(LinkEvent.CHALLENGE_SUPPRESSED, reason="budget")
             return
         discovers.answered(counter, tx_random)
         self._security.start_session(tx_random, rx_random, counter, pending=True)
@@ -400,9 +367,9 @@ class RxLink(LinkBase):
         self._pending_expires = now + timing.silence_timeout(self.config, self._settings)
         self._answered_at = now
         if not in_session:
-            self._set_state("handshake", "discovery answered")
+            self._set_state(RxState.HANDSHAKE, "discovery answered")
         self._event(
-            "discover_answered",
+            LinkEvent.DISCOVER_ANSWERED,
             settings=self._settings.label(),
             rssi=frame.rssi_dbm,
             snr=frame.snr_db,
@@ -416,8 +383,11 @@ class RxLink(LinkBase):
         A pending handshake changes nothing here: it may stem from a replayed DISCOVER, and
         the frame that opened under none of them is the real transmitter's as much as without
         one, so the state the handshake came from decides."""
-        state = self._idle_state() if self._state == "handshake" else self._state
-        if state not in ("resume", "running", "fallback") or len(frame.payload) < 5:
+        state = self._idle_state() if self._state is RxState.HANDSHAKE else self._state
+        if (
+            state not in (RxState.RESUME, RxState.RUNNING, RxState.FALLBACK)
+            or len(frame.payload) < 5
+        ):
             return
         self._resyncs.set_rate(self._refill(timing.CHALLENGE_BYTES) / 4, now)
         if not self._resyncs.take(now):
@@ -429,7 +399,7 @@ class RxLink(LinkBase):
             now, size, lambda: self._security.seal_static(FrameType.RESYNC, body, random)
         )
         if sent is not None:
-            self._event("resync_sent", settings=self._settings.label())
+            self._event(LinkEvent.RESYNC_SENT, settings=self._settings.label())
 
     def _on_session_frame(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
         counter, body, confirmed = self._security.open_session(sealed)
@@ -442,10 +412,10 @@ class RxLink(LinkBase):
         self._count_gap(counter)
         self._last_heard = now
         self._up_rssi, self._up_snr = frame.rssi_dbm, frame.snr_db
-        if self._state == "probing" and frame_type is not FrameType.PROBE:
+        if self._state is RxState.PROBING and frame_type is not FrameType.PROBE:
             self._commit(now)
-        elif self._state in ("resume", "fallback", "handshake"):
-            self._set_state("running", f"{frame_type.name} received")
+        elif self._state in (RxState.RESUME, RxState.FALLBACK, RxState.HANDSHAKE):
+            self._set_state(RxState.RUNNING, f"{frame_type.name} received")
             self._remember_good(self._settings)
         handler = _HANDLERS[frame_type]
         handler(self, now, sealed, counter, body, frame)
@@ -465,12 +435,12 @@ class RxLink(LinkBase):
         self._last_ack = None
         self._last_counter = None
         self._fail_sent_commands(now, "the link was re-established before a reply arrived")
-        self._event("session_established", settings=self._settings.label())
+        self._event(LinkEvent.SESSION_ESTABLISHED, settings=self._settings.label())
 
     def _commit(self, now: float) -> None:
         self._previous = None
-        self._set_state("running", "transmitter committed")
-        self._event("switch_committed", settings=self._settings.label())
+        self._set_state(RxState.RUNNING, "transmitter committed")
+        self._event(LinkEvent.SWITCH_COMMITTED, settings=self._settings.label())
         self._remember_good(self._settings)
 
     def _remember_good(self, settings: RadioSettings) -> None:
@@ -499,7 +469,7 @@ class RxLink(LinkBase):
         if not repeat:
             self._duplicates.new_frame()
         kind, counter, value = ack
-        queued = self._commands[0] if self._commands else None
+        queued = self._commands.first()
         body = Ack(
             kind,
             counter & 0xFFFF,
@@ -512,7 +482,7 @@ class RxLink(LinkBase):
         sent = self._send(now, size, lambda: self._security.seal_session(FrameType.ACK, body))
         if sent is None:
             self._telegrams["ack_suppressed"] += 1
-            self._event("ack_suppressed", reason="busy" if self._radio_busy else "budget")
+            self._event(LinkEvent.ACK_SUPPRESSED, reason="busy" if self._radio_busy else "budget")
             self._last_ack = _Acked(raw, None, ack)
             return False
         if queued is not None:
@@ -537,7 +507,7 @@ class RxLink(LinkBase):
             except codec.CodecError:
                 missing = None
             value = missing if missing is not None and missing not in self._references else 0xFFFF
-            self._event("update_rejected", error=str(exc))
+            self._event(LinkEvent.UPDATE_REJECTED, error=str(exc))
             logger.info("rx: update not decoded (%s); asking for a key update", exc)
             self._ack(now, sealed, frame, (AckKind.NAK, counter, value))
             return
@@ -563,12 +533,12 @@ class RxLink(LinkBase):
     def _on_fragment(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        header, chunk = _decode(FragmentHeader.split, body)
+        header, chunk = decode_body(FragmentHeader.split, body)
         if header.tag == self._reassembler.completed_tag and self._last_delivered is not None:
             value = codec.telegram_id(self._last_delivered)
             self._ack(now, sealed, frame, (AckKind.DATA, counter, value))
             return
-        payload = _decode(lambda _: self._reassembler.add(header, chunk), body)
+        payload = decode_body(lambda _: self._reassembler.add(header, chunk), body)
         if payload is None:
             self._ack(now, sealed, frame, (AckKind.FRAGMENT, counter, self._reassembler.bitmap))
             return
@@ -582,15 +552,15 @@ class RxLink(LinkBase):
     def _on_switch(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        switch = _decode(Switch.decode, body)
+        switch = decode_body(Switch.decode, body)
         try:
             target = self.config.settings(switch.sf, switch.bw_hz)
             self.config.region.check(target)
         except (RegionError, ValueError) as exc:
-            self._event("switch_refused", reason=str(exc))
+            self._event(LinkEvent.SWITCH_REFUSED, reason=str(exc))
             self._ack(now, sealed, frame, (AckKind.SWITCH, counter, 0x100 | switch.switch_id))
             return
-        self._event("switch_requested", target=target.label())
+        self._event(LinkEvent.SWITCH_REQUESTED, target=target.label())
         if self._ack(now, sealed, frame, (AckKind.SWITCH, counter, switch.switch_id)):
             self._after_tx = target  # change only after our ack has left at the old setting
         else:
@@ -599,10 +569,10 @@ class RxLink(LinkBase):
     def _on_status(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        status, update = _decode(StatusMessage.decode_with_update, body)
+        status, update = decode_body(StatusMessage.decode_with_update, body)
         self._down_rssi, self._down_snr = status.downlink_rssi_dbm, status.downlink_snr_db
         self._emit(StatusReport(status, frame.received_at, self._report(frame)))
-        self._event("status", **status.as_fields())
+        self._event(LinkEvent.STATUS, **status.as_fields())
         if update is not None:  # a telegram update rides on the report: ack it like DATA
             self._deliver_update(now, sealed, counter, update, frame)
             return
@@ -611,18 +581,18 @@ class RxLink(LinkBase):
     def _on_reply(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        reply = _decode(Reply.decode, body)
-        for queued in list(self._commands):
-            if queued.command_id == reply.command_id:
-                self._commands.remove(queued)
-                self._finish_command(queued, reply.status, reply.text, now)
-                break
+        reply = decode_body(Reply.decode, body)
+        queued = self._commands.answered(reply.command_id)
+        if queued is not None:
+            self._finish_command(queued, reply.status, reply.text, now)
         self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))
 
-    def _finish_command(self, queued: _Queued, status: ReplyStatus, text: str, now: float) -> None:
+    def _finish_command(
+        self, queued: QueuedCommand, status: ReplyStatus, text: str, now: float
+    ) -> None:
         self._emit(CommandReply(queued.command_id, queued.command, status, text, now))
         self._event(
-            "command_reply",
+            LinkEvent.COMMAND_REPLY,
             command=str(queued.command),
             command_id=queued.command_id,
             status=status.name,
@@ -632,23 +602,11 @@ class RxLink(LinkBase):
     def _fail_sent_commands(self, now: float, text: str) -> None:
         """Commands already sent when the session changed: their outcome is unknown (a restart
         command ends exactly like this), and re-sending them could repeat them."""
-        keep: deque[_Queued] = deque()
-        for queued in self._commands:
-            if queued.sent:
-                self._finish_command(queued, ReplyStatus.UNKNOWN, text, now)
-            else:
-                keep.append(queued)
-        self._commands = keep
+        for queued in self._commands.take_sent():
+            self._finish_command(queued, ReplyStatus.UNKNOWN, text, now)
 
     def _refill(self, frame_bytes: int) -> float:
         return timing.responder_refill_per_s(self.config, self._settings, frame_bytes)
-
-
-def _decode(parse: Callable[[bytes], _T], body: bytes) -> _T:
-    try:
-        return parse(body)
-    except MessageError as exc:
-        raise FrameError(RejectReason.MALFORMED, str(exc)) from None
 
 
 _Handler = Callable[[RxLink, float, SealedFrame, int, bytes, ReceivedFrame], None]

@@ -16,6 +16,15 @@ States (the `state` property):
 | running     | committed setting        | updates (latest wins, paced), status riding on them,   |
 |             |                          | keepalives, command replies                            |
 
+The legal moves between them are `states.TX_TRANSITIONS`. `TxLink` coordinates: it owns the
+radio-facing bookkeeping (the one frame in flight, the timers, pacing gates) and runs each
+state's step (`_STEPS`); each concern is a small object with the attributes it owns:
+`Handshake` (discovery, CHALLENGE, RESYNC, link loss), `Switching` (switch, probes, commit,
+revert, fallback; costs planned by `SwitchPlanner`), `AutoTuner` (when to switch, power),
+`Delivery` (slot, reference, retries, fragments), `Reports` (status, keepalives, commit proof)
+and `ReplyQueue` with `command_exec.EXECUTORS` (downlink commands). Acks and timeouts of the
+frame in flight go by what it awaits (`_ACK_HANDLERS`, `_TIMEOUT_HANDLERS`).
+
 Delivery policy: the newest telegram waits in one slot (a newer one replaces it: latest wins);
 it is encoded against the last telegram the receiver acknowledged (and not sent at all when
 it is byte-identical to that one, meter timestamp included: `duplicate_telegrams`); one frame
@@ -49,54 +58,40 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TypeVar
 
-from p1lora.common import codec
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.counters import CounterState
-from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction
-from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
+from p1lora.common.frames import FrameError, FrameType, overhead
 from p1lora.common.link import timing
-from p1lora.common.link.base import LinkBase
-from p1lora.common.link.commands import Command, CommandCode, ReplyStatus
+from p1lora.common.link.autotune import AutoTuner
+from p1lora.common.link.base import LinkBase, decode_body
+from p1lora.common.link.command_exec import EXECUTORS, ReplyQueue
+from p1lora.common.link.commands import Command
 from p1lora.common.link.config import FixedRadio, LinkConfig, RadioMode
-from p1lora.common.link.diagnostics import LinkDiagnostics, LossWindow
-from p1lora.common.link.events import Action, PersistState, RunCommand
-from p1lora.common.link.fragments import OutgoingUpdate, split
+from p1lora.common.link.delivery import Delivery
+from p1lora.common.link.diagnostics import LossWindow
+from p1lora.common.link.events import Action, LinkEvent, PersistState
+from p1lora.common.link.handshake import Handshake
 from p1lora.common.link.messages import (
     Ack,
-    AckKind,
-    Challenge,
-    Discover,
-    MessageError,
-    Probe,
     Reply,
-    Report,
-    Resync,
-    StatusMessage,
-    Switch,
     TxStatus,
 )
 from p1lora.common.link.pacing import Pacer
 from p1lora.common.link.persist import TxPersistentState
+from p1lora.common.link.reports import Reports
+from p1lora.common.link.states import TX_TRANSITIONS, TxState
+from p1lora.common.link.switch_plan import SwitchPlanner, same_rung
+from p1lora.common.link.switching import Switching
 from p1lora.common.link.tuning import (
-    TYPICAL_FRAME_BYTES,
-    Candidate,
-    SnrEstimate,
     candidate_table,
-    choose_target,
-    effective_snr_db,
     find,
-    is_faster,
-    margin_db,
-    slower,
 )
+from p1lora.common.link.tx_types import Awaiting, Outstanding, Timer
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import RegionError
 
@@ -104,81 +99,17 @@ __all__ = ["TxLink"]
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 
-#: Acks needed at a new setting before margin decisions are trusted again.
-_MIN_SAMPLES = 5
-#: Remember this many recently executed command ids (their replies are repeated, not re-run).
-_COMMAND_MEMORY = 16
 #: Consecutive unanswered frames at reduced power before full power is restored.
 _POWER_RESTORE_AFTER = 2
 
 
-@dataclass
-class _Outstanding:
-    """The one frame in flight that expects an answer."""
-
-    kind: str
-    frame: bytes
-    frame_type: FrameType
-    counter: int
-    settings: RadioSettings
-    sent_at: float
-    reply_bytes: int
-    deadline: float | None = None
-    attempts: int = 1
-    random: bytes = b""
-    telegram: bytes | None = None
-    expect: int = -1
-    fragment_index: int = -1
-
-
-@dataclass
-class _Switch:
-    target: RadioSettings
-    switch_id: int
-    reason: str
-    origin: RadioSettings
-    acked: bool = False
-    #: The SWITCH frame once sent (repeated byte for byte while unacknowledged).
-    sent: _Outstanding | None = None
-    probes_ok: int = 0
-    probes_failed: int = 0
-    last_probe_end: float = 0.0
-
-
-@dataclass
-class _Reply:
-    command_id: int
-    status: ReplyStatus
-    text: str
-    attempts: int = 0
-    then_run: RunCommand | None = None
-    acked: bool = False
-
-
-@dataclass
-class _Failure:
-    until: float
-    failures: int = 1
-
-
-@dataclass
-class _Measurements:
-    up: SnrEstimate = field(default_factory=SnrEstimate)
-    down: SnrEstimate = field(default_factory=SnrEstimate)
-    up_rssi: float | None = None
-    up_snr: float | None = None
-    down_rssi: float | None = None
-    down_snr: float | None = None
-    peer_budget: float | None = None
-
-
-class TxLink(LinkBase):
+class TxLink(LinkBase[TxState]):
     """The transmitter's link state machine (see the module docstring)."""
 
     ROLE = "tx"
     SENDING = Direction.UPLINK
+    TRANSITIONS = TX_TRANSITIONS
 
     def __init__(
         self,
@@ -199,41 +130,21 @@ class TxLink(LinkBase):
         start = self._restore(persisted)
         self._settings = start
         self._last_good = start
-        self._state = "rendezvous" if start == config.rendezvous() else "handshake"
+        self._state = TxState.RENDEZVOUS if start == config.rendezvous() else TxState.HANDSHAKE
         self._configure(start, "start")
-        self._outstanding: _Outstanding | None = None
-        self._retry: _Outstanding | None = None
-        self._timers: dict[str, float] = {"discover": now}
-        self._discover_attempts = 0
-        self._pending: bytes | None = None
-        self._reference: bytes | None = None
-        self._fragments: OutgoingUpdate | None = None
-        self._tag = 0
-        self._switch: _Switch | None = None
-        self._switch_id = 0
+        self._outstanding: Outstanding | None = None
+        self._timers: dict[Timer, float] = {Timer.DISCOVER: now}
+        self._handshake = Handshake(self)
+        self._delivery = Delivery(self)
+        self._switching = Switching(self, now)
         self._probe_id = 0
-        self._step_down_from: RadioSettings | None = None
-        self._failed: dict[tuple[int, int], _Failure] = {}
-        #: A switch put off for a short budget wait, retried at `_deferred_at`.
-        self._deferred: tuple[RadioSettings, str] | None = None
-        self._deferred_at = now
         #: The receiver's budget as far as we heard its frames: a switch also needs room
         #: for its acks (at US915's 0.4 s per 20 s, its CHALLENGE left no room for the ack
         #: of a SWITCH sent right after the handshake, and the switch failed).
         self._peer_budget = AirtimeBudget.for_sub_band(config.sub_band())
-        #: Switch targets the budget can never carry (warned about once each).
-        self._never_warned: set[tuple[int, int]] = set()
-        #: The target of the last `switch_deferred` event: a switch put off again and again
-        #: (a 20 s dwell window) is reported once, not at every retry.
-        self._deferred_reported: tuple[int, int] | None = None
-        self._never_warned_frames: set[tuple[str, str, int, int]] = set()
-        self._next_tune_at = now
-        self._next_down_at = now
-        self._next_power_at = now
-        #: Until then loss was interference lately: no power reduction (`_interference`).
-        self._interference_until = now
-        self._samples = 0
-        self._m = _Measurements()
+        self._planner = SwitchPlanner(config, self._budget, self._peer_budget)
+        self._never_warned_frames: set[tuple[Timer, TxState, int, int]] = set()
+        self._tuner = AutoTuner(self, self._table, self._max_power, now)
         self._loss = LossWindow(config.loss_window)
         self._consecutive_failures = 0
         self._last_ack_at = now
@@ -241,28 +152,9 @@ class TxLink(LinkBase):
         self._data_gate_at = now
         self._last_sent_at = now
         self._last_sent_end = now
-        self._last_status_at = now
-        self._status_due = False
-        self._status_due_at = now
-        #: After a commit the receiver waits for a non-probe frame as proof (keepalives are
-        #: probes): the next update, or the status at once.
-        self._proof_due = False
-        #: Moments a receiver that lost us may arrive at the rendezvous (a DISCOVER goes out
-        #: right after each, and the backoff starts over).
-        self._meet_times: list[float] = []
-        #: When a receiver that followed a failed switch reverted, at the latest (its silence
-        #: timer restarts then).
-        self._revert_anchor = now
         self._pacer = Pacer(self._budget, config.budget_utilisation, config.pacing_floor)
-        self._status = TxStatus()
-        #: The serial side as last reported (None: nothing reported in this run yet).
-        self._reported: TxStatus | None = None
-        self._typical_bytes = float(TYPICAL_FRAME_BYTES)
-        self._recent: deque[tuple[int, float]] = deque(maxlen=32)
-        self._last_rx_static = -1
-        self._replies: deque[_Reply] = deque()
-        self._done: OrderedDict[int, _Reply] = OrderedDict()
-        self._telegrams: Counter[str] = Counter()
+        self._reports = Reports(self, now)
+        self._replies = ReplyQueue()
         self._started_at = now
 
     def _restore(self, persisted: TxPersistentState | None) -> RadioSettings:
@@ -295,11 +187,7 @@ class TxLink(LinkBase):
             self._telegrams["read"] += 1
             if not telegram:
                 return
-            if self._pending is not None:
-                self._telegrams["superseded"] += 1
-            self._pending = bytes(telegram)
-            if self._retry is not None and self._retry.kind == "data":
-                self._retry = None
+            self._delivery.offer(telegram)
             self._on_tick(at)
 
         self._guarded(now, ready)
@@ -309,30 +197,14 @@ class TxLink(LinkBase):
         """The runtime's view of the serial source, sent in the next status report. A change of
         the serial state (meter disconnected, back) is reported soon, new error counts within
         a keepalive interval: the status interval alone can be an hour at slow settings."""
-        self._status = status
+        self._reports.status = status
 
-    def diagnostics(self, now: float) -> LinkDiagnostics:
-        m = self._m
-        return LinkDiagnostics(
-            role=self.ROLE,
-            state=self._state,
-            settings=self._settings,
-            last_known_good=self._last_good,
-            tx_power_dbm=self._settings.tx_power_dbm,
-            mode=self._mode.value,
-            session=self.session_active,
-            uplink_rssi_dbm=m.up_rssi,
-            uplink_snr_db=m.up_snr,
-            downlink_rssi_dbm=m.down_rssi,
-            downlink_snr_db=m.down_snr,
-            loss_rate=self._loss.rate,
-            airtime_used=self._airtime_used(now),
-            airtime_total_s=self._budget.total_airtime,
-            frames_sent=dict(self._frames_sent),
-            frames_received=self._frames_received,
-            rejected=self.rejected,
-            telegrams=dict(self._telegrams),
-        )
+    def _mode_label(self) -> str:
+        return self._mode.value
+
+    def _readings(self) -> tuple[float | None, float | None, float | None, float | None]:
+        channel = self._tuner.channel
+        return channel.up_rssi, channel.up_snr, channel.down_rssi, channel.down_snr
 
     @property
     def mode(self) -> RadioMode:
@@ -345,7 +217,7 @@ class TxLink(LinkBase):
     @property
     def reference(self) -> bytes | None:
         """The last telegram the receiver acknowledged (updates are encoded against it)."""
-        return self._reference
+        return self._delivery.reference
 
     # -- hooks ------------------------------------------------------------------------------
 
@@ -357,8 +229,8 @@ class TxLink(LinkBase):
         out = self._outstanding
         if out is not None and out.deadline is None:
             out.deadline = now + timing.reply_timeout(self.config, out.settings, out.reply_bytes)
-            if out.kind == "probe" and self._switch is not None:
-                self._switch.last_probe_end = now
+            if out.kind is Awaiting.PROBE and self._switching.plan is not None:
+                self._switching.plan.last_probe_end = now
 
     def _on_tick(self, now: float) -> None:
         out = self._outstanding
@@ -368,8 +240,8 @@ class TxLink(LinkBase):
         fired = [k for k, t in self._timers.items() if t <= now]
         for name in fired:
             del self._timers[name]
-        if "lost" in fired and self._state == "running":
-            self._check_lost(now)
+        if Timer.LOST in fired and self._state is TxState.RUNNING:
+            self._handshake.check_lost(now)
         self._pump(now)
 
     def _pump(self, now: float) -> None:
@@ -378,20 +250,11 @@ class TxLink(LinkBase):
             if self._radio_busy or self._outstanding is not None:
                 return
             before = self._state
-            if self._state in ("rendezvous", "handshake"):
-                sent = self._discovering(now)
-            elif self._state == "switching":
-                sent = self._switching(now)
-            elif self._state == "probing":
-                sent = self._probing(now)
-            elif self._state == "fallback":
-                sent = self._fallback(now)
-            else:
-                sent = self._running(now)
+            sent = _STEPS[self._state](self, now)
             if sent or self._state == before:
                 return
 
-    def _wait(self, name: str, until: float) -> None:
+    def _wait(self, name: Timer, until: float) -> None:
         if math.isfinite(until):
             self._timers[name] = until
             return
@@ -411,506 +274,63 @@ class TxLink(LinkBase):
             )
 
     def _session_send(
-        self, now: float, kind: str, frame_type: FrameType, body: bytes, reply_bytes: int
-    ) -> _Outstanding | None:
+        self, now: float, kind: Awaiting, frame_type: FrameType, body: bytes, reply_bytes: int
+    ) -> Outstanding | None:
         size = len(body) + overhead(frame_type)
         wait = self._budget_wait(now, size)
         if wait > 0:
-            self._wait("budget", now + wait)
+            self._wait(Timer.BUDGET, now + wait)
             return None
         sent = self._send(now, size, lambda: self._security.seal_session(frame_type, body))
         if sent is None:
             return None
-        self._recent.append((sent.counter, now))
+        self._handshake.recent_counters.append((sent.counter, now))
         self._last_sent_at = now
         self._last_sent_end = now + self._airtime(size)
         if frame_type is not FrameType.PROBE:
-            self._proof_due = False
-        if kind in ("switch", "probe"):
+            self._reports.proof_due = False
+        if kind in (Awaiting.SWITCH, Awaiting.PROBE):
             self._pacer.invalidate()  # unpaced traffic: the pacing must account for it
-        out = _Outstanding(
+        out = Outstanding(
             kind, sent.frame, frame_type, sent.counter, self._settings, now, reply_bytes
         )
         self._outstanding = out
         return out
 
-    # -- discovery ----------------------------------------------------------------------------
-
-    def _discovering(self, now: float) -> bool:
-        due = self._timers.get("discover", now)
-        if now < due:
-            self._timers["discover"] = due
-            return False
-        size = timing.DISCOVER_BYTES
-        wait = self._budget_wait(now, size)
+    def _resent(self, now: float, out: Outstanding) -> bool:
+        """Send `out` again byte for byte (same counter, no new nonce) as the frame in flight,
+        when the radio and the budget allow it now; False (and a budget timer) otherwise."""
+        wait = self._budget_wait(now, len(out.frame))
         if wait > 0:
-            self._wait("discover", now + wait)
+            self._wait(Timer.BUDGET, now + wait)
             return False
-        random = self._security.random()
-        body = Discover(self._state == "handshake", self._settings.tx_power_dbm).encode()
-        sent = self._send(
-            now,
-            size,
-            lambda: self._security.seal_static(FrameType.DISCOVER, body, random),
-        )
-        if sent is None:
+        if not self._resend(now, out.frame, out.frame_type.name):
             return False
-        self._timers.pop("discover", None)
-        self._pacer.invalidate()
-        self._outstanding = _Outstanding(
-            "discover",
-            sent.frame,
-            FrameType.DISCOVER,
-            sent.counter,
-            self._settings,
-            now,
-            timing.CHALLENGE_BYTES,
-            random=random,
-        )
-        self._event(
-            "discover", attempt=self._discover_attempts + 1, settings=self._settings.label()
-        )
+        out.attempts += 1
+        out.deadline = None
+        out.sent_at = now
+        self._outstanding = out
+        self._last_sent_at = now
         return True
 
-    def _discover_failed(self, now: float) -> None:
-        self._discover_attempts += 1
-        if self._state == "handshake" and self._discover_attempts >= self.config.resume_attempts:
-            self._go_rendezvous(now, "no answer at the last known good setting")
-            return
-        delay = timing.discovery_delay(self.config, self._settings, self._discover_attempts - 1)
-        due = now + delay * self._jitter()
-        passed = [t for t in self._meet_times if t <= now]
-        if passed:
-            # The receiver may be listening at the rendezvous by now: the backoff starts over,
-            # so a lost DISCOVER or CHALLENGE costs seconds, not minutes.
-            self._meet_times = [t for t in self._meet_times if t > now]
-            self._discover_attempts = 0
-            due = now + timing.discovery_delay(self.config, self._settings, 0) * self._jitter()
-        if self._meet_times:
-            due = min(due, self._meet_times[0])
-        self._timers["discover"] = due
+    # -- coordination -------------------------------------------------------------------------
 
     def _reset_traffic(self) -> None:
+        """A new session or the rendezvous: nothing in flight, no switch, replies anew."""
         self._outstanding = None
-        self._retry = None
-        if self._fragments is not None and self._pending is None:
-            self._pending = self._fragments.telegram
-        self._fragments = None
-        self._switch = None
-        self._deferred = None
-        self._replies_unacked()
-
-    def _replies_unacked(self) -> None:
-        for reply in self._replies:
-            reply.attempts = 0
-
-    def _go_rendezvous(self, now: float, reason: str, meet_times: tuple[float, ...] = ()) -> None:
-        """Back to the rendezvous; `meet_times`: when the receiver may arrive there too (a
-        DISCOVER is sent right after each, and the backoff starts over)."""
-        self._security.drop_sessions()
-        self._reset_traffic()
-        rendezvous = self.config.rendezvous()
-        self._last_good = rendezvous
-        self._set_state("rendezvous", reason)
-        self._configure(rendezvous, reason)
-        self._discover_attempts = 0
-        self._timers.clear()
-        self._timers["discover"] = now
-        self._meet_times = sorted(t for t in set(meet_times) if t > now)
-        self._event("link_lost", reason=reason)
-
-    def _go_handshake(self, now: float, reason: str) -> None:
-        self._security.drop_sessions()
-        self._reset_traffic()
-        self._set_state("handshake", reason)
-        self._discover_attempts = 0
-        self._meet_times = []
-        self._timers.clear()
-        self._timers["discover"] = now
-
-    def _on_challenge(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
-        out = self._outstanding
-        if out is None or out.kind != "discover":
-            raise FrameError(RejectReason.STALE, "CHALLENGE without a DISCOVER in flight")
-        counter, body = self._security.open_static(sealed, extra_associated=out.random)
-        self._peer_sent(frame)
-        challenge = _decode(Challenge.decode, body)
-        rx_random = sealed.header.random
-        assert rx_random is not None
-        self._security.start_session(out.random, rx_random, counter, pending=False)
-        self._last_accepted_raw = sealed.raw
-        self._outstanding = None
-        # A new session starts a fresh view of the channel: old estimates may be from a
-        # channel that has since changed (that may be why the link was lost).
-        self._m = _Measurements()
-        self._samples = 0
-        self._measure(challenge.report, out.settings, frame)
-        if challenge.reference_id is None:
-            # The receiver holds no reference (it restarted): the next update must be a key.
-            # Otherwise keep ours: the receiver keeps several, and a NAK corrects a miss.
-            self._reference = None
-        self._last_good = self._settings
-        self._last_ack_at = now
-        self._consecutive_failures = 0
-        self._loss.clear()
-        self._discover_attempts = 0
-        self._meet_times = []
-        self._timers.pop("discover", None)
-        self._event(
-            "session_established",
-            settings=self._settings.label(),
-            uplink_snr=challenge.report.snr_db,
-            downlink_snr=frame.snr_db,
-        )
-        self._set_state("running", "handshake complete")
-        # The receiver's session is pending until our first frame; any frame proves it, so
-        # the status rides on the first update (or goes alone when there is none).
-        self._want_status(now)
-        self._gate_at = now
-        self._data_gate_at = now
-        self._pacer.invalidate()
-        target = self._desired_target(now)
-        if target is not None and not _same_rung(target, self._settings):
-            self._start_switch(now, target, "handshake")
-
-    def _on_resync(self, now: float, sealed: SealedFrame) -> None:
-        counter, body = self._security.open_static(sealed)
-        if counter <= self._last_rx_static:
-            raise FrameError(RejectReason.REPLAY, "RESYNC counter is not new")
-        resync = _decode(Resync.decode, body)
-        horizon = now - max(self.config.link_lost_min_s, 60.0)
-        if not any(c & 0xFFFF == resync.counter_low and t >= horizon for c, t in self._recent):
-            raise FrameError(RejectReason.STALE, "RESYNC names no recent frame of ours")
-        self._last_rx_static = counter
-        self._last_accepted_raw = sealed.raw
-        if self._state in ("rendezvous", "handshake"):
-            return
-        self._event("resync", settings=self._settings.label())
-        if self._state in ("probing", "fallback", "switching"):
-            self._configure(self._last_good, "resync")
-        self._go_handshake(now, "receiver lost its session")
-
-    # -- switching and probing ----------------------------------------------------------------
-
-    def _desired_target(self, now: float) -> RadioSettings | None:
-        if self._mode is RadioMode.FIXED and self._fixed is not None:
-            try:
-                return self.config.fixed_settings(self._fixed)
-            except (RegionError, ValueError):
-                return None
-        best = self._choose(now, self._m.up.value, self._m.down.value, self.config.snr_margin_db)
-        return self.config.settings(best.sf, best.bw_hz)
-
-    def _choose(
-        self, now: float, up: float | None, down: float | None, margin_db: float
-    ) -> Candidate:
-        """`choose_target`, skipping rungs that cool off after a failure and rungs the budget
-        can never switch to from here (`_unreachable`); the latter is said once per rung
-        (`_switch_never`) when it is the one the margin asks for."""
-        cooling = self._cooling(now)
-        ideal = choose_target(self._table, up, down, margin_db, cooling)
-        target = _settings_of(self, ideal)
-        if _same_rung(target, self._settings) or self._reachable(target):
-            return ideal  # (the common case, checked at every ack: one plan at most)
-        if is_faster(self._table, target, self._settings):
-            self._switch_never(target)
-        return choose_target(self._table, up, down, margin_db, cooling | self._unreachable())
-
-    def _cooling(self, now: float) -> set[tuple[int, int]]:
-        return {key for key, f in self._failed.items() if f.until > now}
-
-    def _unreachable(self) -> set[tuple[int, int]]:
-        """Rungs a switch from the current setting can never reach: even the smallest plan
-        (`_switch_plans`) exceeds one budget window (US915's 0.4 s per 20 s, from a slow
-        setting). The tuner skips them like cooling rungs and picks a rung that fits, rather
-        than deferring a switch that never comes."""
-        out: set[tuple[int, int]] = set()
-        for candidate in self._table:
-            target = _settings_of(self, candidate)
-            if not _same_rung(target, self._settings) and not self._reachable(target):
-                out.add(candidate.key)
-        return out
-
-    def _reachable(self, target: RadioSettings) -> bool:
-        """Whether the smallest switch plan to `target` fits one window of both budgets."""
-        if self._budget.unlimited and self._budget.max_frame_s is None:
-            return True
-        smallest = self._switch_plans(target)[-1]
-        return self._budget.sequence_fits(smallest) and self._peer_budget.sequence_fits(
-            self._switch_acks(target)
-        )
-
-    def _switch_plans(self, target: RadioSettings) -> tuple[list[float], ...]:
-        """The airtime of each frame a switch from the current setting to `target` may take,
-        most generous plan first: every SWITCH repeat and every probe attempt; one SWITCH and
-        every probe; one SWITCH and just the probes that commit. Every plan ends with the
-        proof (`_proof_bytes`): the receiver commits only when a non-probe frame arrives at
-        the target, and reverts `timing.switch_timeout` after the last probe without one.
-
-        A plan must fit one budget window so neither the probes nor the proof are held up by
-        the budget while the receiver waits at the target. Where the window is short (US915:
-        0.4 s in 20 s) only the smallest plan fits (its probes shrink to make room, see
-        `_probe_size`); a SWITCH repeat then waits for the budget like any frame."""
-        origin = self._settings
-        switch = time_on_air_for(origin, timing.SWITCH_BYTES)
-        probe = time_on_air_for(target, self._probe_size(origin, target))
-        proof = time_on_air_for(target, self._proof_bytes())
-        config = self.config
-        return (
-            [switch] * config.switch_attempts + [probe] * config.probe_attempts + [proof],
-            [switch] + [probe] * config.probe_attempts + [proof],
-            [switch] + [probe] * config.probe_count + [proof],
-        )
-
-    def _switch_acks(self, target: RadioSettings) -> list[float]:
-        """The receiver's share of the smallest plan: the SWITCH's ack at the current setting,
-        the acks of the committing probes and of the proof at the target."""
-        ack = timing.ACK_TYPICAL_BYTES
-        return [self._airtime(ack)] + [time_on_air_for(target, ack)] * (self.config.probe_count + 1)
-
-    def _proof_bytes(self) -> int:
-        """The smallest frame that proves a commit to the receiver: a standalone STATUS (the
-        newest update goes instead when the budget has room for it, see `_running`). Two bytes
-        of slack cover counters that grow a varint byte between the plan and the commit."""
-        status = overhead(FrameType.STATUS) + len(self._status_message(self._last_sent_at).encode())
-        return max(timing.STATUS_TYPICAL_BYTES, status + 2)
+        self._delivery.reset()
+        self._switching.plan = None
+        self._switching.deferred = None
+        self._replies.restart_attempts()
 
     def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
-        """Start a two-phase switch to `target` when the budget has room for it; otherwise
-        defer it (retried at `_deferred_at` if the wait is short, else by the next evaluation)
-        and return False."""
-        self._deferred = None
-        # The plan that can start soonest (the most generous one among equals), once the
-        # receiver also has room for the acks of the SWITCH and of the probes that commit.
-        acks = self._switch_acks(target)
-        wait = max(
-            min(
-                (self._budget.sequence_wait(now, p) for p in self._switch_plans(target)),
-                default=math.inf,
-            ),
-            self._peer_budget.sequence_wait(now, acks),
-        )
-        if wait > 0:
-            delay = wait if math.isfinite(wait) else self.config.retune_interval_s
-            self._next_tune_at = self._next_down_at = now + delay
-            key = (target.sf, target.bw_hz)
-            report = key != self._deferred_reported
-            if not math.isfinite(wait):
-                self._switch_never(target)  # (the event, too, once per target)
-                report = False
-            elif delay <= self.config.retune_interval_s:
-                # A short wait (a 20 s dwell window): hold the paced traffic so the window
-                # empties for the switch instead of refilling with updates, and retry when
-                # the room is there (waiting for the next evaluation could take minutes).
-                self._gate_at = max(self._gate_at, now + delay)
-                self._deferred = (target, reason)
-                self._deferred_at = now + delay
-                self._timers["deferred"] = now + delay
-            if report:
-                self._deferred_reported = key
-                self._event(
-                    "switch_deferred",
-                    target=target.label(),
-                    reason="budget",
-                    wait_s=round(delay, 3) if math.isfinite(wait) else None,
-                )
-            return False
-        self._deferred_reported = None
-        self._switch_id = (self._switch_id + 1) & 0xFF
-        self._switch = _Switch(target, self._switch_id, reason, self._settings)
-        self._proof_due = False
-        self._set_state("switching", reason)
-        self._event("switch_start", target=target.label(), reason=reason)
-        return True
-
-    def _switch_never(self, target: RadioSettings) -> None:
-        """A switch the budget can never carry: say so once per target (WARNING and a
-        `switch_deferred` event without a wait), not silently retry forever."""
-        key = (target.sf, target.bw_hz)
-        if key in self._never_warned:
-            return
-        self._never_warned.add(key)
-        self._event("switch_deferred", target=target.label(), reason="budget", wait_s=None)
-        band = self.config.sub_band()
-        logger.warning(
-            "tx: cannot switch to %s: the SWITCH and its probes never fit %s's %.3g s of airtime "
-            "per %g s; staying at %s",
-            target.label(),
-            band.name,
-            self._budget.allowance_s,
-            band.window_s,
-            self._settings.label(),
-        )
-
-    def _switching(self, now: float) -> bool:
-        plan = self._switch
-        if plan is None:
-            self._set_state("running", "no switch planned")
-            return False
-        if plan.sent is None:
-            body = Switch(plan.switch_id, plan.target.sf, plan.target.bw_hz).encode()
-            out = self._session_send(now, "switch", FrameType.SWITCH, body, timing.ACK_MAX_BYTES)
-            if out is None:
-                return False
-            out.expect = plan.switch_id
-            plan.sent = out
-            return True
-        # Unacknowledged: the same bytes again (same counter: the receiver, if it heard the
-        # first, has already switched and does not hear this one; if not, it is new to it).
-        sent = plan.sent
-        wait = self._budget_wait(now, len(sent.frame))
-        if wait > 0:
-            self._wait("budget", now + wait)
-            return False
-        if not self._resend(now, sent.frame, sent.frame_type.name):
-            return False
-        sent.attempts += 1
-        sent.deadline = None
-        sent.sent_at = now
-        self._outstanding = sent
-        self._last_sent_at = now
-        self._last_sent_end = now + self._airtime(len(sent.frame))
-        return True
-
-    def _enter_probing(self, now: float, acked: bool) -> None:
-        plan = self._switch
-        assert plan is not None
-        plan.acked = acked
-        plan.last_probe_end = now
-        self._configure(plan.target, "switch" if acked else "switch (unacknowledged)")
-        self._set_state("probing", plan.reason)
-        # The receiver changes its settings when its ack has left, the moment we heard it: a
-        # probe sent at once could start before it listens at the target. A guard avoids
-        # losing the first probe (a whole probe cycle: seconds at SF12).
-        self._timers["probe"] = now + timing.guard(plan.target)
-
-    def _probe_size(self, origin: RadioSettings, target: RadioSettings) -> int:
-        """Probes are padded like a typical update (up to `timing.PROBE_MAX_BYTES`), so a commit
-        says updates get through. Where the budget window is short (US915), the padding
-        shrinks until the smallest plan (the SWITCH at `origin`, `probe_count` probes and
-        the proof at `target`) fits the allowance and each probe the dwell limit: a smaller
-        probe that fits proves more than a full-size one that never goes."""
-        low = overhead(FrameType.PROBE) + 1
-        size = max(low, min(timing.PROBE_MAX_BYTES, round(self._typical_bytes)))
-        budget = self._budget
-        if budget.unlimited and budget.max_frame_s is None:
-            return size
-        switch = time_on_air_for(origin, timing.SWITCH_BYTES)
-        proof = time_on_air_for(target, self._proof_bytes())
-        count = self.config.probe_count
-        while size > low:
-            probe = time_on_air_for(target, size)
-            if budget.sequence_fits([switch, proof] + [probe] * count):
-                break
-            size -= 1
-        return size
-
-    def _probing(self, now: float) -> bool:
-        if self._timers.get("probe", now) > now:
-            return False
-        plan = self._switch
-        origin = self._last_good if plan is None else plan.origin
-        size = self._probe_size(origin, self._settings)
-        self._probe_id = (self._probe_id + 1) & 0xFF
-        padding = self._rng(size - overhead(FrameType.PROBE) - 1)
-        body = Probe(self._probe_id, padding).encode()
-        out = self._session_send(now, "probe", FrameType.PROBE, body, timing.ACK_MAX_BYTES)
-        if out is None:
-            return False
-        out.expect = crc16_arc(body)
-        return True
-
-    def _probe_result(self, now: float, ok: bool) -> None:
-        plan = self._switch
-        if plan is None:
-            return
-        if ok:
-            plan.probes_ok += 1
-            if plan.probes_ok >= self.config.probe_count:
-                self._commit(now, plan)
-            return
-        plan.probes_failed += 1
-        if plan.probes_failed > self.config.probe_attempts - self.config.probe_count:
-            self._revert(now, plan)
-
-    def _commit(self, now: float, plan: _Switch) -> None:
-        self._switch = None
-        self._last_good = self._settings.replace(tx_power_dbm=self._max_power)
-        self._failed.pop((plan.target.sf, plan.target.bw_hz), None)
-        self._set_state("running", "switch confirmed")
-        self._event("switch_committed", settings=self._settings.label(), reason=plan.reason)
-        # Any non-probe frame proves the commit to the receiver: the newest telegram goes
-        # first (the status rides on it), not a status followed by a full pacing gap.
-        self._want_status(now)
-        self._proof_due = True
-        self._samples = 0
-        self._loss.clear()
-        self._consecutive_failures = 0
-        self._next_tune_at = now + self.config.retune_interval_s
-        self._next_power_at = now + self.config.retune_interval_s
-        self._gate_at = now
-        self._pacer.invalidate()
-        self._persist()
-
-    def _revert(self, now: float, plan: _Switch) -> None:
-        self._switch = None
-        key = (plan.target.sf, plan.target.bw_hz)
-        failure = self._failed.get(key)
-        failures = 1 if failure is None else failure.failures + 1
-        # The user's fixed setting is retried sooner at first (a few lost probes are enough to
-        # fail it on a lossy channel), then backs off like any setting (`failed_cooldown`).
-        cooldown = self.config.failed_cooldown(failures, fixed=self._mode is RadioMode.FIXED)
-        self._failed[key] = _Failure(now + cooldown, failures)
-        self._configure(self._last_good, "switch failed")
-        holdoff = plan.last_probe_end + timing.switch_timeout(self.config, plan.target, plan.origin)
-        self._timers["holdoff"] = max(now, holdoff) + timing.guard(plan.target)
-        self._revert_anchor = max(now, holdoff)
-        self._step_down_from = plan.target
-        self._set_state("fallback", "switch failed")
-        self._event(
-            "switch_failed",
-            target=plan.target.label(),
-            reverted_to=self._last_good.label(),
-            probes_ok=plan.probes_ok,
-            cooldown_s=cooldown,
-        )
-
-    def _fallback(self, now: float) -> bool:
-        if "holdoff" in self._timers:
-            return False
-        self._set_state("running", "receiver has reverted")
-        self._gate_at = max(self._gate_at, now)
-        failed = self._step_down_from
-        self._step_down_from = None
-        self._next_tune_at = now + self.config.retune_interval_s
-        self._check_lost(now)
-        if self._state != "running" or failed is None or self._mode is RadioMode.FIXED:
-            return False
-        target = self._step_down_target(now, failed)
-        if target is not None and is_faster(self._table, target, self._last_good):
-            self._start_switch(now, target, "step down")
-        return False
-
-    def _step_down_target(self, now: float, below: RadioSettings) -> RadioSettings | None:
-        """A rung slower than `below`: the SNR-based choice if that is slower still, else the
-        next rung down that is not cooling off after a failure and that the budget can switch
-        to from here (`_unreachable`); None at the bottom."""
-        cooling = self._cooling(now) | self._unreachable()
-        nxt = slower(self._table, below)
-        while nxt is not None and nxt.key in cooling:
-            nxt = slower(self._table, _settings_of(self, nxt))
-        if nxt is None:
-            return None
-        best = choose_target(
-            self._table, self._m.up.value, self._m.down.value, self.config.snr_margin_db, cooling
-        )
-        nxt_settings = _settings_of(self, nxt)
-        chosen = best if is_faster(self._table, nxt_settings, _settings_of(self, best)) else nxt
-        return _settings_of(self, chosen)
+        """Start a two-phase switch to `target` (`Switching.start`: it may be deferred for the
+        budget; False then)."""
+        return self._switching.start(now, target, reason)
 
     # -- running ------------------------------------------------------------------------------
 
-    def _running(self, now: float) -> bool:
+    def _sent_running(self, now: float) -> bool:
         """Choose the next frame: a command reply; else an update (the status report riding on
         it when due); else, when no update came to ride on for a keepalive interval, the status
         alone; and a keepalive when nothing was sent for `timing.keepalive_interval`, even
@@ -918,93 +338,60 @@ class TxLink(LinkBase):
         silence timeout is built on. Right after a commit the receiver needs a non-probe frame
         as proof: the newest update, or the status at once when there is none or the budget
         has no room for the update yet (the switch plan kept room for the status)."""
-        if self._deferred is not None and now >= self._deferred_at:
-            target, reason = self._deferred
-            self._deferred = None
-            if not _same_rung(target, self._settings) and self._start_switch(now, target, reason):
+        if self._switching.deferred is not None and now >= self._switching.deferred_at:
+            target, reason = self._switching.deferred
+            self._switching.deferred = None
+            if not same_rung(target, self._settings) and self._start_switch(now, target, reason):
                 return False  # the state changed: the pump goes on in `switching`
         if self._replies:
             return self._send_reply(now)
         keepalive = timing.keepalive_interval(self.config, self._settings)
-        if now >= self._last_status_at + timing.status_interval(
+        if now >= self._reports.last_at + timing.status_interval(
             self.config, self._settings
-        ) or self._serial_news(now, keepalive):
-            self._want_status(now)
+        ) or self._reports.serial_news(now, keepalive):
+            self._reports.want(now)
         keepalive_at = self._last_sent_at + keepalive
         if (
-            self._pending is not None
-            and self._pending == self._reference
-            and has_meter_clock(self._pending)
+            self._delivery.pending is not None
+            and self._delivery.pending == self._delivery.reference
+            and has_meter_clock(self._delivery.pending)
         ):
             # Byte for byte what the receiver already has, timestamp included (a capture of
             # one telegram looped): the receiver would take it for a resend, acknowledge it
             # and deliver nothing, so it would cost airtime for no news. Counted, not sent.
             # (Meters without a clock, DSMR 2.2/3, repeat an unchanged telegram, and each
             # repeat is delivered: it keeps Home Assistant's values from expiring.)
-            self._pending = None
+            self._delivery.pending = None
             self._telegrams["duplicate_telegrams"] += 1
-        has_update = (
-            self._retry is not None or self._fragments is not None or self._pending is not None
-        )
-        if has_update and not self._gated(now, data=True):
-            sent = self._send_update(now)
-            if sent or not self._proof_due:
+        if self._delivery.has_update() and not self._gated(now, data=True):
+            sent = self._delivery.sent_update(now)
+            if sent or not self._reports.proof_due:
                 return sent
             # The update does not fit the budget now, and the receiver reverts unless a proof
             # arrives soon: the switch plan kept room for a standalone status, which goes.
-        if self._proof_due or now >= keepalive_at:
-            if self._status_due or self._proof_due:
-                return self._send_status(now, unpaced=True)
-            return self._send_keepalive(now)
-        if self._status_due:
-            alone_at = self._status_due_at + keepalive  # waited long enough for a ride
+        if self._reports.proof_due or now >= keepalive_at:
+            if self._reports.due or self._reports.proof_due:
+                return self._reports.sent_status(now, unpaced=True)
+            return self._reports.sent_keepalive(now)
+        if self._reports.due:
+            alone_at = self._reports.due_at + keepalive  # waited long enough for a ride
             if now < alone_at:
-                self._timers["status"] = min(keepalive_at, alone_at)
+                self._timers[Timer.STATUS] = min(keepalive_at, alone_at)
                 return False
-            if self._send_status(now, unpaced=False):
+            if self._reports.sent_status(now, unpaced=False):
                 return True
-            self._timers["status"] = keepalive_at  # (the pacing gate's timer is set)
+            self._timers[Timer.STATUS] = keepalive_at  # (the pacing gate's timer is set)
             return False
-        self._timers["status"] = min(
-            self._last_status_at + timing.status_interval(self.config, self._settings),
+        self._timers[Timer.STATUS] = min(
+            self._reports.last_at + timing.status_interval(self.config, self._settings),
             keepalive_at,
         )
         return False
 
-    def _send_keepalive(self, now: float) -> bool:
-        """The smallest acknowledged frame (a PROBE without padding): proof of life for the
-        receiver's silence timer and an SNR sample for us. Not paced (keepalives are rare by
-        construction); the budget applies as always."""
-        self._probe_id = (self._probe_id + 1) & 0xFF
-        body = Probe(self._probe_id, b"").encode()
-        out = self._session_send(now, "keepalive", FrameType.PROBE, body, timing.ACK_MAX_BYTES)
-        if out is None:
-            return False
-        out.expect = crc16_arc(body)
-        return True
-
-    def _serial_news(self, now: float, keepalive: float) -> bool:
-        """The serial side changed since the last report: its state (at once) or its error
-        counts (at most once per keepalive interval)."""
-        last, current = self._reported, self._status
-        if last is None:
-            return False
-        if current.serial_state != last.serial_state:
-            return True
-        errors = (current.crc_errors, current.other_errors)
-        return errors != (last.crc_errors, last.other_errors) and (
-            now >= self._last_status_at + keepalive
-        )
-
-    def _want_status(self, now: float) -> None:
-        if not self._status_due:
-            self._status_due = True
-            self._status_due_at = now
-
     def _gated(self, now: float, data: bool) -> bool:
         gate = max(self._gate_at, self._data_gate_at) if data else self._gate_at
         if now < gate:
-            self._timers["send"] = gate
+            self._timers[Timer.SEND] = gate
             return True
         return False
 
@@ -1017,187 +404,29 @@ class TxLink(LinkBase):
         instead spreads its cost over the rest of the window, so deliveries stay even. The
         gap also grows when the receiver's budget is running out (its acks need room too).
         """
-        typical = max(round(self._typical_bytes), overhead(FrameType.DATA) + 1)
+        typical = max(round(self._delivery.typical_bytes), overhead(FrameType.DATA) + 1)
         steady = timing.pacing_gap(self.config, self._settings, typical)
         airtime = max(self._airtime(typical), self._airtime(timing.ACK_TYPICAL_BYTES))
         if size > 1.5 * typical:
             self._pacer.invalidate()  # a large frame changes what the window can still carry
         gap = self._pacer.gap(now, airtime, steady)
-        peer = self._m.peer_budget
+        peer = self._tuner.channel.peer_budget
         if peer is not None and peer > 0.8:
             gap *= 1.0 + (peer - 0.8) * 5  # the receiver is running out: give its acks room
         self._gate_at = now + gap
 
-    def _status_message(self, now: float) -> StatusMessage:
-        s = self._status
-        return StatusMessage(
-            serial_state=s.serial_state,
-            fixed_mode=self._mode is RadioMode.FIXED,
-            tx_power_dbm=self._settings.tx_power_dbm,
-            airtime_used=self._airtime_used(now),
-            loss_rate=self._loss.rate or 0.0,
-            uptime_s=max(0, int(s.uptime_s)),
-            telegrams_read=s.telegrams_read,
-            crc_errors=s.crc_errors,
-            other_errors=s.other_errors,
-            interval_s=self._interval,
-            updates_sent=self._telegrams["sent"],
-            updates_acked=self._telegrams["acked"],
-            superseded=self._telegrams["superseded"],
-            downlink_rssi_dbm=self._m.down_rssi,
-            downlink_snr_db=self._m.down_snr,
-        )
-
-    def _status_sent(self, now: float) -> None:
-        self._status_due = False
-        self._last_status_at = now
-        self._reported = self._status
-
-    def _send_status(self, now: float, unpaced: bool) -> bool:
-        """A standalone status report. `unpaced` (it serves as the keepalive, or as the proof
-        of a commit) skips the pacing gate, never the budget: such reports are rare by
-        construction and must not wait behind a long data gap."""
-        if not unpaced and self._gated(now, data=False):
-            return False
-        body = self._status_message(now).encode()
-        out = self._session_send(now, "status", FrameType.STATUS, body, timing.ACK_MAX_BYTES)
-        if out is None:
-            return False
-        self._status_sent(now)
-        self._paced(now, len(out.frame))
-        return True
-
     def _send_reply(self, now: float) -> bool:
         if self._gated(now, data=False):
             return False
-        reply = self._replies[0]
+        reply = self._replies.first()
         body = Reply(reply.command_id, reply.status, reply.text).encode()
-        out = self._session_send(now, "reply", FrameType.REPLY, body, timing.ACK_MAX_BYTES)
+        out = self._session_send(now, Awaiting.REPLY, FrameType.REPLY, body, timing.ACK_MAX_BYTES)
         if out is None:
             return False
         out.expect = reply.command_id
         reply.attempts += 1
         self._paced(now, len(out.frame))
         return True
-
-    def _send_update(self, now: float) -> bool:
-        if self._gated(now, data=True):
-            return False
-        retry = self._retry
-        if retry is not None:
-            if retry.counter != self._security.counter.next_value - 1:
-                # Something else was sent since: an exact resend would look like a replay.
-                self._retry = None
-                if retry.kind == "data" and self._pending is None:
-                    self._pending = retry.telegram
-                return self._send_update(now)
-            wait = self._budget_wait(now, len(retry.frame))
-            if wait > 0:
-                self._wait("budget", now + wait)
-                return False
-            if not self._resend(now, retry.frame, retry.frame_type.name):
-                return False
-            self._retry = None
-            retry.attempts += 1
-            retry.deadline = None
-            retry.sent_at = now
-            retry.settings = self._settings
-            self._outstanding = retry
-            self._last_sent_at = now
-            self._paced(now, len(retry.frame))
-            self._data_gate_at = now + self._interval
-            return True
-        if self._fragments is not None and self._pending is not None:
-            self._maybe_supersede_fragments()
-        if self._fragments is not None:
-            return self._send_fragment(now, self._fragments)
-        telegram = self._pending
-        if telegram is None:
-            return False
-        try:
-            payload = codec.encode_update(telegram, self._reference)
-        except codec.CodecError as exc:
-            self._pending = None
-            self._telegrams["encode_failed"] += 1
-            logger.warning("tx: telegram not sent: %s", exc)
-            self._event("encode_failed", error=str(exc))
-            return False
-        if len(payload) <= self._max_body(FrameType.DATA):
-            out = self._send_data(now, payload)
-            if out is None:
-                return False
-            self._pending = None
-            out.telegram = telegram
-            out.expect = codec.telegram_id(telegram)
-            self._telegrams["sent"] += 1
-            self._after_update_sent(now, len(out.frame), overhead(FrameType.DATA) + len(payload))
-            return True
-        chunk = self._max_body(FrameType.FRAGMENT) - 2
-        try:
-            chunks = split(payload, chunk)
-        except ValueError as exc:
-            self._pending = None
-            self._telegrams["encode_failed"] += 1
-            logger.warning("tx: telegram too large to send at %s: %s", self._settings.label(), exc)
-            self._event("encode_failed", error=str(exc))
-            return False
-        self._tag = (self._tag + 1) & 0xFF
-        self._fragments = OutgoingUpdate(self._tag, chunks, telegram)
-        self._pending = None
-        self._telegrams["sent"] += 1
-        self._event("fragmented", tag=self._tag, fragments=len(chunks), bytes=len(payload))
-        return self._send_fragment(now, self._fragments)
-
-    def _send_data(self, now: float, payload: bytes) -> _Outstanding | None:
-        """A single-frame update; when a status report is due and fits, it rides along (a STATUS
-        frame carrying the update, acknowledged like DATA)."""
-        if self._status_due:
-            body = self._status_message(now).encode(payload)
-            if len(body) <= self._max_body(FrameType.STATUS):
-                out = self._session_send(now, "data", FrameType.STATUS, body, timing.ACK_MAX_BYTES)
-                if out is not None:
-                    self._status_sent(now)
-                return out
-        return self._session_send(now, "data", FrameType.DATA, payload, timing.ACK_MAX_BYTES)
-
-    def _maybe_supersede_fragments(self) -> None:
-        """Latest wins, but only when the newer telegram fits one frame: a multi-frame update
-        superseded by another multi-frame update would starve at slow settings."""
-        assert self._pending is not None and self._fragments is not None
-        try:
-            payload = codec.encode_update(self._pending, self._reference)
-        except codec.CodecError:
-            return
-        if len(payload) <= self._max_body(FrameType.DATA):
-            self._telegrams["superseded"] += 1
-            self._event("fragments_superseded", tag=self._fragments.tag)
-            self._fragments = None
-
-    def _send_fragment(self, now: float, update: OutgoingUpdate) -> bool:
-        index = update.next_index()
-        if index is None:  # everything held but never confirmed: start over with the newest
-            self._fragments = None
-            if self._pending is None:
-                self._pending = update.telegram
-            return self._send_update(now)
-        body = update.body(index)
-        out = self._session_send(now, "fragment", FrameType.FRAGMENT, body, timing.ACK_MAX_BYTES)
-        if out is None:
-            return False
-        update.last_index = index
-        out.telegram = update.telegram
-        out.expect = codec.telegram_id(update.telegram)
-        out.fragment_index = index
-        self._after_update_sent(now, len(out.frame), len(out.frame))
-        return True
-
-    def _after_update_sent(self, now: float, size: int, update_size: int) -> None:
-        """Bookkeeping after an update frame of `size` bytes (`update_size` of them the update
-        itself, which is what probes imitate)."""
-        self._telegrams["frames"] += 1
-        self._typical_bytes += 0.1 * (update_size - self._typical_bytes)
-        self._paced(now, size)
-        self._data_gate_at = now + self._interval
 
     # -- answers --------------------------------------------------------------------------
 
@@ -1215,30 +444,17 @@ class TxLink(LinkBase):
             sealed = self._security.parse(frame.payload)
             frame_type = sealed.header.frame_type
             if frame_type is FrameType.CHALLENGE:
-                self._on_challenge(now, sealed, frame)
+                self._handshake.on_challenge(now, sealed, frame)
             elif frame_type is FrameType.RESYNC:
-                self._on_resync(now, sealed)
+                self._handshake.on_resync(now, sealed)
             else:
                 _, body, _ = self._security.open_session(sealed)
                 self._peer_sent(frame)
-                ack = _decode(Ack.decode, body)
+                ack = decode_body(Ack.decode, body)
                 self._last_accepted_raw = sealed.raw
                 self._on_ack(now, ack, frame)
         except FrameError as error:
             self._reject(now, error, frame)
-
-    def _measure(self, report: Report, sent_with: RadioSettings, frame: ReceivedFrame) -> None:
-        m = self._m
-        at = frame.received_at
-        deficit = self._max_power - sent_with.tx_power_dbm
-        up = effective_snr_db(report.snr_db, report.rssi_dbm, sent_with.bw_hz)
-        m.up.add(up, sent_with.bw_hz, deficit, at)
-        down = effective_snr_db(frame.snr_db, frame.rssi_dbm, frame.settings.bw_hz)
-        m.down.add(down, frame.settings.bw_hz, at=at)
-        m.up_rssi, m.up_snr = report.rssi_dbm, report.snr_db
-        m.down_rssi, m.down_snr = frame.rssi_dbm, frame.snr_db
-        m.peer_budget = report.budget_used
-        self._samples += 1
 
     def _on_ack(self, now: float, ack: Ack, frame: ReceivedFrame) -> None:
         out = self._outstanding
@@ -1251,334 +467,75 @@ class TxLink(LinkBase):
         if not matched or out is None:
             # Before the command's own events: an observer pairing ACKs with frames (the link
             # log) learns from the next event whether this ACK answered its frame.
-            self._event("late_ack", ack_kind=ack.kind.name)
+            self._event(LinkEvent.LATE_ACK, ack_kind=ack.kind.name)
             self._run_piggybacked_command(now, ack)
             return
         self._run_piggybacked_command(now, ack)
         self._outstanding = None
-        self._measure(ack.report, out.settings, frame)
+        self._tuner.measure(ack.report, out.settings, frame)
         self._last_ack_at = now
         self._consecutive_failures = 0
         self._loss.record(True)
         handler = _ACK_HANDLERS.get(out.kind)
         if handler is not None:
             handler(self, now, out, ack)
-        if self._state == "running":
-            self._evaluate(now)
+        if self._state is TxState.RUNNING:
+            self._tuner.evaluate(now)
 
     def _run_piggybacked_command(self, now: float, ack: Ack) -> None:
         if ack.command is not None and ack.command_id is not None:
             self._on_command(now, ack.command_id, ack.command)
 
-    def _ack_switch(self, now: float, out: _Outstanding, ack: Ack) -> None:
-        if ack.kind is not AckKind.SWITCH or ack.value & 0xFF != out.expect:
-            return
-        plan = self._switch
-        if plan is None:
-            return
-        if ack.value >> 8:
-            self._failed[(plan.target.sf, plan.target.bw_hz)] = _Failure(
-                now + self.config.failed_cooldown_s
-            )
-            self._switch = None
-            self._event("switch_refused", target=plan.target.label())
-            self._set_state("running", "switch refused")
-            return
-        self._enter_probing(now, acked=True)
+    def _ack_reply(self, now: float, out: Outstanding, ack: Ack) -> None:
+        then_run = self._replies.acked(out.expect)
+        if then_run is not None:
+            self._emit(then_run)
 
-    def _ack_probe(self, now: float, out: _Outstanding, ack: Ack) -> None:
-        self._probe_result(now, ack.kind is AckKind.PROBE and ack.value == out.expect)
+    def _on_timeout(self, now: float, out: Outstanding) -> None:
+        _TIMEOUT_HANDLERS[out.kind](self, now, out)
 
-    def _ack_update(self, now: float, out: _Outstanding, ack: Ack) -> None:
-        telegram = out.telegram
-        assert telegram is not None
-        if ack.kind is AckKind.DATA and ack.value == out.expect:
-            self._reference = telegram
-            self._telegrams["acked"] += 1
-            if out.kind == "fragment":
-                self._fragments = None
-            return
-        if ack.kind is AckKind.FRAGMENT and self._fragments is not None:
-            self._fragments.held = ack.value & ((1 << self._fragments.count) - 1)
-            return
-        # NAK (or an id that does not match): the receiver lacks the reference or the update
-        # did not rebuild. Send a key update next; the newest telegram if there is one.
-        self._telegrams["nak"] += 1
-        self._reference = None
-        self._fragments = None
-        if self._pending is None:
-            self._pending = telegram
-        self._event("update_rejected", ack_kind=ack.kind.name, value=ack.value)
-
-    def _ack_status(self, now: float, out: _Outstanding, ack: Ack) -> None:
-        return
-
-    def _ack_keepalive(self, now: float, out: _Outstanding, ack: Ack) -> None:
-        return
-
-    def _ack_reply(self, now: float, out: _Outstanding, ack: Ack) -> None:
-        if self._replies and self._replies[0].command_id == out.expect:
-            reply = self._replies.popleft()
-            reply.acked = True
-            if reply.then_run is not None:
-                self._emit(reply.then_run)
-
-    def _on_timeout(self, now: float, out: _Outstanding) -> None:
-        if out.kind == "discover":
-            self._discover_failed(now)
-            return
-        if out.kind == "probe":
-            # A failed probe says nothing about the setting we return to: not counted as loss.
-            self._probe_result(now, ok=False)
-            return
+    def _count_unanswered(self, now: float) -> None:
+        """A frame that expected an answer got none: loss, and full power when acks keep
+        failing."""
         self._loss.record(False)
         self._consecutive_failures += 1
         if (
-            self._state == "running"
+            self._state is TxState.RUNNING
             and self._consecutive_failures >= _POWER_RESTORE_AFTER
             and self._settings.tx_power_dbm < self._max_power
         ):
             # Lost acks: full power first. It is immediate and costs no airtime; a step down
             # needs the receiver's cooperation, which is what is failing.
-            self._restore_power(now, "acks lost")
-        if out.kind == "switch":
-            if self._switch is not None and out.attempts < self.config.switch_attempts:
-                return  # still switching: `_switching` repeats the SWITCH
-            self._enter_probing(now, acked=False)
-            return
-        if out.kind in ("data", "fragment"):
-            self._telegrams["unacked"] += 1
-            newer = self._pending is not None and out.kind == "data"
-            if out.attempts <= self.config.max_retries and not newer:
-                self._retry = out
-            elif out.kind == "data" and not newer:
-                self._telegrams["lost"] += 1
-        elif out.kind == "reply" and self._replies:
-            reply = self._replies[0]
-            if reply.attempts >= self.config.reply_attempts:
-                self._replies.popleft()
-                if reply.then_run is not None:
-                    self._emit(reply.then_run)
-        if self._state == "running":
-            self._check_lost(now)
-            if self._state == "running":
-                self._evaluate(now)
+            self._tuner.restore_power(now, "acks lost")
 
-    def _check_lost(self, now: float) -> None:
-        """Total silence for `link_lost_after` frames and `link_lost_min_s`: the link is lost.
+    def _after_unanswered(self, now: float) -> None:
+        if self._state is TxState.RUNNING:
+            self._handshake.check_lost(now)
+            if self._state is TxState.RUNNING:
+                self._tuner.evaluate(now)
 
-        The way back is the rendezvous, but only once the receiver is there: it returns after
-        its silence timeout, which restarts with every frame it hears. Until it has given up
-        on us (`timing.rendezvous_window`), stay here at full power (a fade that ends resumes
-        the link without a handshake); at the rendezvous, make sure a DISCOVER goes out right
-        after the latest moment it can arrive (it kept hearing us while its acks were lost).
-        """
-        if (
-            self._consecutive_failures < self.config.link_lost_after
-            or now - self._last_ack_at < self.config.link_lost_min_s
-        ):
-            return
-        first, latest = timing.rendezvous_window(
-            self.config, self._settings, self._last_ack_at, self._last_sent_end
-        )
-        if now < first:
-            self._timers["lost"] = first
-            return
-        meet = [latest]
-        if self._revert_anchor > self._last_ack_at:
-            # A failed switch: the receiver, if it had followed, restarted its silence timer
-            # when it reverted.
-            meet.append(self._revert_anchor + first - self._last_ack_at)
-        self._go_rendezvous(
-            now,
-            f"{self._consecutive_failures} frames unanswered for {now - self._last_ack_at:.0f} s",
-            tuple(meet),
-        )
+    def _timeout_reply(self, now: float, out: Outstanding) -> None:
+        self._count_unanswered(now)
+        then_run = self._replies.unanswered(self.config.reply_attempts)
+        if then_run is not None:
+            self._emit(then_run)
+        self._after_unanswered(now)
 
-    # -- tuning -------------------------------------------------------------------------------
-
-    def _evaluate(self, now: float) -> None:
-        """Decide whether to re-tune (running state only)."""
-        if self._mode is RadioMode.FIXED:
-            self._evaluate_fixed(now)
-            return
-        current = find(self._table, self._settings)
-        rate = self._loss.rate
-        if (
-            now >= self._next_down_at
-            and rate is not None
-            and len(self._loss) >= min(10, self.config.loss_window)
-            and self.config.loss_retune_threshold <= rate < 1.0
-        ):
-            # Partial loss: the channel degraded but still carries some frames. (Total loss is
-            # a lost link: `_check_lost` returns to the rendezvous for a fresh measurement.)
-            self._loss.clear()
-            if current is not None and self._interference(now, current):
-                # The frames that arrive show plenty of margin: the losses are collisions.
-                # A slower rung only makes frames longer (easier to hit); keep the rung, give
-                # the frames full power (it helps the capture of a colliding frame).
-                self._interference_until = now + self.config.interference_cooldown_s
-                self._next_down_at = now + self.config.retune_interval_s
-                self._event("interference", loss=round(rate, 3), settings=current.label())
-                if self._settings.tx_power_dbm < self._max_power:
-                    self._restore_power(now, f"loss {rate:.0%} with margin: interference")
-                return
-            if self._settings.tx_power_dbm < self._max_power:
-                self._restore_power(now, "loss")
-                return
-            target = self._step_down_target(now, self._settings)
-            if target is not None:
-                self._start_switch(now, target, f"loss {rate:.0%}")
-            return
-        if current is None or self._samples < _MIN_SAMPLES or now < self._next_tune_at:
-            return
-        up, down = self._m.up.value, self._m.down.value
-        margin = self.config.snr_margin_db
-        hysteresis = self.config.hysteresis_db
-        # Up only when even the worst recent sample clears the faster rung: on a fading
-        # channel the average alone moved up and straight back down every few minutes.
-        best = self._choose(now, self._m.up.low(now), self._m.down.low(now), margin + hysteresis)
-        if is_faster(self._table, _settings_of(self, best), self._settings):
-            self._next_tune_at = now + self.config.retune_interval_s
-            self._start_switch(now, _settings_of(self, best), "margin up")
-            return
-        deficit = self._max_power - self._settings.tx_power_dbm
-        current_margin = margin_db(current, up, down, deficit)
-        if current_margin is not None and current_margin < margin - hysteresis:
-            if deficit > 0:
-                self._set_power(now, self._max_power, "margin down")
-                return
-            fallback = choose_target(self._table, up, down, margin, self._cooling(now))
-            if is_faster(self._table, self._settings, _settings_of(self, fallback)):
-                self._next_tune_at = now + self.config.retune_interval_s
-                self._start_switch(now, _settings_of(self, fallback), "margin down")
-            return
-        if (
-            self.config.power_control
-            and current is self._table[0]
-            and now >= max(self._next_power_at, self._interference_until)
-        ):
-            self._power_control(now, current)
-
-    def _interference(self, now: float, current: Candidate) -> bool:
-        """Whether the loss just seen is interference rather than weak signal: even the worst
-        recent sample in each direction (uplink at the power in use) clears the rung's floor by
-        `snr_margin_db + hysteresis_db`. Needs a sample in both directions; a fading channel
-        shows its fades in the worst sample and is treated as weak signal."""
-        up, down = self._m.up.low(now), self._m.down.low(now)
-        if up is None or down is None:
-            return False
-        deficit = self._max_power - self._settings.tx_power_dbm
-        margin = margin_db(current, up, down, deficit)
-        return (
-            margin is not None and margin >= self.config.snr_margin_db + self.config.hysteresis_db
-        )
-
-    def _evaluate_fixed(self, now: float) -> None:
-        """Fixed mode: go to the fixed settings (again, after a cooldown if they failed)."""
-        target = self._desired_target(now)
-        if target is None or now < self._next_tune_at:
-            return
-        if (target.sf, target.bw_hz) in self._cooling(now):
-            return
-        if not _same_rung(target, self._settings):
-            self._next_tune_at = now + self.config.retune_interval_s
-            self._start_switch(now, target, "fixed settings")
-        elif target.tx_power_dbm != self._settings.tx_power_dbm:
-            self._set_power(now, target.tx_power_dbm, "fixed settings")
-
-    def _power_control(self, now: float, current: Candidate) -> None:
-        """Lower the power only while the worst recent uplink sample keeps `snr_margin_db +
-        power_headroom_db` (10 dB) above the floor; raise it when it falls `hysteresis_db`
-        short. A saturated SNR reading is a lower bound, so every step down is proven."""
-        low = self._m.up.low(now)
-        if low is None:
-            return
-        power = self._settings.tx_power_dbm
-        uplink_margin = low - (self._max_power - power) - current.required_125_db
-        wanted = self.config.snr_margin_db + self.config.power_headroom_db
-        new = power
-        if uplink_margin > wanted + 1:
-            new = max(self.config.min_tx_power_dbm, power - math.floor(uplink_margin - wanted))
-        elif uplink_margin < wanted - self.config.hysteresis_db:
-            new = min(self._max_power, power + math.ceil(wanted - uplink_margin))
-        if new != power:
-            self._set_power(now, new, f"uplink margin {uplink_margin:.1f} dB")
-
-    def _set_power(self, now: float, power: int, reason: str) -> None:
-        self._configure(self._settings.replace(tx_power_dbm=power), f"power: {reason}")
-        self._next_power_at = now + self.config.retune_interval_s
-        self._samples = 0
-        self._event("power", tx_power=power, reason=reason)
-
-    def _restore_power(self, now: float, reason: str) -> None:
-        """Full power after losses; power control waits a cooldown before lowering it again."""
-        self._set_power(now, self._max_power, reason)
-        self._next_power_at = now + self.config.failed_cooldown_s
+    def _timeout_report(self, now: float, out: Outstanding) -> None:
+        """A status report or keepalive went unanswered: counted, nothing to resend."""
+        self._count_unanswered(now)
+        self._after_unanswered(now)
 
     # -- commands -----------------------------------------------------------------------------
 
     def _on_command(self, now: float, command_id: int, command: Command) -> None:
-        done = self._done.get(command_id)
-        if done is not None:
-            if done.acked and done not in self._replies:
-                done.acked = False
-                done.attempts = 0
-                self._replies.append(done)
+        if self._replies.repeat(command_id):
             return
-        status, text, then_run = self._execute(now, command)
-        reply = _Reply(command_id, status, text, then_run=then_run)
-        self._done[command_id] = reply
-        while len(self._done) > _COMMAND_MEMORY:
-            self._done.popitem(last=False)
-        self._replies.append(reply)
-        self._event("command", command=str(command), command_id=command_id, status=status.name)
-
-    def _execute(self, now: float, command: Command) -> tuple[ReplyStatus, str, RunCommand | None]:
-        code = command.code
-        if code is CommandCode.INFO:
-            self._want_status(now)  # whoever asks wants fresh diagnostics at home too
-            return ReplyStatus.OK, self._info(now), None
-        if code is CommandCode.RETUNE:
-            self._failed.clear()
-            self._next_tune_at = now
-            self._samples = max(self._samples, _MIN_SAMPLES)
-            if self._mode is RadioMode.AUTO and self._state == "running":
-                target = self._desired_target(now)
-                if target is not None and not _same_rung(target, self._settings):
-                    self._start_switch(now, target, "retune command")
-                    return ReplyStatus.OK, f"retuning to {target.label()}", None
-            return ReplyStatus.OK, f"staying at {self._settings.label()}", None
-        if code is CommandCode.SET_INTERVAL:
-            assert command.interval_s is not None
-            self._interval = command.interval_s
-            self._persist()
-            return ReplyStatus.OK, f"interval {self._interval:g} s", None
-        if code is CommandCode.SET_RADIO_AUTO:
-            self._mode = RadioMode.AUTO
-            self._persist()
-            self._next_tune_at = now
-            return ReplyStatus.OK, "radio auto", None
-        if code is CommandCode.SET_RADIO_FIXED:
-            assert command.sf is not None and command.bw_hz is not None
-            fixed = FixedRadio(command.sf, command.bw_hz, command.tx_power_dbm)
-            try:
-                target = self.config.fixed_settings(fixed)
-                self.config.region.check(target)
-            except (RegionError, ValueError) as exc:
-                return ReplyStatus.ERROR, str(exc), None
-            self._mode, self._fixed = RadioMode.FIXED, fixed
-            self._failed.pop((target.sf, target.bw_hz), None)
-            self._persist()
-            self._next_tune_at = now
-            if self._state == "running":
-                self._evaluate_fixed(now)
-            return ReplyStatus.OK, f"radio fixed {fixed.label()}", None
-        if code is CommandCode.RESTART:
-            return ReplyStatus.OK, "restarting", RunCommand("restart")
-        assert code is CommandCode.LOG_LEVEL  # the enum is exhausted above
-        self._emit(RunCommand("log_level", command.log_level))
-        return ReplyStatus.OK, f"log level {command.log_level}", None
+        outcome = EXECUTORS[command.code](self, now, command)
+        self._replies.add(command_id, outcome)
+        self._event(
+            LinkEvent.COMMAND, command=str(command), command_id=command_id, status=outcome[0].name
+        )
 
     def _info(self, now: float) -> str:
         loss = self._loss.rate
@@ -1586,7 +543,7 @@ class TxLink(LinkBase):
             f"{self._state} {self._settings.label()} {self._settings.tx_power_dbm}dBm "
             f"{self._mode.value} int={self._interval:g}s "
             f"air={self._airtime_used(now):.1%} loss={'-' if loss is None else f'{loss:.0%}'} "
-            f"up={int(self._status.uptime_s or now - self._started_at)}s "
+            f"up={int(self._reports.status.uptime_s or now - self._started_at)}s "
             f"sent={self._telegrams['sent']} acked={self._telegrams['acked']}"
         )
 
@@ -1603,27 +560,33 @@ class TxLink(LinkBase):
         )
 
 
-def _same_rung(a: RadioSettings, b: RadioSettings) -> bool:
-    return a.sf == b.sf and a.bw_hz == b.bw_hz
-
-
-def _settings_of(link: TxLink, candidate: Candidate) -> RadioSettings:
-    return link.config.settings(candidate.sf, candidate.bw_hz)
-
-
-def _decode(parse: Callable[[bytes], _T], body: bytes) -> _T:
-    try:
-        return parse(body)
-    except MessageError as exc:
-        raise FrameError(RejectReason.MALFORMED, str(exc)) from None
-
-
-_ACK_HANDLERS: dict[str, Callable[[TxLink, float, _Outstanding, Ack], None]] = {
-    "switch": TxLink._ack_switch,
-    "probe": TxLink._ack_probe,
-    "data": TxLink._ack_update,
-    "fragment": TxLink._ack_update,
-    "status": TxLink._ack_status,
-    "keepalive": TxLink._ack_keepalive,
-    "reply": TxLink._ack_reply,
+_ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding, Ack], None]] = {
+    Awaiting.SWITCH: lambda link, now, out, ack: link._switching.on_switch_ack(now, out, ack),
+    Awaiting.PROBE: lambda link, now, out, ack: link._switching.on_probe_ack(now, out, ack),
+    Awaiting.DATA: lambda link, now, out, ack: link._delivery.on_ack(now, out, ack),
+    Awaiting.FRAGMENT: lambda link, now, out, ack: link._delivery.on_ack(now, out, ack),
+    Awaiting.REPLY: TxLink._ack_reply,
 }
+"""What an ack does for the frame it answers (a status report or keepalive needs nothing
+beyond the measurement every ack gives)."""
+
+_TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding], None]] = {
+    Awaiting.DISCOVER: lambda link, now, out: link._handshake.discover_failed(now),
+    Awaiting.SWITCH: lambda link, now, out: link._switching.on_switch_timeout(now, out),
+    Awaiting.PROBE: lambda link, now, out: link._switching.on_probe_timeout(now, out),
+    Awaiting.DATA: lambda link, now, out: link._delivery.on_timeout(now, out),
+    Awaiting.FRAGMENT: lambda link, now, out: link._delivery.on_timeout(now, out),
+    Awaiting.STATUS: TxLink._timeout_report,
+    Awaiting.KEEPALIVE: TxLink._timeout_report,
+    Awaiting.REPLY: TxLink._timeout_reply,
+}
+
+_STEPS: dict[TxState, Callable[[TxLink, float], bool]] = {
+    TxState.RENDEZVOUS: lambda link, now: link._handshake.sent_discover(now),
+    TxState.HANDSHAKE: lambda link, now: link._handshake.sent_discover(now),
+    TxState.SWITCHING: lambda link, now: link._switching.sent_switch(now),
+    TxState.PROBING: lambda link, now: link._switching.sent_probe(now),
+    TxState.FALLBACK: lambda link, now: link._switching.sent_after_fallback(now),
+    TxState.RUNNING: TxLink._sent_running,
+}
+"""Each state's step in the pump: send the frame the state calls for; True if one went."""

@@ -1,0 +1,220 @@
+"""Delivering telegrams: the slot, the reference, retries and multi-frame updates.
+
+`Delivery` owns the newest telegram waiting to go (`pending`: latest wins), the telegram the
+receiver acknowledged last (`reference`: updates are encoded against it), the update in flight
+as fragments, and the frame to resend byte for byte (`retry`). It builds and sends update
+frames through the link (which gates, paces and seals them) and handles their acks and
+timeouts. The policy is in tx.py's docstring (delivery paragraph).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from p1lora.common import codec
+from p1lora.common.frames import FrameType, overhead
+from p1lora.common.link import timing
+from p1lora.common.link.events import LinkEvent
+from p1lora.common.link.fragments import OutgoingUpdate, split
+from p1lora.common.link.messages import Ack, AckKind
+from p1lora.common.link.tuning import TYPICAL_FRAME_BYTES
+from p1lora.common.link.tx_types import Awaiting, Outstanding
+
+if TYPE_CHECKING:
+    from p1lora.common.link.tx import TxLink
+
+__all__ = ["Delivery"]
+
+logger = logging.getLogger("p1lora.common.link.tx")
+
+
+class Delivery:
+    """The transmitter's telegram delivery (one per `TxLink`)."""
+
+    def __init__(self, link: TxLink) -> None:
+        self._link = link
+        #: The newest telegram not yet sent (a newer one replaces it).
+        self.pending: bytes | None = None
+        #: The last telegram the receiver acknowledged (updates are encoded against it).
+        self.reference: bytes | None = None
+        #: A multi-frame update in flight.
+        self.fragments: OutgoingUpdate | None = None
+        #: The tag of the last multi-frame update (the receiver tells updates apart by it).
+        self.fragment_tag = 0
+        #: An unacknowledged update frame to resend byte for byte.
+        self.retry: Outstanding | None = None
+        #: A running average of an update's size (probes and pacing imitate it).
+        self.typical_bytes = float(TYPICAL_FRAME_BYTES)
+
+    def offer(self, telegram: bytes) -> None:
+        """A new telegram from the meter: it replaces any older one not yet sent."""
+        link = self._link
+        if self.pending is not None:
+            link._telegrams["superseded"] += 1
+        self.pending = bytes(telegram)
+        if self.retry is not None and self.retry.kind is Awaiting.DATA:
+            self.retry = None
+
+    def has_update(self) -> bool:
+        return self.retry is not None or self.fragments is not None or self.pending is not None
+
+    def reset(self) -> None:
+        """Traffic starts over (a new session): nothing in flight, the telegram of an
+        unfinished multi-frame update goes again unless a newer one waits."""
+        self.retry = None
+        if self.fragments is not None and self.pending is None:
+            self.pending = self.fragments.telegram
+        self.fragments = None
+
+    def sent_update(self, now: float) -> bool:
+        link = self._link
+        if link._gated(now, data=True):
+            return False
+        retry = self.retry
+        if retry is not None:
+            if retry.counter != link._security.counter.next_value - 1:
+                # Something else was sent since: an exact resend would look like a replay.
+                self.retry = None
+                if retry.kind is Awaiting.DATA and self.pending is None:
+                    self.pending = retry.telegram
+                return self.sent_update(now)
+            if not link._resent(now, retry):
+                return False
+            self.retry = None
+            retry.settings = link._settings
+            link._paced(now, len(retry.frame))
+            link._data_gate_at = now + link._interval
+            return True
+        if self.fragments is not None and self.pending is not None:
+            self.maybe_supersede_fragments()
+        if self.fragments is not None:
+            return self.sent_fragment(now, self.fragments)
+        telegram = self.pending
+        if telegram is None:
+            return False
+        try:
+            payload = codec.encode_update(telegram, self.reference)
+        except codec.CodecError as exc:
+            self.pending = None
+            link._telegrams["encode_failed"] += 1
+            logger.warning("tx: telegram not sent: %s", exc)
+            link._event(LinkEvent.ENCODE_FAILED, error=str(exc))
+            return False
+        if len(payload) <= link._max_body(FrameType.DATA):
+            out = self.send_data(now, payload)
+            if out is None:
+                return False
+            self.pending = None
+            out.telegram = telegram
+            out.expect = codec.telegram_id(telegram)
+            link._telegrams["sent"] += 1
+            self.after_update_sent(now, len(out.frame), overhead(FrameType.DATA) + len(payload))
+            return True
+        chunk = link._max_body(FrameType.FRAGMENT) - 2
+        try:
+            chunks = split(payload, chunk)
+        except ValueError as exc:
+            self.pending = None
+            link._telegrams["encode_failed"] += 1
+            logger.warning("tx: telegram too large to send at %s: %s", link._settings.label(), exc)
+            link._event(LinkEvent.ENCODE_FAILED, error=str(exc))
+            return False
+        self.fragment_tag = (self.fragment_tag + 1) & 0xFF
+        self.fragments = OutgoingUpdate(self.fragment_tag, chunks, telegram)
+        self.pending = None
+        link._telegrams["sent"] += 1
+        link._event(
+            LinkEvent.FRAGMENTED, tag=self.fragment_tag, fragments=len(chunks), bytes=len(payload)
+        )
+        return self.sent_fragment(now, self.fragments)
+
+    def send_data(self, now: float, payload: bytes) -> Outstanding | None:
+        """A single-frame update; when a status report is due and fits, it rides along (a STATUS
+        frame carrying the update, acknowledged like DATA)."""
+        link = self._link
+        if link._reports.due:
+            body = link._reports.message(now).encode(payload)
+            if len(body) <= link._max_body(FrameType.STATUS):
+                out = link._session_send(
+                    now, Awaiting.DATA, FrameType.STATUS, body, timing.ACK_MAX_BYTES
+                )
+                if out is not None:
+                    link._reports.mark_sent(now)
+                return out
+        return link._session_send(now, Awaiting.DATA, FrameType.DATA, payload, timing.ACK_MAX_BYTES)
+
+    def maybe_supersede_fragments(self) -> None:
+        """Latest wins, but only when the newer telegram fits one frame: a multi-frame update
+        superseded by another multi-frame update would starve at slow settings."""
+        link = self._link
+        assert self.pending is not None and self.fragments is not None
+        try:
+            payload = codec.encode_update(self.pending, self.reference)
+        except codec.CodecError:
+            return
+        if len(payload) <= link._max_body(FrameType.DATA):
+            link._telegrams["superseded"] += 1
+            link._event(LinkEvent.FRAGMENTS_SUPERSEDED, tag=self.fragments.tag)
+            self.fragments = None
+
+    def sent_fragment(self, now: float, update: OutgoingUpdate) -> bool:
+        index = update.next_index()
+        if index is None:  # everything held but never confirmed: start over with the newest
+            self.fragments = None
+            if self.pending is None:
+                self.pending = update.telegram
+            return self.sent_update(now)
+        body = update.body(index)
+        out = self._link._session_send(
+            now, Awaiting.FRAGMENT, FrameType.FRAGMENT, body, timing.ACK_MAX_BYTES
+        )
+        if out is None:
+            return False
+        update.last_index = index
+        out.telegram = update.telegram
+        out.expect = codec.telegram_id(update.telegram)
+        self.after_update_sent(now, len(out.frame), len(out.frame))
+        return True
+
+    def after_update_sent(self, now: float, size: int, update_size: int) -> None:
+        """Bookkeeping after an update frame of `size` bytes (`update_size` of them the update
+        itself, which is what probes imitate)."""
+        link = self._link
+        link._telegrams["frames"] += 1
+        self.typical_bytes += 0.1 * (update_size - self.typical_bytes)
+        link._paced(now, size)
+        link._data_gate_at = now + link._interval
+
+    def on_ack(self, now: float, out: Outstanding, ack: Ack) -> None:
+        link = self._link
+        telegram = out.telegram
+        assert telegram is not None
+        if ack.kind is AckKind.DATA and ack.value == out.expect:
+            self.reference = telegram
+            link._telegrams["acked"] += 1
+            if out.kind is Awaiting.FRAGMENT:
+                self.fragments = None
+            return
+        if ack.kind is AckKind.FRAGMENT and self.fragments is not None:
+            self.fragments.held = ack.value & ((1 << self.fragments.count) - 1)
+            return
+        # NAK (or an id that does not match): the receiver lacks the reference or the update
+        # did not rebuild. Send a key update next; the newest telegram if there is one.
+        link._telegrams["nak"] += 1
+        self.reference = None
+        self.fragments = None
+        if self.pending is None:
+            self.pending = telegram
+        link._event(LinkEvent.UPDATE_REJECTED, ack_kind=ack.kind.name, value=ack.value)
+
+    def on_timeout(self, now: float, out: Outstanding) -> None:
+        link = self._link
+        link._count_unanswered(now)
+        link._telegrams["unacked"] += 1
+        newer = self.pending is not None and out.kind is Awaiting.DATA
+        if out.attempts <= link.config.max_retries and not newer:
+            self.retry = out
+        elif out.kind is Awaiting.DATA and not newer:
+            link._telegrams["lost"] += 1
+        link._after_unanswered(now)

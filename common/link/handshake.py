@@ -1,0 +1,222 @@
+"""Discovery, handshake and resync: how the transmitter finds the receiver and (re)builds the session.
+
+`Handshake` owns the discovery backoff (`attempts`, `meet_times`) and what a RESYNC is checked
+against (`recent_counters`, `last_rx_static`). It moves the link between the rendezvous, the
+handshake and running: a CHALLENGE completes the handshake, a RESYNC (the receiver lost its
+session) starts a new one at the current setting, and total silence (`check_lost`) sends the
+link to the rendezvous once the receiver is surely there too.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame
+from p1lora.common.link import timing
+from p1lora.common.link.base import decode_body
+from p1lora.common.link.events import LinkEvent
+from p1lora.common.link.messages import Challenge, Discover, Resync
+from p1lora.common.link.states import TxState
+from p1lora.common.link.switch_plan import same_rung
+from p1lora.common.link.tx_types import Awaiting, Outstanding, Timer
+from p1lora.common.radio_types import ReceivedFrame
+
+if TYPE_CHECKING:
+    from p1lora.common.link.tx import TxLink
+
+__all__ = ["Handshake"]
+
+
+class Handshake:
+    """The transmitter's discovery and session (re)establishment (one per `TxLink`)."""
+
+    def __init__(self, link: TxLink) -> None:
+        self._link = link
+        #: DISCOVERs unanswered since the backoff last started over.
+        self.attempts = 0
+        #: Moments a receiver that lost us may arrive at the rendezvous (a DISCOVER goes out
+        #: right after each, and the backoff starts over).
+        self.meet_times: list[float] = []
+        #: (counter, sent at) of our recent session frames: a RESYNC must name one of them.
+        self.recent_counters: deque[tuple[int, float]] = deque(maxlen=32)
+        #: The counter of the last RESYNC accepted (each is accepted once).
+        self.last_rx_static = -1
+
+    def sent_discover(self, now: float) -> bool:
+        link = self._link
+        due = link._timers.get(Timer.DISCOVER, now)
+        if now < due:
+            link._timers[Timer.DISCOVER] = due
+            return False
+        size = timing.DISCOVER_BYTES
+        wait = link._budget_wait(now, size)
+        if wait > 0:
+            link._wait(Timer.DISCOVER, now + wait)
+            return False
+        random = link._security.random()
+        body = Discover(link._state is TxState.HANDSHAKE, link._settings.tx_power_dbm).encode()
+        sent = link._send(
+            now,
+            size,
+            lambda: link._security.seal_static(FrameType.DISCOVER, body, random),
+        )
+        if sent is None:
+            return False
+        link._timers.pop(Timer.DISCOVER, None)
+        link._pacer.invalidate()
+        link._outstanding = Outstanding(
+            Awaiting.DISCOVER,
+            sent.frame,
+            FrameType.DISCOVER,
+            sent.counter,
+            link._settings,
+            now,
+            timing.CHALLENGE_BYTES,
+            random=random,
+        )
+        link._event(LinkEvent.DISCOVER, attempt=self.attempts + 1, settings=link._settings.label())
+        return True
+
+    def discover_failed(self, now: float) -> None:
+        link = self._link
+        self.attempts += 1
+        if link._state is TxState.HANDSHAKE and self.attempts >= link.config.resume_attempts:
+            self.go_rendezvous(now, "no answer at the last known good setting")
+            return
+        delay = timing.discovery_delay(link.config, link._settings, self.attempts - 1)
+        due = now + delay * link._jitter()
+        passed = [t for t in self.meet_times if t <= now]
+        if passed:
+            # The receiver may be listening at the rendezvous by now: the backoff starts over,
+            # so a lost DISCOVER or CHALLENGE costs seconds, not minutes.
+            self.meet_times = [t for t in self.meet_times if t > now]
+            self.attempts = 0
+            due = now + timing.discovery_delay(link.config, link._settings, 0) * link._jitter()
+        if self.meet_times:
+            due = min(due, self.meet_times[0])
+        link._timers[Timer.DISCOVER] = due
+
+    def go_rendezvous(self, now: float, reason: str, meet_times: tuple[float, ...] = ()) -> None:
+        """Back to the rendezvous; `meet_times`: when the receiver may arrive there too (a
+        DISCOVER is sent right after each, and the backoff starts over)."""
+        link = self._link
+        link._security.drop_sessions()
+        link._reset_traffic()
+        rendezvous = link.config.rendezvous()
+        link._last_good = rendezvous
+        link._set_state(TxState.RENDEZVOUS, reason)
+        link._configure(rendezvous, reason)
+        self.attempts = 0
+        link._timers.clear()
+        link._timers[Timer.DISCOVER] = now
+        self.meet_times = sorted(t for t in set(meet_times) if t > now)
+        link._event(LinkEvent.LINK_LOST, reason=reason)
+
+    def go_handshake(self, now: float, reason: str) -> None:
+        link = self._link
+        link._security.drop_sessions()
+        link._reset_traffic()
+        link._set_state(TxState.HANDSHAKE, reason)
+        self.attempts = 0
+        self.meet_times = []
+        link._timers.clear()
+        link._timers[Timer.DISCOVER] = now
+
+    def on_challenge(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
+        link = self._link
+        out = link._outstanding
+        if out is None or out.kind is not Awaiting.DISCOVER:
+            raise FrameError(RejectReason.STALE, "CHALLENGE without a DISCOVER in flight")
+        counter, body = link._security.open_static(sealed, extra_associated=out.random)
+        link._peer_sent(frame)
+        challenge = decode_body(Challenge.decode, body)
+        rx_random = sealed.header.random
+        assert rx_random is not None
+        link._security.start_session(out.random, rx_random, counter, pending=False)
+        link._last_accepted_raw = sealed.raw
+        link._outstanding = None
+        link._tuner.new_session()
+        link._tuner.measure(challenge.report, out.settings, frame)
+        if challenge.reference_id is None:
+            # The receiver holds no reference (it restarted): the next update must be a key.
+            # Otherwise keep ours: the receiver keeps several, and a NAK corrects a miss.
+            link._delivery.reference = None
+        link._last_good = link._settings
+        link._last_ack_at = now
+        link._consecutive_failures = 0
+        link._loss.clear()
+        self.attempts = 0
+        self.meet_times = []
+        link._timers.pop(Timer.DISCOVER, None)
+        link._event(
+            LinkEvent.SESSION_ESTABLISHED,
+            settings=link._settings.label(),
+            uplink_snr=challenge.report.snr_db,
+            downlink_snr=frame.snr_db,
+        )
+        link._set_state(TxState.RUNNING, "handshake complete")
+        # The receiver's session is pending until our first frame; any frame proves it, so
+        # the status rides on the first update (or goes alone when there is none).
+        link._reports.want(now)
+        link._gate_at = now
+        link._data_gate_at = now
+        link._pacer.invalidate()
+        target = link._tuner.desired_target(now)
+        if target is not None and not same_rung(target, link._settings):
+            link._start_switch(now, target, "handshake")
+
+    def on_resync(self, now: float, sealed: SealedFrame) -> None:
+        link = self._link
+        counter, body = link._security.open_static(sealed)
+        if counter <= self.last_rx_static:
+            raise FrameError(RejectReason.REPLAY, "RESYNC counter is not new")
+        resync = decode_body(Resync.decode, body)
+        horizon = now - max(link.config.link_lost_min_s, 60.0)
+        if not any(
+            c & 0xFFFF == resync.counter_low and t >= horizon for c, t in self.recent_counters
+        ):
+            raise FrameError(RejectReason.STALE, "RESYNC names no recent frame of ours")
+        self.last_rx_static = counter
+        link._last_accepted_raw = sealed.raw
+        if link._state in (TxState.RENDEZVOUS, TxState.HANDSHAKE):
+            return
+        link._event(LinkEvent.RESYNC, settings=link._settings.label())
+        if link._state in (TxState.PROBING, TxState.FALLBACK, TxState.SWITCHING):
+            link._configure(link._last_good, "resync")
+        self.go_handshake(now, "receiver lost its session")
+
+    def check_lost(self, now: float) -> None:
+        """Total silence for `link_lost_after` frames and `link_lost_min_s`: the link is lost.
+
+        The way back is the rendezvous, but only once the receiver is there: it returns after
+        its silence timeout, which restarts with every frame it hears. Until it has given up
+        on us (`timing.rendezvous_window`), stay here at full power (a fade that ends resumes
+        the link without a handshake); at the rendezvous, make sure a DISCOVER goes out right
+        after the latest moment it can arrive (it kept hearing us while its acks were lost).
+        """
+        link = self._link
+        if (
+            link._consecutive_failures < link.config.link_lost_after
+            or now - link._last_ack_at < link.config.link_lost_min_s
+        ):
+            return
+        first, latest = timing.rendezvous_window(
+            link.config,
+            link._settings,
+            link._last_ack_at,
+            link._last_sent_end,
+        )
+        if now < first:
+            link._timers[Timer.LOST] = first
+            return
+        meet = [latest]
+        if link._switching.revert_anchor > link._last_ack_at:
+            # A failed switch: the receiver, if it had followed, restarted its silence timer
+            # when it reverted.
+            meet.append(link._switching.revert_anchor + first - link._last_ack_at)
+        self.go_rendezvous(
+            now,
+            f"{link._consecutive_failures} frames unanswered for {now - link._last_ack_at:.0f} s",
+            tuple(meet),
+        )
