@@ -38,7 +38,13 @@ from p1lora.hardware.radio import RadioError
 from p1lora.hardware.udp_channel import UdpSimOptions
 from p1lora.service.config import ConfigError, load_config
 from p1lora.service.keyfile import KeyFileError, load_key
-from p1lora.service.options import board_pins, link_config, sim_options
+from p1lora.service.options import (
+    LinkSection,
+    RadioSection,
+    board_pins,
+    link_config,
+    sim_options,
+)
 from p1lora.tools.config_command import table_for
 from p1lora.tools.doctor.setup import flag_pins
 from p1lora.tools.survey.report import SurveyPrinter, rx_line
@@ -134,8 +140,8 @@ def _load(args: argparse.Namespace) -> _Setup:
                 region=get_region(args.region or link.region.name),
                 frequency_hz=round(mhz * 1e6) if mhz is not None else link.frequency_hz,
             )
-        key = load_key(args.key_file or config.opt_path("link.key_file"))
-        backend = args.radio or config.get_str("radio.backend")
+        key = load_key(args.key_file or LinkSection.of(config).key_file)
+        backend = args.radio or RadioSection.of(config).backend
         pins = pins or board_pins(config)
         sim = sim_options(config)
         if args.sim_path_loss is not None:

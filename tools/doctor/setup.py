@@ -19,9 +19,10 @@ from pathlib import Path
 from p1lora.common.regions import Region, RegionError, get_region
 from p1lora.hardware.boards import BoardPins, get_board, parse_pins
 from p1lora.service.config import Config, ConfigError, load_config
-from p1lora.service.options import board_pins
+from p1lora.service.options import LinkSection, RadioSection, board_pins
 from p1lora.tools.config_command import infer_role, table_for
 from p1lora.tools.doctor.findings import Finding, failed, passed
+from p1lora.transmitter.options import MeterSection, SerialSection
 
 __all__ = ["DoctorSetup", "flag_pins", "load_setup"]
 
@@ -69,24 +70,24 @@ def _frequency_hz(region: Region, mhz: float | None) -> int:
 
 
 def _from_config(args: argparse.Namespace, path: Path, config: Config) -> DoctorSetup:
-    region = get_region(str(args.region or config.get_str("radio.region")))
-    mhz = args.frequency if args.frequency is not None else config.opt_float("radio.frequency")
-    fixed_sf = None
-    if "radio.mode" in config.table and config.get_str("radio.mode") == "fixed":
-        fixed_sf = config.opt_int("radio.fixed_sf")
+    radio = RadioSection.of(config)
+    region = get_region(str(args.region or radio.region))
+    mhz = args.frequency if args.frequency is not None else radio.frequency
+    fixed_sf = radio.fixed_sf if radio.mode == "fixed" else None
     role = config.table.role
-    serial = config.opt_path("serial.port") if role == "tx" else None
+    serial = SerialSection.of(config) if role == "tx" else None
+    meter = MeterSection.of(config) if role == "tx" and not args.serial else None
     return DoctorSetup(
         role=role,
-        backend=args.radio or config.get_str("radio.backend"),
+        backend=args.radio or radio.backend,
         pins=flag_pins(args) or board_pins(config),
-        key_file=args.key_file or config.opt_path("link.key_file"),
+        key_file=args.key_file or LinkSection.of(config).key_file,
         region=region,
         frequency_hz=_frequency_hz(region, mhz),
         fixed_sf=fixed_sf,
-        serial_port=args.serial or serial,
-        serial_mode=config.get_str("serial.mode") if role == "tx" else _DEFAULT_SERIAL_MODE,
-        meter_source=config.opt_str("meter.source") if role == "tx" and not args.serial else None,
+        serial_port=args.serial or (serial.port if serial else None),
+        serial_mode=serial.mode if serial else _DEFAULT_SERIAL_MODE,
+        meter_source=meter.source if meter else None,
         sim_faults=frozenset(args.sim_fault or ()),
         dev_dir=args.dev_dir,
         p1_seconds=args.p1_seconds,
