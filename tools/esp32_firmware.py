@@ -143,7 +143,8 @@ MAX_COUNTER_LOSS = 64
 #: Re-sync after this long without an ack or sync ack (TX .ino:156, reset at 193-203).
 TX_SILENCE_S = 300.0
 #: The receiver returns to SF12/BW125 after this long without a telegram (RX .ino:267-275).
-RX_SILENCE_S = 300.0
+RX_SILENCE_S = 180.0
+SILENCE_REASON = "180 s without a telegram"
 #: Discovery: a beacon every 6 s (TX LoRaFuncs.ino:190), 7 tries (196: syncTry > 6), then
 #: `waitForSync = 0` and nothing until it exceeds 180 s again (188).
 DISCOVERY_SPACING_S = 6.0
@@ -159,9 +160,6 @@ EVALUATION_GRACE_S = 4.5
 SYNC_ACK_DELAY_S = 0.2
 SYNC_MODE_ACK_DELAY_S = 0.02
 OPERATION_ACK_DELAY_S = 0.2
-#: How long a rebooting receiver is deaf: the two `delay()`s in setup() (RX .ino:98, 105);
-#: WiFi and the web server add more, so this is a lower bound.
-RECEIVER_BOOT_S = 2.0
 
 
 def firmware_radio(frequency_hz: int, sf: int, bw_hz: int, tx_power_dbm: int) -> RadioSettings:
@@ -252,7 +250,7 @@ class _Mcu:
                 self._resume(now)
             elif isinstance(event, FrameReceived):
                 self.recorder.frame_received(event.frame, None)
-                if self.blocked() or not self.awake(now):
+                if self.blocked():
                     self.frames_missed_while_blocked += 1
                     continue
                 header = Header.parse(event.frame.payload)
@@ -263,8 +261,7 @@ class _Mcu:
             self._resume(now)
         if self.blocked():
             return self._blocked_until  # None while sending: TxDone wakes us
-        if self.awake(now):
-            self.loop(now)
+        self.loop(now)
         if self.blocked():
             return self._blocked_until
         return max(self.next_deadline(now), now + MILLISECOND)
@@ -273,9 +270,6 @@ class _Mcu:
         then, self._then = self._then, None
         if then is not None:
             then(now)
-
-    def awake(self, now: float) -> bool:
-        return True
 
     def on_frame(self, now: float, header: Header) -> None:
         raise NotImplementedError
@@ -338,6 +332,7 @@ class Esp32Transmitter(_Mcu):
         self.counter = 0
         self.ack_counter = 0
         self.rom_crc = 0
+        self.revert_tried = False
         rung = LADDER[0]
         self.set_sf, self.set_bw = rung.sf, rung.bw_khz
         self.send_spacing_s, self.window_s = rung.spacing_s, rung.window_s
@@ -494,10 +489,11 @@ class Esp32Transmitter(_Mcu):
         def sent(at: float) -> None:
             self.wait_send_since = at
             self.sync_try += 1
-            if self.sync_count == 0:  # unreachable: the climb starts at rung 1
+            if self.sync_count == 0:  # after a restart from rung 0, see _evaluate
                 if self.sync_try >= DISCOVERY_TRIES:
                     self.wait_sync_since = at
                     self.sync_try = 0
+                    self._resync(at, "rung 0 beacon unanswered")
             elif self.sync_try >= REQUEST_TRIES:
                 self.sync_count -= 1
                 self._beacon(at, False, self._stopping)
@@ -530,28 +526,39 @@ class Esp32Transmitter(_Mcu):
 
     def _evaluate(self, now: float) -> None:
         """syncMode 4 (TX LoRaFuncs.ino:256-289): more than half the calibrations unacked
-        stops the climb one rung lower; otherwise on to the next rung."""
+        either restarts the climb (none acked, and a revert was already tried), or steps back
+        one rung with `revertTried` set and stays in syncMode 4 (whose next pass, with both
+        counters 0, counts as a success and requests the *same* rung again: a marginal rung
+        is retried until its calibrations all fail or half succeed), or at rung 0 stops
+        there; otherwise on to the next rung. `revertTried` is never cleared by a success."""
         self.wait_send_since = self.wait_sync_since = now
-
-        def stop(at: float) -> None:
-            self._stopping(at)
-            self.counter = self.ack_counter = 0
-
         if self.counter > self.ack_counter * 2:
-            if self.sync_count > 0:
+            if self.ack_counter == 0 and self.revert_tried:
+                self.sync_count = 0
+                self._request_rung(now)
+                self.revert_tried = False
+            elif self.sync_count > 0:
                 self.sync_count -= 1
-            self._beacon(now, False, stop)
-            return
-        self.sync_count += 1
-        if self.sync_count < len(LADDER):
-            self.wait_sync_since = now - self.window_s  # the old rung's window has "passed"
-            self.window_s = LADDER[self.sync_count].window_s
-            self.wait_send_since = now - self.send_spacing_s
-            self.mode = TxMode.REQUEST
-            self.counter = self.ack_counter = 0
-            return
-        self.sync_count -= 1  # "Best possible settings reached"
-        self._beacon(now, False, stop)
+                self.revert_tried = True
+            else:
+                self._beacon(now, False, self._stopping)
+        else:
+            self.sync_count += 1
+            if self.sync_count < len(LADDER):
+                self._request_rung(now)
+            else:
+                self.sync_count -= 1  # "Best possible settings reached"
+                self._beacon(now, False, self._stopping)
+        self.counter = self.ack_counter = 0
+
+    def _request_rung(self, now: float) -> None:
+        """`waitForSync = waitForSyncVal; waitForSyncVal = <the rung's window>; waitForSend =
+        waitForSendVal; syncMode = 1`: the old window counts as passed, so the beacon for
+        `sync_count` goes once the new window exceeds the old one."""
+        self.wait_sync_since = now - self.window_s
+        self.window_s = LADDER[self.sync_count].window_s
+        self.wait_send_since = now - self.send_spacing_s
+        self.mode = TxMode.REQUEST
 
     def _stop(self, now: float) -> None:
         """syncMode 8 (TX LoRaFuncs.ino:290-297): repeat the stop beacon once, then settle."""
@@ -589,6 +596,9 @@ class Esp32Transmitter(_Mcu):
         elif header.kind in (Kind.START_SYNC_ACK, Kind.STOP_SYNC_ACK):
             self._sync_ack(now, header)
             self.since_last_msg = now
+        elif header.kind == Kind.SYNC_REQUEST:  # "resync request", in any syncMode
+            self.since_last_msg = now
+            self._resync(now, "the receiver requested it")
 
     def _crc_ack(self, header: Header) -> None:
         """`processTelegramAck` (TX LoRaFuncs.ino:141-160): a matching CRC takes the
@@ -642,20 +652,14 @@ class Esp32Receiver(_Mcu):
         tx_power_dbm: int,
         now: float,
         *,
-        divides_by_zero: bool,
         on_reading: Callable[[bytes, float], None],
     ) -> None:
         super().__init__(radio, recorder, frequency_hz, tx_power_dbm)
-        self.divides_by_zero = divides_by_zero
         self.on_reading = on_reading
-        self.reboots = 0
         self.silence_timeouts = 0
         self.acked_not_published = 0
-        self._down_until: float | None = None
-        self._boot(now, "boot")
-
-    def _boot(self, now: float, reason: str) -> None:
-        """`initLoRa()` (RX .ino:347-384)."""
+        self.sync_requests = 0
+        # `initLoRa()` (RX .ino:347-384) and the globals' initial values (RX .ino:43-53).
         self.mode = RxMode.LISTEN
         self.sync_count = 0
         self.set_sf, self.set_bw = 12, 125
@@ -664,24 +668,11 @@ class Esp32Receiver(_Mcu):
         self.telegram_timeout_since = now
         self.delay_crc_since = now
         self.send_crc = False
+        self.revert_tried = False
         self.counter = 0
+        self.packet_loss = 0
         self.rom_crc = 0
-        self.set_radio(now, 12, 125, reason)
-
-    def awake(self, now: float) -> bool:
-        if self._down_until is None:
-            return True
-        if now < self._down_until:
-            return False
-        self._down_until = None
-        self._boot(now, "reboot")
-        return True
-
-    def _reboot(self, now: float) -> None:
-        """An `IntegerDivideByZero` exception: the ESP32 panics and restarts."""
-        self.reboots += 1
-        logger.debug("%s: division by zero, rebooting", self.ROLE)
-        self._down_until = now + RECEIVER_BOOT_S
+        self.set_radio(now, 12, 125, "boot")
 
     # -- loop() ---------------------------------------------------------------------------
 
@@ -698,12 +689,10 @@ class Esp32Receiver(_Mcu):
             self.silence_timeouts += 1
             self.mode = RxMode.LISTEN
             self.set_sf, self.set_bw = 12, 125
-            self.set_radio(now, 12, 125, "300 s without a telegram")
+            self.set_radio(now, 12, 125, SILENCE_REASON)
             self.telegram_timeout_since = now
 
     def next_deadline(self, now: float) -> float:
-        if self._down_until is not None:
-            return self._down_until
         deadlines = [_when_over(self.telegram_timeout_since, RX_SILENCE_S)]
         if self.mode is RxMode.OPERATION and self.send_crc:
             deadlines.append(_when_over(self.delay_crc_since, OPERATION_ACK_DELAY_S))
@@ -726,11 +715,17 @@ class Esp32Receiver(_Mcu):
 
     def _window_end(self, now: float) -> None:
         """syncMode 3 (RX LoRaFuncs.ino:216-239): nothing heard in the window steps one rung
-        down and waits twice the single-phase reading interval there."""
+        down (`revertTried`) and waits twice the single-phase reading interval there; nothing
+        heard again after a revert goes back to rung 0 first (so, from a rung above 1, to
+        rung 0 minus nothing: the decrement is skipped at 0)."""
         self.mode = RxMode.WINDOW if self.sync_count > 0 else RxMode.LISTEN
         if self.counter == 0:
+            if self.revert_tried:
+                self.sync_count = 0
+                self.revert_tried = False
             if self.sync_count > 0:
                 self.sync_count -= 1
+                self.revert_tried = True
             rung = LADDER[self.sync_count]
             self.set_sf, self.set_bw = rung.sf, rung.bw_khz
             self.window_s = UPDATE_INTERVAL_S[Phases.SINGLE][self.sync_count] * 2
@@ -816,6 +811,7 @@ class Esp32Receiver(_Mcu):
 
                 def sent(at: float) -> None:
                     self.mode = RxMode.APPLY
+                    self.telegram_timeout_since = at
 
                 self._sync_ack(now, False, sent)
 
@@ -828,11 +824,29 @@ class Esp32Receiver(_Mcu):
         self.rom_crc = check_crc(plain)
         self.counter = (self.counter + 1) & 0xFF
         self.telegram_timeout_since = now
-        if kind > Kind.CALIBRATION:
-            self.counter = min(self.counter, header.counter)
-            if header.counter == 0 and self.divides_by_zero:
-                self._reboot(now)  # `... / inMsgCounter` (line 153)
-                return
+        if kind == Kind.CALIBRATION:
+            self._answer(now, kind, plain)
+            return
+        request: bytes | None = None
+        if header.counter < self.counter:  # "Reached end of telegram count cycle"
+            if self.set_sf >= 9 and self.packet_loss < 26 and self.counter > 2:
+                request = frame(Kind.SYNC_REQUEST, self.counter, b"")
+            self.counter = header.counter
+        if header.counter > 0:  # the guard: no division by a zero message counter
+            # C's int division truncates towards zero; out-of-range results are ignored.
+            lost = header.counter - self.counter
+            percent = abs(lost) * 100 // header.counter * (1 if lost >= 0 else -1)
+            if 0 <= percent < 101:
+                self.packet_loss = percent
+        if request is not None:  # "RF channel good, requesting resync for better performance"
+            self.sync_requests += 1
+            self.send(now, "SYNC_REQUEST", request, lambda at: self._answer(at, kind, plain))
+            return
+        self._answer(now, kind, plain)
+
+    def _answer(self, now: float, kind: Kind, plain: bytes) -> None:
+        """The end of `processTelegram`: in a sync mode `delay(20)` and ack at once; in
+        operation publish and ack 200 ms later (from loop())."""
         if self.mode is not RxMode.OPERATION:
             if kind > Kind.CALIBRATION:
                 self.acked_not_published += 1  # acked in sync mode, never published

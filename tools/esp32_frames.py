@@ -45,8 +45,8 @@ class Phases(IntEnum):
     THREE = 1
 
 
-#: `networkNum` (TX .ino:13, RX .ino:36): frames for another network are dropped.
-NETWORK_NUM = 127
+#: `networkNum` (TX .ino:13, RX .ino:37): frames for another network are dropped.
+NETWORK_NUM = 125
 #: Values per reading: 12 for single-phase/calibration frames, 24 for three-phase
 #: (TX LoRaFuncs.ino:88-90); AES works on a 96-byte buffer (TX .ino:78).
 SINGLE_PHASE_VALUES = 12
@@ -68,7 +68,8 @@ class Kind(IntEnum):
     THREE_PHASE_WATER = 32  # :141
     THREE_PHASE_GAS_WATER = 33  # :142
     CRC_ACK = 8  # RX LoRaFuncs.ino:186
-    RESYNC = 24  # TX LoRaFuncs.ino:167
+    RESYNC = 24  # "restart sync ACK", TX LoRaFuncs.ino reSync()
+    SYNC_REQUEST = 231  # "requesting resync", RX LoRaFuncs.ino sendSyncReq()
     STOP_SYNC = 85  # TX LoRaFuncs.ino:65
     STOP_SYNC_ACK = 93  # RX LoRaFuncs.ino:71
     START_SYNC = 170  # TX LoRaFuncs.ino:64
@@ -91,7 +92,8 @@ MESSAGE_BYTES: dict[str, int] = {
     "STOP_SYNC": 4 + 3,
     "SYNC_ACK": 4 + 3,  # RX LoRaFuncs.ino:68-75
     "CRC_ACK": 4 + 4,  # RX LoRaFuncs.ino:184-195
-    "RESYNC": 4,  # TX LoRaFuncs.ino:165-169
+    "RESYNC": 4,  # TX LoRaFuncs.ino reSync()
+    "SYNC_REQUEST": 4,  # RX LoRaFuncs.ino sendSyncReq()
     "SINGLE_PHASE": 4 + 4 * SINGLE_PHASE_VALUES,  # 52 (calibration frames too)
     "THREE_PHASE": 4 + 4 * THREE_PHASE_VALUES,  # 100
 }
