@@ -11,7 +11,7 @@ import itertools
 import pytest
 
 from p1lora.tools.esp32_baseline import BASELINES, Esp32Simulation
-from p1lora.tools.esp32_firmware import LADDER, UPDATE_INTERVAL_S, run_loss_limit
+from p1lora.tools.esp32_firmware import LADDER, UPDATE_INTERVAL_S, RxMode, TxMode, run_loss_limit
 from p1lora.tools.esp32_frames import MeterData, Phases, firmware_value
 from p1lora.tools.sim import SimOptions
 from tests.conftest import telegram_bytes
@@ -157,3 +157,30 @@ def test_like_for_like_uses_p1loras_channel_and_power() -> None:
     assert {s.settings.frequency_hz for s in sim.tx_log.sent} == {868_100_000}
     assert {s.settings.tx_power_dbm for s in sim.tx_log.sent} == {14}
     assert metrics["duty_cycle_limit"] == 0.01
+
+
+def test_a_failed_window_reverts_then_retries_the_same_rung() -> None:
+    """TX syncMode 4 (f2e5d06): more than half unacked steps one rung down with
+    `revertTried`, but the next pass sees both counters cleared, counts that as a success and
+    requests the same rung again; no ack at all after a revert restarts at rung 0. The
+    receiver (e0df6f8 syncMode 3) steps down once, then goes to rung 0."""
+    sim = Esp32Simulation(SimOptions(duration_s=1.0, path_loss_db=100.0), SHIPPED)
+    tx, rx, now = sim.tx, sim.rx, 0.0
+    tx.mode, tx.sync_count, tx.counter, tx.ack_counter = TxMode.EVALUATE, 3, 8, 3
+    tx.loop(now)
+    assert (tx.mode, tx.sync_count, tx.revert_tried) == (TxMode.EVALUATE, 2, True)
+    tx.loop(now)
+    assert (tx.mode, tx.sync_count, tx.revert_tried) == (TxMode.REQUEST, 3, True)
+    tx.mode, tx.counter, tx.ack_counter = TxMode.EVALUATE, 8, 0
+    tx.loop(now)
+    assert (tx.mode, tx.sync_count, tx.revert_tried) == (TxMode.REQUEST, 0, False)
+    assert tx.window_s == LADDER[0].window_s
+
+    rx.mode, rx.sync_count, rx.counter = RxMode.WINDOW_END, 4, 0
+    rx.loop(now)
+    assert (rx.mode, rx.sync_count, rx.revert_tried) == (RxMode.WINDOW, 3, True)
+    assert rx.window_s == 2 * UPDATE_INTERVAL_S[Phases.SINGLE][3]
+    rx.mode = RxMode.WINDOW_END
+    rx.loop(now)
+    assert (rx.mode, rx.sync_count, rx.revert_tried) == (RxMode.WINDOW, 0, False)
+    assert (rx.settings.sf, rx.settings.bw_hz) == (12, 125_000)
