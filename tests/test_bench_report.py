@@ -110,12 +110,11 @@ def test_a_quick_report_has_every_section_and_numbers_where_numbers_belong(
     )
     assert number(dsmr5["ESP32 frame (bytes)"]) == 100
     delivery = sections[TITLES[2]][0]
-    assert len(delivery) == 2 * 3 * 4  # bands x path losses x protocols
+    assert len(delivery) == 2 * 3 * 3  # bands x path losses x protocols
     assert {r["sub-band"] for r in delivery} == {"1 %", "10 %"}
     assert {r["protocol"] for r in delivery} == {
         "p1-lora",
         "esp32",
-        "esp32-patched",
         "esp32-same-channel",
     }
     good = next(

@@ -11,13 +11,12 @@ import itertools
 import pytest
 
 from p1lora.tools.esp32_baseline import BASELINES, Esp32Simulation
-from p1lora.tools.esp32_firmware import LADDER, UPDATE_INTERVAL_S, run_loss_limit
+from p1lora.tools.esp32_firmware import LADDER, UPDATE_INTERVAL_S, RxMode, TxMode, run_loss_limit
 from p1lora.tools.esp32_frames import MeterData, Phases, firmware_value
 from p1lora.tools.sim import SimOptions
 from tests.conftest import telegram_bytes
 
 SHIPPED = BASELINES["esp32"]
-PATCHED = BASELINES["esp32-patched"]
 SAME_CHANNEL = BASELINES["esp32-same-channel"]
 
 
@@ -99,32 +98,58 @@ def test_single_phase_readings_are_calibration_frames_the_receiver_ignores() -> 
     assert isinstance(resyncs, dict) and set(resyncs) == {"too many unacked readings in a row"}
 
 
-def test_as_shipped_the_receiver_reboots_on_the_first_reading() -> None:
-    """The receiver divides by the message counter, 0 for the first reading after a sync."""
+def test_as_shipped_it_delivers_from_the_first_reading_after_a_sync() -> None:
+    """The newest receiver guards its packet-loss division (`if(inMsgCounter > 0)`), so the
+    first reading after a sync (message counter 0) is published like any other."""
     shipped, metrics = _run("esp32", 600.0, path_loss_db=100.0)
     assert shipped.frequency_hz == 868_000_000
     assert {s.settings.tx_power_dbm for s in shipped.tx_log.sent} == {17}
-    assert metrics["receiver_reboots"] == len(shipped.tx.operation_entries) >= 1  # one per sync
-    assert metrics["delivered"] == 0
-    _, patched = _run("esp32-patched", 600.0, path_loss_db=100.0)
-    assert patched["receiver_reboots"] == 0
-    assert patched["delivered"] > 50  # type: ignore[operator]
+    first = min(s.start for s in shipped.tx_log.sent if s.frame_type == "READING")
+    assert shipped.published[0][1] == pytest.approx(first, abs=1.0)
+    assert metrics["delivered"] == len(shipped.published) > 50  # type: ignore[operator]
+    assert metrics["receiver_sync_requests"] == 0  # SF7: below the SF9 the request needs
 
 
 def test_silence_sends_both_sides_back_to_sf12() -> None:
     """The link goes dead in operation: the transmitter re-syncs after more than 26 unacked
-    readings at SF7, the receiver after 300 s without a telegram."""
+    readings at SF7, the receiver after 180 s without a telegram."""
     sim = Esp32Simulation(
-        SimOptions(duration_s=900.0, path_loss_db=100.0, degrade=((200.0, 250.0),)), PATCHED
+        SimOptions(duration_s=900.0, path_loss_db=100.0, degrade=((200.0, 250.0),)), SHIPPED
     )
     metrics = sim.run().as_dict()
     assert metrics["resyncs"] == {"too many unacked readings in a row": 1}
     resync = next(t for t, _, why in sim.tx_log.settings if why.startswith("re-sync"))
     assert 200.0 + 26 * 8.0 < resync < 200.0 + 28 * 8.0
-    timeout = [t for t, s, why in sim.rx_log.settings if why == "300 s without a telegram"]
+    timeout = [t for t, s, why in sim.rx_log.settings if why == "180 s without a telegram"]
     assert len(timeout) == 1
     last_reading = max(at for _, at in sim.published)
-    assert timeout[0] == pytest.approx(last_reading + 300.0, abs=0.01)
+    assert timeout[0] == pytest.approx(last_reading + 180.0, abs=0.01)
+
+
+def test_at_the_end_of_a_counter_cycle_the_receiver_asks_for_a_better_setting() -> None:
+    """At SF9 or slower with little loss, the receiver answers the reading whose byte-wide
+    counter wrapped with a sync request (type 231); the transmitter acks it (type 24) and
+    both climb the ladder again from SF12/BW125."""
+    sim = Esp32Simulation(SimOptions(duration_s=200.0, path_loss_db=100.0), SHIPPED)
+    sim.run()
+    tx, rx = sim.tx, sim.rx
+    assert tx.mode.name == "OPERATION" and rx.mode.name == "OPERATION"
+    now = sim.clock.now()
+    for side in (tx, rx):  # as if the climb had stopped at SF9/BW250
+        side.set_radio(now, 9, 250, "test: SF9")
+        side.set_sf, side.set_bw = 9, 250
+    tx.sync_count = 4
+    tx.counter, tx.ack_counter, rx.counter = 0, 0, 250  # the next reading wraps to 0
+    sim.run_until(now + 150.0)
+    assert rx.sync_requests == 1
+    kinds = [s.frame_type for s in [*sim.rx_log.sent, *sim.tx_log.sent] if s.start > now]
+    assert "SYNC_REQUEST" in kinds and "RESYNC" in kinds
+    assert tx.resyncs == {"the receiver requested it": 1}
+    assert any(why == "re-sync requested" for _, _, why in sim.rx_log.settings)
+    assert any(
+        t > now and why.startswith("re-sync") and (s.sf, s.bw_hz) == (12, 125_000)
+        for t, s, why in sim.tx_log.settings
+    )
 
 
 def test_like_for_like_uses_p1loras_channel_and_power() -> None:
@@ -132,3 +157,30 @@ def test_like_for_like_uses_p1loras_channel_and_power() -> None:
     assert {s.settings.frequency_hz for s in sim.tx_log.sent} == {868_100_000}
     assert {s.settings.tx_power_dbm for s in sim.tx_log.sent} == {14}
     assert metrics["duty_cycle_limit"] == 0.01
+
+
+def test_a_failed_window_reverts_then_retries_the_same_rung() -> None:
+    """TX syncMode 4 (f2e5d06): more than half unacked steps one rung down with
+    `revertTried`, but the next pass sees both counters cleared, counts that as a success and
+    requests the same rung again; no ack at all after a revert restarts at rung 0. The
+    receiver (e0df6f8 syncMode 3) steps down once, then goes to rung 0."""
+    sim = Esp32Simulation(SimOptions(duration_s=1.0, path_loss_db=100.0), SHIPPED)
+    tx, rx, now = sim.tx, sim.rx, 0.0
+    tx.mode, tx.sync_count, tx.counter, tx.ack_counter = TxMode.EVALUATE, 3, 8, 3
+    tx.loop(now)
+    assert (tx.mode, tx.sync_count, tx.revert_tried) == (TxMode.EVALUATE, 2, True)
+    tx.loop(now)
+    assert (tx.mode, tx.sync_count, tx.revert_tried) == (TxMode.REQUEST, 3, True)
+    tx.mode, tx.counter, tx.ack_counter = TxMode.EVALUATE, 8, 0
+    tx.loop(now)
+    assert (tx.mode, tx.sync_count, tx.revert_tried) == (TxMode.REQUEST, 0, False)
+    assert tx.window_s == LADDER[0].window_s
+
+    rx.mode, rx.sync_count, rx.counter = RxMode.WINDOW_END, 4, 0
+    rx.loop(now)
+    assert (rx.mode, rx.sync_count, rx.revert_tried) == (RxMode.WINDOW, 3, True)
+    assert rx.window_s == 2 * UPDATE_INTERVAL_S[Phases.SINGLE][3]
+    rx.mode = RxMode.WINDOW_END
+    rx.loop(now)
+    assert (rx.mode, rx.sync_count, rx.revert_tried) == (RxMode.WINDOW, 0, False)
+    assert (rx.settings.sf, rx.settings.bw_hz) == (12, 125_000)

@@ -13,7 +13,7 @@ What it measures (each section of the page is one function below, `SECTIONS` lis
    firmware's frames (`p1-lora sim` runs per meter profile, and the ESP32 baseline model);
 3. telegrams delivered per hour and the longest gap at three path losses (a good link, about
    SF10, near the SF12 limit) in the 1 % (868.1 MHz) and 10 % (869.525 MHz) EU sub-bands,
-   p1-lora against `--baseline esp32`, `esp32-patched` and `esp32-same-channel`;
+   p1-lora against `--baseline esp32` and `esp32-same-channel`;
 4. cold-start convergence (the delivery runs, and several seeds on a fading link);
 5. end-to-end link latency on the simulator's virtual clock (meter telegram -> delivery);
 6. CPU time per telegram on each side, measured with `time.process_time` around the link's
@@ -85,7 +85,7 @@ PATH_LOSSES: tuple[tuple[str, float], ...] = (
 )
 #: The two EU sub-bands users can choose: 1 % at 868.1 MHz, 10 % at 869.525 MHz.
 BANDS: tuple[tuple[str, int], ...] = (("10 %", 869_525_000), ("1 %", 868_100_000))
-BASELINES = ("esp32", "esp32-patched", "esp32-same-channel")
+BASELINES = ("esp32", "esp32-same-channel")
 PROFILES = ("dsmr5", "fluvius", "dsmr4", "dsmr22")
 GOOD_LOSS_DB = 100.0
 #: The convergence spread runs: the SF10-ish link with per-frame fading (dB, standard
@@ -438,14 +438,13 @@ def measure_delivery(context: Context) -> tuple[Section, Section]:
         "Telegrams delivered per hour, by path loss and sub-band",
         [
             f"`p1-lora sim --path-loss DB --frequency MHZ --duration {seconds:g} "
-            f"--seed {context.seed} --baseline esp32 --baseline esp32-patched --baseline "
+            f"--seed {context.seed} --baseline esp32 --baseline "
             "esp32-same-channel`: a DSMR 5 virtual "
             "meter (one telegram a second), the real link, codec, crypto and SX127x driver on "
             "the emulator, and the ESP32 firmware's model on an identical channel.",
             "p1-lora delivers telegrams byte for byte (verified by the meter's CRC); the ESP32 "
             "firmware delivers readings of 24 values in thousandths. `esp32` is the firmware as "
-            "shipped (868.0 MHz, 17 dBm, every bug: its receiver reboots on the first reading "
-            "after each sync), `esp32-patched` the same without that division by zero, "
+            "shipped (868.0 MHz, 17 dBm, every bug of its newest source), "
             "`esp32-same-channel` that on p1-lora's channel and TX power. Duty cycle: the "
             "largest airtime in any sliding hour of "
             "each side's transmission log, over 3600 s.",
@@ -546,7 +545,7 @@ def measure_convergence(context: Context) -> Section:
             "run (for the ESP32 model: entered operation at it).",
             "First table: the delivery runs of section 3 (`p1-lora sim --path-loss DB "
             f"--frequency MHZ --duration {plan.delivery_s:g} --seed {context.seed} "
-            "--baseline esp32 --baseline esp32-patched --baseline esp32-same-channel`).",
+            "--baseline esp32 --baseline esp32-same-channel`).",
             f"Second table: `p1-lora sim --path-loss {CONVERGENCE_LOSS_DB:g} --fading "
             f"{CONVERGENCE_FADING_DB:g} --frequency MHZ --duration {plan.convergence_s:g} "
             f"--seed S` for seeds {seeds[0]}..{seeds[-1]} (per-frame Gaussian fading, so the "

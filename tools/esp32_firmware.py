@@ -1,15 +1,32 @@
-"""The ESP32 "P1-LoRa" firmware's behaviour, ported to Python from its source.
+"""The ESP32 "P1-LoRa" firmware's behaviour, ported to Python from its newest source.
 
 p1-lora descends from this firmware; `tools.esp32_baseline` runs the two state machines below
 on the simulated channel so `p1-lora sim --baseline ...` compares both on the same air (its
-frames and meter values are in `tools.esp32_frames`). Every
-constant and rule cites the file and line of the source it comes from (read through the
-search tools; behaviour ported, no code copied):
+frames and meter values are in `tools.esp32_frames`). Every constant and rule cites the file,
+commit and line of the source it comes from (read through the search tools; behaviour ported,
+no code copied). Line numbers are those of the commits below.
 
-- TX = github.com/plan-d-io/P1-LoRa-transmitter: `P1-LoRa-transmitter.ino` (commit 5c248fe),
-  `LoRaFuncs.ino` (775a678), `DSMRtelegram.ino` (3a12344), `utilities.h` (f2e5d06).
-- RX = github.com/plan-d-io/P1-LoRa-receiver: `P1-LoRa-receiver.ino` (e77a0af),
-  `LoRaFuncs.ino` and `LoRaConfig.h` (f2442b7).
+Which version, and why (the source index holds several versions of each file; it gives their
+commits but not their dates, so the order below is inferred from their contents):
+
+- TX = github.com/plan-d-io/P1-LoRa-transmitter at f2e5d06: `P1-LoRa-transmitter.ino`,
+  `LoRaFuncs.ino` and `utilities.h` (the only version of `utilities.h`). Versions seen:
+  3a12344 (no resync request, `packetLoss > 128`), 775a678 (adds `accPacketLoss`, the
+  restart ACK type 24 and reacts to type 231), 5c248fe (.ino only: declares `revertTried`
+  but no code uses it yet) and f2e5d06, the newest: it uses `revertTried` in syncMode 4,
+  calls `reSync()` when rung 0's beacon goes unanswered in syncMode 1, understands the
+  receiver's "forced settings" ack (byte 189, which only the newest receivers send) and
+  uses `networkNum` 125 like the newest receiver (the older transmitters say 127).
+  `DSMRtelegram.ino` follows 3a12344: the index names no other commit of its three versions.
+- RX = github.com/plan-d-io/P1-LoRa-receiver at e0df6f8: `P1-LoRa-receiver.ino`,
+  `LoRaFuncs.ino` and `LoRaConfig.h`. `LoRaFuncs.ino` versions seen: 59eb47c (guards its
+  packet-loss division), f2442b7 (divides by the message counter unguarded), e77a0af (the
+  guard back, plus `sendSyncReq()`), 2a9db7b (adds forced settings, `revertTried`, the LED)
+  and e0df6f8, the newest: everything of 2a9db7b plus LoRa aux sensors (type 153, also in its
+  `LoRaConfig.h`), `!forcedSettings` on the sync request, and an .ino built for Arduino-ESP32
+  3.x (`NetworkClientSecure`); 2a9db7b and e0df6f8 both say `fw_ver = 217`. Four other
+  versions of `LoRaFuncs.ino` are stored under commits the index does not name: a newer one
+  may exist.
 - LoRa.cpp = github.com/sandeepmistry/arduino-LoRa `src/LoRa.cpp` (the stored version is
   0.7.2; `begin()` and the CRC default are the same in 0.8.0, which the firmware names).
 
@@ -24,30 +41,40 @@ blocks for the whole time on air, arduino-LoRa's default, LoRa.cpp `endPacket(as
    later and switches; on the ack the transmitter switches too and sends 52-byte calibration
    frames every `spacing_s` for `window_s`, each acked 20 ms after it arrives with a CRC of
    its first 8 plaintext bytes and the receiver's count. 4.5 s after the window, if it sent
-   more than twice the count the last ack reported, it steps back one rung and stops;
-   otherwise it tries the next rung. A rung whose beacon gets no ack 3 times also stops the
-   climb one rung lower. The stop beacon is acked (or repeated once).
+   more than twice the count the last ack reported, it reverts: one rung down with
+   `revertTried` set, but the next pass of the same syncMode counts the cleared counters as
+   a success and requests the *same* rung again; a rung whose calibrations all fail after a
+   revert restarts the climb at rung 0 (whose beacon, unanswered 7 times, re-syncs). Only at
+   rung 0 does a failed window stop the climb there. Otherwise it tries the next rung. A
+   rung whose beacon gets no ack 3 times stops the climb one rung lower. The stop beacon is
+   acked (or repeated once). The receiver mirrors the revert: a window with nothing heard
+   steps one rung down, a second one after a revert goes back to rung 0.
 3. Operation (syncMode -1): a reading is sent only when a P1 telegram has been read and more
    than `update_interval_s` (per rung and meter type) has passed since the last one ended:
    with a telegram every second, SF7/BW250 three-phase sends every 8 s (7 s rounded up to the
    next telegram). The receiver publishes it and acks 200 ms later.
-4. Losing the link: the transmitter re-syncs from SF12/BW125 after more unacked readings in a
-   row than its SF's limit, more than 64 of its byte-wide counter unacked, or 300 s without
-   any ack; the receiver returns to SF12/BW125 after 300 s without a telegram.
+4. Losing the link: the transmitter re-syncs from SF12/BW125 (after sending a type-24
+   "restart sync ACK", which sends a receiver that hears it back to SF12/BW125 too) after
+   more unacked readings in a row than its SF's limit, more than 64 of its byte-wide counter
+   unacked, or 300 s without any ack; the receiver returns to SF12/BW125 after 180 s without
+   a telegram.
+5. Asking for better: at SF9 or slower, when the transmitter's counter wraps (every 256
+   readings) and the last packet loss was under 26 %, the receiver sends a sync request
+   (type 231); the transmitter answers with `reSync()` and both climb the ladder again.
 
 Its bugs are ported as they are (each cited where it happens): the SF11 typo in the loss
 limits (SF11 keeps the previous limit); calibration frames count as lost readings until an
-ack resets the count (so a rung's failed calibrations can end operation at once); a receiver
-still in sync mode acks readings without publishing them; single-phase meters send their
-readings as calibration-type frames the receiver never publishes in operation; and the
-receiver divides by the message counter, which is 0 for the first reading after every sync
-and after every counter wrap: on the ESP32 an integer division by zero is a CPU exception
-(`IntegerDivideByZero`) and the chip reboots. `Esp32Variant.receiver_divides_by_zero` turns
-that last one off, to see the protocol at its best.
+ack resets the count (so a rung's failed calibrations can end operation at once); the
+revert that retries the same rung (a marginal rung is calibrated again and again); a
+receiver still in sync mode acks readings without publishing them; single-phase meters send
+their readings as calibration-type frames the receiver never publishes in operation.
 
-Not modelled: the serial port's 256-byte buffer overflowing during long transmissions (a
-telegram that arrives while the MCU is blocked, or during the sync, is not read), the WiFi /
-MQTT side of the receiver, `setLCD`.
+Not modelled: the older receiver's division by a zero message counter (f2442b7: an
+`IntegerDivideByZero` reboot on the first reading after every sync; the newest guards it),
+forced settings (a receiver option, off by default), the serial port's 256-byte buffer
+overflowing during long transmissions (a telegram that arrives while the MCU is blocked, or
+during the sync, is not read), LoRa aux sensors, the WiFi / MQTT side of the receiver,
+`setLCD`.
 """
 
 from __future__ import annotations
@@ -100,7 +127,8 @@ MILLISECOND = 0.001
 
 @dataclass(frozen=True, slots=True)
 class Rung:
-    """One row of `loraConfig` (TX P1-LoRa-transmitter.ino:19-27 = RX LoRaConfig.h:3-11)."""
+    """One row of `loraConfig` (TX P1-LoRa-transmitter.ino f2e5d06:19-27 = RX LoRaConfig.h
+    e0df6f8:3-11)."""
 
     sf: int
     bw_khz: int
@@ -126,54 +154,52 @@ LADDER: tuple[Rung, ...] = (
 )
 
 
-#: `loraUpdate` (TX P1-LoRa-transmitter.ino:31-34, RX LoRaConfig.h:15-18): seconds between
+#: `loraUpdate` (TX P1-LoRa-transmitter.ino f2e5d06:31-34, RX LoRaConfig.h e0df6f8:15-18): seconds
 #: readings per rung, "to keep in line with 1 % LoRa duty cycle" (whatever the sub-band).
 UPDATE_INTERVAL_S: dict[Phases, tuple[float, ...]] = {
     Phases.SINGLE: (230.474, 107.207, 57.803, 31.099, 16.7, 9.0, 4.5),
     Phases.THREE: (372.346, 173.169, 93.369, 50.238, 26.977, 14.538, 7.0),
 }
 
-#: Unacked readings in a row allowed per SF (TX LoRaFuncs.ino:307-312). The SF11 line tests
-#: `setSF == 8` a second time (line 311), so SF11 keeps whatever limit was set before.
+#: Unacked readings in a row allowed per SF (TX LoRaFuncs.ino f2e5d06:372-377). The SF11 line tests
+#: `setSF == 8` a second time (line 376), so SF11 keeps whatever limit was set before.
 RUN_LOSS_LIMIT: dict[int, int] = {7: 26, 8: 21, 9: 15, 10: 9, 12: 3}
-#: `accPacketLoss` at boot (TX P1-LoRa-transmitter.ino:70).
+#: `accPacketLoss` at boot (TX P1-LoRa-transmitter.ino f2e5d06:71).
 INITIAL_RUN_LOSS_LIMIT = 25
-#: More than this many of the byte-wide counter unacked: re-sync (TX .ino:145, 151).
+#: More than this many of the byte-wide counter unacked: re-sync (TX .ino f2e5d06:150, 154).
 MAX_COUNTER_LOSS = 64
-#: Re-sync after this long without an ack or sync ack (TX .ino:156, reset at 193-203).
+#: Re-sync after this long without an ack or sync ack (TX .ino f2e5d06:159, reset at 206-217).
 TX_SILENCE_S = 300.0
-#: The receiver returns to SF12/BW125 after this long without a telegram (RX .ino:267-275).
-RX_SILENCE_S = 300.0
-#: Discovery: a beacon every 6 s (TX LoRaFuncs.ino:190), 7 tries (196: syncTry > 6), then
+#: The receiver returns to SF12/BW125 after this long without a telegram (RX .ino e0df6f8:268-279).
+RX_SILENCE_S = 180.0
+SILENCE_REASON = "180 s without a telegram"
+#: Discovery: a beacon every 6 s (TX LoRaFuncs.ino f2e5d06:233), 7 tries (239: syncTry > 6), then
 #: `waitForSync = 0` and nothing until it exceeds 180 s again (188).
 DISCOVERY_SPACING_S = 6.0
 DISCOVERY_TRIES = 7
 DISCOVERY_PAUSE_S = 180.0
-#: A rung's beacon is tried 3 times (TX LoRaFuncs.ino:221: syncTry > 2) before giving up.
+#: A rung's beacon is tried 3 times (TX LoRaFuncs.ino f2e5d06:266: syncTry > 2) before giving up.
 REQUEST_TRIES = 3
-#: Wait after the calibration window before judging it (TX LoRaFuncs.ino:251).
+#: Wait after the calibration window before judging it (TX LoRaFuncs.ino f2e5d06:298).
 EVALUATION_GRACE_S = 4.5
-#: The receiver acks a start-sync beacon after 200 ms (RX LoRaFuncs.ino:243), a calibration
-#: frame after `delay(20)` (RX LoRaFuncs.ino:164-166), a reading in operation after 200 ms
-#: (RX P1-LoRa-receiver.ino:258-262).
+#: The receiver acks a start-sync beacon after 200 ms (RX LoRaFuncs.ino e0df6f8:331), a calibration
+#: frame after `delay(20)` (RX LoRaFuncs.ino e0df6f8:205-207), a reading in operation after 200 ms
+#: (RX P1-LoRa-receiver.ino e0df6f8:258-266).
 SYNC_ACK_DELAY_S = 0.2
 SYNC_MODE_ACK_DELAY_S = 0.02
 OPERATION_ACK_DELAY_S = 0.2
-#: How long a rebooting receiver is deaf: the two `delay()`s in setup() (RX .ino:98, 105);
-#: WiFi and the web server add more, so this is a lower bound.
-RECEIVER_BOOT_S = 2.0
 
 
 def firmware_radio(frequency_hz: int, sf: int, bw_hz: int, tx_power_dbm: int) -> RadioSettings:
     """A rung as the firmware configures the SX127x: LoRa.begin() leaves CR 4/5, an 8-symbol
     preamble and no payload CRC (the chip's reset values: nothing calls setCodingRate4,
-    setPreambleLength or enableCrc), sync word 0xF3 (TX .ino:101, RX .ino:354)."""
+    setPreambleLength or enableCrc), sync word 0xF3 (TX .ino f2e5d06:103, RX .ino e0df6f8:392)."""
     return RadioSettings(
         frequency_hz, sf, bw_hz, cr=5, tx_power_dbm=tx_power_dbm, sync_word=0xF3, crc_on=False
     )
 
 
-#: As shipped: 868 MHz (TX utilities.h:21 `LoRa_frequency 868E6`), 17 dBm (LoRa.cpp:140,
+#: As shipped: 868 MHz (TX utilities.h f2e5d06:21 `LoRa_frequency 868E6`), 17 dBm (LoRa.cpp:140,
 #: `begin()` calls setTxPower(17); the firmware never changes it).
 FIRMWARE_RADIO = firmware_radio(868_000_000, 12, 125_000, 17)
 
@@ -252,7 +278,7 @@ class _Mcu:
                 self._resume(now)
             elif isinstance(event, FrameReceived):
                 self.recorder.frame_received(event.frame, None)
-                if self.blocked() or not self.awake(now):
+                if self.blocked():
                     self.frames_missed_while_blocked += 1
                     continue
                 header = Header.parse(event.frame.payload)
@@ -263,8 +289,7 @@ class _Mcu:
             self._resume(now)
         if self.blocked():
             return self._blocked_until  # None while sending: TxDone wakes us
-        if self.awake(now):
-            self.loop(now)
+        self.loop(now)
         if self.blocked():
             return self._blocked_until
         return max(self.next_deadline(now), now + MILLISECOND)
@@ -273,9 +298,6 @@ class _Mcu:
         then, self._then = self._then, None
         if then is not None:
             then(now)
-
-    def awake(self, now: float) -> bool:
-        return True
 
     def on_frame(self, now: float, header: Header) -> None:
         raise NotImplementedError
@@ -297,7 +319,8 @@ def _when_over(since: float, seconds: float) -> float:
 
 
 class TxMode(IntEnum):
-    """The transmitter's `syncMode` values (TX LoRaFuncs.ino:186-317, .ino:133-157)."""
+    """The transmitter's `syncMode` values (TX LoRaFuncs.ino f2e5d06:228-382, .ino
+    f2e5d06:136-160)."""
 
     OPERATION = -1
     DISCOVERY = 0
@@ -330,7 +353,7 @@ class Esp32Transmitter(_Mcu):
         self.calibrations_sent = 0
         self.resyncs: dict[str, int] = {}
         self.operation_entries: list[tuple[float, RadioSettings]] = []
-        # setup() (TX .ino:120-130).
+        # setup() (TX .ino f2e5d06:126-132).
         self.sync_count = 0
         self.sync_try = 0
         self.acc_packet_loss = INITIAL_RUN_LOSS_LIMIT
@@ -338,10 +361,11 @@ class Esp32Transmitter(_Mcu):
         self.counter = 0
         self.ack_counter = 0
         self.rom_crc = 0
+        self.revert_tried = False
         rung = LADDER[0]
         self.set_sf, self.set_bw = rung.sf, rung.bw_khz
         self.send_spacing_s, self.window_s = rung.spacing_s, rung.window_s
-        self.wait_sync_since = now - 380.0  # `waitForSync = 380000` (.ino:130)
+        self.wait_sync_since = now - 380.0  # `waitForSync = 380000` (.ino f2e5d06:132)
         self.wait_send_since = now
         self.run_loop_since = now - 1e9  # never sent: the first reading goes at once
         self.since_last_msg = now
@@ -351,7 +375,8 @@ class Esp32Transmitter(_Mcu):
     # -- serial ---------------------------------------------------------------------------
 
     def submit_telegram(self, raw: bytes, t: float) -> None:
-        """A telegram on the P1 port; read only in operation while not blocked (.ino:133-136)."""
+        """A telegram on the P1 port; read only in operation while not blocked (TX .ino
+        f2e5d06:137-144)."""
         if self.mode is TxMode.OPERATION and not self.blocked():
             self._pending = (raw, t)
             self.wakeup.set()
@@ -390,7 +415,7 @@ class Esp32Transmitter(_Mcu):
         return now  # EVALUATE, APPLY: act in the next loop()
 
     def _operate(self, now: float) -> None:
-        """TX .ino:133-157: a reading per telegram read once the interval has passed."""
+        """TX .ino f2e5d06:137-160: a reading per telegram read once the interval has passed."""
         if self._pending is not None:
             raw, meter_time = self._pending
             self._pending = None
@@ -413,7 +438,7 @@ class Esp32Transmitter(_Mcu):
     def _send_values(
         self, now: float, kind: Kind, meter_time: float, then: Callable[[float], None]
     ) -> None:
-        """`sendTelegram(type)` (TX LoRaFuncs.ino:80-139)."""
+        """`sendTelegram(type)` (TX LoRaFuncs.ino f2e5d06:115-177)."""
         count = value_count(kind)
         plain = self.meter.plaintext(count)
         self.rom_crc = check_crc(plain)
@@ -429,13 +454,13 @@ class Esp32Transmitter(_Mcu):
 
         def sent(at: float) -> None:
             self.counter = (self.counter + 1) & 0xFF
-            self.run_packet_loss += 1  # calibration frames too (line 138): the bug
+            self.run_packet_loss += 1  # calibration frames too (line 176): the bug
             then(at)
 
         self.send(now, "READING" if operating else "CALIBRATION", data, sent)
 
     def _resync(self, now: float, reason: str) -> None:
-        """`reSync()` (TX LoRaFuncs.ino:162-184)."""
+        """`reSync()` (TX LoRaFuncs.ino f2e5d06:200-226)."""
         self.resyncs[reason] = self.resyncs.get(reason, 0) + 1
         logger.debug("%s: re-sync (%s)", self.ROLE, reason)
 
@@ -455,7 +480,7 @@ class Esp32Transmitter(_Mcu):
     # -- syncLoop() -----------------------------------------------------------------------
 
     def _beacon(self, now: float, start: bool, then: Callable[[float], None]) -> None:
-        """`sendSync(start)` (TX LoRaFuncs.ino:45-78): the rung `sync_count` names, sent on
+        """`sendSync(start)` (TX LoRaFuncs.ino f2e5d06:65-113): the rung `sync_count` names, sent on
         the current setting."""
         rung = LADDER[self.sync_count]
         self.set_sf, self.set_bw = rung.sf, rung.bw_khz
@@ -467,7 +492,7 @@ class Esp32Transmitter(_Mcu):
         self.send(now, kind.name, frame(kind, 0, body), then)
 
     def _discover(self, now: float) -> None:
-        """syncMode 0 (TX LoRaFuncs.ino:187-204)."""
+        """syncMode 0 (TX LoRaFuncs.ino f2e5d06:229-247)."""
         if not (
             _over(now, self.wait_sync_since, DISCOVERY_PAUSE_S)
             and _over(now, self.wait_send_since, DISCOVERY_SPACING_S)
@@ -484,7 +509,7 @@ class Esp32Transmitter(_Mcu):
         self._beacon(now, True, sent)
 
     def _request(self, now: float) -> None:
-        """syncMode 1 (TX LoRaFuncs.ino:205-232): the next rung's beacon, 3 tries."""
+        """syncMode 1 (TX LoRaFuncs.ino f2e5d06:248-277): the next rung's beacon, 3 tries."""
         if not (
             _over(now, self.wait_sync_since, self.window_s)
             and _over(now, self.wait_send_since, self.send_spacing_s)
@@ -494,10 +519,11 @@ class Esp32Transmitter(_Mcu):
         def sent(at: float) -> None:
             self.wait_send_since = at
             self.sync_try += 1
-            if self.sync_count == 0:  # unreachable: the climb starts at rung 1
+            if self.sync_count == 0:  # after a restart from rung 0, see _evaluate
                 if self.sync_try >= DISCOVERY_TRIES:
                     self.wait_sync_since = at
                     self.sync_try = 0
+                    self._resync(at, "rung 0 beacon unanswered")
             elif self.sync_try >= REQUEST_TRIES:
                 self.sync_count -= 1
                 self._beacon(at, False, self._stopping)
@@ -509,7 +535,7 @@ class Esp32Transmitter(_Mcu):
         self.mode = TxMode.STOP
 
     def _calibrate(self, now: float) -> None:
-        """syncMode 2 (TX LoRaFuncs.ino:233-248): calibration frames during the window."""
+        """syncMode 2 (TX LoRaFuncs.ino f2e5d06:278-294): calibration frames during the window."""
         if now - self.wait_sync_since < self.window_s - 1e-9:
             if _over(now, self.wait_send_since, self.send_spacing_s):
 
@@ -523,38 +549,51 @@ class Esp32Transmitter(_Mcu):
             self.mode = TxMode.GRACE
 
     def _grace(self, now: float) -> None:
-        """syncMode 3 (TX LoRaFuncs.ino:249-255)."""
+        """syncMode 3 (TX LoRaFuncs.ino f2e5d06:295-302)."""
         if _over(now, self.wait_send_since, EVALUATION_GRACE_S):
             self.wait_send_since = now
             self.mode = TxMode.EVALUATE
 
     def _evaluate(self, now: float) -> None:
-        """syncMode 4 (TX LoRaFuncs.ino:256-289): more than half the calibrations unacked
-        stops the climb one rung lower; otherwise on to the next rung."""
+        """syncMode 4 (TX LoRaFuncs.ino f2e5d06:303-352; 313-320 restart, 322-326 revert,
+        327-331 stop at rung 0): more than half the calibrations unacked either restarts the
+        climb (none acked, and a revert was already tried), or steps back one rung with
+        `revertTried` set and stays in syncMode 4 (whose next pass, with both
+        counters 0, counts as a success and requests the *same* rung again: a marginal rung
+        is retried until its calibrations all fail or half succeed), or at rung 0 stops
+        there; otherwise on to the next rung. `revertTried` is never cleared by a success."""
         self.wait_send_since = self.wait_sync_since = now
-
-        def stop(at: float) -> None:
-            self._stopping(at)
-            self.counter = self.ack_counter = 0
-
         if self.counter > self.ack_counter * 2:
-            if self.sync_count > 0:
+            if self.ack_counter == 0 and self.revert_tried:
+                self.sync_count = 0
+                self._request_rung(now)
+                self.revert_tried = False
+            elif self.sync_count > 0:
                 self.sync_count -= 1
-            self._beacon(now, False, stop)
-            return
-        self.sync_count += 1
-        if self.sync_count < len(LADDER):
-            self.wait_sync_since = now - self.window_s  # the old rung's window has "passed"
-            self.window_s = LADDER[self.sync_count].window_s
-            self.wait_send_since = now - self.send_spacing_s
-            self.mode = TxMode.REQUEST
-            self.counter = self.ack_counter = 0
-            return
-        self.sync_count -= 1  # "Best possible settings reached"
-        self._beacon(now, False, stop)
+                self.revert_tried = True
+            else:
+                self._beacon(now, False, self._stopping)
+        else:
+            self.sync_count += 1
+            if self.sync_count < len(LADDER):
+                self._request_rung(now)
+            else:
+                self.sync_count -= 1  # "Best possible settings reached"
+                self._beacon(now, False, self._stopping)
+        self.counter = self.ack_counter = 0
+
+    def _request_rung(self, now: float) -> None:
+        """`waitForSync = waitForSyncVal; waitForSyncVal = <the rung's window>; waitForSend =
+        waitForSendVal; syncMode = 1`: the old window counts as passed, so the beacon for
+        `sync_count` goes once the new window exceeds the old one."""
+        self.wait_sync_since = now - self.window_s
+        self.window_s = LADDER[self.sync_count].window_s
+        self.wait_send_since = now - self.send_spacing_s
+        self.mode = TxMode.REQUEST
 
     def _stop(self, now: float) -> None:
-        """syncMode 8 (TX LoRaFuncs.ino:290-297): repeat the stop beacon once, then settle."""
+        """syncMode 8 (TX LoRaFuncs.ino f2e5d06:353-361): repeat the stop beacon once, then
+        settle."""
         if _over(now, self.wait_send_since, self.send_spacing_s):
             self._beacon(now, False, self._to_apply)
 
@@ -562,7 +601,7 @@ class Esp32Transmitter(_Mcu):
         self.mode = TxMode.APPLY
 
     def _apply(self, now: float) -> None:
-        """syncMode 9 (TX LoRaFuncs.ino:298-316): settle and start operation."""
+        """syncMode 9 (TX LoRaFuncs.ino f2e5d06:362-381): settle and start operation."""
         self.set_radio(now, self.set_sf, self.set_bw, "operation")
         self.acc_packet_loss = run_loss_limit(self.set_sf, self.acc_packet_loss)
         self.counter = self.ack_counter = 0
@@ -582,23 +621,26 @@ class Esp32Transmitter(_Mcu):
     # -- onReceive() ----------------------------------------------------------------------
 
     def on_frame(self, now: float, header: Header) -> None:
-        """TX .ino:166-205."""
+        """`onReceive` (TX .ino f2e5d06:176-218)."""
         if header.kind in (Kind.CRC_ACK, 128):
             self._crc_ack(header)
             self.since_last_msg = now
         elif header.kind in (Kind.START_SYNC_ACK, Kind.STOP_SYNC_ACK):
             self._sync_ack(now, header)
             self.since_last_msg = now
+        elif header.kind == Kind.SYNC_REQUEST:  # "resync request", in any syncMode
+            self.since_last_msg = now
+            self._resync(now, "the receiver requested it")
 
     def _crc_ack(self, header: Header) -> None:
-        """`processTelegramAck` (TX LoRaFuncs.ino:141-160): a matching CRC takes the
+        """`processTelegramAck` (TX LoRaFuncs.ino f2e5d06:179-198): a matching CRC takes the
         receiver's count and clears the run of losses."""
         if int.from_bytes(header.payload[:4].ljust(4, b"\0"), "little") == self.rom_crc:
             self.ack_counter = header.counter
             self.run_packet_loss = 0
 
     def _sync_ack(self, now: float, header: Header) -> None:
-        """`processSyncAck` (TX LoRaFuncs.ino:1-43)."""
+        """`processSyncAck` (TX LoRaFuncs.ino f2e5d06:1-63)."""
         msg = header.payload.ljust(3, b"\0")
         if not (6 < msg[0] < 13 and msg[1] in (125, 250)):
             return
@@ -619,7 +661,7 @@ class Esp32Transmitter(_Mcu):
 
 
 class RxMode(IntEnum):
-    """The receiver's `syncMode` values (RX LoRaFuncs.ino:201-257)."""
+    """The receiver's `syncMode` values (RX LoRaFuncs.ino e0df6f8:284-346)."""
 
     OPERATION = -1
     LISTEN = 0
@@ -642,20 +684,15 @@ class Esp32Receiver(_Mcu):
         tx_power_dbm: int,
         now: float,
         *,
-        divides_by_zero: bool,
         on_reading: Callable[[bytes, float], None],
     ) -> None:
         super().__init__(radio, recorder, frequency_hz, tx_power_dbm)
-        self.divides_by_zero = divides_by_zero
         self.on_reading = on_reading
-        self.reboots = 0
         self.silence_timeouts = 0
         self.acked_not_published = 0
-        self._down_until: float | None = None
-        self._boot(now, "boot")
-
-    def _boot(self, now: float, reason: str) -> None:
-        """`initLoRa()` (RX .ino:347-384)."""
+        self.sync_requests = 0
+        # `initLoRa()` (RX .ino e0df6f8:364-422), the globals' initial values (RX .ino
+        # e0df6f8:43-52).
         self.mode = RxMode.LISTEN
         self.sync_count = 0
         self.set_sf, self.set_bw = 12, 125
@@ -664,29 +701,16 @@ class Esp32Receiver(_Mcu):
         self.telegram_timeout_since = now
         self.delay_crc_since = now
         self.send_crc = False
+        self.revert_tried = False
         self.counter = 0
+        self.packet_loss = 0
         self.rom_crc = 0
-        self.set_radio(now, 12, 125, reason)
-
-    def awake(self, now: float) -> bool:
-        if self._down_until is None:
-            return True
-        if now < self._down_until:
-            return False
-        self._down_until = None
-        self._boot(now, "reboot")
-        return True
-
-    def _reboot(self, now: float) -> None:
-        """An `IntegerDivideByZero` exception: the ESP32 panics and restarts."""
-        self.reboots += 1
-        logger.debug("%s: division by zero, rebooting", self.ROLE)
-        self._down_until = now + RECEIVER_BOOT_S
+        self.set_radio(now, 12, 125, "boot")
 
     # -- loop() ---------------------------------------------------------------------------
 
     def loop(self, now: float) -> None:
-        """RX .ino:255-276."""
+        """RX .ino e0df6f8:258-279."""
         if self.mode is not RxMode.OPERATION:
             self._SYNC_STEPS[self.mode](self, now)
         elif self.send_crc and _over(now, self.delay_crc_since, OPERATION_ACK_DELAY_S):
@@ -698,12 +722,10 @@ class Esp32Receiver(_Mcu):
             self.silence_timeouts += 1
             self.mode = RxMode.LISTEN
             self.set_sf, self.set_bw = 12, 125
-            self.set_radio(now, 12, 125, "300 s without a telegram")
+            self.set_radio(now, 12, 125, SILENCE_REASON)
             self.telegram_timeout_since = now
 
     def next_deadline(self, now: float) -> float:
-        if self._down_until is not None:
-            return self._down_until
         deadlines = [_when_over(self.telegram_timeout_since, RX_SILENCE_S)]
         if self.mode is RxMode.OPERATION and self.send_crc:
             deadlines.append(_when_over(self.delay_crc_since, OPERATION_ACK_DELAY_S))
@@ -716,21 +738,27 @@ class Esp32Receiver(_Mcu):
         return min(deadlines)
 
     def _listen(self, now: float) -> None:
-        """syncMode 0 (RX LoRaFuncs.ino:202-207)."""
+        """syncMode 0 (RX LoRaFuncs.ino e0df6f8:285-290)."""
         self.counter = 0
 
     def _window(self, now: float) -> None:
-        """syncMode 1 (RX LoRaFuncs.ino:208-215)."""
+        """syncMode 1 (RX LoRaFuncs.ino e0df6f8:291-298)."""
         if _over(now, self.wait_sync_since, self.window_s):
             self.mode = RxMode.WINDOW_END
 
     def _window_end(self, now: float) -> None:
-        """syncMode 3 (RX LoRaFuncs.ino:216-239): nothing heard in the window steps one rung
-        down and waits twice the single-phase reading interval there."""
+        """syncMode 3 (RX LoRaFuncs.ino e0df6f8:299-328, `revertTried` 308-317): nothing heard
+        in the window steps one rung down and sets `revertTried`; nothing heard again after a
+        revert goes to rung 0 (and stays there: the step down is skipped at rung 0). There it
+        waits twice the single-phase reading interval of that rung (line 321)."""
         self.mode = RxMode.WINDOW if self.sync_count > 0 else RxMode.LISTEN
         if self.counter == 0:
+            if self.revert_tried:
+                self.sync_count = 0
+                self.revert_tried = False
             if self.sync_count > 0:
                 self.sync_count -= 1
+                self.revert_tried = True
             rung = LADDER[self.sync_count]
             self.set_sf, self.set_bw = rung.sf, rung.bw_khz
             self.window_s = UPDATE_INTERVAL_S[Phases.SINGLE][self.sync_count] * 2
@@ -739,7 +767,7 @@ class Esp32Receiver(_Mcu):
         self.wait_sync_since = now
 
     def _ack_switch(self, now: float) -> None:
-        """syncMode 4 (RX LoRaFuncs.ino:241-248)."""
+        """syncMode 4 (RX LoRaFuncs.ino e0df6f8:329-336)."""
         if _over(now, self.wait_sync_since, SYNC_ACK_DELAY_S):
 
             def sent(at: float) -> None:
@@ -749,7 +777,7 @@ class Esp32Receiver(_Mcu):
             self._sync_ack(now, True, sent)
 
     def _apply(self, now: float) -> None:
-        """syncMode 9 (RX LoRaFuncs.ino:249-256)."""
+        """syncMode 9 (RX LoRaFuncs.ino e0df6f8:337-346)."""
         self.set_radio(now, self.set_sf, self.set_bw, "operation")
         self.counter = 0
         self.mode = RxMode.OPERATION
@@ -765,7 +793,8 @@ class Esp32Receiver(_Mcu):
     # -- frames ---------------------------------------------------------------------------
 
     def _sync_ack(self, now: float, start: bool, then: Callable[[float], None]) -> None:
-        """`sendSyncAck` (RX LoRaFuncs.ino:60-88): ack on the current setting, then switch."""
+        """`sendSyncAck` (RX LoRaFuncs.ino e0df6f8:74-106): ack on the current setting, then
+        switch."""
         kind = Kind.START_SYNC_ACK if start else Kind.STOP_SYNC_ACK
         body = bytes((self.set_sf, self.set_bw, int(self.window_s) & 0xFF))
 
@@ -777,12 +806,12 @@ class Esp32Receiver(_Mcu):
         self.send(now, "SYNC_ACK", frame(kind, self.counter, body), sent)
 
     def _crc_ack(self, now: float, then: Callable[[float], None]) -> None:
-        """`sendCRCAck` (RX LoRaFuncs.ino:180-198): the receiver's count and the CRC."""
+        """`sendCRCAck` (RX LoRaFuncs.ino e0df6f8:261-282): the receiver's count and the CRC."""
         data = frame(Kind.CRC_ACK, self.counter, self.rom_crc.to_bytes(4, "little"))
         self.send(now, "CRC_ACK", data, then)
 
     def on_frame(self, now: float, header: Header) -> None:
-        """RX .ino:325-339."""
+        """`onReceive` (RX .ino e0df6f8:338-358); type 153 (aux sensors) is not modelled."""
         kind = header.kind
         if kind in METER_KINDS or kind == 128:
             if header.size in (48, 96) and kind in METER_KINDS:
@@ -795,7 +824,8 @@ class Esp32Receiver(_Mcu):
             self.set_radio(now, 12, 125, "re-sync requested")
 
     def _sync(self, now: float, kind: Kind, header: Header) -> None:
-        """`processSync` (RX LoRaFuncs.ino:1-58)."""
+        """`processSync` (RX LoRaFuncs.ino e0df6f8:1-72; a stop-sync resets the silence timer,
+        line 50)."""
         msg = header.payload.ljust(4, b"\0")
         if not (6 < msg[1] < 13 and msg[2] in (125, 250)) or msg[0] >= len(LADDER):
             return  # (an index past the table would read beyond it on the device)
@@ -816,23 +846,42 @@ class Esp32Receiver(_Mcu):
 
                 def sent(at: float) -> None:
                     self.mode = RxMode.APPLY
+                    self.telegram_timeout_since = at
 
                 self._sync_ack(now, False, sent)
 
     def _telegram(self, now: float, kind: Kind, header: Header) -> None:
-        """`processTelegram` (RX LoRaFuncs.ino:90-178)."""
+        """`processTelegram` (RX LoRaFuncs.ino e0df6f8:124-218)."""
         if kind != Kind.CALIBRATION and self.mode > RxMode.LISTEN:
-            self.mode = RxMode.OPERATION  # "Transmitter is already synced" (line 95-98)
+            self.mode = RxMode.OPERATION  # "Transmitter is already synced" (lines 129-133)
         count = value_count(kind)
         plain = decrypt(header.payload)[: 4 * count]
         self.rom_crc = check_crc(plain)
         self.counter = (self.counter + 1) & 0xFF
         self.telegram_timeout_since = now
-        if kind > Kind.CALIBRATION:
-            self.counter = min(self.counter, header.counter)
-            if header.counter == 0 and self.divides_by_zero:
-                self._reboot(now)  # `... / inMsgCounter` (line 153)
-                return
+        if kind == Kind.CALIBRATION:
+            self._answer(now, kind, plain)
+            return
+        request: bytes | None = None
+        if header.counter < self.counter:  # "Reached end of telegram count cycle"
+            if self.set_sf >= 9 and self.packet_loss < 26 and self.counter > 2:
+                request = frame(Kind.SYNC_REQUEST, self.counter, b"")
+            self.counter = header.counter
+        if header.counter > 0:  # the guard: no division by a zero message counter
+            # C's int division truncates towards zero; out-of-range results are ignored.
+            lost = header.counter - self.counter
+            percent = abs(lost) * 100 // header.counter * (1 if lost >= 0 else -1)
+            if 0 <= percent < 101:
+                self.packet_loss = percent
+        if request is not None:  # "RF channel good, requesting resync for better performance"
+            self.sync_requests += 1
+            self.send(now, "SYNC_REQUEST", request, lambda at: self._answer(at, kind, plain))
+            return
+        self._answer(now, kind, plain)
+
+    def _answer(self, now: float, kind: Kind, plain: bytes) -> None:
+        """The end of `processTelegram`: in a sync mode `delay(20)` and ack at once; in
+        operation publish and ack 200 ms later (from loop())."""
         if self.mode is not RxMode.OPERATION:
             if kind > Kind.CALIBRATION:
                 self.acked_not_published += 1  # acked in sync mode, never published

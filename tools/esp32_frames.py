@@ -39,21 +39,22 @@ __all__ = [
 
 
 class Phases(IntEnum):
-    """`delayType` (TX DSMRtelegram.ino:137-138): 1 once a telegram had 1-0:52.7.0."""
+    """`delayType` (TX DSMRtelegram.ino 3a12344:137-138): 1 once a telegram had 1-0:52.7.0."""
 
     SINGLE = 0
     THREE = 1
 
 
-#: `networkNum` (TX .ino:13, RX .ino:36): frames for another network are dropped.
-NETWORK_NUM = 127
+#: `networkNum` (TX .ino f2e5d06:13, RX .ino e0df6f8:38): frames for another network are dropped.
+NETWORK_NUM = 125
 #: Values per reading: 12 for single-phase/calibration frames, 24 for three-phase
-#: (TX LoRaFuncs.ino:88-90); AES works on a 96-byte buffer (TX .ino:78).
+#: (TX LoRaFuncs.ino f2e5d06:123-125); AES works on a 96-byte buffer (TX .ino f2e5d06:79).
 SINGLE_PHASE_VALUES = 12
 THREE_PHASE_VALUES = 24
 AES_BUFFER_BYTES = 96
-#: The key and IV: SHA-256 of the default `plaintextKey` (TX .ino:14, 107-114); the IV is
-#: `iv2`, a global never written, so all zeros (TX LoRaFuncs.ino:110, RX LoRaFuncs.ino:112).
+#: The key and IV: SHA-256 of the default `plaintextKey` (TX .ino f2e5d06:14, 107-116); the IV
+#: is `iv2`, a global never written, so all zeros (TX LoRaFuncs.ino f2e5d06:145, RX LoRaFuncs.ino
+#: e0df6f8:147).
 _AES_KEY = hashlib.sha256(b"abcdefghijklmnop").digest()
 _AES_IV = bytes(16)
 
@@ -61,18 +62,19 @@ _AES_IV = bytes(16)
 class Kind(IntEnum):
     """Message types: the second byte of every frame."""
 
-    CALIBRATION = 0  # TX LoRaFuncs.ino:238 (also every single-phase reading, see MeterData)
-    SINGLE_PHASE = 1  # accepted by RX LoRaFuncs.ino:91, never sent by this transmitter
-    THREE_PHASE = 3  # TX DSMRtelegram.ino:139
+    CALIBRATION = 0  # TX LoRaFuncs.ino f2e5d06:284 (also every single-phase reading, see MeterData)
+    SINGLE_PHASE = 1  # accepted by RX LoRaFuncs.ino e0df6f8:125, never sent by this transmitter
+    THREE_PHASE = 3  # TX DSMRtelegram.ino 3a12344:139
     THREE_PHASE_GAS = 31  # :140
     THREE_PHASE_WATER = 32  # :141
     THREE_PHASE_GAS_WATER = 33  # :142
-    CRC_ACK = 8  # RX LoRaFuncs.ino:186
-    RESYNC = 24  # TX LoRaFuncs.ino:167
-    STOP_SYNC = 85  # TX LoRaFuncs.ino:65
-    STOP_SYNC_ACK = 93  # RX LoRaFuncs.ino:71
-    START_SYNC = 170  # TX LoRaFuncs.ino:64
-    START_SYNC_ACK = 178  # RX LoRaFuncs.ino:70
+    CRC_ACK = 8  # RX LoRaFuncs.ino e0df6f8:268
+    RESYNC = 24  # "restart sync ACK", TX LoRaFuncs.ino f2e5d06:207
+    SYNC_REQUEST = 231  # "restart sync request", RX LoRaFuncs.ino e0df6f8:114
+    STOP_SYNC = 85  # TX LoRaFuncs.ino f2e5d06:96
+    STOP_SYNC_ACK = 93  # RX LoRaFuncs.ino e0df6f8:86
+    START_SYNC = 170  # TX LoRaFuncs.ino f2e5d06:95
+    START_SYNC_ACK = 178  # RX LoRaFuncs.ino e0df6f8:85
 
 
 METER_KINDS = frozenset(
@@ -87,11 +89,12 @@ METER_KINDS = frozenset(
 )
 #: Bytes on air per frame: 4 header bytes (network, type, counter, length) + payload.
 MESSAGE_BYTES: dict[str, int] = {
-    "START_SYNC": 4 + 4,  # TX LoRaFuncs.ino:62-72
+    "START_SYNC": 4 + 4,  # TX LoRaFuncs.ino f2e5d06:92-107
     "STOP_SYNC": 4 + 3,
-    "SYNC_ACK": 4 + 3,  # RX LoRaFuncs.ino:68-75
-    "CRC_ACK": 4 + 4,  # RX LoRaFuncs.ino:184-195
-    "RESYNC": 4,  # TX LoRaFuncs.ino:165-169
+    "SYNC_ACK": 4 + 3,  # RX LoRaFuncs.ino e0df6f8:83-94 (no forced settings)
+    "CRC_ACK": 4 + 4,  # RX LoRaFuncs.ino e0df6f8:266-280
+    "RESYNC": 4,  # TX LoRaFuncs.ino f2e5d06:204-211
+    "SYNC_REQUEST": 4,  # RX LoRaFuncs.ino e0df6f8:112-117
     "SINGLE_PHASE": 4 + 4 * SINGLE_PHASE_VALUES,  # 52 (calibration frames too)
     "THREE_PHASE": 4 + 4 * THREE_PHASE_VALUES,  # 100
 }
@@ -99,7 +102,7 @@ MESSAGE_BYTES: dict[str, int] = {
 
 # ---------------------------------------------------------------------------- meter values
 
-#: `splitTelegram` (TX DSMRtelegram.ino:22-135): OBIS key -> index in `meterData`.
+#: `splitTelegram` (TX DSMRtelegram.ino 3a12344:22-135): OBIS key -> index in `meterData`.
 _VALUE_INDEX: dict[str, int] = {
     "1-0:1.8.1": 0,
     "1-0:1.8.2": 1,
@@ -122,12 +125,12 @@ _VALUE_INDEX: dict[str, int] = {
     "1-0:51.7.0": 20,
     "1-0:71.7.0": 21,
 }
-#: Only seen, never parsed ("temporary implementation", DSMRtelegram.ino:72-83).
+#: Only seen, never parsed ("temporary implementation", DSMRtelegram.ino 3a12344:72-83).
 _GAS_KEY = "0-1:24.2.3"
 _WATER_KEY = "0-2:24.2.1"
-#: Seen once, the meter is three-phase for good (DSMRtelegram.ino:115-118).
+#: Seen once, the meter is three-phase for good (DSMRtelegram.ino 3a12344:115-118).
 _THREE_PHASE_KEY = "1-0:52.7.0"
-#: `meterData` before any telegram (TX .ino:38-63).
+#: `meterData` before any telegram (TX .ino f2e5d06:39-64).
 _TEMPLATE = (
     (999999.999,) * 4
     + (99.999, 99.999, 999999.999, 999999.999, 999.99, 999.99, 999999.999, 999999.999)
@@ -143,7 +146,7 @@ def _f32(value: float) -> float:
 
 
 def _wire_value(value: float) -> int:
-    """`unsigned long tempVar = meterData[i]*1000` (TX LoRaFuncs.ino:93): a float product,
+    """`unsigned long tempVar = meterData[i]*1000` (TX LoRaFuncs.ino f2e5d06:128): a float
     truncated to an integer of thousandths (negative values wrap, as the C conversion does
     on the ESP32)."""
     product = _f32(_f32(value) * 1000.0)
@@ -152,7 +155,7 @@ def _wire_value(value: float) -> int:
 
 def firmware_value(value: float) -> float:
     """What the receiver makes of `value`: thousandths back to a float
-    (`recVar/1000.0` into a float, RX LoRaFuncs.ino:127-134)."""
+    (`recVar/1000.0` into a float, RX LoRaFuncs.ino e0df6f8:162-170)."""
     return _f32(_wire_value(value) / 1000.0)
 
 
@@ -160,7 +163,7 @@ def firmware_value(value: float) -> float:
 class MeterData:
     """The transmitter's `meterData` array and meter-type flags, updated per telegram.
 
-    The flags are globals that are only ever set (DSMRtelegram.ino:76, 82, 118), so
+    The flags are globals that are only ever set (DSMRtelegram.ino 3a12344:76, 82, 118), so
     `kind` and `phases` follow the first telegram that had the key.
     """
 
@@ -177,7 +180,7 @@ class MeterData:
 
     @property
     def kind(self) -> Kind:
-        """`meterType` (DSMRtelegram.ino:137-143): only set for three-phase meters; a
+        """`meterType` (DSMRtelegram.ino 3a12344:137-143): only set for three-phase meters; a
         single-phase meter keeps the global's initial 0, the calibration type."""
         if not self.three_phase:
             return Kind.CALIBRATION
@@ -217,7 +220,7 @@ class MeterData:
 
     def plaintext(self, count: int) -> bytes:
         """The first `count` values as little-endian thousandths, zero-padded to the AES
-        buffer (TX LoRaFuncs.ino:84-99)."""
+        buffer (TX LoRaFuncs.ino f2e5d06:119-135)."""
         body = b"".join(_wire_value(v).to_bytes(4, "little") for v in self.values[:count])
         return body.ljust(AES_BUFFER_BYTES, b"\0")
 
@@ -227,7 +230,7 @@ def _cipher() -> Cipher[modes.CBC]:
 
 
 def encrypt(plain: bytes) -> bytes:
-    """AES-256-CBC over the whole 96-byte buffer (TX LoRaFuncs.ino:110-118)."""
+    """AES-256-CBC over the whole 96-byte buffer (TX LoRaFuncs.ino f2e5d06:145-154)."""
     encryptor = _cipher().encryptor()
     return encryptor.update(plain) + encryptor.finalize()
 
@@ -240,13 +243,14 @@ def decrypt(cipher: bytes) -> bytes:
 
 
 def check_crc(plain: bytes) -> int:
-    """`romCRC`: a CRC-32 of the first 8 plaintext bytes (TX LoRaFuncs.ino:121,
-    RX LoRaFuncs.ino:141); any 32-bit check of those bytes behaves the same here."""
+    """`romCRC`: a CRC-32 of the first 8 plaintext bytes (TX LoRaFuncs.ino f2e5d06:156,
+    RX LoRaFuncs.ino e0df6f8:176); any 32-bit check of those bytes behaves the same here."""
     return zlib.crc32(plain[:8])
 
 
 def value_count(kind: Kind) -> int:
-    """Values in a frame of `kind` (TX LoRaFuncs.ino:88-89, RX LoRaFuncs.ino:99-100)."""
+    """Values in a frame of `kind` (TX LoRaFuncs.ino f2e5d06:123-124, RX LoRaFuncs.ino
+    e0df6f8:134-135)."""
     if kind in (Kind.CALIBRATION, Kind.SINGLE_PHASE):
         return SINGLE_PHASE_VALUES
     return THREE_PHASE_VALUES
@@ -275,7 +279,7 @@ class Header:
     @classmethod
     def parse(cls, data: bytes) -> Header | None:
         """The four header bytes and `size` payload bytes; `LoRa.read()` past the end gives
-        -1, stored as 0xFF (TX .ino:170-191, RX .ino:283-320)."""
+        -1, stored as 0xFF (TX .ino f2e5d06:176-204, RX .ino e0df6f8:290-335)."""
         if len(data) < 4:
             return None
         size = data[3]

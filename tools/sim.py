@@ -706,11 +706,11 @@ class Simulation:
         delivery_times: list[float] = []
         delivered_meter_times: list[float] = []
         for received_at, key in zip(self.deliveries.times, self.deliveries.digests, strict=True):
-            delivery_times.append(received_at)
             times = read_times.get(key)
             if times is None:
-                corrupt += 1
+                corrupt += 1  # counted apart, never as a delivery
                 continue
+            delivery_times.append(received_at)
             if key in seen:
                 duplicates += 1
             seen.add(key)

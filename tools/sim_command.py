@@ -5,8 +5,7 @@ feeds a complete transmitter and receiver (real codec, crypto and link state mac
 SX127x driver on the emulator) over the simulated channel. An hour of link time takes seconds.
 `--baseline NAME` also runs the ESP32 firmware p1-lora descends from (`tools.esp32_baseline`,
 ported from its source) on an identical channel with the same meter, so both can be compared in
-one report: `esp32` as shipped (868.0 MHz, 17 dBm, every bug, including the receiver's reboot on
-its first reading after each sync), `esp32-patched` (that division by zero skipped) and
+one report: `esp32` as shipped (868.0 MHz, 17 dBm, every bug of its newest source) and
 `esp32-same-channel` (p1-lora's channel and TX power: like for like).
 
 `--json` prints one JSON object: p1-lora's metrics at the top level and each baseline's under
@@ -16,8 +15,8 @@ its first reading after each sync), `esp32-patched` (that division by zero skipp
 |-----|---------|
 | delivers | "telegrams" (byte-exact, p1-lora) or "readings" (the firmware's values) |
 | telegrams_read | telegrams the meter produced while the transmitter ran |
-| delivered, delivered_per_hour | what the receiver handed on (telegrams or readings) |
-| delivered_corrupt | delivered but not what was sent (CRC-less frames with flipped bits) |
+| delivered, delivered_per_hour | what the receiver handed on correctly (telegrams or readings) |
+| delivered_corrupt | handed on, not what was sent (flipped bits); not counted in delivered |
 | first_delivery_s, max_gap_s | first delivery; longest time without one after it (end included) |
 | convergence_s | when the transmitter arrived at the SF/BW it kept to the end |
 | latency_ms_p50 / _p95 | meter telegram time -> delivery |
@@ -34,7 +33,7 @@ to the one the receiver already had: not sent), delivery_ratio(_after_convergenc
 update_frames, tuning_airtime_s (SWITCH + PROBE), frames_rejected(_tx/_rx) by reason,
 link_lost, switches_committed / _failed and the channel's counters; the firmware adds
 readings_sent, calibration_frames, values_per_reading, values_wrong_fraction, resyncs by
-cause, receiver_reboots, receiver_silence_timeouts and readings_acked_not_published.
+cause, receiver_sync_requests, receiver_silence_timeouts and readings_acked_not_published.
 
 Exit codes: 0 done, 2 bad input (with a message on stderr).
 """
@@ -403,7 +402,7 @@ _ROWS: tuple[tuple[str, Callable[[SimMetrics], str]], ...] = (
     ("converged after", lambda m: _num(m.convergence_s, " s")),
     ("final settings", _final),
     ("frames rejected", _detail("frames_rejected")),
-    ("receiver reboots", _detail("receiver_reboots")),
+    ("re-syncs the receiver asked for", _detail("receiver_sync_requests")),
 )
 
 
