@@ -24,11 +24,13 @@ The model, and where each number comes from:
 - **Inter-SF interference is not zero**: `INTER_SF_SIR_DB` is the SIR (dB) a frame of the row
   SF needs against an interferer of the column SF, both BW 125 kHz: Croce, Gucciardo, Mangione,
   Santaromita, Tinnirello, "Impact of LoRa imperfect orthogonality: analysis of link-level
-  performance", IEEE Communications Letters 22(4) 2018, Table I (as transcribed in the
-  `collisionSnirCroce` matrix of the ns-3 lorawan fork's lora-interference-helper.cc). Goursaud
-  & Gorce, "Dedicated networks for IoT: PHY/MAC state of the art and challenges", EAI
-  Endorsed Transactions on IoT 2015, found more rejection (-16..-36 dB, ns-3's default); the
-  measured, harsher Croce values are used here. The diagonal is not used (capture, above).
+  performance", IEEE Communications Letters 22(4) 2018, Table I, as transcribed in the
+  `collisionSnirCroce` matrix of brunocitoni/my-modified-lorawan-module,
+  model/lora-interference-helper.cc (an ns-3 lorawan fork). Goursaud & Gorce, "Dedicated
+  networks for IoT: PHY/MAC state of the art and challenges", EAI Endorsed Transactions on IoT
+  2015, give more rejection (-16..-36 dB: `collisionSnirGoursaud` in signetlabdei/lorawan, the
+  same file, ns-3's default); Croce's harsher link-level values are used here. The diagonal is
+  not used (capture, above).
 - **Different bandwidth or carrier, by spectral overlap**: a chirp sweeps its bandwidth
   uniformly, so its power is spread flat across it. The power an interferer puts into the
   victim's channel is its received power times the fraction of its band that overlaps the
