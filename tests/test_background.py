@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from p1lora.common.clock import VirtualClock
@@ -16,6 +18,8 @@ from p1lora.hardware.background import (
 )
 from p1lora.hardware.channel import SimChannel
 from p1lora.hardware.emulator import AirFrame
+from p1lora.tools.sim import SimOptions, build_channel
+from p1lora.tools.sim_command import configure, options_from_args
 
 from .helpers_radio import SF7, bench
 
@@ -116,3 +120,20 @@ def test_a_p1lora_link_on_the_rx2_channel_survives_a_city_hour_mostly():
     # -78 dBm of SF9 against our -86 dBm SF7: 8 dB below, within the 9 dB SF7 tolerates.
     assert got == sent - stats.background_lost
     assert got >= sent * 0.97
+
+
+def test_p1lora_sim_switches_it_on():
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    options = options_from_args(parser.parse_args(["--background", "countryside"]))
+    assert options.background == "countryside"
+    assert options_from_args(parser.parse_args([])).background == "none"
+    clock = VirtualClock()
+    channel = build_channel(SimOptions(background="city"), clock)
+    clock.advance(60)
+    assert channel.stats.background_frames > 0
+    quiet = build_channel(SimOptions(), clock)
+    clock.advance(60)
+    assert quiet.stats.background_frames == 0
+    with pytest.raises(ValueError, match="background must be one of none, city, countryside"):
+        SimOptions(background="village")
