@@ -538,7 +538,7 @@ class SimChannel:
         lock = self._locks.get(name)
         if lock is not None:
             if not self._takes_over(lock, name, power):
-                self._count_busy_loss(lock, onair, kind)
+                self._count_busy_loss(lock, kind)
                 return
             self.stats.captures += 1
             if lock.kind is Detection.DECODES:
@@ -561,7 +561,7 @@ class SimChannel:
             and power - locked.rx_power[name] >= self.capture_threshold_db
         )
 
-    def _count_busy_loss(self, lock: _Lock, onair: _OnAir, kind: Detection) -> None:
+    def _count_busy_loss(self, lock: _Lock, kind: Detection) -> None:
         if kind is not Detection.DECODES:
             return
         self.stats.busy_lost += 1
