@@ -257,7 +257,9 @@ def test_us915_fixed_sf9_bw500_commits_because_the_plan_keeps_room_for_the_proof
 
 def test_us915_auto_at_135_db_settles_at_a_rung_that_fits() -> None:
     # Before: 13 telegrams in 15 minutes (fixed SF8/BW500 gave 461), link lost.
-    sim, metrics = _us915(path_loss_db=135.0, seed=1)
+    # 134 dB here is the SNR 135 dB gave with the old 6 dB noise figure (issue 16 made it the
+    # datasheet's 7 dB): one dB less margin would settle one rung lower, correctly.
+    sim, metrics = _us915(path_loss_db=134.0, seed=1)
     _assert_switch_held(sim, metrics, "SF9/BW500")
     assert metrics.number("telegrams_delivered") >= 200
     assert metrics.number("max_gap_s") < 30.0

@@ -15,7 +15,9 @@ from p1lora.tools.sim import SimOptions, Simulation, max_window_airtime
 from tests.helpers_sim import record_nonces, window_fraction
 
 GOOD = 100.0  # dB: SF7/BW250 with a large margin
-WEAK = 141.0  # dB: SNR about -10 dB at 125 kHz, SF10/BW125 with the 5 dB margin
+# dB: SNR about -10 dB at 125 kHz, SF10/BW125 with the 5 dB margin. (141 dB until issue 16: the
+# receiver noise figure rose from 6 to the datasheet's 7 dB, so the same SNR is 1 dB nearer.)
+WEAK = 140.0
 EU_10 = 869_525_000
 EU_1 = 868_100_000
 
@@ -58,7 +60,8 @@ def test_a_weak_link_settles_on_the_fastest_setting_that_holds() -> None:
 
 def test_degradation_steps_down_without_losing_the_link_and_recovers() -> None:
     sim = Simulation(
-        SimOptions(path_loss_db=GOOD, seed=13, degrade=((300.0, 136.0), (900.0, GOOD)))
+        # 135 dB: SNR -5 dB at 125 kHz (136 dB before the noise figure became 7 dB, issue 16).
+        SimOptions(path_loss_db=GOOD, seed=13, degrade=((300.0, 135.0), (900.0, GOOD)))
     )
     sim.run_until(299.0)
     assert _rung(sim) == (7, 250_000)

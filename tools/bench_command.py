@@ -27,6 +27,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         "p1lora.tools.bench_parse",
         "telegram parser vs dsmr_parser: telegrams/s and memory growth",
     ),
+    "channel": Benchmark(
+        "p1lora.tools.bench_channel",
+        "simulated channel speed: N transmitters at 1 Hz in one meter room, virtual vs wall time",
+    ),
     "codec": Benchmark(
         "p1lora.tools.bench_codec",
         "lossless codec: update/key bytes, frame size, encode/decode time",

@@ -57,7 +57,8 @@ from p1lora.common.link import (
 from p1lora.common.link.config import HIGH_POWER_MAX_DUTY_CYCLE
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import SubBand, get_region
-from p1lora.hardware.channel import LogDistance, SimChannel
+from p1lora.hardware.background import BACKGROUND_CHOICES, start_background
+from p1lora.hardware.channel import DEFAULT_NOISE_FIGURE_DB, LogDistance, SimChannel
 from p1lora.hardware.factory import open_radio
 from p1lora.hardware.sx127x import SX127x
 from p1lora.receiver.runtime import BaseSink, RxRuntime
@@ -140,7 +141,9 @@ class SimOptions:
     frame_loss: float = 0.0
     #: Per-frame Gaussian fading (standard deviation, dB).
     fading_db: float = 0.0
-    noise_figure_db: float = 6.0
+    noise_figure_db: float = DEFAULT_NOISE_FIGURE_DB
+    #: LoRaWAN traffic on the air (`hardware.background` presets): "none", "city", "countryside".
+    background: str = "none"
     region: str = "EU868"
     frequency_hz: int | None = None
     tx_power_dbm: int | None = None
@@ -175,6 +178,10 @@ class SimOptions:
             (0 <= self.fading_db <= 30, "fading must be within 0..30 dB"),
             (0 <= self.noise_figure_db <= 30, "noise figure must be within 0..30 dB"),
             (0 <= self.interval_s <= 3600, "interval must be within 0..3600 s"),
+            (
+                self.background in BACKGROUND_CHOICES,
+                f"background must be one of {', '.join(BACKGROUND_CHOICES)}",
+            ),
         )
         for ok, message in checks:
             if not ok:
@@ -234,7 +241,7 @@ def build_channel(options: SimOptions, clock: VirtualClock, *, salt: str = "") -
     """The RF channel of `options` on `clock` (its own seeded random stream)."""
     model = LogDistance(options.path_loss_exponent) if options.distance_m is not None else None
     seed = int.from_bytes(hashlib.sha256(f"{options.seed}:channel{salt}".encode()).digest()[:8])
-    return SimChannel(
+    channel = SimChannel(
         clock,
         seed=seed,
         path_loss_db=options.effective_path_loss_db or DEFAULT_PATH_LOSS_DB,
@@ -243,6 +250,9 @@ def build_channel(options: SimOptions, clock: VirtualClock, *, salt: str = "") -
         loss_probability=options.frame_loss,
         fading_sigma_db=options.fading_db,
     )
+    # Unsalted: p1-lora and a baseline hear the same background traffic.
+    start_background(channel, options.background, seed=options.seed)
+    return channel
 
 
 def positions(options: SimOptions) -> dict[str, tuple[float, float] | None]:
@@ -792,14 +802,5 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _channel_stats(channel: SimChannel) -> dict[str, int]:
-    stats = channel.stats
-    return {
-        "frames_sent": stats.frames_sent,
-        "delivered": stats.delivered,
-        "crc_errors": stats.crc_errors,
-        "below_floor": stats.below_floor,
-        "collisions": stats.collisions,
-        "half_duplex": stats.half_duplex,
-        "random_losses": stats.random_losses,
-    }
+def _channel_stats(channel: SimChannel) -> dict[str, int | float]:
+    return channel.stats.as_dict()  # collisions by kind, busy time, background frames

@@ -52,6 +52,8 @@ from typing import TextIO
 from p1lora.common.link import FixedRadio
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 from p1lora.common.regions import REGIONS, RegionError
+from p1lora.hardware.background import BACKGROUND_CHOICES
+from p1lora.hardware.channel import DEFAULT_NOISE_FIGURE_DB
 from p1lora.tools.esp32_baseline import BASELINES, Esp32Simulation
 from p1lora.tools.sim import SimOptions, Simulation
 from p1lora.tools.sim_metrics import Delivers, SimMetrics
@@ -203,9 +205,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     channel.add_argument(
         "--noise-figure",
         type=_number("noise figure", 0.0, 30.0),
-        default=6.0,
+        default=DEFAULT_NOISE_FIGURE_DB,
         metavar="DB",
         help="receiver noise figure in dB (default %(default)s)",
+    )
+    channel.add_argument(
+        "--background",
+        choices=BACKGROUND_CHOICES,
+        default="none",
+        help="LoRaWAN traffic on the air: uplinks on 868.1/868.3/868.5 MHz and gateway "
+        "downlinks on 869.525 MHz, as in a city or the countryside (default none)",
     )
     channel.add_argument(
         "--degrade",
@@ -297,6 +306,7 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         frame_loss=args.frame_loss,
         fading_db=args.fading,
         noise_figure_db=args.noise_figure,
+        background=args.background,
         region=args.region,
         frequency_hz=args.frequency,
         tx_power_dbm=args.tx_power,
