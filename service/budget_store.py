@@ -37,7 +37,8 @@ window before now held at most the allowance, and this one counts it all for a f
 from now), so the duty cycle holds whatever the file said; the price is that the node stays
 silent for up to one window (an hour in the EU 868 MHz bands), which the ERROR line says. The
 damaged file is moved aside as evidence (``.corrupt``), and the next save writes the assumed
-hour, so a restart loop cannot shorten it. A *missing* file is a first start (or a state
+hour, so a restart loop cannot shorten it. A *missing* file (also one under a "directory" that
+is really a file: nothing could ever have been saved there) is a first start (or a state
 directory the user reset on purpose) and starts with the full allowance. A `saved_at` in the
 future is not damage: a Pi without a real-time clock boots with its clock behind until NTP
 syncs, and counting that as no time passed errs on the legal side.
@@ -116,8 +117,8 @@ class BudgetStore:
         try:
             raw = read_regular_file(self.path, _MAX_FILE_BYTES).data
             saved_at, entries = self._parse(raw, budget.window_s)
-        except FileNotFoundError:
-            return 0
+        except (FileNotFoundError, NotADirectoryError):
+            return 0  # nothing was ever saved there (the state "directory" may be a file)
         except (OSError, UnsuitableFileError, ValueError) as exc:
             reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
             self._assume_spent(budget, now, reason)
