@@ -661,7 +661,7 @@ def _sensor_entity(
         state_class = spec.state_class
         precision = _precision(sample, meter_unit, unit)
         if kind is ValueKind.BILLING_HISTORY:
-            # Belgian meters list monthly peaks (kW): the state is the latest one. Other
+            # Belgian meters list monthly peaks (kW): the state is the highest one. Other
             # meters put a snapshot of several registers here (Hungary): the state is the
             # number of entries, the entries are the attributes.
             state_class = None

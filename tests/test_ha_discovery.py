@@ -231,7 +231,7 @@ EXPECTED: dict[str, Expect] = {
             "belgium_maximum_demand_current_month": (P, M, "kW", 2.589),
             # Belgian meters count the other way round: tariff 1 is the normal (day) tariff.
             "electricity_active_tariff": ("enum", None, None, "normal"),
-            "belgium_maximum_demand_13_months": (P, None, "kW", 3.695),
+            "belgium_maximum_demand_13_months": (P, None, "kW", 5.980),
         },
         {
             "Gas meter": (

@@ -65,8 +65,45 @@ def test_one_object_per_device_with_attributes():
     }
     history = meter["attributes"]["belgium_maximum_demand_13_months"]["history"]
     assert [h["value"] for h in history] == [3.695, 5.980, 4.318]
-    assert meter["belgium_maximum_demand_13_months"] == 3.695  # May 2020, the latest month
+    # The highest of the monthly peaks (March's), not the latest month's (April's 3.695).
+    assert meter["belgium_maximum_demand_13_months"] == 5.980
     assert "gas_reading" not in meter
+
+
+def test_13_month_peak_is_the_highest_month_and_each_period_starts_a_month_before_it_closes():
+    # The first timestamp of each month closes the billing period (April's peak on 23 April
+    # is listed under 1 May); the history's period_start is the month before, with its own
+    # summer/winter offset.
+    history = _meter(fixture("FLUVIUS_V171.txt"))["attributes"][
+        "belgium_maximum_demand_13_months"
+    ]["history"]
+    assert [(h["period_start"], h["period_end"]) for h in history] == [
+        ("2020-04-01T00:00:00+02:00", "2020-05-01T00:00:00+02:00"),
+        ("2020-03-01T00:00:00+01:00", "2020-04-01T00:00:00+02:00"),
+        # The meter printed 1 March as summer time (`200301000000S`): kept as printed.
+        ("2020-02-01T00:00:00+01:00", "2020-03-01T00:00:00+02:00"),
+    ]
+    for entry in history:  # every peak lies inside its period
+        assert entry["period_start"] <= entry["timestamp"] < entry["period_end"]
+    # The garbage first timestamp of FLUVIUS_V171_ALT gives no start, the rest still do.
+    alt = _meter(fixture("FLUVIUS_V171_ALT.txt"))
+    alt_history = alt["attributes"]["belgium_maximum_demand_13_months"]["history"]
+    assert alt_history[0]["period_start"] == "2023-07-01T00:00:00+02:00"
+    assert alt_history[1]["timestamp"] == "2023-08-31T18:15:00+02:00"
+    assert alt["belgium_maximum_demand_13_months"] == 4.927
+
+
+def test_13_month_peak_of_the_virtual_fluvius_meter():
+    from p1lora.transmitter.virtual_meter import VirtualMeter
+
+    _, raw = VirtualMeter("fluvius", seed=0).next_telegram()
+    meter = _meter(raw)
+    history = meter["attributes"]["belgium_maximum_demand_13_months"]["history"]
+    assert len(history) == 13
+    assert history[0]["value"] == 2.574  # December 2023, the latest closed month
+    assert meter["belgium_maximum_demand_13_months"] == 7.364  # August 2023, the highest
+    assert history[0]["period_start"] == "2023-12-01T00:00:00+01:00"
+    assert history[0]["period_end"] == "2024-01-01T00:00:00+01:00"
 
 
 @pytest.mark.parametrize(
