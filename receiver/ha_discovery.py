@@ -59,7 +59,9 @@ from typing import Any, Protocol
 
 from p1lora.common.derived import DERIVED_SPECS
 from p1lora.common.link.config import LinkConfig
+from p1lora.common.manufacturers import manufacturer_for
 from p1lora.common.obis import (
+    MBUS_DEVICE_TYPE_NAMES,
     MBUS_DEVICE_TYPES,
     OBIS_TABLE,
     SensorSpec,
@@ -99,6 +101,7 @@ __all__ = [
     "decode_identifier",
     "entity_name",
     "is_belgian",
+    "mbus_manufacturer",
     "meter_device",
     "package_version",
     "plan_telegram",
@@ -353,6 +356,42 @@ _MBUS_NAMES: Mapping[str, str] = {
 }
 
 
+# fmt: off
+#: Makers of gas and water meters by their three-letter FLAG id (the manufacturer code of
+#: EN 13757-3, as the DLMS User Association assigns it), for the ids the electricity-meter
+#: table (`p1lora.common.manufacturers`) does not have.
+_MBUS_MANUFACTURERS: Mapping[str, str] = {
+    "FLO": "Flonidan",
+    "HYD": "Diehl Metering",
+    "ITR": "Itron",
+    "PIP": "Pipersberg",
+    "SEN": "Sensus",
+    "ZRI": "Zenner",
+}
+# fmt: on
+#: e-MUCS equipment ids of M-Bus devices: one digit, the maker's FLAG id, the serial number
+#: (`7FLO2119033733`, `8SAG1234567890`). Dutch ids (`G0039001936990619`) carry no FLAG id.
+_FLAG_IN_ID_RE = re.compile(r"\d([A-Z]{3})\d")
+
+
+def mbus_manufacturer(serial: str | None) -> str | None:
+    """The maker of an M-Bus device, from the FLAG id inside its (decoded) equipment id."""
+    match = _FLAG_IN_ID_RE.match(serial or "")
+    if match is None:
+        return None
+    flag = match.group(1)
+    return _MBUS_MANUFACTURERS.get(flag) or manufacturer_for(flag) or flag
+
+
+def _mbus_model(mbus: MbusDevice) -> str | None:
+    """What Home Assistant shows as the model: the device type the meter reports."""
+    if mbus.device_type is None:
+        return None
+    described = mbus.type_info.description if mbus.type_info is not None else None
+    named = described or MBUS_DEVICE_TYPE_NAMES.get(mbus.device_type, "device").replace("_", " ")
+    return f"{named[0].upper()}{named[1:]}, M-Bus type {mbus.device_type}"
+
+
 def _empty_slot(mbus: MbusDevice) -> bool:
     """A channel the meter lists without a device behind it (no id, no or a zero reading)."""
     if _usable_id(mbus.equipment_id) is not None:
@@ -378,13 +417,15 @@ def _mbus_devices(telegram: Telegram, meter: DeviceInfo) -> dict[int, DeviceInfo
         name = type_name
         if names.count(type_name) > 1 or mbus.type_info is None:
             name = f"{type_name} {mbus.channel}"
+        serial = decode_identifier(equipment) if equipment else None
         found[mbus.channel] = DeviceInfo(
             slug=slug,
             identifier=f"p1lora_{slug}",
             name=name,
             kind="mbus",
-            model=None if mbus.type_info is None else mbus.type_info.description,
-            serial_number=decode_identifier(equipment) if equipment else None,
+            manufacturer=mbus_manufacturer(serial),
+            model=_mbus_model(mbus),
+            serial_number=serial,
             via_device=meter.identifier,
             owner=meter.identifier,
         )
@@ -639,7 +680,16 @@ def _sensor_entity(
     kind = spec.kind
     name = entity_name(spec.key, spec)
     options: tuple[str, ...] | None = None
-    if kind not in NUMERIC_KINDS:
+    unit: str | None
+    device_class: str | None
+    state_class: str | None
+    precision: int | None
+    if spec.options is not None:
+        # A state printed as a code (breaker, valve, M-Bus device type): an enum of its names.
+        device_class, options = "enum", tuple(spec.options.values())
+        unit = state_class = None
+        precision = None
+    elif kind not in NUMERIC_KINDS:
         device_class = spec.device_class if kind is ValueKind.TIMESTAMP else None
         unit = None
         state_class = None
@@ -683,7 +733,7 @@ def _sensor_entity(
         icon=spec.icon,
         precision=precision,
         options=options,
-        attributes=kind in ATTRIBUTE_KINDS,
+        attributes=kind in ATTRIBUTE_KINDS or spec.no_limit_from is not None,
         expires=True,
     )
 

@@ -99,11 +99,31 @@ def _number(value: object, unit: str | None, entity: SensorEntity) -> Decimal | 
 
 
 def _render_number(obj: DataObject, entity: SensorEntity, belgian: bool) -> Rendered:
-    return _number(obj.value, obj.unit, entity), None
+    """A number; limits also say whether the meter means "no limit" (`no_limit_from`)."""
+    value = _number(obj.value, obj.unit, entity)
+    threshold = None if obj.spec is None else obj.spec.no_limit_from
+    if threshold is None:
+        return value, None
+    raw = obj.value
+    no_limit = isinstance(raw, Decimal) and raw.is_finite() and raw >= threshold
+    return value, {"no_limit": no_limit if raw is not None else None}
 
 
 def _render_integer(obj: DataObject, entity: SensorEntity, belgian: bool) -> Rendered:
+    """A count, or a code's name when the line is a state (`SensorSpec.options`)."""
     value = obj.value
+    names = None if obj.spec is None else obj.spec.options
+    if names is not None:
+        name = names.get(value) if isinstance(value, int) and not isinstance(value, bool) else None
+        if name is None and value is not None:
+            _warn_once(
+                entity.key,
+                f"option:{value}",
+                "Home Assistant: %s %r is not a code the standards name; published as unknown",
+                entity.key,
+                value,
+            )
+        return name, None
     if isinstance(value, int) and not isinstance(value, bool):
         return value, None
     return _number(value, obj.unit, entity), None

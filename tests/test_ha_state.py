@@ -55,7 +55,7 @@ def test_one_object_per_device_with_attributes():
     assert len(states) == 3
     gas = next(v for k, v in states.items() if "gas_reading" in v)
     water = next(v for k, v in states.items() if "water_reading" in v)
-    assert gas["gas_reading"] == 112.384 and gas["mbus_valve_position"] == 1
+    assert gas["gas_reading"] == 112.384 and gas["mbus_valve_position"] == "open"
     assert gas["attributes"]["gas_reading"] == {"timestamp": "2020-05-12T13:45:58+02:00"}
     assert water["water_reading"] == 872.234
     meter = _meter(fixture("FLUVIUS_V171.txt"))
@@ -74,9 +74,9 @@ def test_13_month_peak_is_the_highest_month_and_each_period_starts_a_month_befor
     # The first timestamp of each month closes the billing period (April's peak on 23 April
     # is listed under 1 May); the history's period_start is the month before, with its own
     # summer/winter offset.
-    history = _meter(fixture("FLUVIUS_V171.txt"))["attributes"][
-        "belgium_maximum_demand_13_months"
-    ]["history"]
+    history = _meter(fixture("FLUVIUS_V171.txt"))["attributes"]["belgium_maximum_demand_13_months"][
+        "history"
+    ]
     assert [(h["period_start"], h["period_end"]) for h in history] == [
         ("2020-04-01T00:00:00+02:00", "2020-05-01T00:00:00+02:00"),
         ("2020-03-01T00:00:00+01:00", "2020-04-01T00:00:00+02:00"),
