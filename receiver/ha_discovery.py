@@ -81,7 +81,9 @@ from p1lora.receiver.mqtt_config import MqttConfig
 __all__ = [
     "ATTRIBUTE_KINDS",
     "DEFAULT_EXPIRE_AFTER_S",
+    "DEFAULT_STATE_INTERVAL_S",
     "MAX_STATE_CHARS",
+    "MAX_STATE_INTERVAL_S",
     "MIN_EXPIRE_AFTER_S",
     "NAMES",
     "NUMERIC_KINDS",
@@ -115,6 +117,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_EXPIRE_AFTER_S = 600
 #: expire_after below this would flap on every slow link; 0 switches it off.
 MIN_EXPIRE_AFTER_S = 60
+#: At most one state message per meter device this often, by default: see `ha_publisher`
+#: (Home Assistant's DSMR integration throttles to 30 s; 5 s keeps power lively for a tenth
+#: of the database rows of every telegram).
+DEFAULT_STATE_INTERVAL_S = 5.0
+#: A longer state interval would need a longer keep-alive than `expire_after` allows.
+MAX_STATE_INTERVAL_S = 300.0
 ORIGIN_NAME = "p1-lora"
 _PACKAGE = "p1-lora"
 #: Characters Home Assistant allows in node ids and object ids of discovery topics.
@@ -141,7 +149,8 @@ class DiscoverySettings:
 
     `node_id` (the discovery topic level that keeps two bridges on one broker apart) defaults to
     the base topic with anything Home Assistant does not allow replaced by `_`.
-    `expire_after_s` is raised automatically to three send intervals when the transmitter
+    `state_interval_s` paces the meter devices' state messages (`ha_publisher`; 0 publishes every
+    telegram). `expire_after_s` is raised automatically to three send intervals when the transmitter
     reports a longer interval (`effective_expire_after`). `removal_grace_s` is how long a meter
     must have been heard before retained configs of its entities that it no longer sends are
     removed (a meter that prints a line only now and then must not lose the entity).
@@ -151,6 +160,7 @@ class DiscoverySettings:
     base_topic: str = "p1lora"
     node_id: str = ""
     expire_after_s: int = DEFAULT_EXPIRE_AFTER_S
+    state_interval_s: float = DEFAULT_STATE_INTERVAL_S
     removal_grace_s: float = 1800.0
     bridge_name: str = "P1-LoRa bridge"
     link: LinkConfig | None = None
@@ -169,6 +179,11 @@ class DiscoverySettings:
             raise DiscoveryError(
                 f"expire_after {self.expire_after_s} s is too short: use 0 (off) or at least "
                 f"{MIN_EXPIRE_AFTER_S} s (more than the slowest delivery interval, 600 s is safe)"
+            )
+        if not 0 <= self.state_interval_s <= MAX_STATE_INTERVAL_S:
+            raise DiscoveryError(
+                f"state_interval {self.state_interval_s:g} s must be within "
+                f"0..{MAX_STATE_INTERVAL_S:g} s (0: every telegram)"
             )
         if not 0 <= self.removal_grace_s <= 7 * 86400:
             raise DiscoveryError("removal_grace must be within 0..604800 seconds")

@@ -125,6 +125,7 @@ class HomeAssistantBridge(BaseSink):
             self._view,
             interval_s=bridge_interval_s,
             monotonic=monotonic,
+            expire_after=lambda: self._registry.expire_after,
         )
         self._started = False
         # What the bridge's own entities show.

@@ -690,6 +690,18 @@ _HOME_ASSISTANT: Final = (
     ),
     Option(
         "homeassistant",
+        "state_interval",
+        NUMBER,
+        5.0,
+        "at most one state message per meter device this often: measurements (power, "
+        "voltage) refresh every SECONDS, energy registers when they change, tariff and "
+        "breaker changes at once (0: every telegram; the raw server and topic always get "
+        "every telegram); keeps Home Assistant's database small",
+        check=in_range(0, 300, "s"),
+        metavar="SECONDS",
+    ),
+    Option(
+        "homeassistant",
         "bridge_name",
         STRING,
         "P1-LoRa bridge",

@@ -343,9 +343,9 @@ def test_bridge_publishes_diagnostics_at_most_every_interval():
     assert all(p.retain for p in mqtt.on(topic))
 
 
-def test_state_is_published_with_every_telegram_and_retained():
+def test_state_is_published_with_every_telegram_and_retained_when_state_interval_is_0():
     mqtt = FakeMqtt()
-    bridge = HomeAssistantBridge(mqtt, DiscoverySettings(base_topic="p1"))
+    bridge = HomeAssistantBridge(mqtt, DiscoverySettings(base_topic="p1", state_interval_s=0))
     bridge.start()
     for _ in range(3):
         bridge.telegram(fixture("V4_2.txt"), 1.0, REPORT)
