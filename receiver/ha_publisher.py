@@ -5,9 +5,11 @@ Two kinds of retained state message (`ha_state` builds both):
 - **meter devices**: one per device (the meter, each M-Bus sub-meter), paced by the publish
   policy below;
 - **the bridge device**: its diagnostics, at most every `interval_s` on diagnostics snapshots,
-  at once (`force`) on status reports, command results and the first telegram, and on the first
-  snapshot after a link event if the last one is at least `EVENT_MIN_GAP_S` old (the snapshot
-  that comes with an event is older than the event, so events only mark the state stale).
+  at once (`force`) on status reports, command results and the first telegram, on a snapshot
+  that changes a setting or state a user acts on (`ha_entities.AT_ONCE_KEYS`: radio setting,
+  TX power, link and serial state ...), and on the first snapshot after a link event if the
+  last one is at least `EVENT_MIN_GAP_S` old (the snapshot that comes with an event is older
+  than the event, so events only mark the state stale).
 
 **Publish policy (meter devices).** Home Assistant's recorder writes a database row for every
 entity whose state or attributes changed in a message; a DSMR 5 meter's power, voltage and
@@ -48,7 +50,7 @@ from p1lora.receiver.ha_discovery import (
     SensorEntity,
     TelegramPlan,
 )
-from p1lora.receiver.ha_entities import BridgeView
+from p1lora.receiver.ha_entities import AT_ONCE_KEYS, BridgeView
 from p1lora.receiver.ha_ports import MqttPort
 from p1lora.receiver.ha_state import MeterStateBuilder, bridge_state, encode_state
 
@@ -111,6 +113,7 @@ class StatePublisher:
         self._builder = MeterStateBuilder()
         self._event_pending = False
         self._bridge_published_at: float | None = None
+        self._bridge_sent: dict[str, Any] | None = None
         self._state_interval_s = settings.state_interval_s
         self._expire_after = expire_after
         #: Topic -> (state last sent, when) of every meter device.
@@ -170,7 +173,9 @@ class StatePublisher:
         if not force and last is not None and now - last < self._interval_s:
             return
         self._event_pending = False
-        text = encode_state(bridge_state(self._view()))
+        state = bridge_state(self._view())
+        self._bridge_sent = state
+        text = encode_state(state)
         self._states[self._bridge_topic] = text
         self._states.move_to_end(self._bridge_topic, last=False)
         self._mqtt.publish(self._bridge_topic, text, retain=True)
@@ -181,11 +186,16 @@ class StatePublisher:
         self._event_pending = True
 
     def snapshot(self) -> None:
-        """A diagnostics snapshot arrived: publish the bridge's state if it is due."""
+        """A diagnostics snapshot arrived: publish the bridge's state if it is due, or at once
+        when a setting or state a user acts on changed (`ha_entities.AT_ONCE_KEYS`)."""
         published = self._bridge_published_at
         urgent = self._event_pending and (
             published is None or self._monotonic() - published >= EVENT_MIN_GAP_S
         )
+        sent = self._bridge_sent
+        if not urgent and sent is not None:
+            state = bridge_state(self._view())
+            urgent = any(state.get(key) != sent.get(key) for key in AT_ONCE_KEYS)
         self.publish_bridge(force=urgent)
 
     def republish(self) -> None:

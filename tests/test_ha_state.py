@@ -260,7 +260,8 @@ def test_bridge_state_from_a_snapshot():
         "other_errors": 1,
         "telegrams_read": 3600,
     }
-    assert state["transmitter_uptime"] == 3600
+    assert state["transmitter_started"] is None  # known from status reports (see below)
+    assert state["attributes"]["transmitter_started"] == {"uptime_s": 3600, "reported_at": None}
     assert state["tx_power"] == 11
     assert state["radio_mode"] == "SF7/BW250"  # fixed mode: the setting in use
 
@@ -320,7 +321,9 @@ def test_bridge_publishes_diagnostics_at_most_every_interval():
     topic = "p1/bridge/state"
     assert len(mqtt.on(topic)) == 1
     bridge.diagnostics(snapshot())
-    assert len(mqtt.on(topic)) == 1  # within the interval
+    assert len(mqtt.on(topic)) == 2  # the radio setting became known: at once
+    bridge.diagnostics(snapshot(uplink_rssi_dbm=-90.0))
+    assert len(mqtt.on(topic)) == 2  # only RSSI moved: within the interval
     clock.advance(10)
     bridge.diagnostics(snapshot(uplink_rssi_dbm=-80.0))
     assert mqtt.last(topic).json()["rssi"] == -80.0
@@ -354,3 +357,52 @@ def test_state_is_published_with_every_telegram_and_retained_when_state_interval
     assert len(meter) == 3 and len(gas) == 3
     assert all(p.retain for p in meter + gas)
     assert bridge.stats().telegrams_published == 3
+
+
+def test_transmitter_started_is_a_timestamp_that_stays_put_between_reports():
+    clock = ManualClock(1_700_000_000.0)
+    mqtt = FakeMqtt()
+    bridge = HomeAssistantBridge(
+        mqtt, DiscoverySettings(base_topic="p1"), monotonic=clock, wall_clock=clock
+    )
+    bridge.start()
+    bridge.status(status(uptime_s=3600), 1.0, REPORT)
+    first = mqtt.last("p1/bridge/state").json()
+    assert first["transmitter_started"] == "2023-11-14T21:13:20+00:00"  # 3600 s before
+    assert first["attributes"]["transmitter_started"]["uptime_s"] == 3600
+    # Five minutes later the next report, built 2 s before it arrived: the same start.
+    clock.advance(302)
+    bridge.status(status(uptime_s=3900), 1.0, REPORT)
+    assert (
+        mqtt.last("p1/bridge/state").json()["transmitter_started"] == first["transmitter_started"]
+    )
+    # The transmitter restarted: a new start time.
+    clock.advance(60)
+    bridge.status(status(uptime_s=20), 1.0, REPORT)
+    assert mqtt.last("p1/bridge/state").json()["transmitter_started"] == (
+        "2023-11-14T22:19:02+00:00"
+    )
+
+
+def test_a_changed_setting_goes_out_with_the_next_snapshot_not_after_the_interval():
+    clock = ManualClock()
+    mqtt = FakeMqtt()
+    bridge = HomeAssistantBridge(
+        mqtt,
+        DiscoverySettings(base_topic="p1"),
+        bridge_interval_s=10.0,
+        monotonic=clock,
+        wall_clock=clock,
+    )
+    bridge.start()
+    topic = "p1/bridge/state"
+    bridge.diagnostics(snapshot())
+    count = len(mqtt.on(topic))
+    clock.advance(5)  # the runtime's snapshot period, half the bridge interval
+    bridge.diagnostics(snapshot(transmitter=status(tx_power_dbm=2)))
+    assert len(mqtt.on(topic)) == count + 1
+    assert mqtt.last(topic).json()["tx_power"] == 2
+    clock.advance(5)
+    faster = SETTINGS.replace(sf=9)
+    bridge.diagnostics(snapshot(transmitter=status(tx_power_dbm=2), settings=faster))
+    assert mqtt.last(topic).json()["spreading_factor"] == 9

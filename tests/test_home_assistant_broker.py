@@ -19,7 +19,7 @@ from p1lora.receiver.home_assistant import HomeAssistantBridge
 from p1lora.receiver.mqtt_publisher import MqttPublisher
 from p1lora.tools.sim import SimOptions, Simulation
 from p1lora.transmitter.virtual_meter import VirtualMeter
-from tests.helpers_ha import SETTINGS, ManualClock, corrupt_digit, entity_value
+from tests.helpers_ha import SETTINGS, ManualClock, corrupt_digit, entity_value, status
 from tests.helpers_mqtt import MqttCollector, wait_until
 from tests.helpers_telegrams import build_telegram, fixture
 
@@ -398,5 +398,20 @@ def test_issue_13_on_a_real_broker(mqtt_broker_session, mqtt_base_topic):
             assert entity_value(valve, gas_state) == "open"
             kind = next(c for t, c in configs.items() if t.endswith("_mbus_device_type"))
             assert entity_value(kind, gas_state) == "gas"
+            # Item 3: when the transmitter started, as a timestamp; its TX power at once.
+            clock.now = 1_700_000_000.0
+            bridge.status(status(uptime_s=600, tx_power_dbm=2), clock.now, REPORT)
+            started = next(c for t, c in configs.items() if t.endswith("_transmitter_started"))
+            assert started["device_class"] == "timestamp"
+            assert not any(t.endswith("_transmitter_uptime") for t in configs)
+            bridge_topic = started["state_topic"]
+            assert wait_until(
+                lambda: any(
+                    entity_value(started, p) == "2023-11-14T22:03:20+00:00"
+                    for p in seen.payloads(bridge_topic)
+                ),
+                TIMEOUT,
+            )
+            assert json.loads(seen.payloads(bridge_topic)[-1])["tx_power"] == 2
     finally:
         publisher.stop()
