@@ -307,8 +307,9 @@ def test_bridge_shows_command_and_event():
     assert state["attributes"]["last_link_event"]["settings"] == "SF7/BW250"
 
 
-def test_bridge_publishes_diagnostics_at_most_every_interval():
-    clock = ManualClock()
+def _clocked_bridge(start: float = 1000.0) -> tuple[ManualClock, FakeMqtt, HomeAssistantBridge]:
+    """A started bridge on a manual clock, publishing its diagnostics at most every 10 s."""
+    clock = ManualClock(start)
     mqtt = FakeMqtt()
     bridge = HomeAssistantBridge(
         mqtt,
@@ -318,6 +319,11 @@ def test_bridge_publishes_diagnostics_at_most_every_interval():
         wall_clock=clock,
     )
     bridge.start()
+    return clock, mqtt, bridge
+
+
+def test_bridge_publishes_diagnostics_at_most_every_interval():
+    clock, mqtt, bridge = _clocked_bridge()
     topic = "p1/bridge/state"
     assert len(mqtt.on(topic)) == 1
     bridge.diagnostics(snapshot())
@@ -360,12 +366,7 @@ def test_state_is_published_with_every_telegram_and_retained_when_state_interval
 
 
 def test_transmitter_started_is_a_timestamp_that_stays_put_between_reports():
-    clock = ManualClock(1_700_000_000.0)
-    mqtt = FakeMqtt()
-    bridge = HomeAssistantBridge(
-        mqtt, DiscoverySettings(base_topic="p1"), monotonic=clock, wall_clock=clock
-    )
-    bridge.start()
+    clock, mqtt, bridge = _clocked_bridge(1_700_000_000.0)
     bridge.status(status(uptime_s=3600), 1.0, REPORT)
     first = mqtt.last("p1/bridge/state").json()
     assert first["transmitter_started"] == "2023-11-14T21:13:20+00:00"  # 3600 s before
@@ -385,16 +386,7 @@ def test_transmitter_started_is_a_timestamp_that_stays_put_between_reports():
 
 
 def test_a_changed_setting_goes_out_with_the_next_snapshot_not_after_the_interval():
-    clock = ManualClock()
-    mqtt = FakeMqtt()
-    bridge = HomeAssistantBridge(
-        mqtt,
-        DiscoverySettings(base_topic="p1"),
-        bridge_interval_s=10.0,
-        monotonic=clock,
-        wall_clock=clock,
-    )
-    bridge.start()
+    clock, mqtt, bridge = _clocked_bridge()
     topic = "p1/bridge/state"
     bridge.diagnostics(snapshot())
     count = len(mqtt.on(topic))
