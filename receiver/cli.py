@@ -287,6 +287,7 @@ def build(context: DaemonContext) -> RxDaemon:
             settings = DiscoverySettings.from_mqtt(
                 broker,
                 expire_after_s=config.get_int("homeassistant.expire_after"),
+                state_interval_s=config.get_float("homeassistant.state_interval"),
                 bridge_name=config.get_str("homeassistant.bridge_name"),
                 link=parts.link_config,
             )
