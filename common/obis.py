@@ -30,16 +30,21 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 from typing import NamedTuple
 
 __all__ = [
     "BILLING_SNAPSHOT_SPEC",
+    "BREAKER_STATES",
     "KNOWN_CODES",
     "MBUS_CHANNELS",
     "MBUS_DEVICE_TYPES",
+    "MBUS_DEVICE_TYPE_NAMES",
+    "NO_LIMIT_FROM",
     "OBIS_TABLE",
+    "VALVE_STATES",
     "CodeInfo",
     "Device",
     "MbusDeviceType",
@@ -98,6 +103,10 @@ class SensorSpec:
     name in Home Assistant (shown after the device name, close to Home Assistant's own DSMR
     integration so users moving from it recognise their entities); None falls back to the
     description's first clause. `icon` is only set where the device class gives none.
+    `options` names the codes of a line that is a state, not a quantity (breaker state, valve
+    position, M-Bus device type): Home Assistant shows it as an `enum` sensor with these names.
+    `no_limit_from` is for limits: a value this high or higher is the meter's way of saying
+    "no limit is set" (999.9 kW, 999 A on Belgian meters).
     """
 
     code: str | None
@@ -112,6 +121,8 @@ class SensorSpec:
     device: Device = Device.ELECTRICITY
     name: str | None = None
     icon: str | None = None
+    options: Mapping[int, str] | None = dataclasses.field(default=None, hash=False)
+    no_limit_from: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +161,34 @@ _K = ValueKind
 _S = SensorSpec
 _E = Device.ELECTRICITY
 _M = Device.MBUS
+
+#: Breaker (disconnector) states, `0-0:96.3.10` and `0-n:96.3.10`: the `control_state` of the
+#: COSEM "Disconnect control" object (class_id 70, IEC 62056-6-2 / DLMS Blue Book), which DSMR 5
+#: and e-MUCS print as a number (Gurux's `gurux_dlms/objects/enums/ControlState.py` has the
+#: same three values). Option names follow the standard's words.
+BREAKER_STATES: Mapping[int, str] = MappingProxyType(
+    {0: "disconnected", 1: "connected", 2: "ready_for_reconnection"}
+)
+#: Gas/water valve position, `0-n:24.4.0`: the same Disconnect control object on the M-Bus
+#: device (DSMR 4/5 "valve position (on/off/released)", e-MUCS "valve state"); 0 off, 1 on,
+#: 2 released (ready to be opened at the valve).
+VALVE_STATES: Mapping[int, str] = MappingProxyType({0: "closed", 1: "open", 2: "ready_to_open"})
+# fmt: off
+#: M-Bus device types (EN 13757-3 "device type" byte, printed in decimal on `0-n:24.1.0`), the
+#: types the standard lists for meters, sensors and switching devices. Codes it reserves have
+#: no name and show as unknown.
+MBUS_DEVICE_TYPE_NAMES: Mapping[int, str] = MappingProxyType({
+    0x00: "other", 0x01: "oil", 0x02: "electricity", 0x03: "gas", 0x04: "heat_outlet",
+    0x05: "steam", 0x06: "warm_water", 0x07: "water", 0x08: "heat_cost_allocator",
+    0x09: "compressed_air", 0x0A: "cooling_outlet", 0x0B: "cooling_inlet", 0x0C: "heat_inlet",
+    0x0D: "heat_cooling", 0x0E: "bus_system_component", 0x0F: "unknown_medium",
+    0x15: "hot_water", 0x16: "cold_water", 0x17: "hot_cold_water", 0x18: "pressure",
+    0x19: "ad_converter", 0x1A: "smoke_detector", 0x1B: "room_sensor", 0x1C: "gas_detector",
+    0x20: "breaker", 0x21: "valve", 0x25: "customer_unit", 0x28: "waste_water", 0x29: "garbage",
+})
+# fmt: on
+#: Limits at or above this mean "no limit set" (DSMR/e-MUCS meters print 999.9 kW and 999 A).
+NO_LIMIT_FROM = Decimal(999)
 
 # fmt: off
 # code, key, description, kind, unit, device_class, state_class, entity_category, enabled, device,
@@ -242,21 +281,21 @@ _ROWS: tuple[SensorSpec, ...] = (
     _S("0-0:96.13.4", "text_message_4", "Text message 4 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E, name="Text message 4"),
     _S("0-0:96.13.5", "text_message_5", "Text message 5 (Luxembourg)", _K.TEXT, None, None, None, _DIAG, False, _E, name="Text message 5"),
     # --- limits, breaker, Belgian capacity tariff ----------------------------------------------
-    _S("0-0:17.0.0", "actual_threshold_electricity", "Power limit of the breaker (DSMR 3 meters print it in A)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, _DIAG, False, _E, name="Power limit"),
-    _S("1-0:31.4.0", "fuse_threshold_l1", "Current limit on phase L1", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current limit phase L1"),
-    _S("1-0:51.4.0", "fuse_threshold_l2", "Current limit on phase L2", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current limit phase L2"),
-    _S("1-0:71.4.0", "fuse_threshold_l3", "Current limit on phase L3", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current limit phase L3"),
+    _S("0-0:17.0.0", "actual_threshold_electricity", "Power limit of the breaker (DSMR 3 meters print it in A)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, _DIAG, False, _E, name="Power limit", no_limit_from=NO_LIMIT_FROM),
+    _S("1-0:31.4.0", "fuse_threshold_l1", "Current limit on phase L1", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current limit phase L1", no_limit_from=NO_LIMIT_FROM),
+    _S("1-0:51.4.0", "fuse_threshold_l2", "Current limit on phase L2", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current limit phase L2", no_limit_from=NO_LIMIT_FROM),
+    _S("1-0:71.4.0", "fuse_threshold_l3", "Current limit on phase L3", _K.NUMBER, "A", _CURRENT, _MEASUREMENT, _DIAG, False, _E, name="Current limit phase L3", no_limit_from=NO_LIMIT_FROM),
     _S("1-1:31.4.0", "current_limit_import_export", "Import and export current limits (Luxembourg Smarty)", _K.NUMBER_LIST, "A", None, None, _DIAG, False, _E, name="Current limit"),
-    _S("0-0:96.3.10", "actual_switch_position", "Breaker state (0 off, 1 on, 2 ready to switch on)", _K.INTEGER, None, None, None, _DIAG, False, _E, name="Breaker state", icon="mdi:electric-switch"),
+    _S("0-0:96.3.10", "actual_switch_position", "Breaker state (0 off, 1 on, 2 ready to switch on)", _K.INTEGER, None, None, None, _DIAG, False, _E, name="Breaker state", icon="mdi:electric-switch", options=BREAKER_STATES),
     _S("1-0:1.4.0", "belgium_current_average_demand", "Average import power of the running quarter-hour (Belgium)", _K.NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E, name="Current average demand"),
     _S("1-0:1.6.0", "belgium_maximum_demand_current_month", "Highest quarter-hour average this month, and when (Belgium)", _K.TIMESTAMPED_NUMBER, "kW", _POWER, _MEASUREMENT, None, True, _E, name="Maximum demand current month"),
     _S("0-0:98.1.0", "belgium_maximum_demand_13_months", "Monthly peak history of the last 13 months (Belgium); the Hungarian snapshot on this code is BILLING_SNAPSHOT_SPEC", _K.BILLING_HISTORY, "kW", None, None, _DIAG, False, _E, name="Maximum demand last 13 months"),
     # --- M-Bus sub-meters (n = channel 1-4) ----------------------------------------------------
-    _S("0-n:24.1.0", "mbus_device_type", "M-Bus device type (3 gas, 4 heat, 7 water ...)", _K.INTEGER, None, None, None, _DIAG, False, _M, name="Device type"),
+    _S("0-n:24.1.0", "mbus_device_type", "M-Bus device type (3 gas, 4 heat, 7 water ...)", _K.INTEGER, None, None, None, _DIAG, False, _M, name="Device type", icon="mdi:format-list-bulleted-type", options=MBUS_DEVICE_TYPE_NAMES),
     _S("0-n:96.1.0", "mbus_equipment_identifier", "Equipment identifier of the M-Bus device", _K.STRING, None, None, None, _DIAG, False, _M, name="Equipment identifier"),
     _S("0-n:96.1.1", "mbus_equipment_identifier", "Equipment identifier of the M-Bus device (Belgium)", _K.STRING, None, None, None, _DIAG, False, _M, name="Equipment identifier"),
-    _S("0-n:24.4.0", "mbus_valve_position", "Valve position of the M-Bus device", _K.INTEGER, None, None, None, _DIAG, False, _M, name="Valve position", icon="mdi:valve"),
-    _S("0-n:96.3.10", "mbus_switch_position", "Breaker state of the M-Bus device (Luxembourg)", _K.INTEGER, None, None, None, _DIAG, False, _M, name="Breaker state"),
+    _S("0-n:24.4.0", "mbus_valve_position", "Valve position of the M-Bus device", _K.INTEGER, None, None, None, _DIAG, False, _M, name="Valve position", icon="mdi:valve", options=VALVE_STATES),
+    _S("0-n:96.3.10", "mbus_switch_position", "Breaker state of the M-Bus device (Luxembourg)", _K.INTEGER, None, None, None, _DIAG, False, _M, name="Breaker state", icon="mdi:electric-switch", options=BREAKER_STATES),
     _S("0-n:24.2.1", "mbus_meter_reading", "M-Bus device reading with its capture time", _K.TIMESTAMPED_NUMBER, None, None, _TOTAL_INCREASING, None, True, _M, name="Meter reading"),
     _S("0-n:24.2.3", "mbus_meter_reading", "M-Bus device reading, not temperature corrected (Belgian gas)", _K.TIMESTAMPED_NUMBER, None, None, _TOTAL_INCREASING, None, True, _M, name="Meter reading"),
     _S("0-n:24.3.0", "gas_meter_reading", "Gas reading in the two-line DSMR 2.2/3 form", _K.LEGACY_MBUS, "m3", _GAS, _TOTAL_INCREASING, None, True, _M, name="Gas consumption"),

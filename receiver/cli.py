@@ -239,6 +239,7 @@ def build(context: DaemonContext) -> RxDaemon:
             settings = DiscoverySettings.from_mqtt(
                 broker,
                 expire_after_s=home_assistant.expire_after,
+                state_interval_s=home_assistant.state_interval,
                 bridge_name=home_assistant.bridge_name,
                 link=parts.link_config,
             )

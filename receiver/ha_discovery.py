@@ -59,7 +59,9 @@ from typing import Any, Protocol
 
 from p1lora.common.derived import DERIVED_SPECS
 from p1lora.common.link.config import LinkConfig
+from p1lora.common.manufacturers import manufacturer_for
 from p1lora.common.obis import (
+    MBUS_DEVICE_TYPE_NAMES,
     MBUS_DEVICE_TYPES,
     OBIS_TABLE,
     SensorSpec,
@@ -79,7 +81,9 @@ from p1lora.receiver.mqtt_config import MqttConfig
 __all__ = [
     "ATTRIBUTE_KINDS",
     "DEFAULT_EXPIRE_AFTER_S",
+    "DEFAULT_STATE_INTERVAL_S",
     "MAX_STATE_CHARS",
+    "MAX_STATE_INTERVAL_S",
     "MIN_EXPIRE_AFTER_S",
     "NAMES",
     "NUMERIC_KINDS",
@@ -99,6 +103,7 @@ __all__ = [
     "decode_identifier",
     "entity_name",
     "is_belgian",
+    "mbus_manufacturer",
     "meter_device",
     "package_version",
     "plan_telegram",
@@ -112,6 +117,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_EXPIRE_AFTER_S = 600
 #: expire_after below this would flap on every slow link; 0 switches it off.
 MIN_EXPIRE_AFTER_S = 60
+#: At most one state message per meter device this often, by default: see `ha_publisher`
+#: (Home Assistant's DSMR integration throttles to 30 s; 5 s keeps power lively for about a
+#: quarter of the database rows of every telegram, measured by `p1-lora bench ha`).
+DEFAULT_STATE_INTERVAL_S = 5.0
+#: A longer state interval would need a longer keep-alive than `expire_after` allows.
+MAX_STATE_INTERVAL_S = 300.0
 ORIGIN_NAME = "p1-lora"
 _PACKAGE = "p1-lora"
 #: Characters Home Assistant allows in node ids and object ids of discovery topics.
@@ -138,7 +149,8 @@ class DiscoverySettings:
 
     `node_id` (the discovery topic level that keeps two bridges on one broker apart) defaults to
     the base topic with anything Home Assistant does not allow replaced by `_`.
-    `expire_after_s` is raised automatically to three send intervals when the transmitter
+    `state_interval_s` paces the meter devices' state messages (`ha_publisher`; 0 publishes every
+    telegram). `expire_after_s` is raised automatically to three send intervals when the transmitter
     reports a longer interval (`effective_expire_after`). `removal_grace_s` is how long a meter
     must have been heard before retained configs of its entities that it no longer sends are
     removed (a meter that prints a line only now and then must not lose the entity).
@@ -148,6 +160,7 @@ class DiscoverySettings:
     base_topic: str = "p1lora"
     node_id: str = ""
     expire_after_s: int = DEFAULT_EXPIRE_AFTER_S
+    state_interval_s: float = DEFAULT_STATE_INTERVAL_S
     removal_grace_s: float = 1800.0
     bridge_name: str = "P1-LoRa bridge"
     link: LinkConfig | None = None
@@ -166,6 +179,11 @@ class DiscoverySettings:
             raise DiscoveryError(
                 f"expire_after {self.expire_after_s} s is too short: use 0 (off) or at least "
                 f"{MIN_EXPIRE_AFTER_S} s (more than the slowest delivery interval, 600 s is safe)"
+            )
+        if not 0 <= self.state_interval_s <= MAX_STATE_INTERVAL_S:
+            raise DiscoveryError(
+                f"state_interval {self.state_interval_s:g} s must be within "
+                f"0..{MAX_STATE_INTERVAL_S:g} s (0: every telegram)"
             )
         if not 0 <= self.removal_grace_s <= 7 * 86400:
             raise DiscoveryError("removal_grace must be within 0..604800 seconds")
@@ -353,6 +371,42 @@ _MBUS_NAMES: Mapping[str, str] = {
 }
 
 
+# fmt: off
+#: Makers of gas and water meters by their three-letter FLAG id (the manufacturer code of
+#: EN 13757-3, as the DLMS User Association assigns it), for the ids the electricity-meter
+#: table (`p1lora.common.manufacturers`) does not have.
+_MBUS_MANUFACTURERS: Mapping[str, str] = {
+    "FLO": "Flonidan",
+    "HYD": "Diehl Metering",
+    "ITR": "Itron",
+    "PIP": "Pipersberg",
+    "SEN": "Sensus",
+    "ZRI": "Zenner",
+}
+# fmt: on
+#: e-MUCS equipment ids of M-Bus devices: one digit, the maker's FLAG id, the serial number
+#: (`7FLO2119033733`, `8SAG1234567890`). Dutch ids (`G0039001936990619`) carry no FLAG id.
+_FLAG_IN_ID_RE = re.compile(r"\d([A-Z]{3})\d")
+
+
+def mbus_manufacturer(serial: str | None) -> str | None:
+    """The maker of an M-Bus device, from the FLAG id inside its (decoded) equipment id."""
+    match = _FLAG_IN_ID_RE.match(serial or "")
+    if match is None:
+        return None
+    flag = match.group(1)
+    return _MBUS_MANUFACTURERS.get(flag) or manufacturer_for(flag) or flag
+
+
+def _mbus_model(mbus: MbusDevice) -> str | None:
+    """What Home Assistant shows as the model: the device type the meter reports."""
+    if mbus.device_type is None:
+        return None
+    described = mbus.type_info.description if mbus.type_info is not None else None
+    named = described or MBUS_DEVICE_TYPE_NAMES.get(mbus.device_type, "device").replace("_", " ")
+    return f"{named[0].upper()}{named[1:]}, M-Bus type {mbus.device_type}"
+
+
 def _empty_slot(mbus: MbusDevice) -> bool:
     """A channel the meter lists without a device behind it (no id, no or a zero reading)."""
     if _usable_id(mbus.equipment_id) is not None:
@@ -378,13 +432,15 @@ def _mbus_devices(telegram: Telegram, meter: DeviceInfo) -> dict[int, DeviceInfo
         name = type_name
         if names.count(type_name) > 1 or mbus.type_info is None:
             name = f"{type_name} {mbus.channel}"
+        serial = decode_identifier(equipment) if equipment else None
         found[mbus.channel] = DeviceInfo(
             slug=slug,
             identifier=f"p1lora_{slug}",
             name=name,
             kind="mbus",
-            model=None if mbus.type_info is None else mbus.type_info.description,
-            serial_number=decode_identifier(equipment) if equipment else None,
+            manufacturer=mbus_manufacturer(serial),
+            model=_mbus_model(mbus),
+            serial_number=serial,
             via_device=meter.identifier,
             owner=meter.identifier,
         )
@@ -639,7 +695,16 @@ def _sensor_entity(
     kind = spec.kind
     name = entity_name(spec.key, spec)
     options: tuple[str, ...] | None = None
-    if kind not in NUMERIC_KINDS:
+    unit: str | None
+    device_class: str | None
+    state_class: str | None
+    precision: int | None
+    if spec.options is not None:
+        # A state printed as a code (breaker, valve, M-Bus device type): an enum of its names.
+        device_class, options = "enum", tuple(spec.options.values())
+        unit = state_class = None
+        precision = None
+    elif kind not in NUMERIC_KINDS:
         device_class = spec.device_class if kind is ValueKind.TIMESTAMP else None
         unit = None
         state_class = None
@@ -661,7 +726,7 @@ def _sensor_entity(
         state_class = spec.state_class
         precision = _precision(sample, meter_unit, unit)
         if kind is ValueKind.BILLING_HISTORY:
-            # Belgian meters list monthly peaks (kW): the state is the latest one. Other
+            # Belgian meters list monthly peaks (kW): the state is the highest one. Other
             # meters put a snapshot of several registers here (Hungary): the state is the
             # number of entries, the entries are the attributes.
             state_class = None
@@ -683,7 +748,7 @@ def _sensor_entity(
         icon=spec.icon,
         precision=precision,
         options=options,
-        attributes=kind in ATTRIBUTE_KINDS,
+        attributes=kind in ATTRIBUTE_KINDS or spec.no_limit_from is not None,
         expires=True,
     )
 

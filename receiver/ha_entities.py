@@ -4,7 +4,7 @@ The meter's entities come from the OBIS table (`p1lora.common.obis`); this modul
 thing for what only the bridge knows: how the radio link is doing (RSSI, SNR, spreading factor,
 bandwidth, TX power, airtime used of the duty-cycle allowance on both nodes, packet loss,
 frames rejected for security reasons, link state, when the last telegram arrived), what the
-transmitter reports about itself (its P1 serial port, telegram errors, uptime), the result of
+transmitter reports about itself (its P1 serial port, telegram errors, when it started), the result of
 the last command, and the controls: buttons (retune, restart the transmitter, request info) and
 the radio-mode select (auto, or one of the fixed settings legal in the configured region and
 sub-band).
@@ -38,6 +38,7 @@ from p1lora.receiver.ha_commands import (
 from p1lora.receiver.runtime import RxSnapshot
 
 __all__ = [
+    "AT_ONCE_KEYS",
     "BRIDGE_BUTTONS",
     "BRIDGE_ENTITIES",
     "BRIDGE_SENSORS",
@@ -92,6 +93,7 @@ class BridgeView:
     snapshot: RxSnapshot | None = None
     transmitter: StatusMessage | None = None
     transmitter_at_wall: float | None = None
+    transmitter_started_wall: float | None = None
     last_telegram_wall: float | None = None
     command: CommandResult | None = None
     last_event: LinkEventView | None = None
@@ -129,6 +131,9 @@ class BridgeEntity:
 
     `value` reads the state (sensors and the select; buttons have none), `attributes` a
     sensor's attributes, `cmd` is the `cmd` of the JSON contract a button or the select sends.
+    `at_once` marks settings and states a user acts on (radio setting, TX power, link and
+    serial state, mode, when the transmitter started): a change goes out with the next
+    diagnostics snapshot instead of waiting for the bridge's publish interval.
     The select's options depend on the link's region (`radio_mode_options`).
     """
 
@@ -146,6 +151,7 @@ class BridgeEntity:
     options: tuple[str, ...] | None = None
     attributes: AttributeReader | None = None
     cmd: str | None = None
+    at_once: bool = False
 
 
 # ---------------------------------------------------------------------------- readers
@@ -239,6 +245,17 @@ def _serial_state(status: StatusMessage) -> str:
     return status.serial_state.name.lower()
 
 
+def _transmitter_started(view: BridgeView) -> object:
+    return iso_timestamp(view.transmitter_started_wall)
+
+
+def _transmitter_uptime(view: BridgeView) -> Mapping[str, object] | None:
+    status = view.status
+    if status is None:
+        return None
+    return {"uptime_s": status.uptime_s, "reported_at": iso_timestamp(view.transmitter_at_wall)}
+
+
 def _command_summary(view: BridgeView) -> object:
     return None if view.command is None else view.command.summary()
 
@@ -297,6 +314,9 @@ _SELECT = Component.SELECT
 
 # fmt: off
 #: Every entity of the bridge device, in the order their configs are published.
+#: ("Transmitter started" replaced a "Transmitter uptime" duration that only moved with each
+#: status report, minutes apart: a start time is right between reports, as Home Assistant
+#: recommends for uptimes.)
 BRIDGE_ENTITIES: tuple[BridgeEntity, ...] = (
     # -- how the receiver hears the transmitter --------------------------------------------
     BridgeEntity(_SENSOR, "rssi", "RSSI", _from_link(lambda d: _round(d.uplink_rssi_dbm, 1)), "dBm", "signal_strength", _MEASUREMENT, precision=0),
@@ -305,11 +325,11 @@ BRIDGE_ENTITIES: tuple[BridgeEntity, ...] = (
     BridgeEntity(_SENSOR, "downlink_rssi", "Downlink RSSI", _from_link(lambda d: _round(d.downlink_rssi_dbm, 1)), "dBm", "signal_strength", _MEASUREMENT, enabled_by_default=False, precision=0),
     BridgeEntity(_SENSOR, "downlink_snr", "Downlink SNR", _from_link(lambda d: _round(d.downlink_snr_db, 2)), "dB", None, _MEASUREMENT, enabled_by_default=False, precision=1, icon="mdi:signal-variant"),
     # -- the radio setting in use ----------------------------------------------------------
-    BridgeEntity(_SENSOR, "spreading_factor", "Spreading factor", _from_link(lambda d: d.settings.sf), None, None, _MEASUREMENT, icon="mdi:sine-wave"),
-    BridgeEntity(_SENSOR, "bandwidth", "Bandwidth", _from_link(lambda d: d.settings.bw_hz / 1000), "kHz", "frequency", _MEASUREMENT, icon="mdi:arrow-expand-horizontal"),
-    BridgeEntity(_SENSOR, "frequency", "Frequency", _from_link(lambda d: d.settings.frequency_hz / 1e6), "MHz", "frequency", None, enabled_by_default=False, precision=3),
-    BridgeEntity(_SENSOR, "tx_power", "TX power", _from_status(lambda s: s.tx_power_dbm), "dBm", None, _MEASUREMENT, icon="mdi:antenna"),
-    BridgeEntity(_SENSOR, "receiver_tx_power", "Receiver TX power", _from_link(lambda d: d.tx_power_dbm), "dBm", None, _MEASUREMENT, enabled_by_default=False, icon="mdi:antenna"),
+    BridgeEntity(_SENSOR, "spreading_factor", "Spreading factor", _from_link(lambda d: d.settings.sf), None, None, _MEASUREMENT, icon="mdi:sine-wave", at_once=True),
+    BridgeEntity(_SENSOR, "bandwidth", "Bandwidth", _from_link(lambda d: d.settings.bw_hz / 1000), "kHz", "frequency", _MEASUREMENT, icon="mdi:arrow-expand-horizontal", at_once=True),
+    BridgeEntity(_SENSOR, "frequency", "Frequency", _from_link(lambda d: d.settings.frequency_hz / 1e6), "MHz", "frequency", None, enabled_by_default=False, precision=3, at_once=True),
+    BridgeEntity(_SENSOR, "tx_power", "TX power", _from_status(lambda s: s.tx_power_dbm), "dBm", None, _MEASUREMENT, icon="mdi:antenna", at_once=True),
+    BridgeEntity(_SENSOR, "receiver_tx_power", "Receiver TX power", _from_link(lambda d: d.tx_power_dbm), "dBm", None, _MEASUREMENT, enabled_by_default=False, icon="mdi:antenna", at_once=True),
     # -- duty cycle and loss ---------------------------------------------------------------
     BridgeEntity(_SENSOR, "airtime_used", "Airtime used (receiver)", _from_link(lambda d: _percent(d.airtime_used)), "%", None, _MEASUREMENT, precision=1, icon="mdi:timer-sand"),
     BridgeEntity(_SENSOR, "transmitter_airtime_used", "Airtime used (transmitter)", _from_status(lambda s: _percent(s.airtime_used)), "%", None, _MEASUREMENT, precision=1, icon="mdi:timer-sand"),
@@ -317,24 +337,24 @@ BRIDGE_ENTITIES: tuple[BridgeEntity, ...] = (
     BridgeEntity(_SENSOR, "transmitter_packet_loss", "Packet loss (transmitter)", _from_status(lambda s: _percent(s.loss_rate)), "%", None, _MEASUREMENT, precision=0, icon="mdi:package-variant-remove"),
     BridgeEntity(_SENSOR, "frames_rejected", "Frames rejected", _from_link(_rejected), None, None, _TOTAL_INCREASING, icon="mdi:shield-alert-outline", attributes=_rejected_reasons),
     # -- link and delivery -----------------------------------------------------------------
-    BridgeEntity(_SENSOR, "link_state", "Link state", _link_state, icon="mdi:lan-connect"),
+    BridgeEntity(_SENSOR, "link_state", "Link state", _link_state, icon="mdi:lan-connect", at_once=True),
     BridgeEntity(_SENSOR, "last_telegram", "Last telegram", lambda v: iso_timestamp(v.last_telegram_wall), None, "timestamp"),
     BridgeEntity(_SENSOR, "last_telegram_age", "Last telegram age", _telegram_age, "s", "duration", _MEASUREMENT, icon="mdi:timer-outline"),
     BridgeEntity(_SENSOR, "telegrams_received", "Telegrams received", _telegrams_delivered, None, None, _TOTAL_INCREASING, enabled_by_default=False, icon="mdi:counter"),
     BridgeEntity(_SENSOR, "telegrams_refused", "Telegrams refused", lambda v: v.telegrams_refused, None, None, _TOTAL_INCREASING, enabled_by_default=False, icon="mdi:alert-circle-outline"),
     BridgeEntity(_SENSOR, "last_link_event", "Last link event", _last_event, enabled_by_default=False, icon="mdi:transit-connection-variant", attributes=_last_event_attributes),
     # -- the transmitter, from its status reports ------------------------------------------
-    BridgeEntity(_SENSOR, "serial_state", "Meter serial port", _from_status(_serial_state), None, "enum", options=SERIAL_STATES, icon="mdi:serial-port"),
+    BridgeEntity(_SENSOR, "serial_state", "Meter serial port", _from_status(_serial_state), None, "enum", options=SERIAL_STATES, icon="mdi:serial-port", at_once=True),
     BridgeEntity(_SENSOR, "telegram_errors", "Telegram errors", _from_status(_telegram_errors), None, None, _TOTAL_INCREASING, icon="mdi:alert-outline", attributes=_telegram_error_kinds),
-    BridgeEntity(_SENSOR, "transmitter_uptime", "Transmitter uptime", _from_status(lambda s: s.uptime_s), "s", "duration", None, icon="mdi:clock-outline"),
-    BridgeEntity(_SENSOR, "send_interval", "Send interval", _from_status(lambda s: s.interval_s), "s", "duration", None, enabled_by_default=False, icon="mdi:timer-cog-outline"),
+    BridgeEntity(_SENSOR, "transmitter_started", "Transmitter started", _transmitter_started, None, "timestamp", icon="mdi:restart", attributes=_transmitter_uptime, at_once=True),
+    BridgeEntity(_SENSOR, "send_interval", "Send interval", _from_status(lambda s: s.interval_s), "s", "duration", None, enabled_by_default=False, icon="mdi:timer-cog-outline", at_once=True),
     # -- commands --------------------------------------------------------------------------
     BridgeEntity(_SENSOR, "last_command", "Last command", _command_summary, icon="mdi:console-line", attributes=_command_attributes),
     # -- controls --------------------------------------------------------------------------
     BridgeEntity(_BUTTON, "retune", "Retune link", cmd="retune", icon="mdi:radio-tower", entity_category=_CONFIG),
     BridgeEntity(_BUTTON, "restart_transmitter", "Restart transmitter", cmd="restart", device_class="restart", entity_category=_CONFIG),
     BridgeEntity(_BUTTON, "request_info", "Request transmitter info", cmd="info", icon="mdi:information-outline"),
-    BridgeEntity(_SELECT, "radio_mode", "Radio mode", radio_mode_state, cmd="radio", icon="mdi:tune-variant", entity_category=_CONFIG),
+    BridgeEntity(_SELECT, "radio_mode", "Radio mode", radio_mode_state, cmd="radio", icon="mdi:tune-variant", entity_category=_CONFIG, at_once=True),
 )
 # fmt: on
 
@@ -345,3 +365,5 @@ BRIDGE_BUTTONS: tuple[BridgeEntity, ...] = tuple(
     r for r in BRIDGE_ENTITIES if r.component is _BUTTON
 )
 RADIO_MODE_SELECT: BridgeEntity = next(r for r in BRIDGE_ENTITIES if r.component is _SELECT)
+#: Keys of the bridge state whose change is published with the next snapshot (`at_once`).
+AT_ONCE_KEYS: frozenset[str] = frozenset(r.key for r in BRIDGE_ENTITIES if r.at_once)

@@ -36,6 +36,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from p1lora.common.dsmr_time import eu_offset_for_local
 from p1lora.common.obis import ValueKind
 from p1lora.common.telegram import DataObject, ProfileEntry, dumps
 from p1lora.receiver.ha_discovery import (
@@ -98,11 +99,31 @@ def _number(value: object, unit: str | None, entity: SensorEntity) -> Decimal | 
 
 
 def _render_number(obj: DataObject, entity: SensorEntity, belgian: bool) -> Rendered:
-    return _number(obj.value, obj.unit, entity), None
+    """A number; limits also say whether the meter means "no limit" (`no_limit_from`)."""
+    value = _number(obj.value, obj.unit, entity)
+    threshold = None if obj.spec is None else obj.spec.no_limit_from
+    if threshold is None:
+        return value, None
+    raw = obj.value
+    no_limit = isinstance(raw, Decimal) and raw.is_finite() and raw >= threshold
+    return value, {"no_limit": no_limit if raw is not None else None}
 
 
 def _render_integer(obj: DataObject, entity: SensorEntity, belgian: bool) -> Rendered:
+    """A count, or a code's name when the line is a state (`SensorSpec.options`)."""
     value = obj.value
+    names = None if obj.spec is None else obj.spec.options
+    if names is not None:
+        name = names.get(value) if isinstance(value, int) and not isinstance(value, bool) else None
+        if name is None and value is not None:
+            _warn_once(
+                entity.key,
+                f"option:{value}",
+                "Home Assistant: %s %r is not a code the standards name; published as unknown",
+                entity.key,
+                value,
+            )
+        return name, None
     if isinstance(value, int) and not isinstance(value, bool):
         return value, None
     return _number(value, obj.unit, entity), None
@@ -157,13 +178,42 @@ def _render_event_log(obj: DataObject, entity: SensorEntity, belgian: bool) -> R
     return (_iso(max(ends)) if ends else None), {"count": len(entries), "failures": failures}
 
 
+def _previous_month_start(period_end: datetime | None) -> datetime | None:
+    """The start of the billing month that `period_end` closes, or None when it is not a month
+    boundary (garbage such as `632525252525W`, or a meter that closes periods elsewhere).
+
+    The start has its own summer/winter offset (a period closed on 1 April began on 1 March in
+    winter time), from the EU rule the meter follows (`eu_offset_for_local`).
+    """
+    if period_end is None:
+        return None
+    local = period_end.replace(tzinfo=None)
+    if local.day != 1 or local.time() != datetime.min.time():
+        return None
+    year, month = (local.year, local.month - 1) if local.month > 1 else (local.year - 1, 12)
+    start = local.replace(year=year, month=month)
+    return start.replace(tzinfo=eu_offset_for_local(start))
+
+
 def _render_history(obj: DataObject, entity: SensorEntity, belgian: bool) -> Rendered:
-    """State: the latest period's value (the month's peak on Belgian meters), or the number of
-    entries for histories that are not power peaks; attributes: every entry."""
+    """State: the highest monthly peak of the history (Belgian meters), or the number of entries
+    for histories that are not power peaks (the Hungarian snapshot); attributes: every entry.
+
+    e-MUCS (Fluvius' P1 companion specification, object `0-0:98.1.0` "maximum demand of the
+    last 13 months") lists each closed month as `(time)(time of the peak)(peak*kW)`. The first
+    time *closes* the billing period, 00:00 on the 1st of the next month: in every telegram we
+    have the peak happened before it (`FLUVIUS_V171.txt`: `(200501000000S)(200423192538S)` is
+    April's peak; `FLUVIUS_V171_ALT.txt`: `(230901000000S)(230831181500S)` August's). The parser
+    keeps it as `ProfileEntry.period_start`; here it becomes `period_end`, and `period_start`
+    the month before. The capacity tariff bills the mean of these monthly peaks and the
+    highest one is what a user compares this month's peak with, so the highest is the
+    state (the latest month's peak is the first entry of the attribute).
+    """
     entries = _entries(obj)
     history = [
         {
-            "period_start": _iso(entry.period_start),
+            "period_start": _iso(_previous_month_start(entry.period_start)),
+            "period_end": _iso(entry.period_start),
             "timestamp": _iso(entry.timestamp),
             "value": entry.value,
             "unit": entry.unit,
@@ -172,10 +222,12 @@ def _render_history(obj: DataObject, entity: SensorEntity, belgian: bool) -> Ren
     ]
     if entity.device_class != "power":
         return len(entries), {"history": history}
-    dated = [entry for entry in entries if entry.period_start is not None]
-    latest = max(dated, key=lambda e: e.period_start or datetime.min) if dated else None
-    state = None if latest is None else _number(latest.value, latest.unit, entity)
-    return state, {"history": history}
+    peaks = [
+        peak
+        for peak in (_number(entry.value, entry.unit, entity) for entry in entries)
+        if peak is not None
+    ]
+    return (max(peaks) if peaks else None), {"history": history}
 
 
 def _render_list(obj: DataObject, entity: SensorEntity, belgian: bool) -> Rendered:

@@ -18,8 +18,9 @@ and the command relay (`ha_relay`: MQTT commands to the link and their results).
   its own discovery topics and hands every retained config to the registry, which deletes
   those of settled devices it no longer has (see `ha_registry`).
 - **Diagnostics.** The bridge's state (link quality, transmitter status, last command) is
-  published on every diagnostics snapshot (at most every `bridge_interval_s`), and at once on
-  status reports, command results and link events (at most once a second).
+  published on every diagnostics snapshot (at most every `bridge_interval_s`, but at once when
+  a setting or state a user acts on changed: radio setting, TX power, link or serial state),
+  and at once on status reports, command results and link events (at most once a second).
 - **Commands.** Messages on `<base>/command` go to the command relay (`ha_relay`), whose
   results are published on `<base>/command/reply` and shown by the "Last command" sensor. A
   retained command would run again at every reconnect, so the bridge clears the topic's
@@ -66,6 +67,10 @@ DEFAULT_BRIDGE_INTERVAL_S = 10.0
 #: the bridge telegrams that are not one household's, and announcing them all would flood
 #: Home Assistant's device registry.
 MAX_DEVICES = 32
+#: A transmitter start computed from a status report (arrival minus uptime) within this of the
+#: previous one is the same boot: reports are built before they are sent, at SF12 seconds
+#: before they arrive.
+STARTED_JITTER_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +130,14 @@ class HomeAssistantBridge(BaseSink):
             self._view,
             interval_s=bridge_interval_s,
             monotonic=monotonic,
+            expire_after=lambda: self._registry.expire_after,
         )
         self._started = False
         # What the bridge's own entities show.
         self._snapshot: RxSnapshot | None = None
         self._transmitter: StatusMessage | None = None
         self._transmitter_wall: float | None = None
+        self._transmitter_started: float | None = None
         self._last_telegram_wall: float | None = None
         self._last_event: LinkEventView | None = None
         # Counters.
@@ -287,7 +294,13 @@ class HomeAssistantBridge(BaseSink):
     def _on_status(self, status: StatusMessage) -> None:
         with self._lock:
             self._transmitter = status
-            self._transmitter_wall = self._wall()
+            self._transmitter_wall = now = self._wall()
+            started = now - status.uptime_s
+            previous = self._transmitter_started
+            # Each report puts the start a little elsewhere (the report is built before it
+            # is sent); the same boot keeps the first estimate, so the entity stays put.
+            if previous is None or abs(started - previous) > STARTED_JITTER_S:
+                self._transmitter_started = started
             expire = self.settings.effective_expire_after(status.interval_s)
             if expire != self._registry.expire_after:
                 logger.info(
@@ -334,6 +347,7 @@ class HomeAssistantBridge(BaseSink):
             snapshot=self._snapshot,
             transmitter=self._transmitter,
             transmitter_at_wall=self._transmitter_wall,
+            transmitter_started_wall=self._transmitter_started,
             last_telegram_wall=self._last_telegram_wall,
             command=self._relay.last_result,
             last_event=self._last_event,

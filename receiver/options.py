@@ -21,6 +21,7 @@ from p1lora.receiver.mqtt_config import OPTION, MqttConfig, MqttConfigError
 from p1lora.service.config import (
     BOOLEAN,
     INTEGER,
+    NUMBER,
     PATH,
     STRING,
     Config,
@@ -148,6 +149,18 @@ _HOME_ASSISTANT: Final = (
     ),
     Option(
         "homeassistant",
+        "state_interval",
+        NUMBER,
+        5.0,
+        "at most one state message per meter device this often: measurements (power, "
+        "voltage) refresh every SECONDS, energy registers when they change, tariff and "
+        "breaker changes at once (0: every telegram; the raw server and topic always get "
+        "every telegram); keeps Home Assistant's database small",
+        check=in_range(0, 300, "s"),
+        metavar="SECONDS",
+    ),
+    Option(
+        "homeassistant",
         "bridge_name",
         STRING,
         "P1-LoRa bridge",
@@ -218,6 +231,7 @@ class HomeAssistantSection(Section):
 
     SECTION: ClassVar[str] = "homeassistant"
     expire_after: int = 600
+    state_interval: float = 5.0
     bridge_name: str = "P1-LoRa bridge"
 
 

@@ -37,7 +37,7 @@ class BridgeTraffic:
     """What the receiver's Home Assistant bridge publishes, message by message."""
 
     def __init__(self, settings: DiscoverySettings | None = None, profile: str = "dsmr5") -> None:
-        self.settings = settings or DiscoverySettings()
+        self.settings = settings or DiscoverySettings(state_interval_s=0)  # as the demo runs it
         self.mqtt = FakeMqtt()
         self.bridge = HomeAssistantBridge(self.mqtt, self.settings, bridge_interval_s=0.0)
         self._meter: Iterator[tuple[float, bytes]] = iter(

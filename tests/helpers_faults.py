@@ -514,11 +514,16 @@ class FaultRig:
         return int(found.group(1))
 
     def _daemon(
-        self, name: str, command: str, args: Sequence[str], max_file_size: int | None
+        self,
+        name: str,
+        command: str,
+        args: Sequence[str],
+        max_file_size: int | None,
+        env: dict[str, str] | None = None,
     ) -> Proc:
         if max_file_size is None:
-            return self.group.start(name, command, *args)
-        proc = PipedProc(name, [command, *args], self.workdir, max_file_size=max_file_size)
+            return self.group.start(name, command, *args, env=env)
+        proc = PipedProc(name, [command, *args], self.workdir, env=env, max_file_size=max_file_size)
         self.group.procs.append(proc)
         return proc
 
@@ -548,7 +553,9 @@ class FaultRig:
             str(state_dir or self.rx_state),
             *extra,
         ]
-        self.rx = self._daemon(name, "p1-lora-rx", args, max_file_size)
+        # The oracle checks the state of every delivered telegram: publish each one.
+        env = clean_env(self.workdir, P1LORA_HOMEASSISTANT_STATE_INTERVAL="0")
+        self.rx = self._daemon(name, "p1-lora-rx", args, max_file_size, env)
         return self.rx
 
     def start_tx(

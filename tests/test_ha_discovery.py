@@ -174,7 +174,13 @@ EXPECTED: dict[str, Expect] = {
         },
         {
             "Gas meter": (
-                Device("Gas meter", None, "Gas meter", None, "4819243993373755377509728609491464"),
+                Device(
+                    "Gas meter",
+                    None,
+                    "Gas meter, M-Bus type 3",
+                    None,
+                    "4819243993373755377509728609491464",
+                ),
                 {"gas_reading": (G, TI, "m³", 981.443)},
                 "2016-11-29T20:00:00+01:00",
             )
@@ -197,7 +203,7 @@ EXPECTED: dict[str, Expect] = {
         },
         {
             "Gas meter": (
-                Device("Gas meter", None, "Gas meter", None, "2222ABCD123456789"),
+                Device("Gas meter", None, "Gas meter, M-Bus type 3", None, "2222ABCD123456789"),
                 {"gas_reading": (G, TI, "m³", 0.107)},
                 "2017-01-02T16:10:05+01:00",
             )
@@ -215,7 +221,7 @@ EXPECTED: dict[str, Expect] = {
         # Channel 1 is an empty gas slot: no device for it.
         {
             "Gas meter": (
-                Device("Gas meter", None, "Gas meter", None, "G0039001936990619"),
+                Device("Gas meter", None, "Gas meter, M-Bus type 3", None, "G0039001936990619"),
                 {"gas_reading": (G, TI, "m³", 246.138)},
                 "2020-04-26T22:30:01+02:00",
             )
@@ -231,16 +237,18 @@ EXPECTED: dict[str, Expect] = {
             "belgium_maximum_demand_current_month": (P, M, "kW", 2.589),
             # Belgian meters count the other way round: tariff 1 is the normal (day) tariff.
             "electricity_active_tariff": ("enum", None, None, "normal"),
-            "belgium_maximum_demand_13_months": (P, None, "kW", 3.695),
+            "belgium_maximum_demand_13_months": (P, None, "kW", 5.980),
         },
         {
             "Gas meter": (
-                Device("Gas meter", None, "Gas meter", None, "7FLO2119033733"),
+                Device("Gas meter", "Flonidan", "Gas meter, M-Bus type 3", None, "7FLO2119033733"),
                 {"gas_reading": (G, TI, "m³", 112.384)},
                 "2020-05-12T13:45:58+02:00",
             ),
             "Water meter": (
-                Device("Water meter", None, "Water meter", None, "8SAG1234567890"),
+                Device(
+                    "Water meter", "Sagemcom", "Water meter, M-Bus type 7", None, "8SAG1234567890"
+                ),
                 {"water_reading": (W, TI, "m³", 872.234)},
                 "2020-05-12T13:45:58+02:00",
             ),
@@ -255,12 +263,12 @@ EXPECTED: dict[str, Expect] = {
         },
         {
             "Gas meter": (
-                Device("Gas meter", None, "Gas meter", None, "7FLO2123088027"),
+                Device("Gas meter", "Flonidan", "Gas meter, M-Bus type 3", None, "7FLO2123088027"),
                 {"gas_reading": (G, TI, "m³", 92.287)},
                 "2023-11-02T12:10:02+01:00",
             ),
             "Water meter": (
-                Device("Water meter", None, "Water meter", None, "8SET0000961173"),
+                Device("Water meter", "SET", "Water meter, M-Bus type 7", None, "8SET0000961173"),
                 {"water_reading": (W, TI, "m³", 8.579)},
                 "2023-11-02T12:15:32+01:00",
             ),
@@ -290,7 +298,13 @@ EXPECTED: dict[str, Expect] = {
         {"timestamp": ("timestamp", None, None, "2026-02-15T20:05:23+01:00")},
         {
             "Heat meter": (
-                Device("Heat meter", None, "Heat meter (outlet)", None, "621848012D2C0B0C"),
+                Device(
+                    "Heat meter",
+                    None,
+                    "Heat meter (outlet), M-Bus type 4",
+                    None,
+                    "621848012D2C0B0C",
+                ),
                 {"heat_reading": (E, TI, "GJ", 240.86)},
                 "2026-02-15T20:05:23+01:00",
             )
@@ -330,7 +344,7 @@ EXPECTED: dict[str, Expect] = {
         },
         {
             "Gas meter": (
-                Device("Gas meter", None, "Gas meter", None, "28011008306429013"),
+                Device("Gas meter", None, "Gas meter, M-Bus type 3", None, "28011008306429013"),
                 {"gas_meter_reading": (G, TI, "m³", 13368.864)},
                 "2021-11-22T21:00:00+01:00",
             )
@@ -345,7 +359,7 @@ EXPECTED: dict[str, Expect] = {
         },
         {
             "Gas meter": (
-                Device("Gas meter", None, "Gas meter"),
+                Device("Gas meter", None, "Gas meter, M-Bus type 3"),
                 {"gas_meter_reading": (G, TI, "m³", 1.001)},
                 "2016-11-07T19:00:00+01:00",
             )
@@ -361,7 +375,7 @@ EXPECTED: dict[str, Expect] = {
         },
         {
             "Gas meter": (
-                Device("Gas meter", None, "Gas meter", None, "2222ABCD123456789"),
+                Device("Gas meter", None, "Gas meter, M-Bus type 3", None, "2222ABCD123456789"),
                 {"gas_meter_reading": (G, TI, "m³", 1.001)},
                 "2009-02-12T16:00:00+01:00",
             )
@@ -808,7 +822,7 @@ def test_config_published_once_until_it_changes():
     bridge.telegram(fixture("V5.txt"), 2.0, REPORT)
     assert len(mqtt.on(topic)) == 1  # unchanged: not again
     state = "p1/meter_4b384547303034303436333935353037/state"
-    assert len(mqtt.on(state)) == 2  # state goes out with every telegram
+    assert len(mqtt.on(state)) == 1  # the same values: no new state message either
     assert all(p.retain for p in mqtt.published if p.payload)
 
 
@@ -831,7 +845,7 @@ def test_birth_message_republishes_everything():
 
 def test_entity_missing_from_a_telegram_keeps_its_field_and_config():
     mqtt = FakeMqtt()
-    bridge = _bridge(mqtt)
+    bridge = _bridge(mqtt, state_interval_s=0)
     bridge.telegram(fixture("V5.txt"), 1.0, REPORT)
     bridge.telegram(_v5_without_voltages(), 2.0, REPORT)
     state = mqtt.last("p1/meter_4b384547303034303436333935353037/state").json()

@@ -55,7 +55,7 @@ def test_one_object_per_device_with_attributes():
     assert len(states) == 3
     gas = next(v for k, v in states.items() if "gas_reading" in v)
     water = next(v for k, v in states.items() if "water_reading" in v)
-    assert gas["gas_reading"] == 112.384 and gas["mbus_valve_position"] == 1
+    assert gas["gas_reading"] == 112.384 and gas["mbus_valve_position"] == "open"
     assert gas["attributes"]["gas_reading"] == {"timestamp": "2020-05-12T13:45:58+02:00"}
     assert water["water_reading"] == 872.234
     meter = _meter(fixture("FLUVIUS_V171.txt"))
@@ -65,8 +65,45 @@ def test_one_object_per_device_with_attributes():
     }
     history = meter["attributes"]["belgium_maximum_demand_13_months"]["history"]
     assert [h["value"] for h in history] == [3.695, 5.980, 4.318]
-    assert meter["belgium_maximum_demand_13_months"] == 3.695  # May 2020, the latest month
+    # The highest of the monthly peaks (March's), not the latest month's (April's 3.695).
+    assert meter["belgium_maximum_demand_13_months"] == 5.980
     assert "gas_reading" not in meter
+
+
+def test_13_month_peak_is_the_highest_month_and_each_period_starts_a_month_before_it_closes():
+    # The first timestamp of each month closes the billing period (April's peak on 23 April
+    # is listed under 1 May); the history's period_start is the month before, with its own
+    # summer/winter offset.
+    history = _meter(fixture("FLUVIUS_V171.txt"))["attributes"]["belgium_maximum_demand_13_months"][
+        "history"
+    ]
+    assert [(h["period_start"], h["period_end"]) for h in history] == [
+        ("2020-04-01T00:00:00+02:00", "2020-05-01T00:00:00+02:00"),
+        ("2020-03-01T00:00:00+01:00", "2020-04-01T00:00:00+02:00"),
+        # The meter printed 1 March as summer time (`200301000000S`): kept as printed.
+        ("2020-02-01T00:00:00+01:00", "2020-03-01T00:00:00+02:00"),
+    ]
+    for entry in history:  # every peak lies inside its period
+        assert entry["period_start"] <= entry["timestamp"] < entry["period_end"]
+    # The garbage first timestamp of FLUVIUS_V171_ALT gives no start, the rest still do.
+    alt = _meter(fixture("FLUVIUS_V171_ALT.txt"))
+    alt_history = alt["attributes"]["belgium_maximum_demand_13_months"]["history"]
+    assert alt_history[0]["period_start"] == "2023-07-01T00:00:00+02:00"
+    assert alt_history[1]["timestamp"] == "2023-08-31T18:15:00+02:00"
+    assert alt["belgium_maximum_demand_13_months"] == 4.927
+
+
+def test_13_month_peak_of_the_virtual_fluvius_meter():
+    from p1lora.transmitter.virtual_meter import VirtualMeter
+
+    _, raw = VirtualMeter("fluvius", seed=0).next_telegram()
+    meter = _meter(raw)
+    history = meter["attributes"]["belgium_maximum_demand_13_months"]["history"]
+    assert len(history) == 13
+    assert history[0]["value"] == 2.574  # December 2023, the latest closed month
+    assert meter["belgium_maximum_demand_13_months"] == 7.364  # August 2023, the highest
+    assert history[0]["period_start"] == "2023-12-01T00:00:00+01:00"
+    assert history[0]["period_end"] == "2024-01-01T00:00:00+01:00"
 
 
 @pytest.mark.parametrize(
@@ -223,7 +260,8 @@ def test_bridge_state_from_a_snapshot():
         "other_errors": 1,
         "telegrams_read": 3600,
     }
-    assert state["transmitter_uptime"] == 3600
+    assert state["transmitter_started"] is None  # known from status reports (see below)
+    assert state["attributes"]["transmitter_started"] == {"uptime_s": 3600, "reported_at": None}
     assert state["tx_power"] == 11
     assert state["radio_mode"] == "SF7/BW250"  # fixed mode: the setting in use
 
@@ -269,8 +307,9 @@ def test_bridge_shows_command_and_event():
     assert state["attributes"]["last_link_event"]["settings"] == "SF7/BW250"
 
 
-def test_bridge_publishes_diagnostics_at_most_every_interval():
-    clock = ManualClock()
+def _clocked_bridge(start: float = 1000.0) -> tuple[ManualClock, FakeMqtt, HomeAssistantBridge]:
+    """A started bridge on a manual clock, publishing its diagnostics at most every 10 s."""
+    clock = ManualClock(start)
     mqtt = FakeMqtt()
     bridge = HomeAssistantBridge(
         mqtt,
@@ -280,10 +319,17 @@ def test_bridge_publishes_diagnostics_at_most_every_interval():
         wall_clock=clock,
     )
     bridge.start()
+    return clock, mqtt, bridge
+
+
+def test_bridge_publishes_diagnostics_at_most_every_interval():
+    clock, mqtt, bridge = _clocked_bridge()
     topic = "p1/bridge/state"
     assert len(mqtt.on(topic)) == 1
     bridge.diagnostics(snapshot())
-    assert len(mqtt.on(topic)) == 1  # within the interval
+    assert len(mqtt.on(topic)) == 2  # the radio setting became known: at once
+    bridge.diagnostics(snapshot(uplink_rssi_dbm=-90.0))
+    assert len(mqtt.on(topic)) == 2  # only RSSI moved: within the interval
     clock.advance(10)
     bridge.diagnostics(snapshot(uplink_rssi_dbm=-80.0))
     assert mqtt.last(topic).json()["rssi"] == -80.0
@@ -306,9 +352,9 @@ def test_bridge_publishes_diagnostics_at_most_every_interval():
     assert all(p.retain for p in mqtt.on(topic))
 
 
-def test_state_is_published_with_every_telegram_and_retained():
+def test_state_is_published_with_every_telegram_and_retained_when_state_interval_is_0():
     mqtt = FakeMqtt()
-    bridge = HomeAssistantBridge(mqtt, DiscoverySettings(base_topic="p1"))
+    bridge = HomeAssistantBridge(mqtt, DiscoverySettings(base_topic="p1", state_interval_s=0))
     bridge.start()
     for _ in range(3):
         bridge.telegram(fixture("V4_2.txt"), 1.0, REPORT)
@@ -317,3 +363,38 @@ def test_state_is_published_with_every_telegram_and_retained():
     assert len(meter) == 3 and len(gas) == 3
     assert all(p.retain for p in meter + gas)
     assert bridge.stats().telegrams_published == 3
+
+
+def test_transmitter_started_is_a_timestamp_that_stays_put_between_reports():
+    clock, mqtt, bridge = _clocked_bridge(1_700_000_000.0)
+    bridge.status(status(uptime_s=3600), 1.0, REPORT)
+    first = mqtt.last("p1/bridge/state").json()
+    assert first["transmitter_started"] == "2023-11-14T21:13:20+00:00"  # 3600 s before
+    assert first["attributes"]["transmitter_started"]["uptime_s"] == 3600
+    # Five minutes later the next report, built 2 s before it arrived: the same start.
+    clock.advance(302)
+    bridge.status(status(uptime_s=3900), 1.0, REPORT)
+    assert (
+        mqtt.last("p1/bridge/state").json()["transmitter_started"] == first["transmitter_started"]
+    )
+    # The transmitter restarted: a new start time.
+    clock.advance(60)
+    bridge.status(status(uptime_s=20), 1.0, REPORT)
+    assert mqtt.last("p1/bridge/state").json()["transmitter_started"] == (
+        "2023-11-14T22:19:02+00:00"
+    )
+
+
+def test_a_changed_setting_goes_out_with_the_next_snapshot_not_after_the_interval():
+    clock, mqtt, bridge = _clocked_bridge()
+    topic = "p1/bridge/state"
+    bridge.diagnostics(snapshot())
+    count = len(mqtt.on(topic))
+    clock.advance(5)  # the runtime's snapshot period, half the bridge interval
+    bridge.diagnostics(snapshot(transmitter=status(tx_power_dbm=2)))
+    assert len(mqtt.on(topic)) == count + 1
+    assert mqtt.last(topic).json()["tx_power"] == 2
+    clock.advance(5)
+    faster = SETTINGS.replace(sf=9)
+    bridge.diagnostics(snapshot(transmitter=status(tx_power_dbm=2), settings=faster))
+    assert mqtt.last(topic).json()["spreading_factor"] == 9

@@ -19,7 +19,7 @@ from p1lora.receiver.home_assistant import HomeAssistantBridge
 from p1lora.receiver.mqtt_publisher import MqttPublisher
 from p1lora.tools.sim import SimOptions, Simulation
 from p1lora.transmitter.virtual_meter import VirtualMeter
-from tests.helpers_ha import SETTINGS, corrupt_digit, entity_value
+from tests.helpers_ha import SETTINGS, ManualClock, corrupt_digit, entity_value, status
 from tests.helpers_mqtt import MqttCollector, wait_until
 from tests.helpers_telegrams import build_telegram, fixture
 
@@ -103,7 +103,8 @@ def test_broker_killed_and_restarted_mid_stream(mqtt_broker, mqtt_base_topic):
     meter = VirtualMeter("dsmr5", seed=11)
     telegrams = [meter.next_telegram()[1] for _ in range(12)]
     stamps = [parse_telegram(raw).meter_timestamp.isoformat() for raw in telegrams]
-    publisher, bridge = _connect(broker, base)
+    # Every telegram published (state_interval 0): this test follows each one through the outage.
+    publisher, bridge = _connect(broker, base, state_interval_s=0)
     equipment = parse_telegram(telegrams[0]).equipment_id
     assert equipment is not None
     state = f"{base}/meter_{equipment.lower()}/state"
@@ -303,7 +304,9 @@ def test_command_round_trip_through_the_simulated_link(mqtt_broker_session, mqtt
 def test_meter_state_flows_from_the_simulated_link(mqtt_broker_session, mqtt_base_topic):
     broker, base = mqtt_broker_session, mqtt_base_topic
     sim = Simulation(SimOptions(seed=6))
-    publisher, bridge = _connect(broker, base, link=sim.rx_config)
+    # The simulation runs faster than real time: every telegram published (state_interval 0),
+    # so the last one's values are on the broker.
+    publisher, bridge = _connect(broker, base, link=sim.rx_config, state_interval_s=0)
     sim.rx.add_sink(bridge)
     try:
         sim.run_for(30)
@@ -331,5 +334,84 @@ def test_meter_state_flows_from_the_simulated_link(mqtt_broker_session, mqtt_bas
                     ),
                     TIMEOUT,
                 ), key
+    finally:
+        publisher.stop()
+
+
+def test_issue_13_on_a_real_broker(mqtt_broker_session, mqtt_base_topic):
+    """A Belgian meter through Mosquitto: enum sensors with names, M-Bus makers and models,
+    the 13-month peak's state and periods, "no limit" limits, and the publish policy (one
+    message per device per 5 s of meter time, the gas meter only when its reading moves)."""
+    broker, base = mqtt_broker_session, mqtt_base_topic
+    clock = ManualClock(0.0)
+    config = broker.mqtt_config(base_topic=base, discovery_prefix=f"{base}-ha")
+    publisher = MqttPublisher(config, backoff=Backoff(0.05, 0.3, rng=lambda: 0.5))
+    bridge = HomeAssistantBridge(
+        publisher, DiscoverySettings.from_mqtt(config), monotonic=clock, wall_clock=clock
+    )
+    bridge.start()
+    publisher.start()
+    meter = VirtualMeter("fluvius", seed=0)
+    try:
+        assert publisher.wait_connected(10)
+        with MqttCollector(broker.host, broker.port, [f"{base}/#", f"{base}-ha/#"]) as seen:
+            for t, raw in meter.telegrams_until(59):
+                clock.now = t
+                bridge.telegram(raw, t, REPORT)
+            configs = {
+                m.topic.split("/")[-2]: json.loads(m.payload)
+                for m in seen.messages
+                if m.topic.endswith("/config") and m.payload
+            }
+            meter_states = [t for t in configs if t.endswith("_current_electricity_usage")]
+            assert len(meter_states) == 1
+            state_topic = configs[meter_states[0]]["state_topic"]
+            gas_topic = next(
+                c["state_topic"] for t, c in configs.items() if t.endswith("_gas_reading")
+            )
+            assert wait_until(lambda: len(seen.payloads(state_topic)) >= 12, TIMEOUT)
+            state = seen.payloads(state_topic)[-1]
+
+            def value(key: str) -> Any:
+                return entity_value(next(c for t, c in configs.items() if t.endswith(key)), state)
+
+            # Item 1: 60 telegrams, one a second: 12 meter messages, 1 gas message.
+            time.sleep(0.5)  # nothing more may arrive
+            assert len(seen.payloads(state_topic)) == 12
+            assert len(seen.payloads(gas_topic)) == 1
+            # Item 2: the highest monthly peak; periods a month long.
+            assert value("_belgium_maximum_demand_13_months") == 7.364
+            history = json.loads(state)["attributes"]["belgium_maximum_demand_13_months"]
+            assert history["history"][0]["period_start"] == "2023-12-01T00:00:00+01:00"
+            # Item 4: enums with names, limits that say "no limit", M-Bus device identity.
+            breaker = next(c for t, c in configs.items() if t.endswith("_actual_switch_position"))
+            assert breaker["device_class"] == "enum"
+            assert "ready_for_reconnection" in breaker["options"]
+            assert value("_actual_switch_position") == "connected"
+            assert json.loads(state)["attributes"]["actual_threshold_electricity"] == {
+                "no_limit": True
+            }
+            gas_config = next(c for t, c in configs.items() if t.endswith("_gas_reading"))
+            assert gas_config["device"]["model"] == "Gas meter, M-Bus type 3"
+            gas_state = seen.payloads(gas_topic)[-1]
+            valve = next(c for t, c in configs.items() if t.endswith("_mbus_valve_position"))
+            assert entity_value(valve, gas_state) == "open"
+            kind = next(c for t, c in configs.items() if t.endswith("_mbus_device_type"))
+            assert entity_value(kind, gas_state) == "gas"
+            # Item 3: when the transmitter started, as a timestamp; its TX power at once.
+            clock.now = 1_700_000_000.0
+            bridge.status(status(uptime_s=600, tx_power_dbm=2), clock.now, REPORT)
+            started = next(c for t, c in configs.items() if t.endswith("_transmitter_started"))
+            assert started["device_class"] == "timestamp"
+            assert not any(t.endswith("_transmitter_uptime") for t in configs)
+            bridge_topic = started["state_topic"]
+            assert wait_until(
+                lambda: any(
+                    entity_value(started, p) == "2023-11-14T22:03:20+00:00"
+                    for p in seen.payloads(bridge_topic)
+                ),
+                TIMEOUT,
+            )
+            assert json.loads(seen.payloads(bridge_topic)[-1])["tx_power"] == 2
     finally:
         publisher.stop()

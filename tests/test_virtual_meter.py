@@ -9,6 +9,7 @@ dsmr_parser.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import itertools
 import re
 import time
@@ -35,6 +36,7 @@ from p1lora.transmitter.meter_profiles import (
 )
 from p1lora.transmitter.virtual_meter import (
     DEFAULT_START,
+    MeterRegisters,
     VirtualMeter,
     eu_summer_time,
     meter_timestamp,
@@ -553,3 +555,78 @@ def test_fault_config_is_validated(kwargs: dict[str, object], message: str) -> N
 def test_default_start_is_fixed() -> None:
     assert VirtualMeter().start == DEFAULT_START
     assert VirtualMeter().next_telegram() == VirtualMeter().next_telegram()
+
+
+# -- registers kept across restarts -------------------------------------------------------------
+
+
+def _registers_in(raw: bytes) -> list[Decimal]:
+    telegram = parse_telegram(raw)
+    keys = (
+        "electricity_used_tariff_1",
+        "electricity_used_tariff_2",
+        "electricity_delivered_tariff_1",
+        "electricity_delivered_tariff_2",
+    )
+    return [telegram.value(k) for k in keys] + [telegram.value("gas_reading", 1)]
+
+
+def test_restored_meter_continues_its_registers_instead_of_restarting_from_the_seed():
+    first = VirtualMeter("dsmr5", seed=4, start=datetime(2024, 6, 1, 10, 0, tzinfo=UTC))
+    for _ in range(600):
+        _, last = first.next_telegram()
+    saved = MeterRegisters.from_json(first.registers().to_json())
+    assert saved == first.registers()
+    # Restarted (same seed, a later start): without the saved registers it goes backwards ...
+    later = datetime(2024, 6, 1, 10, 15, tzinfo=UTC)
+    fresh = VirtualMeter("dsmr5", seed=4, start=later)
+    _, again = fresh.next_telegram()
+    assert any(a < b for a, b in zip(_registers_in(again), _registers_in(last), strict=True))
+    # ... with them, every register is at least where it was.
+    restored = VirtualMeter("dsmr5", seed=4, start=later)
+    restored.restore(saved)
+    _, resumed = restored.next_telegram()
+    assert all(a >= b for a, b in zip(_registers_in(resumed), _registers_in(last), strict=True))
+    assert restored.registers().short_failures >= first.registers().short_failures
+
+
+def test_restore_refuses_another_meters_registers_and_late_calls():
+    saved = VirtualMeter("dsmr5", seed=4).registers()
+    with pytest.raises(ValueError, match="belong to meter"):
+        VirtualMeter("dsmr5", seed=5).restore(saved)
+    meter = VirtualMeter("dsmr5", seed=4)
+    meter.next_telegram()
+    with pytest.raises(RuntimeError, match="before the first telegram"):
+        meter.restore(saved)
+
+
+def test_restore_never_lowers_a_register():
+    meter = VirtualMeter("dsmr5", seed=4)
+    before = meter.registers()
+    lower = dataclasses.replace(before, joules=(0, 0, 0, 0), gas_ls=0)
+    meter.restore(lower)
+    assert meter.registers() == before
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{", "not JSON"),
+        ('{"format": 2}', "not format 1"),
+        ('{"format": 1}', "equipment_id"),
+        (
+            '{"format": 1, "equipment_id": "x", "joules": [1, 2, 3], "gas_ls": 0, "water_ls": 0,'
+            ' "short_failures": 0, "long_failures": 0, "sags": [0, 0, 0], "swells": [0, 0, 0]}',
+            "joules",
+        ),
+        (
+            '{"format": 1, "equipment_id": "x", "joules": [1, 2, 3, 4], "gas_ls": -1,'
+            ' "water_ls": 0, "short_failures": 0, "long_failures": 0, "sags": [0, 0, 0],'
+            ' "swells": [0, 0, 0]}',
+            "gas_ls",
+        ),
+    ],
+)
+def test_bad_saved_registers_are_a_clear_error(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        MeterRegisters.from_json(text)

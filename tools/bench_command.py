@@ -39,6 +39,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         "p1lora.tools.bench_e2e",
         "real processes: latency pty -> MQTT, CPU per telegram and RSS of each daemon",
     ),
+    "ha": Benchmark(
+        "p1lora.tools.bench_ha",
+        "Home Assistant state messages and recorder rows per hour of each state_interval",
+    ),
     "report": Benchmark(
         "p1lora.tools.bench_report",
         "measure everything and regenerate BENCHMARKS.md (--quick for a short run)",

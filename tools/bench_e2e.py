@@ -387,6 +387,8 @@ def _measure_in(options: E2eOptions, workdir: Path) -> E2eResult:
     write_key_file(workdir / "key", generate_key(), comment="p1-lora bench key (throwaway)")
     (workdir / "empty.toml").write_text("# bench: every option is a flag\n", encoding="utf-8")
     env = child_environment()
+    # Latency is measured per telegram on the meter's state topic: every telegram published.
+    env["P1LORA_HOMEASSISTANT_STATE_INTERVAL"] = "0"
     sim_port = _free_udp_port()
     with contextlib.ExitStack() as stack:
         broker = _start_broker(options.broker, workdir)

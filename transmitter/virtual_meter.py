@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import json
 import math
 import random
 import string
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from p1lora.common.crc16 import crc16_arc
 from p1lora.transmitter.meter_profiles import (
@@ -40,6 +41,7 @@ __all__ = [
     "FIELDS",
     "VOLTAGE_BOUNDS_DV",
     "MeterReading",
+    "MeterRegisters",
     "MeterState",
     "TelegramRenderer",
     "VirtualMeter",
@@ -324,6 +326,67 @@ class MeterState:
         self.peak_stamp = ""
         #: Newest first: (month-boundary stamp, peak stamp, peak W).
         self.peak_history: list[tuple[str, str, int]] = []
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRegisters:
+    """The counters of a virtual meter that must never go backwards, for keeping across
+    restarts (`VirtualMeter.registers()` / `restore()`; the caller stores `to_json()`).
+
+    A real meter's energy registers only ever grow; Home Assistant books a drop as a meter
+    reset and complains ("not strictly increasing"). A virtual meter restarted from its seed
+    would print its seed's registers again, so whoever runs one for longer than a test keeps
+    these in its state directory. Energy is in joules (exact, as the meter counts it), gas and
+    water in litre-seconds; the counters are the failure, sag and swell counts (Home
+    Assistant's `total_increasing` too). `equipment_id` says which meter they belong to.
+    """
+
+    equipment_id: str
+    joules: tuple[int, int, int, int]
+    gas_ls: int
+    water_ls: int
+    short_failures: int
+    long_failures: int
+    sags: tuple[int, int, int]
+    swells: tuple[int, int, int]
+
+    FORMAT: ClassVar[int] = 1
+
+    def to_json(self) -> str:
+        return json.dumps({"format": self.FORMAT, **dataclasses.asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> MeterRegisters:
+        """Parse what `to_json` wrote; ValueError naming the problem otherwise."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"saved meter registers are not JSON: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != cls.FORMAT:
+            raise ValueError(f"saved meter registers are not format {cls.FORMAT}")
+
+        def count(name: str, size: int | None = None) -> Any:
+            value = data.get(name)
+            items = value if size is not None and isinstance(value, list) else [value]
+            if (size is not None and len(items) != size) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in items
+            ):
+                raise ValueError(f"saved meter registers: {name} is not a valid count")
+            return tuple(items) if size is not None else value
+
+        equipment = data.get("equipment_id")
+        if not isinstance(equipment, str):
+            raise ValueError("saved meter registers: equipment_id is missing")
+        return cls(
+            equipment_id=equipment,
+            joules=count("joules", 4),
+            gas_ls=count("gas_ls"),
+            water_ls=count("water_ls"),
+            short_failures=count("short_failures"),
+            long_failures=count("long_failures"),
+            sags=count("sags", 3),
+            swells=count("swells", 3),
+        )
 
 
 _Field = Callable[[MeterState, MeterProfile], str]
@@ -627,6 +690,45 @@ class VirtualMeter:
             gas_timestamp=s.gas_stamp,
             water_liters=s.water_ls // 3600,
         )
+
+    def registers(self) -> MeterRegisters:
+        """The registers to keep across a restart (see `MeterRegisters`)."""
+        s = self._s
+        j = s.joules
+        return MeterRegisters(
+            equipment_id=s.equipment_id,
+            joules=(j[0], j[1], j[2], j[3]),
+            gas_ls=s.gas_ls,
+            water_ls=s.water_ls,
+            short_failures=s.short_failures,
+            long_failures=s.long_failures,
+            sags=(s.sags[0], s.sags[1], s.sags[2]),
+            swells=(s.swells[0], s.swells[1], s.swells[2]),
+        )
+
+    def restore(self, saved: MeterRegisters) -> None:
+        """Continue from registers saved by an earlier run of this meter.
+
+        Each register becomes the larger of the saved and the current value, so nothing ever
+        counts backwards (a meter template may start higher than an old save). Call it before
+        the first telegram. Registers of another meter (another equipment id: a different
+        seed, profile or template) are refused with ValueError, never mixed in.
+        """
+        s = self._s
+        if saved.equipment_id != s.equipment_id:
+            raise ValueError(
+                f"the saved registers belong to meter {saved.equipment_id}, not "
+                f"{s.equipment_id} (another seed, profile or template)"
+            )
+        if self._k >= 0:
+            raise RuntimeError("restore() must come before the first telegram")
+        s.joules = [max(a, b) for a, b in zip(s.joules, saved.joules, strict=True)]
+        s.gas_ls = max(s.gas_ls, saved.gas_ls)
+        s.water_ls = max(s.water_ls, saved.water_ls)
+        s.short_failures = max(s.short_failures, saved.short_failures)
+        s.long_failures = max(s.long_failures, saved.long_failures)
+        s.sags = [max(a, b) for a, b in zip(s.sags, saved.sags, strict=True)]
+        s.swells = [max(a, b) for a, b in zip(s.swells, saved.swells, strict=True)]
 
     # -- one interval ------------------------------------------------------------------------
 

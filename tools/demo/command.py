@@ -258,6 +258,9 @@ class Demo:
             self.settings.base_topic,
             "--homeassistant-bridge-name",
             self.settings.bridge_name,
+            # The demo shows every telegram end to end; a real install keeps the 5 s default.
+            "--homeassistant-state-interval",
+            "0",
         ]
         if options.mqtt_username is not None:
             args += ["--mqtt-username", options.mqtt_username]
