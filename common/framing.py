@@ -257,7 +257,7 @@ class TelegramFramer:
         self._pending = data[start:]
         self._pending_tentative = tentative
 
-    def _process(
+    def _process(  # noqa: C901, PLR0912 - the framer's hot loop: one pass over the buffer, its cursor in locals
         self, data: bytes, start: int, tentative: bool, include_bad: bool, eof: bool
     ) -> list[FramedTelegram]:
         out: list[FramedTelegram] = []

@@ -342,7 +342,7 @@ def _split_lines(body: str) -> list[str]:
     return body.replace("\r\n", "\n").split("\n")
 
 
-def parse_telegram(raw: bytes, crc: CrcCheck | None = None) -> Telegram:
+def parse_telegram(raw: bytes, crc: CrcCheck | None = None) -> Telegram:  # noqa: C901, PLR0912, PLR0915 - the parser's hot loop: the common line shapes are inlined fast paths (BENCHMARKS.md section 1)
     """Parse one telegram (`/` .. `!` [CRC]), e.g. `FramedTelegram.raw`.
 
     Pass the framer's `crc` to skip computing it again. The CRC result is reported in

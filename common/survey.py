@@ -381,49 +381,58 @@ class SurveyTx(_Node):
     # -- the plan ---------------------------------------------------------------------------
 
     def _next(self, now: float, answered: bool) -> None:
-        """The next frame once a probe was answered or its wait ran out."""
-        phase = self._phase
-        if phase == "hello":
-            if answered:
-                self.met = True
-                self._goto(now)
-            else:
-                self._later = (
-                    now + HELLO_INTERVAL_S,
-                    lambda t: self._probe(SurveyKind.HELLO, RENDEZVOUS_STEP, 0, 0, t),
-                )
-        elif phase == "goto":
-            if answered:
-                self._phase, self._seq = "probe", 0
-                self._switch_then(self.results[self._step].settings, now, self._probe_step)
-            elif self._attempts < _ATTEMPTS:
-                self._attempts += 1
-                self._probe(SurveyKind.GOTO, self._step, 0, self.probes, now)
-            else:
-                self._phase = "hello"  # the receiver is gone: meet again
-                self._probe(SurveyKind.HELLO, RENDEZVOUS_STEP, 0, 0, now)
-        elif phase == "probe":
-            self._seq += 1
-            if self._seq < self.probes:
-                self._probe_step(now)
-            else:
-                self._finished_steps.append(self.results[self._step])
-                self._step += 1
-                self._switch_then(self.rendezvous, now, self._goto)
-        elif phase == "done":
-            if answered or self._attempts >= _ATTEMPTS:
-                self._conclude(now)
-            else:
-                self._attempts += 1
-                self._probe(SurveyKind.DONE, RENDEZVOUS_STEP, 0, 0, now)
-        elif phase == "watch-goto":
-            if answered:
-                self._phase = "watch"
-                self._switch_then(self._watch_settings(), now, self._watch_probe)
-            else:
-                self._later = (now + WATCH_INTERVAL_S, self._watch_goto)
-        elif phase == "watch":
-            self._later = (max(now, self._watch_started + WATCH_INTERVAL_S), self._watch_probe)
+        """The next frame once a probe was answered or its wait ran out: one step per phase,
+        looked up in `_NEXT_BY_PHASE` (a finished survey has no next frame)."""
+        step = _NEXT_BY_PHASE.get(self._phase)
+        if step is not None:
+            step(self, now, answered)
+
+    def _next_after_hello(self, now: float, answered: bool) -> None:
+        if answered:
+            self.met = True
+            self._goto(now)
+        else:
+            self._later = (
+                now + HELLO_INTERVAL_S,
+                lambda t: self._probe(SurveyKind.HELLO, RENDEZVOUS_STEP, 0, 0, t),
+            )
+
+    def _next_after_goto(self, now: float, answered: bool) -> None:
+        if answered:
+            self._phase, self._seq = "probe", 0
+            self._switch_then(self.results[self._step].settings, now, self._probe_step)
+        elif self._attempts < _ATTEMPTS:
+            self._attempts += 1
+            self._probe(SurveyKind.GOTO, self._step, 0, self.probes, now)
+        else:
+            self._phase = "hello"  # the receiver is gone: meet again
+            self._probe(SurveyKind.HELLO, RENDEZVOUS_STEP, 0, 0, now)
+
+    def _next_after_probe(self, now: float, answered: bool) -> None:
+        self._seq += 1
+        if self._seq < self.probes:
+            self._probe_step(now)
+        else:
+            self._finished_steps.append(self.results[self._step])
+            self._step += 1
+            self._switch_then(self.rendezvous, now, self._goto)
+
+    def _next_after_done(self, now: float, answered: bool) -> None:
+        if answered or self._attempts >= _ATTEMPTS:
+            self._conclude(now)
+        else:
+            self._attempts += 1
+            self._probe(SurveyKind.DONE, RENDEZVOUS_STEP, 0, 0, now)
+
+    def _next_after_watch_goto(self, now: float, answered: bool) -> None:
+        if answered:
+            self._phase = "watch"
+            self._switch_then(self._watch_settings(), now, self._watch_probe)
+        else:
+            self._later = (now + WATCH_INTERVAL_S, self._watch_goto)
+
+    def _next_after_watch(self, now: float, answered: bool) -> None:
+        self._later = (max(now, self._watch_started + WATCH_INTERVAL_S), self._watch_probe)
 
     def _probe_step(self, now: float) -> None:
         self._probe(SurveyKind.PROBE, self._step, self._seq, self.probes, now)
@@ -570,6 +579,17 @@ class SurveyTx(_Node):
         """`--watch` samples since the last call."""
         samples, self._samples = self._samples, []
         return samples
+
+
+# The transmitter's next step per phase once a probe was answered or its wait ran out.
+_NEXT_BY_PHASE: Final[dict[str, Callable[[SurveyTx, float, bool], None]]] = {
+    "hello": SurveyTx._next_after_hello,
+    "goto": SurveyTx._next_after_goto,
+    "probe": SurveyTx._next_after_probe,
+    "done": SurveyTx._next_after_done,
+    "watch-goto": SurveyTx._next_after_watch_goto,
+    "watch": SurveyTx._next_after_watch,
+}
 
 
 def _mean(values: list[float]) -> float | None:

@@ -306,10 +306,7 @@ def _encode(value: Any, parts: list[str]) -> None:
     elif isinstance(value, str):
         parts.append(_encode_string(value))
     elif isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"{value} cannot be written as a JSON number")
-        # 'f' keeps the meter's digits: 0.000 stays 0.000 (str() would give 0E-8 for 0.00000000).
-        parts.append(format(value, "f"))
+        parts.append(_encode_decimal(value))
     elif isinstance(value, int):
         parts.append(int.__repr__(value))
     elif isinstance(value, float):
@@ -317,29 +314,44 @@ def _encode(value: Any, parts: list[str]) -> None:
     elif isinstance(value, datetime):
         parts.append(_encode_string(value.isoformat()))
     elif isinstance(value, dict):
-        parts.append("{")
-        first = True
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
-            if not first:
-                parts.append(", ")
-            first = False
-            parts.append(_encode_string(key))
-            parts.append(": ")
-            _encode(item, parts)
-        parts.append("}")
+        _encode_object(value, parts)
     elif isinstance(value, (list, tuple)):
-        parts.append("[")
-        for index, item in enumerate(value):
-            if index:
-                parts.append(", ")
-            _encode(item, parts)
-        parts.append("]")
+        _encode_array(value, parts)
     elif isinstance(value, ProfileEntry):
         _encode(_json_value(value), parts)
     else:
         raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _encode_decimal(value: Decimal) -> str:
+    if not value.is_finite():
+        raise ValueError(f"{value} cannot be written as a JSON number")
+    # 'f' keeps the meter's digits: 0.000 stays 0.000 (str() would give 0E-8 for 0.00000000).
+    return format(value, "f")
+
+
+def _encode_object(value: dict[Any, Any], parts: list[str]) -> None:
+    parts.append("{")
+    first = True
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"JSON object keys must be strings, not {type(key).__name__}")
+        if not first:
+            parts.append(", ")
+        first = False
+        parts.append(_encode_string(key))
+        parts.append(": ")
+        _encode(item, parts)
+    parts.append("}")
+
+
+def _encode_array(value: list[Any] | tuple[Any, ...], parts: list[str]) -> None:
+    parts.append("[")
+    for index, item in enumerate(value):
+        if index:
+            parts.append(", ")
+        _encode(item, parts)
+    parts.append("]")
 
 
 def dumps(value: Any) -> str:

@@ -262,7 +262,7 @@ class _Lock:
 class SimChannel:
     """Any number of emulated chips on one simulated channel (implements `emulator.Medium`)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the medium's physics settings, all keyword-only
         self,
         scheduler: Scheduler,
         *,
@@ -514,7 +514,7 @@ class SimChannel:
             self._offer(name, node, onair, power)
         onair.timer = self.scheduler.call_at(frame.end, lambda: self._end(onair))
 
-    def _offer(self, name: str, node: _Node, onair: _OnAir, power: float) -> None:
+    def _offer(self, name: str, node: _Node, onair: _OnAir, power: float) -> None:  # noqa: C901 - the receiver's lock decision, step by step as in the datasheet
         """A frame starts at radio `name`: does its receiver lock onto it?"""
         frame = onair.frame
         state = node.chip.listen_state()

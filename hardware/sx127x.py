@@ -249,7 +249,7 @@ def _signed(value: int, bits: int) -> int:
 class SX127x:
     """An SX127x on `spi` with optional `reset` and `dio0` pins (implements `Radio`)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - wiring and timing settings, all keyword-only
         self,
         spi: SpiDevice,
         *,

@@ -495,7 +495,7 @@ class UdpChannel:
                 "sim UDP: the hub went away; this process is the hub now (port %d)", self.port
             )
 
-    def _handle(self, data: bytes, address: tuple[str, int]) -> None:
+    def _handle(self, data: bytes, address: tuple[str, int]) -> None:  # noqa: C901, PLR0911, PLR0912 - the datagram protocol's dispatch by role and kind
         try:
             message = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError):

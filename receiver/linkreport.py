@@ -42,7 +42,7 @@ import datetime as dt
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -372,6 +372,93 @@ def _timeline(records: Sequence[Record]) -> list[SettingChange]:
     return timeline
 
 
+def _count_received(
+    target: SettingSummary,
+    record: Record,
+    *,
+    acks: _AckBook,
+    last_counter: dict[str | None, int],
+    max_gap: int,
+) -> None:
+    """A received frame at its setting: signal, rejection, the ack it carries, its counter."""
+    if record.rssi is not None:
+        target.rssi.append(record.rssi)
+    if record.snr is not None:
+        target.snr.append(record.snr)
+    if not record.ok:
+        target.rejected += 1
+        target.rejected_by_reason[record.reason or "unspecified"] += 1
+        return
+    if record.acked is not None:
+        acks.answered(record.acked)
+    if record.counter is not None:
+        _count_uplink(target, record, record.counter, last_counter, max_gap)
+
+
+def _count_uplink(
+    target: SettingSummary,
+    record: Record,
+    counter: int,
+    last_counter: dict[str | None, int],
+    max_gap: int,
+) -> None:
+    """Received, lost (a gap in the session's counters) or duplicate; a handshake or a jump
+    over `max_gap` starts counting afresh (a restart, not a loss)."""
+    previous = last_counter.get(record.session)
+    handshake = record.type in HANDSHAKE_TYPES
+    if previous is None or handshake or counter - previous > max_gap:
+        target.uplink_received += 1
+        last_counter[record.session] = counter
+    elif counter <= previous:
+        target.duplicates += 1
+    else:
+        target.uplink_lost += counter - previous - 1
+        target.uplink_received += 1
+        last_counter[record.session] = counter
+
+
+@dataclass
+class _AckBook:
+    """Transmissions that expect an acknowledgement, and which of them got one."""
+
+    awaiting: list[tuple[Record, tuple[int, int]]] = field(default_factory=list)
+    answered_indexes: set[int] = field(default_factory=set)  # indexes into `awaiting`
+    # counter -> index of its latest unanswered transmission
+    latest_sent: dict[int, int] = field(default_factory=dict)
+
+    def sent(self, record: Record, counter: int, setting: tuple[int, int]) -> None:
+        self.latest_sent[counter] = len(self.awaiting)
+        self.awaiting.append((record, setting))
+
+    def answered(self, counter: int) -> None:
+        index = self.latest_sent.pop(counter, None)
+        if index is not None:
+            self.answered_indexes.add(index)
+
+    def settle(
+        self, summaries: dict[tuple[int, int], SettingSummary], end: float, ack_grace: float
+    ) -> None:
+        """Count each setting's expected, received and still pending (within the grace) acks."""
+        for index, (sent, setting) in enumerate(self.awaiting):
+            target = summaries[setting]
+            target.acks_expected += 1
+            if index in self.answered_indexes:
+                target.acks_received += 1
+            elif end - sent.time < ack_grace:
+                target.acks_pending += 1
+
+
+def _count_time_on_settings(
+    timeline: Sequence[SettingChange],
+    end: float,
+    summary: Callable[[tuple[int, int]], SettingSummary],
+) -> None:
+    """Each setting's time: from its change to the next change (or the log's end)."""
+    for index, change in enumerate(timeline):
+        until = timeline[index + 1].time if index + 1 < len(timeline) else end
+        summary((change.sf, change.bw)).time_on_setting += max(0.0, until - change.time)
+
+
 def analyse(
     parsed: ParsedLog,
     *,
@@ -390,9 +477,7 @@ def analyse(
     rejected_by_reason: Counter[str] = Counter()
     hours: dict[float, list[float]] = defaultdict(lambda: [0.0, 0.0])
     last_counter: dict[str | None, int] = {}
-    awaiting: list[tuple[Record, tuple[int, int]]] = []
-    answered: set[int] = set()  # indexes into `awaiting`
-    latest_sent: dict[int, int] = {}  # counter -> index of its latest unanswered transmission
+    acks = _AckBook()
     frames_rx = frames_tx = events = 0
 
     for record in records:
@@ -413,30 +498,7 @@ def analyse(
                 continue
             target.frames_rx += 1
             target.airtime_rx += airtime
-            if record.rssi is not None:
-                target.rssi.append(record.rssi)
-            if record.snr is not None:
-                target.snr.append(record.snr)
-            if not record.ok:
-                target.rejected += 1
-                target.rejected_by_reason[record.reason or "unspecified"] += 1
-                continue
-            if record.acked is not None:
-                index = latest_sent.pop(record.acked, None)
-                if index is not None:
-                    answered.add(index)
-            if record.counter is not None:
-                previous = last_counter.get(record.session)
-                handshake = record.type in HANDSHAKE_TYPES
-                if previous is None or handshake or record.counter - previous > max_gap:
-                    target.uplink_received += 1
-                    last_counter[record.session] = record.counter
-                elif record.counter <= previous:
-                    target.duplicates += 1
-                else:
-                    target.uplink_lost += record.counter - previous - 1
-                    target.uplink_received += 1
-                    last_counter[record.session] = record.counter
+            _count_received(target, record, acks=acks, last_counter=last_counter, max_gap=max_gap)
         else:
             frames_tx += 1
             hours[hour][0] += airtime
@@ -445,22 +507,13 @@ def analyse(
             target.frames_tx += 1
             target.airtime_tx += airtime
             if record.ack_expected and record.counter is not None:
-                latest_sent[record.counter] = len(awaiting)
-                awaiting.append((record, (target.sf, target.bw)))
+                acks.sent(record, record.counter, (target.sf, target.bw))
 
     end = records[-1].time if records else 0.0
-    for index, (sent, setting) in enumerate(awaiting):
-        target = summaries[setting]
-        target.acks_expected += 1
-        if index in answered:
-            target.acks_received += 1
-        elif end - sent.time < ack_grace:
-            target.acks_pending += 1
+    acks.settle(summaries, end, ack_grace)
 
     timeline = _timeline(records)
-    for index, change in enumerate(timeline):
-        until = timeline[index + 1].time if index + 1 < len(timeline) else end
-        summary((change.sf, change.bw)).time_on_setting += max(0.0, until - change.time)
+    _count_time_on_settings(timeline, end, summary)
 
     return Report(
         first=records[0].time if records else None,

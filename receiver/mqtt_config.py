@@ -226,6 +226,10 @@ class MqttConfig:
                     f"mqtt {name} {value!r} must be topic levels separated by '/', without "
                     "wildcards, spaces, empty levels, leading '$' or a leading/trailing '/'"
                 )
+        self._validate_limits()
+
+    def _validate_limits(self) -> None:
+        """The numeric settings: each within the range the broker or the queue can use."""
         if isinstance(self.keepalive, bool) or not 5 <= self.keepalive <= 65535:
             raise MqttConfigError(f"mqtt keepalive {self.keepalive!r} is outside 5..65535 seconds")
         if isinstance(self.queue_size, bool) or not 1 <= self.queue_size <= 1_000_000:

@@ -121,7 +121,7 @@ class RxRuntime(LinkRuntime):
 
     ROLE = "rx"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - optional parts after `*`, all keyword-only
         self,
         radio: Radio,
         config: LinkConfig,

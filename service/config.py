@@ -654,8 +654,16 @@ def _read_file(path: Path, explicit_by: str | None) -> tuple[dict[str, Any] | No
     regular files are read (a FIFO would block the start, /dev/zero would fill memory), at
     most 1 MiB, and a document nested too deeply for tomllib's recursion is invalid TOML.
     """
+    raw, problems = _read_bytes(path, explicit_by)
+    if raw is None:
+        return None, problems
+    return _parse_toml(path, raw)
+
+
+def _read_bytes(path: Path, explicit_by: str | None) -> tuple[bytes | None, list[str]]:
+    """The file's bytes, or None and why not (nothing when a default file is missing)."""
     try:
-        raw = read_regular_file(path, _MAX_CONFIG_BYTES).data
+        return read_regular_file(path, _MAX_CONFIG_BYTES).data, []
     except FileNotFoundError:
         if explicit_by is None:
             return None, []
@@ -668,6 +676,10 @@ def _read_file(path: Path, explicit_by: str | None) -> tuple[dict[str, Any] | No
         if exc.errno == errno.EISDIR:
             return None, [f"config file {path} is a directory, not a TOML file"]
         return None, [f"cannot read config file {path}: {exc.strerror or exc}"]
+
+
+def _parse_toml(path: Path, raw: bytes) -> tuple[dict[str, Any] | None, list[str]]:
+    """The TOML document in `raw`, or None and the problem (with its line where known)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -838,16 +850,7 @@ def load_config(
     problems: list[str] = []
     notes: list[str] = []
 
-    explicit_by: str | None = None
-    if path is not None:
-        file_path, explicit_by = Path(path), "the command line"
-    elif given.get("config"):
-        file_path, explicit_by = Path(str(given["config"])), "--config"
-    elif env.get(CONFIG_ENV):
-        file_path, explicit_by = Path(env[CONFIG_ENV]), f"${CONFIG_ENV}"
-    else:
-        file_path = table.default_path
-    file_path = file_path.expanduser()
+    file_path, explicit_by = _config_file(table, path, given, env)
 
     values: dict[str, object] = {o.name: o.default for o in table.options}
     origins: dict[str, _Origin] = {o.name: _Origin(Source.DEFAULT) for o in table.options}
@@ -863,45 +866,9 @@ def load_config(
             values[name] = value
             origins[name] = _Origin(Source.FILE)
 
-    for option in table.options:
-        text = env.get(option.env_name)
-        if text is None or (text == "" and option.default is not None):
-            continue  # an empty variable counts as unset
-        value, problem = _text_value(option, text, f"${option.env_name}")
-        if problem is not None:
-            problems.append(problem)
-            continue
-        values[option.name] = value
-        origins[option.name] = _Origin(Source.ENV, option.env_name)
-
-    for option in table.options:
-        if not option.cli or option.dest not in given:
-            continue
-        raw = given[option.dest]
-        if isinstance(raw, bool):
-            value, problem = raw, None
-        else:
-            value, problem = _text_value(option, str(raw), option.flag_name)
-        if problem is not None:
-            problems.append(problem)
-            continue
-        values[option.name] = value
-        origins[option.name] = _Origin(Source.FLAG, option.flag_name)
-
-    for option in table.options:
-        value = values[option.name]
-        if value is None or option.check is None:
-            continue
-        if any(
-            p.startswith(f"{option.name}:") or p.startswith(f"{option.name} (") for p in problems
-        ):
-            continue
-        problem = option.check(value)
-        if problem is not None:
-            where = (
-                "" if origins[option.name].source is Source.FILE else _where(origins[option.name])
-            )
-            problems.append(f"{option.name}{where}: {problem}")
+    _apply_env(table, env, values, origins, problems)
+    _apply_flags(table, given, values, origins, problems)
+    _check_values(table, values, origins, problems)
 
     if problems:
         raise ConfigError(problems, path=loaded_path)
@@ -916,6 +883,93 @@ def load_config(
     if problems:
         raise ConfigError(problems, path=loaded_path)
     return config
+
+
+def _config_file(
+    table: OptionTable,
+    path: Path | str | None,
+    given: Mapping[str, Any],
+    env: Mapping[str, str],
+) -> tuple[Path, str | None]:
+    """The config file to read and who named it (None: the table's default, may be missing)."""
+    explicit_by: str | None = None
+    if path is not None:
+        file_path, explicit_by = Path(path), "the command line"
+    elif given.get("config"):
+        file_path, explicit_by = Path(str(given["config"])), "--config"
+    elif env.get(CONFIG_ENV):
+        file_path, explicit_by = Path(env[CONFIG_ENV]), f"${CONFIG_ENV}"
+    else:
+        file_path = table.default_path
+    return file_path.expanduser(), explicit_by
+
+
+def _apply_env(
+    table: OptionTable,
+    env: Mapping[str, str],
+    values: dict[str, object],
+    origins: dict[str, _Origin],
+    problems: list[str],
+) -> None:
+    """Environment variables override the file; an empty variable counts as unset."""
+    for option in table.options:
+        text = env.get(option.env_name)
+        if text is None or (text == "" and option.default is not None):
+            continue
+        value, problem = _text_value(option, text, f"${option.env_name}")
+        if problem is not None:
+            problems.append(problem)
+            continue
+        values[option.name] = value
+        origins[option.name] = _Origin(Source.ENV, option.env_name)
+
+
+def _apply_flags(
+    table: OptionTable,
+    given: Mapping[str, Any],
+    values: dict[str, object],
+    origins: dict[str, _Origin],
+    problems: list[str],
+) -> None:
+    """Command-line flags override everything else."""
+    for option in table.options:
+        if not option.cli or option.dest not in given:
+            continue
+        raw = given[option.dest]
+        value: object
+        problem: str | None
+        if isinstance(raw, bool):
+            value, problem = raw, None
+        else:
+            value, problem = _text_value(option, str(raw), option.flag_name)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        values[option.name] = value
+        origins[option.name] = _Origin(Source.FLAG, option.flag_name)
+
+
+def _check_values(
+    table: OptionTable,
+    values: dict[str, object],
+    origins: dict[str, _Origin],
+    problems: list[str],
+) -> None:
+    """Each option's own check on its final value (skipped when reading it already failed)."""
+    for option in table.options:
+        value = values[option.name]
+        if value is None or option.check is None:
+            continue
+        if any(
+            p.startswith(f"{option.name}:") or p.startswith(f"{option.name} (") for p in problems
+        ):
+            continue
+        problem = option.check(value)
+        if problem is not None:
+            where = (
+                "" if origins[option.name].source is Source.FILE else _where(origins[option.name])
+            )
+            problems.append(f"{option.name}{where}: {problem}")
 
 
 def _where(origin: _Origin) -> str:

@@ -167,7 +167,7 @@ class LinkLog:
 
     # ------------------------------------------------------------------ record builders
 
-    def frame(
+    def frame(  # noqa: PLR0913 - one keyword per column of the frame log line
         self,
         wall_time: float,
         *,

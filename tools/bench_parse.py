@@ -34,7 +34,7 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from p1lora.common.framing import TelegramFramer, check_crc
 from p1lora.common.parser import parse_telegram
@@ -413,6 +413,61 @@ def check_agreement(item: BenchTelegram, oracle: Any) -> str | None:
     return None
 
 
+def _write_memory_table(
+    out: TextIO,
+    args: argparse.Namespace,
+    items: list[BenchTelegram],
+    specs_module: Any,
+    parsers_module: Any,
+) -> None:
+    """The memory growth of both parsers over `--parses` and `--traced-parses` parses."""
+    index = MEMORY_TELEGRAM if args.file is None else 0
+    item = items[index]
+    text = item.raw.decode("latin-1")
+    out.write(f"\nMemory growth while parsing the same telegram ({item.label}):\n")
+
+    def fresh_oracle() -> Callable[[Any], object]:
+        parse: Callable[[Any], object] = dsmr_parser_for(
+            specs_module, parsers_module, item.spec
+        ).parse
+        return parse
+
+    rows: list[tuple[str, Callable[[], Callable[[Any], object]], Any]] = [
+        ("p1-lora", lambda: parse_telegram, item.raw),
+        ("dsmr_parser", fresh_oracle, text),
+    ]
+    for name, make, arg in rows:
+        parts = []
+        if args.parses:
+            logger.info("%s: %d parses for the RSS figure", name, args.parses)
+            growth = rss_growth(make(), arg, args.parses)
+            parts.append(f"RSS {_size(growth)} over {args.parses:,} parses")
+        if args.traced_parses:
+            logger.info("%s: %d traced parses", name, args.traced_parses)
+            traced = traced_growth(make(), arg, args.traced_parses)
+            parts.append(
+                f"traced {_size(traced)} over {args.traced_parses:,} parses "
+                f"({traced / args.traced_parses:.1f} B per parse)"
+            )
+        out.write(f"  {name:<12} " + "; ".join(parts) + "\n")
+        out.flush()
+
+
+def _bench_items(args: argparse.Namespace) -> list[BenchTelegram] | None:
+    """The telegram of `--file`, or the built-in set; None after logging why the file is unusable."""
+    if args.file is None:
+        return list(BUILTIN_TELEGRAMS)
+    try:
+        item = _from_file(args.file, args.spec)
+    except OSError as exc:
+        logger.error("cannot read %s: %s", args.file, exc.strerror or exc)
+        return None
+    if item is None:
+        logger.error("no good P1 telegram in %s", args.file)
+        return None
+    return [item]
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print the table; 2 when dsmr_parser is missing or input is bad."""
     if args.seconds <= 0 or args.rounds < 1 or args.parses < 0 or args.traced_parses < 0:
@@ -425,19 +480,9 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     parsers_module, specs_module = oracle_modules
-    items: list[BenchTelegram]
-    if args.file is not None:
-        try:
-            item = _from_file(args.file, args.spec)
-        except OSError as exc:
-            logger.error("cannot read %s: %s", args.file, exc.strerror or exc)
-            return EXIT_USAGE
-        if item is None:
-            logger.error("no good P1 telegram in %s", args.file)
-            return EXIT_USAGE
-        items = [item]
-    else:
-        items = list(BUILTIN_TELEGRAMS)
+    items = _bench_items(args)
+    if items is None:
+        return EXIT_USAGE
     try:
         oracles = [dsmr_parser_for(specs_module, parsers_module, item.spec) for item in items]
     except ValueError as exc:
@@ -481,34 +526,5 @@ def run(args: argparse.Namespace) -> int:
         )
 
     if args.parses or args.traced_parses:
-        index = MEMORY_TELEGRAM if args.file is None else 0
-        item = items[index]
-        text = item.raw.decode("latin-1")
-        out.write(f"\nMemory growth while parsing the same telegram ({item.label}):\n")
-
-        def fresh_oracle() -> Callable[[Any], object]:
-            parse: Callable[[Any], object] = dsmr_parser_for(
-                specs_module, parsers_module, item.spec
-            ).parse
-            return parse
-
-        rows: list[tuple[str, Callable[[], Callable[[Any], object]], Any]] = [
-            ("p1-lora", lambda: parse_telegram, item.raw),
-            ("dsmr_parser", fresh_oracle, text),
-        ]
-        for name, make, arg in rows:
-            parts = []
-            if args.parses:
-                logger.info("%s: %d parses for the RSS figure", name, args.parses)
-                growth = rss_growth(make(), arg, args.parses)
-                parts.append(f"RSS {_size(growth)} over {args.parses:,} parses")
-            if args.traced_parses:
-                logger.info("%s: %d traced parses", name, args.traced_parses)
-                traced = traced_growth(make(), arg, args.traced_parses)
-                parts.append(
-                    f"traced {_size(traced)} over {args.traced_parses:,} parses "
-                    f"({traced / args.traced_parses:.1f} B per parse)"
-                )
-            out.write(f"  {name:<12} " + "; ".join(parts) + "\n")
-            out.flush()
+        _write_memory_table(out, args, items, specs_module, parsers_module)
     return EXIT_OK

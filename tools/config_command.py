@@ -113,7 +113,15 @@ def _file_problems(config: Config, environ: Mapping[str, str]) -> tuple[list[str
     """Problems (errors) and warnings about the files the config names."""
     errors: list[str] = []
     warnings: list[str] = []
-    table = config.table
+    _key_file_problems(config, errors, warnings)
+    if config.table.role == "tx":
+        _meter_file_problems(config, errors, warnings)
+    if config.table.role == "rx" and MqttSection.of(config).enabled:
+        _mqtt_file_problems(config, environ, errors, warnings)
+    return errors, warnings
+
+
+def _key_file_problems(config: Config, errors: list[str], warnings: list[str]) -> None:
     key_file = LinkSection.of(config).key_file
     if key_file is None:
         warnings.append(
@@ -132,34 +140,41 @@ def _file_problems(config: Config, environ: Mapping[str, str]) -> tuple[list[str
             errors.append(f"link.key_file: {exc}")
         else:
             logger.info("key file %s: network id %s", key_file, key.network_id)
-    if table.role == "tx":
-        source = MeterSection.of(config).source
-        if source is not None and source.strip().lower() != VIRTUAL_METER:
-            try:
-                CaptureReplay.from_file(source)
-            except ReplayError as exc:
-                errors.append(f"meter.source: {exc}")
-        port = SerialSection.of(config).port
-        if port is not None and not port.exists():
-            warnings.append(
-                f"serial.port: {port} does not exist now (fine if the P1 cable is plugged in "
-                "later; the daemon waits for it)"
-            )
-    if table.role == "rx" and MqttSection.of(config).enabled:
-        unchecked = False
-        for name in ("mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "mqtt.password_file"):
-            path = config.opt_path(name)  # the option's name is also the message's
-            if path is None:
-                continue
-            if not path.is_file():
-                errors.append(f"{name}: {path} does not exist or is not a file")
-                unchecked |= name == "mqtt.password_file"
-            elif not os.access(path, os.R_OK):
-                warnings.append(f"{name}: {path} is not readable by this user")
-                unchecked |= name == "mqtt.password_file"
-        if not unchecked:
-            errors.extend(_password_problems(config, environ))
-    return errors, warnings
+
+
+def _meter_file_problems(config: Config, errors: list[str], warnings: list[str]) -> None:
+    """The transmitter's capture file and serial port."""
+    source = MeterSection.of(config).source
+    if source is not None and source.strip().lower() != VIRTUAL_METER:
+        try:
+            CaptureReplay.from_file(source)
+        except ReplayError as exc:
+            errors.append(f"meter.source: {exc}")
+    port = SerialSection.of(config).port
+    if port is not None and not port.exists():
+        warnings.append(
+            f"serial.port: {port} does not exist now (fine if the P1 cable is plugged in "
+            "later; the daemon waits for it)"
+        )
+
+
+def _mqtt_file_problems(
+    config: Config, environ: Mapping[str, str], errors: list[str], warnings: list[str]
+) -> None:
+    """The receiver's TLS and password files; the password itself when its file is readable."""
+    unchecked = False
+    for name in ("mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "mqtt.password_file"):
+        path = config.opt_path(name)  # the option's name is also the message's
+        if path is None:
+            continue
+        if not path.is_file():
+            errors.append(f"{name}: {path} does not exist or is not a file")
+            unchecked |= name == "mqtt.password_file"
+        elif not os.access(path, os.R_OK):
+            warnings.append(f"{name}: {path} is not readable by this user")
+            unchecked |= name == "mqtt.password_file"
+    if not unchecked:
+        errors.extend(_password_problems(config, environ))
 
 
 def _password_problems(config: Config, environ: Mapping[str, str]) -> list[str]:

@@ -341,7 +341,7 @@ class MiniBroker:
                 return
             self._dispatch(connection, packet_type, flags, _Reader(body))
 
-    async def _connect(self, connection: _Connection, body: _Reader) -> bool:
+    async def _connect(self, connection: _Connection, body: _Reader) -> bool:  # noqa: C901 - MQTT 3.1.1 CONNECT, field by field in the spec's order
         protocol = body.string()
         level = body.byte()
         if (protocol, level) not in (("MQTT", 4), ("MQIsdp", 3)):

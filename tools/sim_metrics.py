@@ -160,7 +160,7 @@ class RunContext:
     distance_m: float | None
 
 
-def link_metrics(
+def link_metrics(  # noqa: PLR0913 - one keyword per measured quantity, all keyword-only
     *,
     protocol: str,
     delivers: Delivers,

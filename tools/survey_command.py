@@ -193,21 +193,28 @@ def _simulate(args: argparse.Namespace, setup: _Setup, write: Callable[[str], No
     return 0 if tx.finished else 1
 
 
-def run(args: argparse.Namespace) -> int:
+def _checked_setup(args: argparse.Namespace) -> _Setup | None:
+    """The flags checked and the config loaded, or None after logging why not (exit 2)."""
     if args.probes < 1 or args.probes > 50:
         logger.error("--probes must be within 1..50")
-        return 2
+        return None
     if args.watch and args.role != "tx":
         logger.error("--watch is for the transmitter's side (--role tx)")
-        return 2
+        return None
     try:
-        setup = _load(args)
+        return _load(args)
     except ConfigError as exc:
         for problem in exc.problems:
             logger.error("%s", problem)
-        return 2
+        return None
     except (KeyFileError, ValueError, RegionError) as exc:
         logger.error("%s", exc)
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    setup = _checked_setup(args)
+    if setup is None:
         return 2
 
     def write(line: str) -> None:

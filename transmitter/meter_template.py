@@ -437,7 +437,7 @@ class _Compiler:
             out.append(parts)
         return out
 
-    def _line(self, line: str) -> tuple[tuple[_Part, ...], tuple[str, str] | None]:
+    def _line(self, line: str) -> tuple[tuple[_Part, ...], tuple[str, str] | None]:  # noqa: C901, PLR0912 - one row per line kind of the template; a branch chain by OBIS code
         p = line.find("(")
         code = line[:p] if p > 0 else ""
         if not code or not is_obis_code(code):

@@ -126,7 +126,7 @@ class TxRuntime(LinkRuntime):
 
     ROLE = "tx"
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - optional parts after `*`, all keyword-only
         self,
         radio: Radio,
         config: LinkConfig,

@@ -184,7 +184,7 @@ class SerialSource:
     if given, receives telegrams that failed their CRC (with `problem` set).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - port settings after `*`, all keyword-only
         self,
         port: str,
         on_telegram: Callable[[bytes, float], None],
@@ -387,6 +387,21 @@ class SerialSource:
         except Exception as exc:  # noqa: BLE001 - closing a vanished port may fail; it is gone
             logger.debug("P1 port %s: close failed: %s", self.port, exc)
 
+    def _telegrams_arrive(self, generation: str, *, detected: bool) -> None:
+        """Good telegrams under `generation`'s settings: connected (the settings `detected`
+        if this session was still probing for them)."""
+        if detected:
+            self._bad_logged = self._bad_counts()  # garbage while detecting is expected
+            self._generation = generation
+            self._was_connected = True
+            self._set_state(
+                SourceState.CONNECTED,
+                f"connected; detected DSMR {generation} settings "
+                f"({SERIAL_SETTINGS[generation].label})",
+            )
+        elif self._state is not SourceState.CONNECTED:
+            self._set_state(SourceState.CONNECTED, "telegrams are arriving again")
+
     def _session(self, port: SerialPort, generation: str) -> str:
         """Read until the port fails (raises _PortLostError), settings prove wrong, or stop.
 
@@ -417,17 +432,8 @@ class SerialSource:
             if good:
                 quiet_since = now
                 garbage_bytes = high_bits = 0
-                if probing:
-                    probing = False
-                    self._bad_logged = self._bad_counts()  # garbage while detecting is expected
-                    self._generation = generation
-                    self._was_connected = True
-                    self._set_state(
-                        SourceState.CONNECTED,
-                        f"connected; detected DSMR {generation} settings ({settings.label})",
-                    )
-                elif self._state is not SourceState.CONNECTED:
-                    self._set_state(SourceState.CONNECTED, "telegrams are arriving again")
+                self._telegrams_arrive(generation, detected=probing)
+                probing = False
                 continue
             if chunk:
                 garbage_bytes += len(chunk)

@@ -67,7 +67,7 @@ class Delivery:
             self.pending = self.fragments.telegram
         self.fragments = None
 
-    def sent_update(self, now: float) -> bool:
+    def sent_update(self, now: float) -> bool:  # noqa: C901, PLR0911 - retry, fragments, encode and send of one update; each return says 'sent?'
         link = self._link
         if link._gated(now, data=True):
             return False
