@@ -37,7 +37,7 @@ import errno
 import math
 import os
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Required, TypedDict
@@ -866,8 +866,8 @@ def load_config(
             values[name] = value
             origins[name] = _Origin(Source.FILE)
 
-    _apply_env(table, env, values, origins, problems)
-    _apply_flags(table, given, values, origins, problems)
+    _apply(_env_updates(table, env), values, origins, problems)
+    _apply(_flag_updates(table, given), values, origins, problems)
     _check_values(table, values, origins, problems)
 
     if problems:
@@ -904,34 +904,37 @@ def _config_file(
     return file_path.expanduser(), explicit_by
 
 
-def _apply_env(
-    table: OptionTable,
-    env: Mapping[str, str],
+# One option's value from a source, or the problem with it, and where it came from.
+_Update = tuple[Option, object, str | None, _Origin]
+
+
+def _apply(
+    updates: Iterable[_Update],
     values: dict[str, object],
     origins: dict[str, _Origin],
     problems: list[str],
 ) -> None:
-    """Environment variables override the file; an empty variable counts as unset."""
+    """A later source overrides what the earlier ones set; a bad value is a problem instead."""
+    for option, value, problem, origin in updates:
+        if problem is not None:
+            problems.append(problem)
+            continue
+        values[option.name] = value
+        origins[option.name] = origin
+
+
+def _env_updates(table: OptionTable, env: Mapping[str, str]) -> Iterator[_Update]:
+    """The options set in the environment; an empty variable counts as unset."""
     for option in table.options:
         text = env.get(option.env_name)
         if text is None or (text == "" and option.default is not None):
             continue
         value, problem = _text_value(option, text, f"${option.env_name}")
-        if problem is not None:
-            problems.append(problem)
-            continue
-        values[option.name] = value
-        origins[option.name] = _Origin(Source.ENV, option.env_name)
+        yield option, value, problem, _Origin(Source.ENV, option.env_name)
 
 
-def _apply_flags(
-    table: OptionTable,
-    given: Mapping[str, Any],
-    values: dict[str, object],
-    origins: dict[str, _Origin],
-    problems: list[str],
-) -> None:
-    """Command-line flags override everything else."""
+def _flag_updates(table: OptionTable, given: Mapping[str, Any]) -> Iterator[_Update]:
+    """The options given as command-line flags."""
     for option in table.options:
         if not option.cli or option.dest not in given:
             continue
@@ -942,11 +945,7 @@ def _apply_flags(
             value, problem = raw, None
         else:
             value, problem = _text_value(option, str(raw), option.flag_name)
-        if problem is not None:
-            problems.append(problem)
-            continue
-        values[option.name] = value
-        origins[option.name] = _Origin(Source.FLAG, option.flag_name)
+        yield option, value, problem, _Origin(Source.FLAG, option.flag_name)
 
 
 def _check_values(
