@@ -183,7 +183,7 @@ class AutoTuner:
         channel.peer_budget = report.budget_used
         self.samples += 1
 
-    def evaluate(self, now: float) -> None:  # noqa: C901 - one re-tune decision in priority order (loss, up, down, power); split, the order hides
+    def evaluate(self, now: float) -> None:  # noqa: C901 - one re-tune decision in priority order (loss, up, down, power); split up, the order would be hidden
         """Decide whether to re-tune (running state only)."""
         link = self._link
         if link._mode is RadioMode.FIXED:

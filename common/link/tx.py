@@ -330,7 +330,7 @@ class TxLink(LinkBase[TxState]):
 
     # -- running ------------------------------------------------------------------------------
 
-    def _sent_running(self, now: float) -> bool:  # noqa: C901, PLR0911 - the running state's frame priority, documented above as one list
+    def _sent_running(self, now: float) -> bool:  # noqa: C901, PLR0911 - the running state's frame priority, its docstring lists it in order
         """Choose the next frame: a command reply; else an update (the status report riding on
         it when due); else, when no update came to ride on for a keepalive interval, the status
         alone; and a keepalive when nothing was sent for `timing.keepalive_interval`, even
