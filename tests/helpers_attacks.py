@@ -36,7 +36,7 @@ from p1lora.common.airtime import time_on_air_for
 from p1lora.common.codec import encode_update
 from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction, LinkKeys
-from p1lora.common.frames import FrameType, build_frame
+from p1lora.common.frames import TYPE_MASK, FrameType, build_frame
 from p1lora.common.link import parse_command
 from p1lora.common.link.commands import ReplyStatus
 from p1lora.common.link.config import LinkConfig
@@ -77,7 +77,7 @@ def frame_type_of(payload: bytes) -> FrameType | None:
     if not payload or payload[0] >> 5 != 1:
         return None
     try:
-        return FrameType(payload[0] & 0x1F)
+        return FrameType(payload[0] & TYPE_MASK)
     except ValueError:
         return None
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.link import timing
+from p1lora.common.link.command_exec import ReplyQueue
 from p1lora.common.link.commands import (
     Command,
     CommandCode,
@@ -19,6 +20,7 @@ from p1lora.common.link.commands import (
     parse_command,
 )
 from p1lora.common.link.config import FixedRadio, LinkConfig, RadioMode
+from p1lora.common.link.events import RunCommand
 from p1lora.common.link.fragments import Reassembler, split
 from p1lora.common.link.messages import (
     Ack,
@@ -36,6 +38,7 @@ from p1lora.common.link.messages import (
     Switch,
 )
 from p1lora.common.link.persist import RxPersistentState, TxPersistentState
+from p1lora.common.link.rx_commands import CommandQueue
 from p1lora.common.link.tuning import (
     DEMODULATION_FLOOR_DB,
     bw_offset_db,
@@ -62,7 +65,7 @@ def test_bodies_round_trip():
         (Resync(0x1234), Resync.decode),
         (Probe(7, b"\x00" * 20), Probe.decode),
         (Switch(9, 7, 250_000), Switch.decode),
-        (Reply(3, ReplyStatus.ERROR, "bad bandwidth"), Reply.decode),
+        (Reply(3, ReplyStatus.ERROR, "bad bandwidth", 0xBEEF), Reply.decode),
         (Ack(AckKind.DATA, 0xFFFF, 0x1234, report), Ack.decode),
         (
             Ack(AckKind.PROBE, 1, 2, report, 5, Command(CommandCode.SET_INTERVAL, interval_s=2.5)),
@@ -346,3 +349,21 @@ def test_random_reports_never_crash_the_decoder():
         for decode in (Ack.decode, StatusMessage.decode, Challenge.decode, Reply.decode):
             with contextlib.suppress(MessageError):
                 decode(data)
+
+
+def test_a_reply_answers_only_the_command_it_names_by_id_and_check() -> None:
+    info, fixed = parse_command("info"), parse_command("set radio fixed 12 125")
+    assert info.check != fixed.check
+    queue = CommandQueue()
+    command_id = queue.add(fixed, 0.0)
+    assert queue.answered(command_id, info.check) is None  # an old reply to another command 1
+    assert queue.answered(command_id, fixed.check) is not None
+
+    replies = ReplyQueue()
+    replies.add(1, info.check, (ReplyStatus.OK, "info text", None))
+    assert replies.repeat(1, info.check)
+    assert not replies.repeat(1, fixed.check)  # the same id, another command: runs
+    replies.add(2, fixed.check, (ReplyStatus.OK, "restarting", RunCommand("restart")))
+    # A new session forgets every id; a restart whose reply never got through still runs.
+    assert replies.new_session() == [RunCommand("restart")]
+    assert not replies and not replies.repeat(1, info.check)

@@ -17,6 +17,7 @@ from p1lora.common.link import timing
 from p1lora.common.link.base import decode_body
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.messages import Challenge, Discover, Resync
+from p1lora.common.link.session import OutgoingFrame
 from p1lora.common.link.states import TxState
 from p1lora.common.link.switch_plan import same_rung
 from p1lora.common.link.tx_types import Awaiting, Outstanding, Timer
@@ -42,6 +43,10 @@ class Handshake:
         self.recent_counters: deque[tuple[int, float]] = deque(maxlen=32)
         #: The counter of the last RESYNC accepted (each is accepted once).
         self.last_rx_static = -1
+
+    def sent_session_frame(self, sent: OutgoingFrame, now: float) -> None:
+        """A session frame left: a RESYNC may name it from now on."""
+        self.recent_counters.append((sent.counter, now))
 
     def sent_discover(self, now: float) -> bool:
         link = self._link
@@ -134,6 +139,8 @@ class Handshake:
         rx_random = sealed.header.random
         assert rx_random is not None
         link._security.start_session(out.random, rx_random, counter, pending=False)
+        for then_run in link._replies.new_session():
+            link._emit(then_run)
         link._last_accepted_raw = sealed.raw
         link._outstanding = None
         link._tuner.new_session()

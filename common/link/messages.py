@@ -16,7 +16,7 @@ got through).
 | PROBE     | u8 probe id, padding to the size of a typical update; acked with CRC-16 of body  |
 | SWITCH    | u8 switch id, u8 SF, u8 bandwidth index (`BANDWIDTHS_HZ`)                        |
 | STATUS    | see `StatusMessage`; flag bit 1: a telegram update (codec payload) follows        |
-| REPLY     | u8 command id, u8 status, UTF-8 text                                             |
+| REPLY     | u8 command id, u8 status, u16 check of the command answered, UTF-8 text          |
 | ACK       | u8 kind, u16 acked counter low bits, u16 value, report (3), [u8 cmd id, command] |
 
 Link report (3 bytes): u8 RSSI as -dBm (0..255), i8 SNR in 0.25 dB, u8 sender's budget use
@@ -406,20 +406,24 @@ class Reply:
     command_id: int
     status: ReplyStatus
     text: str
+    #: `Command.check` of the command answered (binds the reply to it, not only to its id).
+    check: int = 0
 
     def encode(self) -> bytes:
         text = self.text.encode("utf-8")[:MAX_REPLY_TEXT]
-        return bytes((self.command_id & 0xFF, int(self.status))) + text
+        head = bytes((self.command_id & 0xFF, int(self.status)))
+        return head + (self.check & 0xFFFF).to_bytes(2, "big") + text
 
     @classmethod
     def decode(cls, data: bytes) -> Reply:
-        if len(data) < 2:
+        if len(data) < 4:
             raise MessageError("REPLY body too short")
         try:
             status = ReplyStatus(data[1])
         except ValueError:
             raise MessageError(f"unknown reply status {data[1]}") from None
-        return cls(data[0], status, data[2:].decode("utf-8", errors="replace"))
+        text = data[4:].decode("utf-8", errors="replace")
+        return cls(data[0], status, text, int.from_bytes(data[2:4], "big"))
 
 
 class AckKind(IntEnum):

@@ -1,79 +1,23 @@
-"""Bounds on the receiver's answers to frames anyone can replay: exact copies and DISCOVERs.
+"""Bounds on the receiver's answers to frames anyone can replay: DISCOVERs.
 
-Two kinds of authentic frame make the receiver transmit although they prove nothing new:
+A DISCOVER is a static-key frame: it can be recorded and replayed, and only the transmitter's
+first session frame under the keys a CHALLENGE creates proves it live. Every CHALLENGE costs
+a response token and airtime, and replayed DISCOVERs took all of them from a returning
+transmitter. `RxLink` applies these rules; refused frames are counted as `replay`.
 
-- an **exact copy of the last frame it acknowledged**. The transmitter resends a frame byte
-  for byte when its ack was lost, and the receiver answers with the same ack bytes (no new
-  nonce, nothing processed twice). Anyone who recorded the frame can send the copy too: with
-  no bound but the budget, six copies per telegram emptied the receiver's 10 % budget in half
-  an hour and the link was lost (`tests/test_attacks.py`).
-- a **DISCOVER**. Static-key frames can be recorded and replayed; only the transmitter's first
-  session frame under the keys a CHALLENGE creates proves it live. Every CHALLENGE costs a
-  response token, and replayed DISCOVERs took all of them from a returning transmitter.
-
-Airtime is what a receiver runs out of, so both answers are bounded by what a real transmitter
-can ever need. `RxLink` applies these rules; refused frames are counted as `replay`.
+(Session frames need no such bound: the transmitter resends a frame's body under a fresh
+counter, so an exact copy of any session frame is a replay and is never answered.)
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
-__all__ = ["ANSWERED_DISCOVER_MEMORY", "DiscoverFilter", "DuplicateAnswers"]
+__all__ = ["ANSWERED_DISCOVER_MEMORY", "DiscoverFilter"]
 
 #: DISCOVERs remembered as answered. A transmitter sends at most about 30 an hour (discovery
 #: backoff capped at 120 s), so this covers hours of discovery at 16 bytes each.
 ANSWERED_DISCOVER_MEMORY = 64
-
-
-class DuplicateAnswers:
-    """How often an exact copy of the last acknowledged frame is answered again.
-
-    - At most `per_frame` times per frame: the transmitter resends one frame at most that often
-      (`LinkConfig.max_retries`, a SWITCH `switch_attempts - 1`), so any further copy is a
-      replay.
-    - In the long run at most once per new frame: each frame acknowledged for the first time
-      earns one answer, and at most `saved` are kept. A transmitter whose acks are lost with
-      probability q needs q + q^2 answers per frame (with two resends), less than one while
-      fewer than 60 % of the acks are lost (beyond 30 % loss it steps down, unless the
-      margin shows interference, where slower settings would not help).
-      An attacker can therefore at most double the receiver's ack airtime, never empty the
-      budget with copies; `RxLink` also keeps a reserve for the acks of new frames.
-    """
-
-    def __init__(self, per_frame: int, saved: int) -> None:
-        if per_frame < 0 or saved < 1:
-            raise ValueError("per_frame must be >= 0 and saved >= 1")
-        self.per_frame = per_frame
-        self.saved = saved
-        self._repeats = 0
-        self._credit = saved
-
-    @property
-    def repeats(self) -> int:
-        """Copies of the current frame answered so far."""
-        return self._repeats
-
-    def new_frame(self) -> None:
-        """A frame was acknowledged for the first time: its copies may be answered anew."""
-        self._repeats = 0
-        self._credit = min(self.saved, self._credit + 1)
-
-    def refusal(self) -> str | None:
-        """Why the next copy must not be answered (None: it may be)."""
-        if self._repeats >= self.per_frame:
-            return (
-                f"exact copy of the last frame, answered {self._repeats} times already "
-                f"(the transmitter resends a frame at most {self.per_frame} times)"
-            )
-        if self._credit < 1:
-            return "exact copies arrive faster than new frames (one answer per new frame)"
-        return None
-
-    def answered(self) -> None:
-        """A copy was answered."""
-        self._repeats += 1
-        self._credit -= 1
 
 
 class DiscoverFilter:

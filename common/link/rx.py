@@ -27,11 +27,9 @@ discovery never establishes anything; nor does it hide the real transmitter: a s
 that opens under no pending session is `no_session` as without one and earns a RESYNC, and an
 answered DISCOVER holds a resumed receiver away from the rendezvous for one
 `timing.handshake_grace` only. Every session frame must carry a counter above the last
-accepted; an exact copy of the last acknowledged frame gets the same ack again (the
-transmitter resends when an ack was lost) without being processed twice, at most as often as a
-transmitter can need (`replay_limits.DuplicateAnswers`), never from the last tenth of the
-budget (kept for the acks of new frames), and it does not reset the silence timer: anyone can
-send a copy.
+accepted, so an exact copy of any frame is a replay and gets no answer: the transmitter
+resends a frame whose ack was lost as the same body under a fresh counter with the resend
+flag, and that resend gets the same answer again (a new ack) without being processed twice.
 
 Delivery: a DATA update is decoded against the references this side holds (the last few
 delivered telegrams by id); a rebuilt telegram is delivered once (`Deliver`) and acknowledged
@@ -81,7 +79,7 @@ from p1lora.common.link.messages import (
     Switch,
 )
 from p1lora.common.link.persist import RxPersistentState
-from p1lora.common.link.replay_limits import DiscoverFilter, DuplicateAnswers
+from p1lora.common.link.replay_limits import DiscoverFilter
 from p1lora.common.link.rx_commands import CommandQueue, QueuedCommand
 from p1lora.common.link.states import RX_TRANSITIONS, RxState
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
@@ -92,14 +90,15 @@ __all__ = ["RxLink"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Acked:
-    """The last frame acknowledged (or that we tried to): its bytes, the ack sent (None when it
-    could not be sent) and what the ack said, so that an exact resend is answered."""
+    """The last frame acknowledged (or that we tried to): its type, body and what the ack
+    said, so that the transmitter's resend of it (same body, fresh counter, resend flag) is
+    answered again without being processed twice."""
 
-    raw: bytes
-    ack_frame: bytes | None
-    answer: tuple[AckKind, int, int]
+    frame_type: FrameType
+    body: bytes
+    answer: tuple[AckKind, int]
 
 
 class RxLink(LinkBase[RxState]):
@@ -151,10 +150,8 @@ class RxLink(LinkBase[RxState]):
         self._reassembler = Reassembler()
         self._commands = CommandQueue()
         self._last_ack: _Acked | None = None
-        resends = max(config.max_retries, config.switch_attempts - 1)
-        # Saved answers cover a burst of lost acks: under interference the transmitter keeps
-        # its rung (it does not step down at 30 % loss), so bursts of resends are normal.
-        self._duplicates = DuplicateAnswers(per_frame=resends, saved=2 * (resends + 1))
+        #: (type, body) of the session frame being handled (what an ack answers).
+        self._handling: tuple[FrameType, bytes] = (FrameType.DATA, b"")
         self._challenges = TokenBucket(3.0, self._refill(timing.CHALLENGE_BYTES), now)
         #: DISCOVERs below the floor after the session ended: a quarter of the response rate.
         self._below_floor = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
@@ -261,10 +258,6 @@ class RxLink(LinkBase[RxState]):
     # -- frames -----------------------------------------------------------------------------
 
     def _on_frame(self, now: float, frame: ReceivedFrame) -> None:
-        last = self._last_ack
-        if last is not None and frame.payload == last.raw:
-            self._on_duplicate(now, frame, last)
-            return
         try:
             sealed = self._security.parse(frame.payload)
             if sealed.header.frame_type is FrameType.DISCOVER:
@@ -275,40 +268,6 @@ class RxLink(LinkBase[RxState]):
             self._reject(now, error, frame)
             if error.reason is RejectReason.NO_SESSION:
                 self._maybe_resync(now, frame)
-
-    def _on_duplicate(self, now: float, frame: ReceivedFrame, last: _Acked) -> None:
-        """The transmitter resent exactly what we acknowledged: our ack was lost (or never
-        left because the radio or the budget did not allow it). Answer again, with the same
-        ack bytes, and process nothing twice. Anyone who recorded the frame can send it too,
-        so a copy does not reset the silence timer and is answered only as often as a
-        transmitter can need (`DuplicateAnswers`), and never from the last tenth of the budget:
-        that stays for the acks of new frames. Copies beyond the bound count as `replay`."""
-        self._telegrams["duplicate_frames"] += 1
-        refusal = self._duplicates.refusal()
-        if refusal is not None:
-            self._reject(now, FrameError(RejectReason.REPLAY, refusal), frame)
-            return
-        size = len(last.ack_frame) if last.ack_frame is not None else timing.ACK_TYPICAL_BYTES
-        if not self._within_reserve(now, self._airtime(size)):
-            self._telegrams["ack_suppressed"] += 1
-            self._event(LinkEvent.ACK_SUPPRESSED, reason="reserve")
-            return
-        if last.ack_frame is None:
-            answered = self._ack(now, last.raw, frame, last.answer, repeat=True)
-        else:
-            answered = self._resend(now, last.ack_frame, FrameType.ACK.name)
-            if not answered:
-                self._telegrams["ack_suppressed"] += 1
-        if answered:
-            self._duplicates.answered()
-
-    def _within_reserve(self, now: float, airtime: float) -> bool:
-        """Whether an answer that only a copy asked for leaves `budget_utilisation` of the
-        allowance untouched: the rest is kept for the acks of new frames."""
-        budget = self._budget
-        if budget.unlimited:
-            return True
-        return budget.used(now) + airtime <= self.config.budget_utilisation * budget.allowance_s
 
     def _on_discover(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
         counter, body = self._security.open_static(sealed)
@@ -417,6 +376,18 @@ class RxLink(LinkBase[RxState]):
         elif self._state in (RxState.RESUME, RxState.FALLBACK, RxState.HANDSHAKE):
             self._set_state(RxState.RUNNING, f"{frame_type.name} received")
             self._remember_good(self._settings)
+        last = self._last_ack
+        self._handling = (frame_type, body)
+        if (
+            sealed.header.resend
+            and last is not None
+            and (last.frame_type, last.body) == self._handling
+        ):
+            # The transmitter did not hear our ack: the same answer again, nothing twice.
+            self._telegrams["duplicate_frames"] += 1
+            kind, value = last.answer
+            self._ack(now, frame, (kind, counter, value))
+            return
         handler = _HANDLERS[frame_type]
         handler(self, now, sealed, counter, body, frame)
 
@@ -457,18 +428,14 @@ class RxLink(LinkBase[RxState]):
     def _ack(
         self,
         now: float,
-        acked: SealedFrame | bytes,
         frame: ReceivedFrame,
         ack: tuple[AckKind, int, int],
-        *,
-        repeat: bool = False,
     ) -> bool:
         """Acknowledge a frame with (kind, counter, value); False if it could not be sent.
-        `repeat`: the frame is a copy of the one acknowledged last (whose ack never left)."""
-        raw = acked.raw if isinstance(acked, SealedFrame) else acked
-        if not repeat:
-            self._duplicates.new_frame()
+        What it said is kept: the transmitter's resend of this frame gets the same answer."""
         kind, counter, value = ack
+        frame_type, body_acked = self._handling
+        self._last_ack = _Acked(frame_type, body_acked, (kind, value))
         queued = self._commands.first()
         body = Ack(
             kind,
@@ -483,11 +450,9 @@ class RxLink(LinkBase[RxState]):
         if sent is None:
             self._telegrams["ack_suppressed"] += 1
             self._event(LinkEvent.ACK_SUPPRESSED, reason="busy" if self._radio_busy else "budget")
-            self._last_ack = _Acked(raw, None, ack)
             return False
         if queued is not None:
             queued.sent += 1
-        self._last_ack = _Acked(raw, sent.frame, ack)
         return True
 
     def _on_data(
@@ -509,7 +474,7 @@ class RxLink(LinkBase[RxState]):
             value = missing if missing is not None and missing not in self._references else 0xFFFF
             self._event(LinkEvent.UPDATE_REJECTED, error=str(exc))
             logger.info("rx: update not decoded (%s); asking for a key update", exc)
-            self._ack(now, sealed, frame, (AckKind.NAK, counter, value))
+            self._ack(now, frame, (AckKind.NAK, counter, value))
             return
         telegram_id = codec.telegram_id(telegram)
         if telegram == self._last_delivered and has_meter_clock(telegram):
@@ -525,7 +490,7 @@ class RxLink(LinkBase[RxState]):
             while len(self._references) > self.config.reference_cache:
                 self._references.popitem(last=False)
             self._emit(Deliver(telegram, frame.received_at, self._report(frame)))
-        self._ack(now, sealed, frame, (AckKind.DATA, counter, telegram_id))
+        self._ack(now, frame, (AckKind.DATA, counter, telegram_id))
 
     def _lookup(self, reference_id: int) -> bytes | None:
         return self._references.get(reference_id)
@@ -536,18 +501,18 @@ class RxLink(LinkBase[RxState]):
         header, chunk = decode_body(FragmentHeader.split, body)
         if header.tag == self._reassembler.completed_tag and self._last_delivered is not None:
             value = codec.telegram_id(self._last_delivered)
-            self._ack(now, sealed, frame, (AckKind.DATA, counter, value))
+            self._ack(now, frame, (AckKind.DATA, counter, value))
             return
         payload = decode_body(lambda _: self._reassembler.add(header, chunk), body)
         if payload is None:
-            self._ack(now, sealed, frame, (AckKind.FRAGMENT, counter, self._reassembler.bitmap))
+            self._ack(now, frame, (AckKind.FRAGMENT, counter, self._reassembler.bitmap))
             return
         self._deliver_update(now, sealed, counter, payload, frame)
 
     def _on_probe(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        self._ack(now, sealed, frame, (AckKind.PROBE, counter, crc16_arc(body)))
+        self._ack(now, frame, (AckKind.PROBE, counter, crc16_arc(body)))
 
     def _on_switch(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
@@ -558,10 +523,10 @@ class RxLink(LinkBase[RxState]):
             self.config.region.check(target)
         except (RegionError, ValueError) as exc:
             self._event(LinkEvent.SWITCH_REFUSED, reason=str(exc))
-            self._ack(now, sealed, frame, (AckKind.SWITCH, counter, 0x100 | switch.switch_id))
+            self._ack(now, frame, (AckKind.SWITCH, counter, 0x100 | switch.switch_id))
             return
         self._event(LinkEvent.SWITCH_REQUESTED, target=target.label())
-        if self._ack(now, sealed, frame, (AckKind.SWITCH, counter, switch.switch_id)):
+        if self._ack(now, frame, (AckKind.SWITCH, counter, switch.switch_id)):
             self._after_tx = target  # change only after our ack has left at the old setting
         else:
             self._apply_switch(now, target)  # the transmitter goes there without our ack too
@@ -576,16 +541,18 @@ class RxLink(LinkBase[RxState]):
         if update is not None:  # a telegram update rides on the report: ack it like DATA
             self._deliver_update(now, sealed, counter, update, frame)
             return
-        self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))
+        self._ack(now, frame, (AckKind.FRAME, counter, 0))
 
     def _on_reply(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
         reply = decode_body(Reply.decode, body)
-        queued = self._commands.answered(reply.command_id)
+        queued = self._commands.answered(reply.command_id, reply.check)
         if queued is not None:
             self._finish_command(queued, reply.status, reply.text, now)
-        self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))
+        else:  # acked all the same, so the transmitter stops sending it
+            self._telegrams["replies_unmatched"] += 1
+        self._ack(now, frame, (AckKind.FRAME, counter, 0))
 
     def _finish_command(
         self, queued: QueuedCommand, status: ReplyStatus, text: str, now: float

@@ -113,7 +113,11 @@ class LinkSecurity:
         )
         return OutgoingFrame(frame, frame_type, counter, persist)
 
-    def seal_session(self, frame_type: FrameType, body: bytes) -> OutgoingFrame:
+    def seal_session(
+        self, frame_type: FrameType, body: bytes, *, resend: bool = False
+    ) -> OutgoingFrame:
+        """Seal a session frame under the next counter; `resend`: the body repeats our
+        previous frame of this type (its answer was lost), flagged in the header."""
         session = self.session
         if session is None:
             raise RuntimeError(f"cannot send {frame_type.name} without a session")
@@ -126,6 +130,7 @@ class LinkSecurity:
             body,
             cipher=session.keys.cipher(self.sending),
             nonce=nonce,
+            resend=resend,
         )
         return OutgoingFrame(frame, frame_type, counter, persist)
 

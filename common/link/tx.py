@@ -284,7 +284,7 @@ class TxLink(LinkBase[TxState]):
         sent = self._send(now, size, lambda: self._security.seal_session(frame_type, body))
         if sent is None:
             return None
-        self._handshake.recent_counters.append((sent.counter, now))
+        self._handshake.sent_session_frame(sent, now)
         self._last_sent_at = now
         self._last_sent_end = now + self._airtime(size)
         if frame_type is not FrameType.PROBE:
@@ -292,20 +292,28 @@ class TxLink(LinkBase[TxState]):
         if kind in (Awaiting.SWITCH, Awaiting.PROBE):
             self._pacer.invalidate()  # unpaced traffic: the pacing must account for it
         out = Outstanding(
-            kind, sent.frame, frame_type, sent.counter, self._settings, now, reply_bytes
+            kind, sent.frame, frame_type, sent.counter, self._settings, now, reply_bytes, body=body
         )
         self._outstanding = out
         return out
 
     def _resent(self, now: float, out: Outstanding) -> bool:
-        """Send `out` again byte for byte (same counter, no new nonce) as the frame in flight,
+        """Send `out`'s body again as the frame in flight, sealed under a fresh counter with
+        the resend flag (so any exact copy of a frame is a replay the receiver never answers),
         when the radio and the budget allow it now; False (and a budget timer) otherwise."""
         wait = self._budget_wait(now, len(out.frame))
         if wait > 0:
             self._wait(Timer.BUDGET, now + wait)
             return False
-        if not self._resend(now, out.frame, out.frame_type.name):
+        sent = self._send(
+            now,
+            len(out.frame),
+            lambda: self._security.seal_session(out.frame_type, out.body, resend=True),
+        )
+        if sent is None:
             return False
+        self._handshake.sent_session_frame(sent, now)
+        out.frame, out.counter = sent.frame, sent.counter
         out.attempts += 1
         out.deadline = None
         out.sent_at = now
@@ -316,12 +324,11 @@ class TxLink(LinkBase[TxState]):
     # -- coordination -------------------------------------------------------------------------
 
     def _reset_traffic(self) -> None:
-        """A new session or the rendezvous: nothing in flight, no switch, replies anew."""
+        """A new session or the rendezvous: nothing in flight, no switch."""
         self._outstanding = None
         self._delivery.reset()
         self._switching.plan = None
         self._switching.deferred = None
-        self._replies.restart_attempts()
 
     def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
         """Start a two-phase switch to `target` (`Switching.start`: it may be deferred for the
@@ -419,7 +426,7 @@ class TxLink(LinkBase[TxState]):
         if self._gated(now, data=False):
             return False
         reply = self._replies.first()
-        body = Reply(reply.command_id, reply.status, reply.text).encode()
+        body = Reply(reply.command_id, reply.status, reply.text, reply.check).encode()
         out = self._session_send(now, Awaiting.REPLY, FrameType.REPLY, body, timing.ACK_MAX_BYTES)
         if out is None:
             return False
@@ -529,10 +536,10 @@ class TxLink(LinkBase[TxState]):
     # -- commands -----------------------------------------------------------------------------
 
     def _on_command(self, now: float, command_id: int, command: Command) -> None:
-        if self._replies.repeat(command_id):
+        if self._replies.repeat(command_id, command.check):
             return
         outcome = EXECUTORS[command.code](self, now, command)
-        self._replies.add(command_id, outcome)
+        self._replies.add(command_id, command.check, outcome)
         self._event(
             LinkEvent.COMMAND, command=str(command), command_id=command_id, status=outcome[0].name
         )
