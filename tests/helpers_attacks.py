@@ -479,7 +479,7 @@ class Forger:
         bodies: dict[FrameType, Callable[[], bytes]] = {
             FrameType.DISCOVER: lambda: Discover(False, 14).encode(),
             FrameType.CHALLENGE: lambda: Challenge(report, 14, None).encode(),
-            FrameType.RESYNC: lambda: Resync(counter & 0xFFFF).encode(),
+            FrameType.RESYNC: lambda: Resync(self.rng.randbytes(8)).encode(),
             FrameType.DATA: lambda: encode_update(forged_telegram(), None),
             FrameType.FRAGMENT: lambda: FragmentHeader(7, 0, 2).encode() + bytes(40),
             FrameType.PROBE: lambda: Probe(9, bytes(30)).encode(),

@@ -245,7 +245,9 @@ def test_immediate_replays_are_refused_as_replays_and_never_answered() -> None:
     assert set(tx.not_rejected) <= {"ACK"}  # copies of the ack it just accepted: ignored
     assert set(tx.rejected) <= {"wrong_direction"}
     telegrams = run.sim.rx.rx_link.diagnostics(run.sim.now).telegrams
-    assert telegrams.get("duplicate_frames", 0) < 0.01 * rx.rejected["replay"]  # only the transmitter's own resends
+    assert (
+        telegrams.get("duplicate_frames", 0) < 0.01 * rx.rejected["replay"]
+    )  # only the transmitter's own resends
 
 
 def test_later_replays_are_refused_as_replays() -> None:

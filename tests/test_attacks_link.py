@@ -18,10 +18,12 @@ attacker of `tests.helpers_attacks`, and proves the bound the fix promises:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 
 import pytest
 
+from p1lora.common.frames import FrameType
 from p1lora.common.link.commands import ReplyStatus
 from p1lora.common.link.config import FixedRadio, RadioMode
 from p1lora.tools.sim import SimOptions, Simulation
@@ -32,6 +34,7 @@ from tests.helpers_attacks import (
     Attacker,
     AttackReport,
     Hammer,
+    Heard,
     Passive,
     Strategy,
     attacker_frames_at,
@@ -130,3 +133,74 @@ def test_a_command_after_a_receiver_restart_runs_and_gets_its_own_reply() -> Non
     assert reply.status is ReplyStatus.OK, reply  # type: ignore[attr-defined]
     assert reply.text.startswith("radio fixed"), reply  # type: ignore[attr-defined]
     assert sim.tx.tx_link.mode is RadioMode.FIXED
+
+
+# ---------------------------------------------------------------- harvested RESYNCs
+
+
+@dataclass
+class HarvestResyncs:
+    """While the receiver has no session, send it frames that look like the transmitter's
+    next session frames (the counter bits a restarted transmitter will use: they are in every
+    header, and it resumes at its saved reservation) and keep the authentic RESYNCs it answers
+    with; later, replay the one that names a frame the transmitter has just sent."""
+
+    names: list[int]
+    rng: random.Random
+    until: float
+    period_s: float = 7.0
+    harvested: dict[int, bytes] = field(default_factory=dict)
+    replayed: int = 0
+    _asked: int | None = None
+    _turn: int = 0
+
+    def heard(self, attacker: Attacker, frame: Heard) -> None:
+        if frame.frame_type is FrameType.RESYNC and self._asked is not None:
+            self.harvested.setdefault(self._asked, frame.payload)
+            self._asked = None
+            return
+        if frame.frame_type in UPLINK_TYPES and frame.frame_type is not FrameType.DISCOVER:
+            low = int.from_bytes(frame.payload[3:5], "big")
+            resync = self.harvested.pop(low, None)
+            if resync is not None:
+                self.replayed += 1
+                attacker.enqueue(resync, at=frame.at + 0.3, label="harvested-resync")
+
+    def tick(self, attacker: Attacker, now: float) -> float | None:
+        if now >= self.until or attacker.network_id is None:
+            return None
+        pending = [n for n in self.names if n not in self.harvested]
+        if not pending:
+            return None
+        low = pending[self._turn % len(pending)]
+        self._turn += 1
+        self._asked = low
+        head = bytes(((1 << 5) | FrameType.DATA,)) + attacker.network_id + low.to_bytes(2, "big")
+        attacker.enqueue(head + self.rng.randbytes(20), label="resync-bait")
+        return now + self.period_s
+
+
+def test_harvested_resyncs_never_make_a_restarted_transmitter_re_handshake() -> None:
+    sim_options = SimOptions(path_loss_db=GOOD, seed=SEED)
+    off_at = 120.0
+    probe = Simulation(sim_options)
+    probe.run_until(off_at)
+    saved = probe.tx_store.load_counters()
+    assert saved is not None
+    # The restarted transmitter's DISCOVER takes the reservation, its session frames follow.
+    names = [(saved.reserved_until + k) & 0xFFFF for k in range(1, 5)]
+    harvest = HarvestResyncs(names, random.Random(SEED), until=off_at + 40.0)
+    run = build(sim_options, harvest, start=off_at + 3.0)
+    sim = run.sim
+    sim.run_until(off_at)
+    assert sim.tx_store.load_counters() == saved
+    sim.power_off("tx")
+    sim.restart_rx(down_s=2.0)
+    sim.run_until(off_at + 40.0)
+    assert harvest.harvested, "the receiver answered no bait with a RESYNC"
+    sim.power_on("tx")
+    resyncs_before = sim.tx_log.events["resync"]
+    sim.run_until(off_at + 160.0)
+    assert harvest.replayed > 0, "the transmitter never sent a frame the harvest names"
+    assert sim.tx_log.events["resync"] == resyncs_before, "a harvested RESYNC was accepted"
+    assert sim.tx_log.events["session_established"] == 2  # the first, and after the restart

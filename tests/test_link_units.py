@@ -62,7 +62,7 @@ def test_bodies_round_trip():
         (Discover(True, 14), Discover.decode),
         (Challenge(report, 14, 0xBEEF), Challenge.decode),
         (Challenge(report, -4, None), Challenge.decode),
-        (Resync(0x1234), Resync.decode),
+        (Resync(bytes(range(8))), Resync.decode),
         (Probe(7, b"\x00" * 20), Probe.decode),
         (Switch(9, 7, 250_000), Switch.decode),
         (Reply(3, ReplyStatus.ERROR, "bad bandwidth", 0xBEEF), Reply.decode),

@@ -10,7 +10,7 @@ got through).
 |-----------|---------------------------------------------------------------------------------|
 | DISCOVER  | u8 flags (bit 0: resuming at a non-rendezvous setting), i8 TX power dBm           |
 | CHALLENGE | report (3), i8 receiver TX power, u8 flags (bit 0: has reference), u16 ref id     |
-| RESYNC    | u16 low counter bits of the transmitter frame that could not be opened            |
+| RESYNC    | the 8-byte CCM tag of the transmitter frame that could not be opened              |
 | DATA      | the codec payload (`p1lora.common.codec`), nothing else                          |
 | FRAGMENT  | u8 update tag, u8 index<<4 | (count-1), chunk                                     |
 | PROBE     | u8 probe id, padding to the size of a typical update; acked with CRC-16 of body  |
@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from p1lora.common.crypto import TAG_SIZE
 from p1lora.common.link.commands import MAX_REPLY_TEXT, Command, CommandSyntaxError, ReplyStatus
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 
@@ -41,6 +42,7 @@ __all__ = [
     "CHALLENGE_BODY_SIZE",
     "COMMAND_MAX_SIZE",
     "DISCOVER_BODY_SIZE",
+    "RESYNC_BODY_SIZE",
     "STATUS_TYPICAL_BODY_SIZE",
     "SWITCH_BODY_SIZE",
     "Ack",
@@ -60,6 +62,8 @@ __all__ = [
 ]
 
 DISCOVER_BODY_SIZE = 2
+#: A RESYNC names the unreadable frame by its tag (`crypto.TAG_SIZE`).
+RESYNC_BODY_SIZE = TAG_SIZE
 CHALLENGE_BODY_SIZE = 7
 ACK_BODY_SIZE = 8
 #: Command id + the longest command on air.
@@ -147,15 +151,21 @@ class Challenge:
 
 @dataclass(frozen=True, slots=True)
 class Resync:
-    counter_low: int
+    """Names the frame the receiver could not open by its CCM tag: unpredictable before that
+    frame was sent, so a RESYNC harvested by sending the receiver made-up frames never names
+    a frame of the real transmitter (header counter bits did: anyone can predict them)."""
+
+    tag: bytes
 
     def encode(self) -> bytes:
-        return self.counter_low.to_bytes(2, "big")
+        if len(self.tag) != RESYNC_BODY_SIZE:
+            raise ValueError(f"a RESYNC names a {RESYNC_BODY_SIZE}-byte tag")
+        return self.tag
 
     @classmethod
     def decode(cls, data: bytes) -> Resync:
-        _need(data, 2, "RESYNC")
-        return cls(int.from_bytes(data, "big"))
+        _need(data, RESYNC_BODY_SIZE, "RESYNC")
+        return cls(bytes(data))
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,8 +50,15 @@ from p1lora.common import codec
 from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.counters import CounterState
 from p1lora.common.crc16 import crc16_arc
-from p1lora.common.crypto import Direction
-from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
+from p1lora.common.crypto import TAG_SIZE, Direction
+from p1lora.common.frames import (
+    HEADER_SIZE,
+    FrameError,
+    FrameType,
+    RejectReason,
+    SealedFrame,
+    overhead,
+)
 from p1lora.common.link import timing
 from p1lora.common.link.base import LinkBase, decode_body
 from p1lora.common.link.commands import Command, ReplyStatus
@@ -345,13 +352,13 @@ class RxLink(LinkBase[RxState]):
         state = self._idle_state() if self._state is RxState.HANDSHAKE else self._state
         if (
             state not in (RxState.RESUME, RxState.RUNNING, RxState.FALLBACK)
-            or len(frame.payload) < 5
+            or len(frame.payload) < HEADER_SIZE + TAG_SIZE
         ):
             return
         self._resyncs.set_rate(self._refill(timing.CHALLENGE_BYTES) / 4, now)
         if not self._resyncs.take(now):
             return
-        body = Resync(int.from_bytes(frame.payload[3:5], "big")).encode()
+        body = Resync(frame.payload[-TAG_SIZE:]).encode()
         random = self._security.random()
         size = len(body) + overhead(FrameType.RESYNC)
         sent = self._send(

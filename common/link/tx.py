@@ -455,7 +455,8 @@ class TxLink(LinkBase[TxState]):
             elif frame_type is FrameType.RESYNC:
                 self._handshake.on_resync(now, sealed)
             else:
-                _, body, _ = self._security.open_session(sealed)
+                counter, body, _ = self._security.open_session(sealed)
+                self._handshake.heard_receiver(counter)
                 self._peer_sent(frame)
                 ack = decode_body(Ack.decode, body)
                 self._last_accepted_raw = sealed.raw
