@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from p1lora.common.counters import CounterState
 from p1lora.common.frames import FrameType
 from p1lora.common.link.commands import ReplyStatus
 from p1lora.common.link.config import FixedRadio, RadioMode
@@ -33,11 +34,13 @@ from tests.helpers_attacks import (
     AirLog,
     Attacker,
     AttackReport,
+    Flood,
     Hammer,
     Heard,
     Passive,
     Strategy,
     attacker_frames_at,
+    replay_of,
 )
 
 pytestmark = [pytest.mark.attacks]
@@ -204,3 +207,60 @@ def test_harvested_resyncs_never_make_a_restarted_transmitter_re_handshake() -> 
     assert harvest.replayed > 0, "the transmitter never sent a frame the harvest names"
     assert sim.tx_log.events["resync"] == resyncs_before, "a harvested RESYNC was accepted"
     assert sim.tx_log.events["session_established"] == 2  # the first, and after the restart
+
+
+# ---------------------------------------------------------------- replayed DISCOVERs
+
+
+#: Replayed DISCOVERs in the pool: more than the receiver remembers as answered (64).
+POOL = 70
+HARVEST_START = 60.0
+HARVEST_EVERY_S = 6.0
+
+
+def _harvest_discovers(sim: Simulation, attacker: Attacker) -> CounterState:
+    """A pool of authentic DISCOVERs as one piles up over months: the transmitter restarts
+    (each restart sends a DISCOVER at its last good setting) and the attacker records them.
+    Returns the transmitter's counter reservation before the harvest (an old backup)."""
+    sim.run_until(HARVEST_START)
+    early = sim.tx_store.load_counters()
+    assert early is not None
+    while len(attacker.captured_by_type.get(FrameType.DISCOVER, ())) < POOL:
+        sim.restart_tx(down_s=1.0)
+        sim.run_for(HARVEST_EVERY_S)
+        assert sim.now < HARVEST_START + 3 * POOL * HARVEST_EVERY_S, "no DISCOVERs to harvest"
+    sim.run_for(30.0)
+    assert sim.tx.tx_link.state == "running"
+    return early
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("event", ["power-cut", "transmitter-rollback"])
+def test_a_pool_of_replayed_discovers_cannot_keep_the_link_down(event: str) -> None:
+    """Replays of a large DISCOVER pool (issue 12, item 1) while both nodes reboot (a power
+    cut: the receiver forgot what it answered) or while a transmitter whose counter store was
+    rolled back to an old backup comes back (its DISCOVERs are below the receiver's floor,
+    like the replays): the link is back within two minutes and stays up."""
+    options = SimOptions(path_loss_db=GOOD, seed=SEED)
+    flood = Flood(replay_of([FrameType.DISCOVER]), period_s=0.2, label="discover")
+    run = build(options, flood, start=1e9)
+    sim, attacker = run.sim, run.attacker
+    early = _harvest_discovers(sim, attacker)
+    attacker.start = attacker._next_strategy = sim.now  # the flood begins
+    attacker.wakeup.set()
+    sim.power_off("tx")
+    if event == "power-cut":
+        sim.power_off("rx")
+        sim.run_for(5.0)
+        sim.power_on("rx")  # it forgot what it answered; the closet Pi is slower to return
+    sim.run_for(300.0)  # the receiver has lost the session, the flood goes on
+    if event == "transmitter-rollback":
+        sim.tx_store.save_counters(early)  # an old backup of the counter store
+    at = sim.now
+    sim.power_on("tx")
+    end = at + 900.0
+    sim.run_until(end)
+    back = [t for t in sim.deliveries.times if t >= at]
+    assert back and back[0] < at + 120.0, f"first delivery {back[:1]} s, the event at {at:.0f} s"
+    assert run.deliveries(at + 120.0, end) >= 0.9 * (end - at - 120.0)
+    assert attacker.sent_labels()["discover"] > 100

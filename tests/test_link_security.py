@@ -383,9 +383,9 @@ def test_replayed_discovers_do_not_starve_the_returning_transmitter() -> None:
 
 
 def test_old_discovers_take_a_quarter_of_the_response_rate_and_never_starve_new_ones() -> None:
-    """After a confirmed session, DISCOVERs at or below its counters (recorded before it, or
-    from a transmitter that lost its counter store) are answered at a quarter of the response
-    rate at most; a newer DISCOVER still finds a token at once."""
+    """After a confirmed session, DISCOVERs that are not new under its binding (recorded
+    before it, or from a transmitter that lost its state) are answered at a quarter of the
+    response rate at most, from their own tokens; a new bound DISCOVER finds a token at once."""
     h = _running_pair()
     h.channel.uplink_blocked = lambda _t: True
     h.channel.downlink_blocked = lambda _t: True
@@ -393,7 +393,7 @@ def test_old_discovers_take_a_quarter_of_the_response_rate_and_never_starve_new_
     assert h.rx_link.state == "rendezvous" and not h.rx_link.session_active
     start = h.clock.now()
     assert h.tx_link._security.counter.next_value > 40  # the session's counters
-    # Distinct recorded DISCOVERs, all below the counters of the session.
+    # Distinct recorded DISCOVERs from before the session (unbound).
     old = [d for seed in range(20) for d in recorded_discovers(40, seed=seed)]
     for payload in old:  # one every 5 s for more than an hour
         h.run_for(5.0)
@@ -406,19 +406,33 @@ def test_old_discovers_take_a_quarter_of_the_response_rate_and_never_starve_new_
     assert h.rx_link.rejected["replay"] >= len(old) - len(challenges) - 10
     h.run_for(10.0)  # the radio is idle
     sent = len(h.rx.sent)
-    h.inject("rx", recorded_discovers(1, first_counter=10**6)[0])
+    binding = h.tx_link._binding
+    assert binding and binding == h.rx_link._discovers.bindings[0].binding
+    h.inject("rx", recorded_discovers(1, first_counter=10, binding=binding)[0])
     assert [a.frame_type for a in h.rx.sent[sent:]] == ["CHALLENGE"]
 
 
-def test_the_discover_floor_follows_the_current_transmitter() -> None:
+def test_a_discover_is_new_only_above_the_floor_of_the_binding_it_was_sealed_under() -> None:
     discovers = DiscoverFilter(memory=2)
-    discovers.confirmed(120)  # the first session frame of the current transmitter
+    assert discovers.candidates() == [b""]  # no session yet: unbound DISCOVERs are new
+    assert discovers.fresh(b"", 5) and not discovers.fresh(b"", 5)
+    discovers.confirmed(b"R1" * 4, 120)  # the first session frame of the transmitter
     discovers.accepted(180)
-    assert discovers.below_floor(180) and not discovers.below_floor(181)
+    assert discovers.below_session(180) and not discovers.below_session(181)
+    assert discovers.candidates() == [b"R1" * 4, b""]
+    assert discovers.fresh(b"R1" * 4, 3)  # a transmitter with a rolled-back counter store
+    assert not discovers.fresh(b"R1" * 4, 3)  # its replay
+    assert not discovers.fresh(b"", 100)  # unbound once a session was confirmed: slowed
+    discovers.confirmed(b"R2" * 4, 7)
+    assert discovers.candidates() == [b"R2" * 4, b"R1" * 4, b""]
+    assert not discovers.fresh(b"R1" * 4, 100)  # the binding before: slowed
+    assert discovers.fresh(b"R2" * 4, 0)
     discovers.answered(200, b"r1")
     discovers.answered(201, b"r2")
     discovers.answered(202, b"r3")  # the memory is bounded: the oldest is forgotten
     assert not discovers.answered_before(200, b"r1")
     assert discovers.answered_before(202, b"r3") and not discovers.answered_before(202, b"r4")
-    discovers.confirmed(3)  # a transmitter that lost its counter store was confirmed
-    assert not discovers.below_floor(4) and discovers.below_floor(3)
+    # What the receiver persists restores it all.
+    again = DiscoverFilter(discovers.bindings)
+    assert again.bindings == discovers.bindings
+    assert not again.fresh(b"R2" * 4, 0) and again.fresh(b"R2" * 4, 1)

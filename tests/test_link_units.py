@@ -37,7 +37,12 @@ from p1lora.common.link.messages import (
     StatusMessage,
     Switch,
 )
-from p1lora.common.link.persist import RxPersistentState, TxPersistentState
+from p1lora.common.link.persist import (
+    DiscoverBinding,
+    RxPersistentState,
+    TxPersistentState,
+    settings_to_dict,
+)
 from p1lora.common.link.rx_commands import CommandQueue
 from p1lora.common.link.tuning import (
     DEMODULATION_FLOOR_DB,
@@ -340,6 +345,29 @@ def test_persisted_state_round_trip_and_damage():
         TxPersistentState.from_dict({**tx_state.as_dict(), "mode": "turbo"})
     with pytest.raises(ValueError, match="sf"):
         RxPersistentState.from_dict({"last_good": {"frequency_hz": 1}})
+
+
+def test_the_discover_bindings_are_persisted_and_old_state_files_still_load():
+    good = EU.settings(9, 250_000)
+    rx_state = RxPersistentState(
+        good, (DiscoverBinding(b"\x01" * 8, 4711), DiscoverBinding(b"", 3))
+    )
+    assert RxPersistentState.from_dict(rx_state.as_dict()) == rx_state
+    tx_state = TxPersistentState(good, binding=b"\x02" * 8)
+    assert TxPersistentState.from_dict(tx_state.as_dict()) == tx_state
+    # Written before the bindings existed: no binding, as before the first handshake.
+    old_rx = {"last_good": settings_to_dict(good)}
+    assert RxPersistentState.from_dict(old_rx) == RxPersistentState(good)
+    old_tx = {"last_good": settings_to_dict(good), "mode": "auto", "interval_s": 0.0}
+    assert TxPersistentState.from_dict(old_tx).binding == b""
+    for damage, message in (
+        ({"discover": [{"binding": "zz", "floor": 1}]}, "hex"),
+        ({"discover": [{"binding": "0102", "floor": 1}]}, "8 bytes"),
+        ({"discover": [{"binding": "", "floor": -2}]}, "out of range"),
+        ({"discover": {"binding": ""}}, "list"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            RxPersistentState.from_dict({**old_rx, **damage})
 
 
 def test_random_reports_never_crash_the_decoder():

@@ -37,6 +37,9 @@ class Handshake:
         self._link = link
         #: DISCOVERs unanswered since the backoff last started over.
         self.attempts = 0
+        #: DISCOVERs sent since the last session began: every second one goes unbound (a
+        #: receiver that lost its state, a new SD card, cannot open bound ones).
+        self.discovers_sent = 0
         #: Moments a receiver that lost us may arrive at the rendezvous (a DISCOVER goes out
         #: right after each, and the backoff starts over).
         self.meet_times: list[float] = []
@@ -67,14 +70,18 @@ class Handshake:
             link._wait(Timer.DISCOVER, now + wait)
             return False
         random = link._security.random()
+        binding = link._binding if self.discovers_sent % 2 == 0 else b""
         body = Discover(link._state is TxState.HANDSHAKE, link._settings.tx_power_dbm).encode()
         sent = link._send(
             now,
             size,
-            lambda: link._security.seal_static(FrameType.DISCOVER, body, random),
+            lambda: link._security.seal_static(
+                FrameType.DISCOVER, body, random, extra_associated=binding
+            ),
         )
         if sent is None:
             return False
+        self.discovers_sent += 1
         link._timers.pop(Timer.DISCOVER, None)
         link._pacer.invalidate()
         link._outstanding = Outstanding(
@@ -162,6 +169,7 @@ class Handshake:
         link._consecutive_failures = 0
         link._loss.clear()
         self.attempts = 0
+        self.discovers_sent = 0
         self.meet_times = []
         link._timers.pop(Timer.DISCOVER, None)
         link._event(

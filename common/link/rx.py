@@ -149,7 +149,7 @@ class RxLink(LinkBase[RxState]):
         #: When the last CHALLENGE left (a resumed receiver's handshake grace runs from it).
         self._answered_at: float | None = None
         self._after_tx: RadioSettings | None = None
-        self._discovers = DiscoverFilter()
+        self._discovers = DiscoverFilter(persisted.discover if persisted is not None else ())
         self._last_counter: int | None = None
         self._loss = LossWindow(max(config.loss_window, 50))
         self._references: OrderedDict[int, bytes] = OrderedDict()
@@ -160,8 +160,9 @@ class RxLink(LinkBase[RxState]):
         #: (type, body) of the session frame being handled (what an ack answers).
         self._handling: tuple[FrameType, bytes] = (FrameType.DATA, b"")
         self._challenges = TokenBucket(3.0, self._refill(timing.CHALLENGE_BYTES), now)
-        #: DISCOVERs below the floor after the session ended: a quarter of the response rate.
-        self._below_floor = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
+        #: DISCOVERs that are not new under the bindings we keep: a quarter of the response
+        #: rate, from their own tokens (`DiscoverFilter`).
+        self._slowed = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
         self._resyncs = TokenBucket(1.0, self._refill(timing.CHALLENGE_BYTES), now)
         self._up_rssi: float | None = None
         self._up_snr: float | None = None
@@ -276,38 +277,52 @@ class RxLink(LinkBase[RxState]):
             if error.reason is RejectReason.NO_SESSION:
                 self._maybe_resync(now, frame)
 
+    def _open_discover(self, sealed: SealedFrame) -> tuple[int, bytes, bytes]:
+        """Authenticate a DISCOVER under each binding we keep, then unbound; returns (counter,
+        body, the binding it was sealed under)."""
+        error: FrameError | None = None
+        for binding in self._discovers.candidates():
+            try:
+                counter, body = self._security.open_static(sealed, extra_associated=binding)
+            except FrameError as exc:
+                error = exc
+                continue
+            return counter, body, binding
+        assert error is not None
+        raise error
+
     def _on_discover(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
-        counter, body = self._security.open_static(sealed)
+        counter, body, binding = self._open_discover(sealed)
         tx_random = sealed.header.random
         assert tx_random is not None
         discovers = self._discovers
         if discovers.answered_before(counter, tx_random):
             raise FrameError(RejectReason.REPLAY, f"DISCOVER counter {counter} was answered")
-        below = discovers.below_floor(counter)
+        fresh = discovers.fresh(binding, counter)
+        if fresh:
+            self._persist()
         in_session = self._security.session is not None
-        if below and in_session:
+        if not fresh and in_session and discovers.below_session(counter):
             raise FrameError(
                 RejectReason.REPLAY,
-                f"DISCOVER counter {counter} is not above {discovers.floor} of the session",
+                f"DISCOVER counter {counter} is not above {discovers.session_floor} of the session",
             )
         discover = decode_body(Discover.decode, body)
         refill = self._refill(timing.CHALLENGE_BYTES)
         self._challenges.set_rate(refill, now)
-        self._below_floor.set_rate(refill / 4, now)
-        if below and not self._below_floor.ready(now):
-            # A replay, or a transmitter that lost its counter store: these may take only a
-            # quarter of the response rate, so they never starve the real transmitter.
+        self._slowed.set_rate(refill / 4, now)
+        if not fresh and not self._slowed.take(now):
+            # A replay, or a transmitter that lost its state: these take a quarter of the
+            # response rate from their own tokens, so they never starve the real transmitter.
             raise FrameError(
                 RejectReason.REPLAY,
-                f"DISCOVER counter {counter} is not above {discovers.floor} of the last "
-                "session (such DISCOVERs are answered at a quarter of the response rate)",
+                f"DISCOVER counter {counter} is not new under the last sessions (such "
+                "DISCOVERs are answered at a quarter of the response rate)",
             )
-        if not self._challenges.take(now):
+        if fresh and not self._challenges.take(now):
             self._telegrams["challenges_rate_limited"] += 1
             self._event(LinkEvent.CHALLENGE_SUPPRESSED, reason="rate")
             return
-        if below:
-            self._below_floor.take(now)
         reference = next(reversed(self._references)) if self._references else None
         reply = Challenge(
             Report(frame.rssi_dbm, frame.snr_db, self._airtime_used(now)),
@@ -340,7 +355,7 @@ class RxLink(LinkBase[RxState]):
             rssi=frame.rssi_dbm,
             snr=frame.snr_db,
             resume=discover.resume,
-            below_floor=below,
+            slowed=not fresh,
         )
 
     def _maybe_resync(self, now: float, frame: ReceivedFrame) -> None:
@@ -371,8 +386,11 @@ class RxLink(LinkBase[RxState]):
         counter, body, confirmed = self._security.open_session(sealed)
         frame_type = sealed.header.frame_type
         if confirmed:
+            session = self._security.session
+            assert session is not None
+            self._discovers.confirmed(session.rx_random, counter)
+            self._persist()
             self._session_confirmed(now)
-            self._discovers.confirmed(counter)
         else:
             self._discovers.accepted(counter)
         self._count_gap(counter)
@@ -425,7 +443,12 @@ class RxLink(LinkBase[RxState]):
         self._last_good = settings
         if settings != self._persisted_good:
             self._persisted_good = settings
-            self._emit(PersistState(RxPersistentState(settings)))
+            self._persist()
+
+    def _persist(self) -> None:
+        """Save the last good setting persisted so far and the DISCOVER bindings."""
+        good = self._persisted_good or self._last_good
+        self._emit(PersistState(RxPersistentState(good, tuple(self._discovers.bindings))))
 
     # -- handlers -----------------------------------------------------------------------------
 

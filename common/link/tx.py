@@ -127,6 +127,9 @@ class TxLink(LinkBase[TxState]):
         self._mode = config.mode
         self._fixed: FixedRadio | None = config.fixed
         self._interval = config.min_interval_s
+        #: The receiver's random of our last session it confirmed: our DISCOVERs carry it in
+        #: their associated data, which gets them the full response rate (`DiscoverFilter`).
+        self._binding = persisted.binding if persisted is not None else b""
         start = self._restore(persisted)
         self._settings = start
         self._last_good = start
@@ -457,12 +460,20 @@ class TxLink(LinkBase[TxState]):
             else:
                 counter, body, _ = self._security.open_session(sealed)
                 self._handshake.heard_receiver(counter)
+                self._learn_binding()
                 self._peer_sent(frame)
                 ack = decode_body(Ack.decode, body)
                 self._last_accepted_raw = sealed.raw
                 self._on_ack(now, ack, frame)
         except FrameError as error:
             self._reject(now, error, frame)
+
+    def _learn_binding(self) -> None:
+        """An ack proves the receiver confirmed this session: bind our DISCOVERs to it."""
+        session = self._security.session
+        if session is not None and session.rx_random != self._binding:
+            self._binding = session.rx_random
+            self._persist()
 
     def _on_ack(self, now: float, ack: Ack, frame: ReceivedFrame) -> None:
         out = self._outstanding
@@ -563,6 +574,7 @@ class TxLink(LinkBase[TxState]):
                     self._mode,
                     self._fixed,
                     self._interval,
+                    self._binding,
                 )
             )
         )
