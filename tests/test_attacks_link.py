@@ -17,6 +17,7 @@ attacker of `tests.helpers_attacks`, and proves the bound the fix promises:
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ from p1lora.common.counters import CounterState
 from p1lora.common.frames import FrameType
 from p1lora.common.link.commands import ReplyStatus
 from p1lora.common.link.config import FixedRadio, RadioMode
+from p1lora.service.state_store import StateStore
 from p1lora.tools.sim import SimOptions, Simulation
+from p1lora.transmitter.runtime import TxRuntime
 from tests.helpers_attacks import (
     UPLINK_TYPES,
     Acceptance,
@@ -231,6 +234,8 @@ def _harvest_discovers(sim: Simulation, attacker: Attacker) -> CounterState:
         assert sim.now < HARVEST_START + 3 * POOL * HARVEST_EVERY_S, "no DISCOVERs to harvest"
     sim.run_for(30.0)
     assert sim.tx.tx_link.state == "running"
+    # Seventy restarts of one transmitter are no second transmitter.
+    assert sim.rx.rx_link.diagnostics(sim.now).second_transmitter_frames == 0
     return early
 
 
@@ -264,3 +269,35 @@ def test_a_pool_of_replayed_discovers_cannot_keep_the_link_down(event: str) -> N
     assert back and back[0] < at + 120.0, f"first delivery {back[:1]} s, the event at {at:.0f} s"
     assert run.deliveries(at + 120.0, end) >= 0.9 * (end - at - 120.0)
     assert attacker.sent_labels()["discover"] > 100
+
+
+# ---------------------------------------------------------------- a cloned transmitter
+
+
+def test_a_second_transmitter_with_the_same_key_is_detected_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A copy of the transmitter's SD card in a second Pi: no nonce is reused (sessions are
+    fresh), but the two take the session from each other. The receiver says so, once in the
+    log and as a count in its diagnostics (what the bridge shows)."""
+    sim = Simulation(SimOptions(path_loss_db=GOOD, seed=SEED))
+    sim.run_until(120.5)  # half a second out of step with the transmitter's 1 Hz telegrams
+    assert sim.rx.rx_link.diagnostics(sim.now).second_transmitter_frames == 0
+    store = StateStore.memory("tx")  # the cloned card: the same counters and link state
+    counters, link_state = sim.tx_store.load_counters(), sim.tx_store.load_tx_state()
+    assert counters is not None and link_state is not None
+    store.save_counters(counters)
+    store.save_link_state(link_state)
+    radio = sim.add_radio("clone")
+    for peer in ("tx", "rx"):
+        sim.channel.set_path_loss("clone", peer, GOOD)
+    clone = TxRuntime(
+        radio, sim.config, sim.psk, sim.now, store=store, rng=random.Random(5).randbytes
+    )
+    sim.loop.add("clone", clone, 1)
+    with caplog.at_level(logging.WARNING, logger="p1lora.common.link"):
+        sim.run_until(900.0)
+    frames = sim.rx.rx_link.diagnostics(sim.now).second_transmitter_frames
+    assert frames > 0
+    warnings = [r for r in caplog.records if "second transmitter" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]

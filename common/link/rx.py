@@ -164,6 +164,8 @@ class RxLink(LinkBase[RxState]):
         #: rate, from their own tokens (`DiscoverFilter`).
         self._slowed = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
         self._resyncs = TokenBucket(1.0, self._refill(timing.CHALLENGE_BYTES), now)
+        #: When a second transmitter with our key was last logged (`_second_transmitter`).
+        self._clone_logged_at: float | None = None
         self._up_rssi: float | None = None
         self._up_snr: float | None = None
         self._down_rssi: float | None = None  # as the transmitter reports hearing our acks
@@ -266,6 +268,7 @@ class RxLink(LinkBase[RxState]):
     # -- frames -----------------------------------------------------------------------------
 
     def _on_frame(self, now: float, frame: ReceivedFrame) -> None:
+        clones = self._security.second_sender_frames
         try:
             sealed = self._security.parse(frame.payload)
             if sealed.header.frame_type is FrameType.DISCOVER:
@@ -276,6 +279,22 @@ class RxLink(LinkBase[RxState]):
             self._reject(now, error, frame)
             if error.reason is RejectReason.NO_SESSION:
                 self._maybe_resync(now, frame)
+            if self._security.second_sender_frames > clones:
+                self._second_transmitter(now)
+
+    def _second_transmitter(self, now: float) -> None:
+        """Say it (once, then at most hourly) when a second transmitter uses our key: two
+        transmitters with one key cause no nonce reuse (sessions are fresh), but they take the
+        session from each other and the clone silently takes over."""
+        if self._clone_logged_at is not None and now < self._clone_logged_at + 3600.0:
+            return
+        self._clone_logged_at = now
+        logger.warning(
+            "rx: a second transmitter is using this link's key (%d frames under a session "
+            "another one took over): a cloned SD card? Give every link its own key "
+            "(p1-lora keygen) and never copy a transmitter's key to another device",
+            self._security.second_sender_frames,
+        )
 
     def _open_discover(self, sealed: SealedFrame) -> tuple[int, bytes, bytes]:
         """Authenticate a DISCOVER under each binding we keep, then unbound; returns (counter,
