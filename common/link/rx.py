@@ -17,10 +17,11 @@ States (the `state` property):
 |            |                           | repeats and the probe phase) without frames -> fallback|
 | fallback   | setting before the switch | any authentic frame -> running; silence -> rendezvous  |
 
-Security rules: a DISCOVER is answered only when authentic, not answered before, above the
-counters of the current transmitter's confirmed sessions while one is confirmed (below them
-after it ended: only at a quarter of the response rate), within the response rate (a token
-bucket refilled so challenges use at most `handshake_share` of the budget) and the budget
+Security rules: a DISCOVER is answered only when authentic and not answered before; at the
+full response rate (a token bucket refilled so challenges use at most `handshake_share` of
+the budget) only when sealed under the binding of the last confirmed session and above that
+binding's persisted floor, otherwise slowed (its own bucket, a quarter of the rate; not at all
+at or below the counters of a confirmed session), and always within the budget
 (`replay_limits.DiscoverFilter`). The CHALLENGE binds the discovery's random, and the session
 it creates stays *pending* until the transmitter proves it holds the same keys, so a replayed
 discovery never establishes anything; nor does it hide the real transmitter: a session frame

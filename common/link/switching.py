@@ -44,7 +44,7 @@ class PlannedSwitch:
     reason: str
     origin: RadioSettings
     acked: bool = False
-    #: The SWITCH frame once sent (repeated byte for byte while unacknowledged).
+    #: The SWITCH frame once sent (its body repeated under a fresh counter while unacknowledged).
     sent: Outstanding | None = None
     probes_ok: int = 0
     probes_failed: int = 0

@@ -29,8 +29,8 @@ Delivery policy: the newest telegram waits in one slot (a newer one replaces it:
 it is encoded against the last telegram the receiver acknowledged (and not sent at all when
 it is byte-identical to that one, meter timestamp included: `duplicate_telegrams`); one frame
 is in flight at a time (stop and wait: the ack names the rebuilt telegram's id); an
-unacknowledged frame is resent byte for byte (same counter) up to `max_retries` times unless a
-newer telegram is waiting. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
+unacknowledged frame is resent (same body, fresh counter, resend flag) up to `max_retries`
+times unless a newer telegram is waiting. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
 budget still sustains with *all* traffic in the sliding window counted (handshakes, probes, key
 frames), so a burst slows the updates slightly instead of emptying the budget at the hour's
 end; the receiver's acks are paced with them. Every frame also passes this node's budget.
