@@ -180,6 +180,22 @@ def attacker_frames_at(
     return report
 
 
+@dataclass
+class Run:
+    """One attacked simulation: the link, the air log, the verdicts and the attacker."""
+
+    sim: Simulation
+    air: AirLog
+    acceptance: Acceptance
+    attacker: Attacker
+
+    def report(self, role: str) -> AttackReport:
+        return attacker_frames_at(self.air, self.acceptance, role)
+
+    def deliveries(self, start: float, end: float) -> int:
+        return sum(1 for t in self.sim.deliveries.times if start <= t < end)
+
+
 # ---------------------------------------------------------------------------- the attacker
 
 

@@ -29,7 +29,6 @@ import functools
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import pytest
 
@@ -56,9 +55,9 @@ from tests.helpers_attacks import (
     ReplayAcrossSettings,
     ReplayEach,
     ReplayLater,
+    Run,
     Strategy,
     Truncator,
-    attacker_frames_at,
     forgery_of,
     frame_type_of,
     replay_of,
@@ -83,20 +82,6 @@ RESYNC_BURST = 1.0
 
 
 # ---------------------------------------------------------------------------- running
-
-
-@dataclass
-class Run:
-    sim: Simulation
-    air: AirLog
-    acceptance: Acceptance
-    attacker: Attacker
-
-    def report(self, role: str) -> AttackReport:
-        return attacker_frames_at(self.air, self.acceptance, role)
-
-    def deliveries(self, start: float, end: float) -> int:
-        return sum(1 for t in self.sim.deliveries.times if start <= t < end)
 
 
 def build(

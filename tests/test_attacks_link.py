@@ -36,13 +36,12 @@ from tests.helpers_attacks import (
     Acceptance,
     AirLog,
     Attacker,
-    AttackReport,
     Flood,
     Hammer,
     Heard,
     Passive,
+    Run,
     Strategy,
-    attacker_frames_at,
     replay_of,
 )
 
@@ -50,20 +49,6 @@ pytestmark = [pytest.mark.attacks]
 
 GOOD = 100.0  # dB between the legitimate radios
 SEED = 101
-
-
-@dataclass
-class Run:
-    sim: Simulation
-    air: AirLog
-    acceptance: Acceptance
-    attacker: Attacker
-
-    def report(self, role: str) -> AttackReport:
-        return attacker_frames_at(self.air, self.acceptance, role)
-
-    def deliveries(self, start: float, end: float) -> int:
-        return sum(1 for t in self.sim.deliveries.times if start <= t < end)
 
 
 def build(
