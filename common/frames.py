@@ -8,7 +8,7 @@ Session frames (data, fragment, probe, switch, status, reply, ack):
 
 | offset | size | field                                                                     |
 |--------|------|---------------------------------------------------------------------------|
-| 0      | 1    | version (bits 7-5, = 1) and frame type (bits 4-0), table below             |
+| 0      | 1    | version (bits 7-5, = 1), resend flag (bit 4), frame type (bits 3-0)         |
 | 1      | 2    | network id (HKDF of the PSK): frames of other p1-lora links are set aside  |
 | 3      | 2    | low 16 bits of the sender's 32-bit frame counter, big-endian                |
 | 5      | n    | body, AES-256-CCM ciphertext                                               |
@@ -33,6 +33,10 @@ input), so their header is 15 bytes and their overhead 23.
 | 0x0B | SURVEY    | up        | static  | `p1-lora survey` probe (common/survey.py)              |
 | 0x0C | SURVEYED  | down      | static  | `p1-lora survey` report: how the probe was heard       |
 
+The resend flag marks a session frame that carries the same body as the sender's previous
+frame of its type, sealed again under a fresh counter (its answer was lost). The receiver
+answers it again without processing it twice; an exact copy of any frame is a replay.
+
 Counters: each side keeps one 32-bit counter over all frames it sends. Session frames carry the
 low 16 bits and the receiver reconstructs the full value as the one nearest the last counter it
 accepted from that peer (LoRaWAN's FCnt rule). The nonce always uses the full value, so a wrong
@@ -56,7 +60,9 @@ from p1lora.common.crypto import (
 __all__ = [
     "HEADER_SIZE",
     "MAX_FRAME",
+    "RESEND_FLAG",
     "STATIC_HEADER_SIZE",
+    "TYPE_MASK",
     "VERSION",
     "FrameError",
     "FrameType",
@@ -77,8 +83,14 @@ STATIC_HEADER_SIZE = HEADER_SIZE + 2 + RANDOM_SIZE
 MAX_FRAME = 255
 
 
+#: Header byte 0, bit 4: the body is a resend of the sender's previous frame of this type.
+RESEND_FLAG = 0x10
+#: Header byte 0, bits 3-0: the frame type.
+TYPE_MASK = 0x0F
+
+
 class FrameType(IntEnum):
-    """Frame type codes (5 bits); see the module table."""
+    """Frame type codes (4 bits); see the module table."""
 
     DISCOVER = 0x01
     CHALLENGE = 0x02
@@ -162,9 +174,12 @@ class Header:
     counter_low: int
     counter_high: int | None = None
     random: bytes | None = None
+    #: The body repeats the sender's previous frame of this type (a resend, fresh counter).
+    resend: bool = False
 
     def encode(self) -> bytes:
-        head = bytes(((VERSION << 5) | int(self.frame_type),)) + self.network_id
+        flag = RESEND_FLAG if self.resend else 0
+        head = bytes(((VERSION << 5) | flag | int(self.frame_type),)) + self.network_id
         head += self.counter_low.to_bytes(2, "big")
         if self.frame_type.static_key:
             if self.counter_high is None or self.random is None:
@@ -200,15 +215,18 @@ def build_frame(
     nonce: bytes,
     random: bytes | None = None,
     extra_associated: bytes = b"",
+    resend: bool = False,
 ) -> bytes:
     """Seal `body` into a complete frame. `extra_associated` is authenticated but not sent
-    (a challenge binds the discovery's random this way without spending airtime on it)."""
+    (a challenge binds the discovery's random this way without spending airtime on it);
+    `resend` sets the header's resend flag."""
     header = Header(
         frame_type,
         network_id,
         counter & 0xFFFF,
         counter >> 16 if frame_type.static_key else None,
         random if frame_type.static_key else None,
+        resend,
     )
     head = header.encode()
     frame = head + cipher.seal(nonce, body, head + extra_associated)
@@ -224,7 +242,7 @@ def parse_frame(frame: bytes, network_id: bytes, receiving: Direction) -> Sealed
     """
     if len(frame) < HEADER_SIZE + TAG_SIZE:
         raise FrameError(RejectReason.TRUNCATED, f"frame of {len(frame)} bytes is too short")
-    version, code = frame[0] >> 5, frame[0] & 0x1F
+    version, code = frame[0] >> 5, frame[0] & TYPE_MASK
     if version != VERSION:
         raise FrameError(RejectReason.BAD_VERSION, f"protocol version {version} is not {VERSION}")
     try:
@@ -245,7 +263,8 @@ def parse_frame(frame: bytes, network_id: bytes, receiving: Direction) -> Sealed
     low = int.from_bytes(frame[3:5], "big")
     high = int.from_bytes(frame[5:7], "big") if frame_type.static_key else None
     random = bytes(frame[7 : 7 + RANDOM_SIZE]) if frame_type.static_key else None
-    header = Header(frame_type, bytes(frame[1:3]), low, high, random)
+    resend = bool(frame[0] & RESEND_FLAG)
+    header = Header(frame_type, bytes(frame[1:3]), low, high, random, resend)
     return SealedFrame(header, bytes(frame[:size]), bytes(frame[size:]), bytes(frame))
 
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from p1lora.common.backoff import Backoff
-from p1lora.common.frames import VERSION, FrameType
+from p1lora.common.frames import TYPE_MASK, VERSION, FrameType
 from p1lora.common.link import (
     Action,
     Configure,
@@ -80,7 +80,7 @@ def frame_type_name(payload: bytes) -> str:
     if not payload or payload[0] >> 5 != VERSION:
         return "unknown"
     try:
-        return FrameType(payload[0] & 0x1F).name
+        return FrameType(payload[0] & TYPE_MASK).name
     except ValueError:
         return "unknown"
 

@@ -36,7 +36,7 @@ from p1lora.common.airtime import time_on_air_for
 from p1lora.common.codec import encode_update
 from p1lora.common.crc16 import crc16_arc
 from p1lora.common.crypto import Direction, LinkKeys
-from p1lora.common.frames import FrameType, build_frame
+from p1lora.common.frames import TYPE_MASK, FrameType, build_frame
 from p1lora.common.link import parse_command
 from p1lora.common.link.commands import ReplyStatus
 from p1lora.common.link.config import LinkConfig
@@ -77,7 +77,7 @@ def frame_type_of(payload: bytes) -> FrameType | None:
     if not payload or payload[0] >> 5 != 1:
         return None
     try:
-        return FrameType(payload[0] & 0x1F)
+        return FrameType(payload[0] & TYPE_MASK)
     except ValueError:
         return None
 
@@ -178,6 +178,22 @@ def attacker_frames_at(
             kind = frame_type_of(item.payload)
             report.not_rejected[kind.name if kind is not None else "?"] += 1
     return report
+
+
+@dataclass
+class Run:
+    """One attacked simulation: the link, the air log, the verdicts and the attacker."""
+
+    sim: Simulation
+    air: AirLog
+    acceptance: Acceptance
+    attacker: Attacker
+
+    def report(self, role: str) -> AttackReport:
+        return attacker_frames_at(self.air, self.acceptance, role)
+
+    def deliveries(self, start: float, end: float) -> int:
+        return sum(1 for t in self.sim.deliveries.times if start <= t < end)
 
 
 # ---------------------------------------------------------------------------- the attacker
@@ -479,7 +495,7 @@ class Forger:
         bodies: dict[FrameType, Callable[[], bytes]] = {
             FrameType.DISCOVER: lambda: Discover(False, 14).encode(),
             FrameType.CHALLENGE: lambda: Challenge(report, 14, None).encode(),
-            FrameType.RESYNC: lambda: Resync(counter & 0xFFFF).encode(),
+            FrameType.RESYNC: lambda: Resync(self.rng.randbytes(8)).encode(),
             FrameType.DATA: lambda: encode_update(forged_telegram(), None),
             FrameType.FRAGMENT: lambda: FragmentHeader(7, 0, 2).encode() + bytes(40),
             FrameType.PROBE: lambda: Probe(9, bytes(30)).encode(),

@@ -421,16 +421,24 @@ def record_nonces(monkeypatch: object) -> list[tuple[bytes, bytes]]:
 
 
 def recorded_discovers(
-    count: int, *, first_counter: int = 0, psk: bytes = PSK, seed: int = 7
+    count: int,
+    *,
+    first_counter: int = 0,
+    psk: bytes = PSK,
+    seed: int = 7,
+    binding: bytes = b"",
 ) -> list[bytes]:
     """`count` genuine DISCOVERs of a transmitter holding `psk` (rising counters from
-    `first_counter`, each with its own random): what an attacker records while a transmitter
-    searches for a receiver that is down, to replay them later."""
+    `first_counter`, each with its own random, bound to `binding`: the receiver random of
+    the transmitter's last session): what an attacker records while a transmitter searches
+    for a receiver that is down, to replay them later."""
     rng = random.Random(seed)
     security = LinkSecurity(psk, Direction.UPLINK, CounterState(first_counter), 1, rng.randbytes)
     body = Discover(False, 14).encode()
     return [
-        security.seal_static(FrameType.DISCOVER, body, security.random()).frame
+        security.seal_static(
+            FrameType.DISCOVER, body, security.random(), extra_associated=binding
+        ).frame
         for _ in range(count)
     ]
 

@@ -110,7 +110,7 @@ def frame_counter(frame: bytes) -> int:
 
 
 def frame_type_code(frame: bytes) -> int:
-    return frame[0] & 0x1F
+    return frame[0] & 0x0F  # bits 3-0 (bit 4 is the resend flag)
 
 
 def record_nonces(monkeypatch: object) -> list[tuple[bytes, bytes]]:

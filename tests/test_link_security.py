@@ -11,9 +11,9 @@ from p1lora.common.airtime import time_on_air_for
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.counters import CounterState
 from p1lora.common.crypto import Direction, LinkKeys
-from p1lora.common.frames import FrameError, FrameType, RejectReason, build_frame
+from p1lora.common.frames import RESEND_FLAG, FrameError, FrameType, RejectReason, build_frame
 from p1lora.common.link import Configure, LinkConfig, RxLink, Transmit, timing
-from p1lora.common.link.replay_limits import DiscoverFilter, DuplicateAnswers
+from p1lora.common.link.replay_limits import DiscoverFilter
 from p1lora.common.link.session import PENDING_LIMIT, LinkSecurity
 from p1lora.common.radio_types import ReceivedFrame
 from tests.helpers_link import PSK, Air, Channel, Harness, recorded_discovers
@@ -101,19 +101,41 @@ def test_wrong_key_receiver_delivers_nothing() -> None:
     assert h.tx_link.state == "rendezvous"
 
 
-def test_exact_duplicate_of_the_last_frame_is_re_acked_not_redelivered() -> None:
+def test_an_exact_copy_of_the_last_frame_is_a_replay_and_never_answered() -> None:
     h = _running_pair()
     h.run_for(0.3)  # let the last exchange finish so the radios are idle
     last = [a for a in h.air if a.sender == "tx"][-1]
-    last_ack = [a for a in h.air if a.sender == "rx"][-1]
-    assert last.frame_type == "DATA" and last_ack.start >= last.end
-    delivered = len(h.rx.delivered)
-    sent = len(h.rx.sent)
+    assert last.frame_type == "DATA"
+    delivered, sent = len(h.rx.delivered), len(h.rx.sent)
     h.inject("rx", last.payload)
     assert len(h.rx.delivered) == delivered
-    assert len(h.rx.sent) == sent + 1
-    assert h.rx.sent[-1].payload == last_ack.payload  # the same ack again, no new nonce
+    assert len(h.rx.sent) == sent  # no answer: airtime nobody can drain with copies
+    assert h.rx_link.rejected == {"replay": 1}
+
+
+def test_a_resend_is_sealed_anew_and_answered_again_without_being_delivered_twice() -> None:
+    h = _running_pair()
+    h.run_for(0.3)
+    lost: list[float] = []
+
+    def lose_one_ack(t: float) -> bool:
+        if lost:
+            return False
+        lost.append(t)
+        return True
+
+    h.channel.downlink_blocked = lose_one_ack
+    delivered = len(h.rx.delivered)
+    h.run_for(5.0)
+    ups = [a for a in h.air if a.sender == "tx" and a.start >= lost[0] - 2.0]
+    resends = [a for a in ups if a.payload[0] & RESEND_FLAG]
+    assert resends, [a.frame_type for a in ups]
+    before = [a for a in ups if a.end <= lost[0] and a.frame_type == resends[0].frame_type]
+    assert before and before[-1].payload != resends[0].payload  # a fresh counter
+    assert h.rx_link.diagnostics(h.clock.now()).telegrams["duplicate_frames"] >= 1
     assert h.rx_link.rejected == {}
+    assert h.delivered_ok()
+    assert len(h.rx.delivered) - delivered == len(set(h.rx.delivered[delivered:]))
 
 
 def test_replayed_discovery_never_establishes_a_session() -> None:
@@ -244,44 +266,6 @@ def _last_exchange(h: Harness) -> tuple[Air, Air]:
     return last, ack
 
 
-def test_copies_of_the_last_frame_are_answered_only_as_often_as_the_transmitter_resends() -> None:
-    h = _quiet_running_pair()
-    last, ack = _last_exchange(h)
-    sent = len(h.rx.sent)
-    for _ in range(6):
-        h.run_for(0.3)  # the receiver's radio is idle again
-        h.inject("rx", last.payload)
-    resends = max(h.rx_config.max_retries, h.rx_config.switch_attempts - 1)
-    assert [a.payload for a in h.rx.sent[sent:]] == [ack.payload] * resends
-    assert h.rx_link.rejected == {"replay": 6 - resends}
-    assert h.rx_link.diagnostics(h.clock.now()).telegrams["duplicate_frames"] == 6
-    # A new frame (the keepalive) is answered, and so are its copies, as often again.
-    h.run_for(12.0)
-    keepalive, keepalive_ack = _last_exchange(h)
-    assert keepalive.frame_type == "PROBE" and keepalive.start > last.end
-    h.run_for(0.3)
-    h.inject("rx", keepalive.payload)
-    assert h.rx.sent[-1].payload == keepalive_ack.payload
-    assert h.rx_link.state == "running" and h.delivered_ok()
-
-
-def test_copies_faster_than_new_frames_get_at_most_one_answer_per_new_frame() -> None:
-    answers = DuplicateAnswers(per_frame=2, saved=3)
-    answered = 0
-    for _ in range(100):  # an attacker sends five copies of every new frame
-        answers.new_frame()
-        for _ in range(5):
-            if answers.refusal() is None:
-                answers.answered()
-                answered += 1
-    assert answered <= 100 + 3
-    assert answered >= 100  # a transmitter losing every ack still gets one answer per frame
-    answers.new_frame()
-    answers.answered()
-    answers.answered()
-    assert "at most 2" in (answers.refusal() or "")
-
-
 def test_copies_of_the_last_frame_do_not_keep_a_silent_link_alive() -> None:
     h = _quiet_running_pair()
     last, _ = _last_exchange(h)
@@ -293,23 +277,6 @@ def test_copies_of_the_last_frame_do_not_keep_a_silent_link_alive() -> None:
     assert h.rx_link.state == "running"
     h.run_until(last.end + silence + 0.5)
     assert h.rx_link.state == "rendezvous"  # as if nobody had sent the copies
-
-
-def test_copies_are_never_answered_from_the_reserve_kept_for_new_frames() -> None:
-    h = _quiet_running_pair()
-    last, _ = _last_exchange(h)
-    budget = h.rx_link.budget
-    now = h.clock.now()
-    reserve_line = h.rx_config.budget_utilisation * budget.allowance_s
-    budget.record(now - 1.0, reserve_line - budget.used(now))  # the budget is used up to it
-    sent = len(h.rx.sent)
-    h.inject("rx", last.payload)
-    assert len(h.rx.sent) == sent
-    suppressed = [f for _, kind, f in h.rx.events if kind == "ack_suppressed"]
-    assert suppressed and suppressed[-1]["reason"] == "reserve"
-    h.run_for(12.0)  # the keepalive, a new frame, still gets its ack from the reserve
-    assert [a.frame_type for a in h.rx.sent[sent:]] == ["ACK"]
-    assert h.tx_link.state == "running"
 
 
 def test_a_replayed_discover_after_a_receiver_reboot_does_not_hide_the_transmitter() -> None:
@@ -416,9 +383,9 @@ def test_replayed_discovers_do_not_starve_the_returning_transmitter() -> None:
 
 
 def test_old_discovers_take_a_quarter_of_the_response_rate_and_never_starve_new_ones() -> None:
-    """After a confirmed session, DISCOVERs at or below its counters (recorded before it, or
-    from a transmitter that lost its counter store) are answered at a quarter of the response
-    rate at most; a newer DISCOVER still finds a token at once."""
+    """After a confirmed session, DISCOVERs that are not new under its binding (recorded
+    before it, or from a transmitter that lost its state) are answered at a quarter of the
+    response rate at most, from their own tokens; a new bound DISCOVER finds a token at once."""
     h = _running_pair()
     h.channel.uplink_blocked = lambda _t: True
     h.channel.downlink_blocked = lambda _t: True
@@ -426,7 +393,7 @@ def test_old_discovers_take_a_quarter_of_the_response_rate_and_never_starve_new_
     assert h.rx_link.state == "rendezvous" and not h.rx_link.session_active
     start = h.clock.now()
     assert h.tx_link._security.counter.next_value > 40  # the session's counters
-    # Distinct recorded DISCOVERs, all below the counters of the session.
+    # Distinct recorded DISCOVERs from before the session (unbound).
     old = [d for seed in range(20) for d in recorded_discovers(40, seed=seed)]
     for payload in old:  # one every 5 s for more than an hour
         h.run_for(5.0)
@@ -439,19 +406,33 @@ def test_old_discovers_take_a_quarter_of_the_response_rate_and_never_starve_new_
     assert h.rx_link.rejected["replay"] >= len(old) - len(challenges) - 10
     h.run_for(10.0)  # the radio is idle
     sent = len(h.rx.sent)
-    h.inject("rx", recorded_discovers(1, first_counter=10**6)[0])
+    binding = h.tx_link._binding
+    assert binding and binding == h.rx_link._discovers.bindings[0].binding
+    h.inject("rx", recorded_discovers(1, first_counter=10, binding=binding)[0])
     assert [a.frame_type for a in h.rx.sent[sent:]] == ["CHALLENGE"]
 
 
-def test_the_discover_floor_follows_the_current_transmitter() -> None:
+def test_a_discover_is_new_only_above_the_floor_of_the_binding_it_was_sealed_under() -> None:
     discovers = DiscoverFilter(memory=2)
-    discovers.confirmed(120)  # the first session frame of the current transmitter
+    assert discovers.candidates() == [b""]  # no session yet: unbound DISCOVERs are new
+    assert discovers.fresh(b"", 5) and not discovers.fresh(b"", 5)
+    discovers.confirmed(b"R1" * 4, 120)  # the first session frame of the transmitter
     discovers.accepted(180)
-    assert discovers.below_floor(180) and not discovers.below_floor(181)
+    assert discovers.below_session(180) and not discovers.below_session(181)
+    assert discovers.candidates() == [b"R1" * 4, b""]
+    assert discovers.fresh(b"R1" * 4, 3)  # a transmitter with a rolled-back counter store
+    assert not discovers.fresh(b"R1" * 4, 3)  # its replay
+    assert not discovers.fresh(b"", 100)  # unbound once a session was confirmed: slowed
+    discovers.confirmed(b"R2" * 4, 7)
+    assert discovers.candidates() == [b"R2" * 4, b"R1" * 4, b""]
+    assert not discovers.fresh(b"R1" * 4, 100)  # the binding before: slowed
+    assert discovers.fresh(b"R2" * 4, 0)
     discovers.answered(200, b"r1")
     discovers.answered(201, b"r2")
     discovers.answered(202, b"r3")  # the memory is bounded: the oldest is forgotten
     assert not discovers.answered_before(200, b"r1")
     assert discovers.answered_before(202, b"r3") and not discovers.answered_before(202, b"r4")
-    discovers.confirmed(3)  # a transmitter that lost its counter store was confirmed
-    assert not discovers.below_floor(4) and discovers.below_floor(3)
+    # What the receiver persists restores it all.
+    again = DiscoverFilter(discovers.bindings)
+    assert again.bindings == discovers.bindings
+    assert not again.fresh(b"R2" * 4, 0) and again.fresh(b"R2" * 4, 1)

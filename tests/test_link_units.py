@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.link import timing
+from p1lora.common.link.command_exec import ReplyQueue
 from p1lora.common.link.commands import (
     Command,
     CommandCode,
@@ -19,6 +20,7 @@ from p1lora.common.link.commands import (
     parse_command,
 )
 from p1lora.common.link.config import FixedRadio, LinkConfig, RadioMode
+from p1lora.common.link.events import RunCommand
 from p1lora.common.link.fragments import Reassembler, split
 from p1lora.common.link.messages import (
     Ack,
@@ -35,7 +37,13 @@ from p1lora.common.link.messages import (
     StatusMessage,
     Switch,
 )
-from p1lora.common.link.persist import RxPersistentState, TxPersistentState
+from p1lora.common.link.persist import (
+    DiscoverBinding,
+    RxPersistentState,
+    TxPersistentState,
+    settings_to_dict,
+)
+from p1lora.common.link.rx_commands import CommandQueue
 from p1lora.common.link.tuning import (
     DEMODULATION_FLOOR_DB,
     bw_offset_db,
@@ -59,10 +67,10 @@ def test_bodies_round_trip():
         (Discover(True, 14), Discover.decode),
         (Challenge(report, 14, 0xBEEF), Challenge.decode),
         (Challenge(report, -4, None), Challenge.decode),
-        (Resync(0x1234), Resync.decode),
+        (Resync(bytes(range(8))), Resync.decode),
         (Probe(7, b"\x00" * 20), Probe.decode),
         (Switch(9, 7, 250_000), Switch.decode),
-        (Reply(3, ReplyStatus.ERROR, "bad bandwidth"), Reply.decode),
+        (Reply(3, ReplyStatus.ERROR, "bad bandwidth", 0xBEEF), Reply.decode),
         (Ack(AckKind.DATA, 0xFFFF, 0x1234, report), Ack.decode),
         (
             Ack(AckKind.PROBE, 1, 2, report, 5, Command(CommandCode.SET_INTERVAL, interval_s=2.5)),
@@ -339,6 +347,29 @@ def test_persisted_state_round_trip_and_damage():
         RxPersistentState.from_dict({"last_good": {"frequency_hz": 1}})
 
 
+def test_the_discover_bindings_are_persisted_and_old_state_files_still_load():
+    good = EU.settings(9, 250_000)
+    rx_state = RxPersistentState(
+        good, (DiscoverBinding(b"\x01" * 8, 4711), DiscoverBinding(b"", 3))
+    )
+    assert RxPersistentState.from_dict(rx_state.as_dict()) == rx_state
+    tx_state = TxPersistentState(good, binding=b"\x02" * 8)
+    assert TxPersistentState.from_dict(tx_state.as_dict()) == tx_state
+    # Written before the bindings existed: no binding, as before the first handshake.
+    old_rx = {"last_good": settings_to_dict(good)}
+    assert RxPersistentState.from_dict(old_rx) == RxPersistentState(good)
+    old_tx = {"last_good": settings_to_dict(good), "mode": "auto", "interval_s": 0.0}
+    assert TxPersistentState.from_dict(old_tx).binding == b""
+    for damage, message in (
+        ({"discover": [{"binding": "zz", "floor": 1}]}, "hex"),
+        ({"discover": [{"binding": "0102", "floor": 1}]}, "8 bytes"),
+        ({"discover": [{"binding": "", "floor": -2}]}, "out of range"),
+        ({"discover": {"binding": ""}}, "list"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            RxPersistentState.from_dict({**old_rx, **damage})
+
+
 def test_random_reports_never_crash_the_decoder():
     rnd = random.Random(3)
     for _ in range(500):
@@ -346,3 +377,21 @@ def test_random_reports_never_crash_the_decoder():
         for decode in (Ack.decode, StatusMessage.decode, Challenge.decode, Reply.decode):
             with contextlib.suppress(MessageError):
                 decode(data)
+
+
+def test_a_reply_answers_only_the_command_it_names_by_id_and_check() -> None:
+    info, fixed = parse_command("info"), parse_command("set radio fixed 12 125")
+    assert info.check != fixed.check
+    queue = CommandQueue()
+    command_id = queue.add(fixed, 0.0)
+    assert queue.answered(command_id, info.check) is None  # an old reply to another command 1
+    assert queue.answered(command_id, fixed.check) is not None
+
+    replies = ReplyQueue()
+    replies.add(1, info.check, (ReplyStatus.OK, "info text", None))
+    assert replies.repeat(1, info.check)
+    assert not replies.repeat(1, fixed.check)  # the same id, another command: runs
+    replies.add(2, fixed.check, (ReplyStatus.OK, "restarting", RunCommand("restart")))
+    # A new session forgets every id; a restart whose reply never got through still runs.
+    assert replies.new_session() == [RunCommand("restart")]
+    assert not replies and not replies.repeat(1, info.check)

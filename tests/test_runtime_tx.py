@@ -66,7 +66,7 @@ def test_it_listens_at_the_rendezvous_and_discovers() -> None:
     assert radio.configured == [LinkConfig().rendezvous()]  # configured at construction
     deadline = runtime.step(0.0)
     assert len(radio.sent) == 1
-    assert radio.sent[0][1][0] & 0x1F == DISCOVER
+    assert radio.sent[0][1][0] & 0x0F == DISCOVER
     assert frame_type_name(radio.sent[0][1]) == "DISCOVER"
     assert deadline is not None and deadline > 0.0
     assert runtime.stats.frames_sent == 1

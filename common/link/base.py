@@ -152,6 +152,7 @@ class LinkBase(Generic[_S]):
             frames_received=self._frames_received,
             rejected=self.rejected,
             telegrams=dict(self._telegrams),
+            second_transmitter_frames=self._security.second_sender_frames,
         )
 
     def actions(self) -> list[Action]:

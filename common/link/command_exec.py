@@ -1,9 +1,16 @@
 """The transmitter's side of downlink commands: running them once, and their replies.
 
 A command rides in the receiver's acks until its reply arrives, so the transmitter sees the same
-command many times. It runs it once (`ReplyQueue` remembers the last `COMMAND_MEMORY` ids) and
-repeats the reply instead; a reply goes as its own REPLY frame, acknowledged like any frame,
-up to `reply_attempts` times. What a command does is one row of `EXECUTORS` (a table, as the
+command many times. It runs it once (`ReplyQueue` remembers the last `COMMAND_MEMORY` ids of
+the current session, each with its command's check) and repeats the reply instead; a reply
+goes as its own REPLY frame, acknowledged like any frame, up to `reply_attempts` times.
+
+Ids are remembered per session only: the receiver numbers commands from 1 again after a
+restart (which always means a new session), and its queue already reported every command sent
+in the old session as UNKNOWN when the new one began. A remembered id therefore never answers a
+command of a new session (it used to: `set radio fixed 12 125` came back "OK" with an old
+`info` text, and a `restart` came back "OK" while nothing restarted), and a reply carries its
+command's check, which the receiver compares. What a command does is one row of `EXECUTORS` (a table, as the
 command set is one).
 """
 
@@ -41,6 +48,8 @@ class PendingReply:
     command_id: int
     status: ReplyStatus
     text: str
+    #: `Command.check` of the command it answers.
+    check: int = 0
     attempts: int = 0
     then_run: RunCommand | None = None
     acked: bool = False
@@ -60,11 +69,12 @@ class ReplyQueue:
         """The reply to send next (only when the queue is not empty)."""
         return self._waiting[0]
 
-    def repeat(self, command_id: int) -> bool:
-        """True if this command ran already; its reply is queued again if it was acknowledged
-        (the receiver still sends the command: it missed the reply's ack... or the reply)."""
+    def repeat(self, command_id: int, check: int) -> bool:
+        """True if this command (id and check) ran already in this session; its reply is
+        queued again if it was acknowledged (the receiver still sends the command: it missed
+        the reply's ack... or the reply)."""
         done = self._executed.get(command_id)
-        if done is None:
+        if done is None or done.check != check:
             return False
         if done.acked and done not in self._waiting:
             done.acked = False
@@ -72,9 +82,11 @@ class ReplyQueue:
             self._waiting.append(done)
         return True
 
-    def add(self, command_id: int, outcome: Outcome) -> None:
+    def add(self, command_id: int, check: int, outcome: Outcome) -> None:
         status, text, then_run = outcome
-        reply = PendingReply(command_id, status, text, then_run=then_run)
+        self._waiting = deque(r for r in self._waiting if r.command_id != command_id)
+        reply = PendingReply(command_id, status, text, check, then_run=then_run)
+        self._executed.pop(command_id, None)
         self._executed[command_id] = reply
         while len(self._executed) > COMMAND_MEMORY:
             self._executed.popitem(last=False)
@@ -98,10 +110,14 @@ class ReplyQueue:
                 return reply.then_run
         return None
 
-    def restart_attempts(self) -> None:
-        """A new session: every waiting reply gets its full number of attempts again."""
-        for reply in self._waiting:
-            reply.attempts = 0
+    def new_session(self) -> list[RunCommand]:
+        """A new session: forget every id (see the module docstring) and the replies still
+        waiting (the receiver reported their commands as UNKNOWN); returns what was to run
+        after them (a `restart` still happens, as when its reply is given up on)."""
+        then_run = [r.then_run for r in self._waiting if r.then_run is not None]
+        self._waiting.clear()
+        self._executed.clear()
+        return then_run
 
 
 def _info(link: TxLink, now: float, command: Command) -> Outcome:

@@ -17,7 +17,11 @@ Text form (what a user or Home Assistant service types) and wire form:
 | `restart`                       | 0x06 | -                                                 |
 | `log level L`                   | 0x07 | u8 level (0 debug, 1 info, 2 warning, 3 error)    |
 
-Replies: u8 command id, u8 status (`ReplyStatus`), then UTF-8 text (short; it costs airtime).
+Replies: u8 command id, u8 status (`ReplyStatus`), u16 check of the command answered
+(`Command.check`: CRC-16/ARC of its wire form), then UTF-8 text (short; it costs airtime).
+The check binds a reply to its command: the receiver takes a reply only for the queued command
+with that id *and* that wire form, so a stored reply to an older command with the same id
+(ids restart at 1 when the receiver restarts) never answers a new one.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum
 
+from p1lora.common.crc16 import crc16_arc
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 
 __all__ = [
@@ -141,6 +146,11 @@ class Command:
                 raise CommandSyntaxError(f"log level {args[0]} is out of range")
             return cls(code, log_level=LOG_LEVELS[args[0]])
         return cls(code)
+
+    @property
+    def check(self) -> int:
+        """CRC-16/ARC of the wire form: a reply echoes it (see the module docstring)."""
+        return crc16_arc(self.encode())
 
     def __str__(self) -> str:
         """The text form (round-trips through `parse_command`)."""

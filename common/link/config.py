@@ -117,8 +117,8 @@ class LinkConfig:
     #: Probes that must be acknowledged before a new setting is committed, out of `attempts`.
     probe_count: int = 3
     probe_attempts: int = 5
-    #: A SWITCH without an ack is repeated (byte for byte) up to this many sends in all: a
-    #: step down happens on a lossy link, and one lost SWITCH should not cost the switch.
+    #: A SWITCH without an ack is repeated (same body, fresh counter) up to this many sends in
+    #: all: a step down happens on a lossy link, and one lost SWITCH should not cost the switch.
     switch_attempts: int = 3
     #: Minimum seconds between telegrams sent (the `set interval` command changes it).
     min_interval_s: float = 0.0

@@ -2,7 +2,7 @@
 
 `Delivery` owns the newest telegram waiting to go (`pending`: latest wins), the telegram the
 receiver acknowledged last (`reference`: updates are encoded against it), the update in flight
-as fragments, and the frame to resend byte for byte (`retry`). It builds and sends update
+as fragments, and the frame to resend (`retry`: its body under a fresh counter). It builds and sends update
 frames through the link (which gates, paces and seals them) and handles their acks and
 timeouts. The policy is in tx.py's docstring (delivery paragraph).
 """
@@ -42,7 +42,7 @@ class Delivery:
         self.fragments: OutgoingUpdate | None = None
         #: The tag of the last multi-frame update (the receiver tells updates apart by it).
         self.fragment_tag = 0
-        #: An unacknowledged update frame to resend byte for byte.
+        #: An unacknowledged update frame to resend (same body, fresh counter).
         self.retry: Outstanding | None = None
         #: A running average of an update's size (probes and pacing imitate it).
         self.typical_bytes = float(TYPICAL_FRAME_BYTES)
@@ -74,7 +74,7 @@ class Delivery:
         retry = self.retry
         if retry is not None:
             if retry.counter != link._security.counter.next_value - 1:
-                # Something else was sent since: an exact resend would look like a replay.
+                # Something else was sent since: encode the telegram anew instead.
                 self.retry = None
                 if retry.kind is Awaiting.DATA and self.pending is None:
                     self.pending = retry.telegram

@@ -97,12 +97,6 @@ class TokenBucket:
             self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate_per_s)
             self._at = now
 
-    def ready(self, now: float) -> bool:
-        """Whether `take` would succeed now (without taking): lets a response that needs
-        tokens from two buckets take from neither when one of them is empty."""
-        self._refill(now)
-        return self._tokens >= 1.0
-
     def take(self, now: float) -> bool:
         self._refill(now)
         if self._tokens >= 1.0:
@@ -123,7 +117,8 @@ class LinkDiagnostics:
     fills what it knows (the transmitter learns the uplink values from ack reports).
     `airtime_used` is the share of this node's duty-cycle allowance used in the window ending
     now; `loss_rate` the share of unanswered frames among the last few (transmitter) or of
-    undecodable updates (receiver).
+    undecodable updates (receiver). `second_transmitter_frames` above 0 means two transmitters
+    share the key (each link needs its own key; never clone a transmitter's SD card).
     """
 
     role: str
@@ -144,3 +139,6 @@ class LinkDiagnostics:
     frames_received: int
     rejected: Mapping[str, int]
     telegrams: Mapping[str, int]
+    #: Fresh frames under a session another one took over: a second transmitter with this
+    #: link's key (a cloned SD card); 0 unless that happens (receiver only).
+    second_transmitter_frames: int = 0

@@ -1,7 +1,7 @@
 """Discovery, handshake and resync: how the transmitter finds the receiver and (re)builds the session.
 
 `Handshake` owns the discovery backoff (`attempts`, `meet_times`) and what a RESYNC is checked
-against (`recent_counters`, `last_rx_static`). It moves the link between the rendezvous, the
+against (`recent_tags`, `receiver_floor`). It moves the link between the rendezvous, the
 handshake and running: a CHALLENGE completes the handshake, a RESYNC (the receiver lost its
 session) starts a new one at the current setting, and total silence (`check_lost`) sends the
 link to the rendezvous once the receiver is surely there too.
@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from p1lora.common.crypto import TAG_SIZE
 from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame
 from p1lora.common.link import timing
 from p1lora.common.link.base import decode_body
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.messages import Challenge, Discover, Resync
+from p1lora.common.link.session import OutgoingFrame
 from p1lora.common.link.states import TxState
 from p1lora.common.link.switch_plan import same_rung
 from p1lora.common.link.tx_types import Awaiting, Outstanding, Timer
@@ -35,13 +37,26 @@ class Handshake:
         self._link = link
         #: DISCOVERs unanswered since the backoff last started over.
         self.attempts = 0
+        #: DISCOVERs sent since the last session began: every second one goes unbound (a
+        #: receiver that lost its state, a new SD card, cannot open bound ones).
+        self.discovers_sent = 0
         #: Moments a receiver that lost us may arrive at the rendezvous (a DISCOVER goes out
         #: right after each, and the backoff starts over).
         self.meet_times: list[float] = []
-        #: (counter, sent at) of our recent session frames: a RESYNC must name one of them.
-        self.recent_counters: deque[tuple[int, float]] = deque(maxlen=32)
-        #: The counter of the last RESYNC accepted (each is accepted once).
-        self.last_rx_static = -1
+        #: (CCM tag, sent at) of our recent session frames: a RESYNC must name one of them.
+        self.recent_tags: deque[tuple[bytes, float]] = deque(maxlen=32)
+        #: The highest counter of any authentic receiver frame (CHALLENGE, ACK, RESYNC): the
+        #: receiver has one counter for all its frames, so a RESYNC at or below it is older
+        #: than a frame we already accepted (a harvested one) and is refused as a replay.
+        self.receiver_floor = -1
+
+    def sent_session_frame(self, sent: OutgoingFrame, now: float) -> None:
+        """A session frame left: a RESYNC may name it (by its tag) from now on."""
+        self.recent_tags.append((sent.frame[-TAG_SIZE:], now))
+
+    def heard_receiver(self, counter: int) -> None:
+        """An authentic receiver frame carried this counter (raises the RESYNC floor)."""
+        self.receiver_floor = max(self.receiver_floor, counter)
 
     def sent_discover(self, now: float) -> bool:
         link = self._link
@@ -55,14 +70,18 @@ class Handshake:
             link._wait(Timer.DISCOVER, now + wait)
             return False
         random = link._security.random()
+        binding = link._binding if self.discovers_sent % 2 == 0 else b""
         body = Discover(link._state is TxState.HANDSHAKE, link._settings.tx_power_dbm).encode()
         sent = link._send(
             now,
             size,
-            lambda: link._security.seal_static(FrameType.DISCOVER, body, random),
+            lambda: link._security.seal_static(
+                FrameType.DISCOVER, body, random, extra_associated=binding
+            ),
         )
         if sent is None:
             return False
+        self.discovers_sent += 1
         link._timers.pop(Timer.DISCOVER, None)
         link._pacer.invalidate()
         link._outstanding = Outstanding(
@@ -129,11 +148,14 @@ class Handshake:
         if out is None or out.kind is not Awaiting.DISCOVER:
             raise FrameError(RejectReason.STALE, "CHALLENGE without a DISCOVER in flight")
         counter, body = link._security.open_static(sealed, extra_associated=out.random)
+        self.heard_receiver(counter)
         link._peer_sent(frame)
         challenge = decode_body(Challenge.decode, body)
         rx_random = sealed.header.random
         assert rx_random is not None
         link._security.start_session(out.random, rx_random, counter, pending=False)
+        for then_run in link._replies.new_session():
+            link._emit(then_run)
         link._last_accepted_raw = sealed.raw
         link._outstanding = None
         link._tuner.new_session()
@@ -147,6 +169,7 @@ class Handshake:
         link._consecutive_failures = 0
         link._loss.clear()
         self.attempts = 0
+        self.discovers_sent = 0
         self.meet_times = []
         link._timers.pop(Timer.DISCOVER, None)
         link._event(
@@ -169,15 +192,16 @@ class Handshake:
     def on_resync(self, now: float, sealed: SealedFrame) -> None:
         link = self._link
         counter, body = link._security.open_static(sealed)
-        if counter <= self.last_rx_static:
-            raise FrameError(RejectReason.REPLAY, "RESYNC counter is not new")
+        if counter <= self.receiver_floor:
+            raise FrameError(
+                RejectReason.REPLAY,
+                f"RESYNC counter {counter} is not above {self.receiver_floor} of the receiver",
+            )
         resync = decode_body(Resync.decode, body)
         horizon = now - max(link.config.link_lost_min_s, 60.0)
-        if not any(
-            c & 0xFFFF == resync.counter_low and t >= horizon for c, t in self.recent_counters
-        ):
+        if not any(tag == resync.tag and t >= horizon for tag, t in self.recent_tags):
             raise FrameError(RejectReason.STALE, "RESYNC names no recent frame of ours")
-        self.last_rx_static = counter
+        self.heard_receiver(counter)
         link._last_accepted_raw = sealed.raw
         if link._state in (TxState.RENDEZVOUS, TxState.HANDSHAKE):
             return

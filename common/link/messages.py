@@ -10,13 +10,13 @@ got through).
 |-----------|---------------------------------------------------------------------------------|
 | DISCOVER  | u8 flags (bit 0: resuming at a non-rendezvous setting), i8 TX power dBm           |
 | CHALLENGE | report (3), i8 receiver TX power, u8 flags (bit 0: has reference), u16 ref id     |
-| RESYNC    | u16 low counter bits of the transmitter frame that could not be opened            |
+| RESYNC    | the 8-byte CCM tag of the transmitter frame that could not be opened              |
 | DATA      | the codec payload (`p1lora.common.codec`), nothing else                          |
 | FRAGMENT  | u8 update tag, u8 index<<4 | (count-1), chunk                                     |
 | PROBE     | u8 probe id, padding to the size of a typical update; acked with CRC-16 of body  |
 | SWITCH    | u8 switch id, u8 SF, u8 bandwidth index (`BANDWIDTHS_HZ`)                        |
 | STATUS    | see `StatusMessage`; flag bit 1: a telegram update (codec payload) follows        |
-| REPLY     | u8 command id, u8 status, UTF-8 text                                             |
+| REPLY     | u8 command id, u8 status, u16 check of the command answered, UTF-8 text          |
 | ACK       | u8 kind, u16 acked counter low bits, u16 value, report (3), [u8 cmd id, command] |
 
 Link report (3 bytes): u8 RSSI as -dBm (0..255), i8 SNR in 0.25 dB, u8 sender's budget use
@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from p1lora.common.crypto import TAG_SIZE
 from p1lora.common.link.commands import MAX_REPLY_TEXT, Command, CommandSyntaxError, ReplyStatus
 from p1lora.common.radio_types import BANDWIDTHS_HZ
 
@@ -41,6 +42,7 @@ __all__ = [
     "CHALLENGE_BODY_SIZE",
     "COMMAND_MAX_SIZE",
     "DISCOVER_BODY_SIZE",
+    "RESYNC_BODY_SIZE",
     "STATUS_TYPICAL_BODY_SIZE",
     "SWITCH_BODY_SIZE",
     "Ack",
@@ -60,6 +62,8 @@ __all__ = [
 ]
 
 DISCOVER_BODY_SIZE = 2
+#: A RESYNC names the unreadable frame by its tag (`crypto.TAG_SIZE`).
+RESYNC_BODY_SIZE = TAG_SIZE
 CHALLENGE_BODY_SIZE = 7
 ACK_BODY_SIZE = 8
 #: Command id + the longest command on air.
@@ -147,15 +151,21 @@ class Challenge:
 
 @dataclass(frozen=True, slots=True)
 class Resync:
-    counter_low: int
+    """Names the frame the receiver could not open by its CCM tag: unpredictable before that
+    frame was sent, so a RESYNC harvested by sending the receiver made-up frames never names
+    a frame of the real transmitter (header counter bits did: anyone can predict them)."""
+
+    tag: bytes
 
     def encode(self) -> bytes:
-        return self.counter_low.to_bytes(2, "big")
+        if len(self.tag) != RESYNC_BODY_SIZE:
+            raise ValueError(f"a RESYNC names a {RESYNC_BODY_SIZE}-byte tag")
+        return self.tag
 
     @classmethod
     def decode(cls, data: bytes) -> Resync:
-        _need(data, 2, "RESYNC")
-        return cls(int.from_bytes(data, "big"))
+        _need(data, RESYNC_BODY_SIZE, "RESYNC")
+        return cls(bytes(data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,20 +416,24 @@ class Reply:
     command_id: int
     status: ReplyStatus
     text: str
+    #: `Command.check` of the command answered (binds the reply to it, not only to its id).
+    check: int = 0
 
     def encode(self) -> bytes:
         text = self.text.encode("utf-8")[:MAX_REPLY_TEXT]
-        return bytes((self.command_id & 0xFF, int(self.status))) + text
+        head = bytes((self.command_id & 0xFF, int(self.status)))
+        return head + (self.check & 0xFFFF).to_bytes(2, "big") + text
 
     @classmethod
     def decode(cls, data: bytes) -> Reply:
-        if len(data) < 2:
+        if len(data) < 4:
             raise MessageError("REPLY body too short")
         try:
             status = ReplyStatus(data[1])
         except ValueError:
             raise MessageError(f"unknown reply status {data[1]}") from None
-        return cls(data[0], status, data[2:].decode("utf-8", errors="replace"))
+        text = data[4:].decode("utf-8", errors="replace")
+        return cls(data[0], status, text, int.from_bytes(data[2:4], "big"))
 
 
 class AckKind(IntEnum):

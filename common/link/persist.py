@@ -6,6 +6,13 @@ radio mode with the fixed settings, and the `set interval` value, because those 
 command and a restart must not silently undo them. The receiver keeps its last known good
 settings so that after its own restart it listens where the transmitter still talks.
 
+Both also keep what binds a DISCOVER to the last confirmed session (docs/protocol.md, section
+2): the transmitter the receiver's random of its last session (`binding`, sealed into its
+DISCOVERs' associated data), the receiver that random and the one before it, each with the
+highest DISCOVER counter seen under it (`discover`). Without them a reboot forgot which
+DISCOVERs were replays, and a pool of replays kept the link down for hours. Files written
+before these fields existed still load (no binding: as before the first handshake).
+
 `as_dict`/`from_dict` give a JSON-friendly form; a damaged file raises ValueError with a clear
 message, and the runtime then starts from defaults (losing only speed, never data).
 """
@@ -18,7 +25,16 @@ from dataclasses import dataclass
 from p1lora.common.link.config import FixedRadio, RadioMode
 from p1lora.common.radio_types import RadioSettings
 
-__all__ = ["RxPersistentState", "TxPersistentState", "settings_from_dict", "settings_to_dict"]
+__all__ = [
+    "DiscoverBinding",
+    "RxPersistentState",
+    "TxPersistentState",
+    "settings_from_dict",
+    "settings_to_dict",
+]
+
+#: Bytes of a binding (a session's receiver random, `crypto.RANDOM_SIZE`).
+_BINDING_SIZE = 8
 
 
 def settings_to_dict(settings: RadioSettings) -> dict[str, int]:
@@ -48,6 +64,40 @@ def settings_from_dict(data: Mapping[str, object]) -> RadioSettings:
     )
 
 
+def _binding(value: object, what: str) -> bytes:
+    """A binding from its hex text ("" for none)."""
+    if not isinstance(value, str):
+        raise ValueError(f"saved link state: {what} must be a hex string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"saved link state: {what} is not hex") from None
+    if len(raw) not in (0, _BINDING_SIZE):
+        raise ValueError(f"saved link state: {what} must be {_BINDING_SIZE} bytes or empty")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverBinding:
+    """A session's receiver random (b"": no session yet) and the highest DISCOVER counter the
+    receiver saw sealed under it (-1: none yet)."""
+
+    binding: bytes
+    floor: int = -1
+
+    def as_dict(self) -> dict[str, object]:
+        return {"binding": self.binding.hex(), "floor": self.floor}
+
+    @classmethod
+    def from_dict(cls, data: object) -> DiscoverBinding:
+        if not isinstance(data, Mapping):
+            raise ValueError("saved link state: a 'discover' entry must be an object")
+        floor = _int(data, "floor")
+        if not -1 <= floor < 1 << 32:
+            raise ValueError(f"saved link state: DISCOVER floor {floor} is out of range")
+        return cls(_binding(data.get("binding"), "a DISCOVER binding"), floor)
+
+
 def _mapping(data: Mapping[str, object], key: str) -> Mapping[str, object]:
     value = data.get(key)
     if not isinstance(value, Mapping):
@@ -61,6 +111,8 @@ class TxPersistentState:
     mode: RadioMode = RadioMode.AUTO
     fixed: FixedRadio | None = None
     interval_s: float = 0.0
+    #: The receiver's random of the last session it confirmed (b"": none yet).
+    binding: bytes = b""
 
     def as_dict(self) -> dict[str, object]:
         fixed = None
@@ -75,6 +127,7 @@ class TxPersistentState:
             "mode": self.mode.value,
             "fixed": fixed,
             "interval_s": self.interval_s,
+            "binding": self.binding.hex(),
         }
 
     @classmethod
@@ -98,16 +151,28 @@ class TxPersistentState:
             raise ValueError("saved link state: 'interval_s' must be a number")
         if mode is RadioMode.FIXED and fixed is None:
             raise ValueError("saved link state: fixed mode without fixed settings")
-        return cls(settings_from_dict(_mapping(data, "last_good")), mode, fixed, float(interval))
+        binding = _binding(data.get("binding", ""), "'binding'")
+        return cls(
+            settings_from_dict(_mapping(data, "last_good")), mode, fixed, float(interval), binding
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class RxPersistentState:
     last_good: RadioSettings
+    #: The bindings DISCOVERs are checked against, newest first (empty: none yet).
+    discover: tuple[DiscoverBinding, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
-        return {"last_good": settings_to_dict(self.last_good)}
+        return {
+            "last_good": settings_to_dict(self.last_good),
+            "discover": [entry.as_dict() for entry in self.discover],
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> RxPersistentState:
-        return cls(settings_from_dict(_mapping(data, "last_good")))
+        entries = data.get("discover", [])
+        if not isinstance(entries, list) or len(entries) > 4:
+            raise ValueError("saved link state: 'discover' must be a list of at most 4 entries")
+        discover = tuple(DiscoverBinding.from_dict(entry) for entry in entries)
+        return cls(settings_from_dict(_mapping(data, "last_good")), discover)

@@ -1,110 +1,89 @@
-"""Bounds on the receiver's answers to frames anyone can replay: exact copies and DISCOVERs.
+"""Bounds on the receiver's answers to frames anyone can replay: DISCOVERs.
 
-Two kinds of authentic frame make the receiver transmit although they prove nothing new:
+A DISCOVER is a static-key frame: it can be recorded and replayed, and only the transmitter's
+first session frame under the keys a CHALLENGE creates proves it live. Every CHALLENGE costs
+a response token and airtime, and replayed DISCOVERs took all of them from a returning
+transmitter. `RxLink` applies these rules; refused frames are counted as `replay`.
 
-- an **exact copy of the last frame it acknowledged**. The transmitter resends a frame byte
-  for byte when its ack was lost, and the receiver answers with the same ack bytes (no new
-  nonce, nothing processed twice). Anyone who recorded the frame can send the copy too: with
-  no bound but the budget, six copies per telegram emptied the receiver's 10 % budget in half
-  an hour and the link was lost (`tests/test_attacks.py`).
-- a **DISCOVER**. Static-key frames can be recorded and replayed; only the transmitter's first
-  session frame under the keys a CHALLENGE creates proves it live. Every CHALLENGE costs a
-  response token, and replayed DISCOVERs took all of them from a returning transmitter.
-
-Airtime is what a receiver runs out of, so both answers are bounded by what a real transmitter
-can ever need. `RxLink` applies these rules; refused frames are counted as `replay`.
+(Session frames need no such bound: the transmitter resends a frame's body under a fresh
+counter, so an exact copy of any session frame is a replay and is never answered.)
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
-__all__ = ["ANSWERED_DISCOVER_MEMORY", "DiscoverFilter", "DuplicateAnswers"]
+from p1lora.common.link.persist import DiscoverBinding
+
+__all__ = ["ANSWERED_DISCOVER_MEMORY", "BINDINGS_KEPT", "DiscoverFilter"]
 
 #: DISCOVERs remembered as answered. A transmitter sends at most about 30 an hour (discovery
 #: backoff capped at 120 s), so this covers hours of discovery at 16 bytes each.
 ANSWERED_DISCOVER_MEMORY = 64
-
-
-class DuplicateAnswers:
-    """How often an exact copy of the last acknowledged frame is answered again.
-
-    - At most `per_frame` times per frame: the transmitter resends one frame at most that often
-      (`LinkConfig.max_retries`, a SWITCH `switch_attempts - 1`), so any further copy is a
-      replay.
-    - In the long run at most once per new frame: each frame acknowledged for the first time
-      earns one answer, and at most `saved` are kept. A transmitter whose acks are lost with
-      probability q needs q + q^2 answers per frame (with two resends), less than one while
-      fewer than 60 % of the acks are lost (beyond 30 % loss it steps down, unless the
-      margin shows interference, where slower settings would not help).
-      An attacker can therefore at most double the receiver's ack airtime, never empty the
-      budget with copies; `RxLink` also keeps a reserve for the acks of new frames.
-    """
-
-    def __init__(self, per_frame: int, saved: int) -> None:
-        if per_frame < 0 or saved < 1:
-            raise ValueError("per_frame must be >= 0 and saved >= 1")
-        self.per_frame = per_frame
-        self.saved = saved
-        self._repeats = 0
-        self._credit = saved
-
-    @property
-    def repeats(self) -> int:
-        """Copies of the current frame answered so far."""
-        return self._repeats
-
-    def new_frame(self) -> None:
-        """A frame was acknowledged for the first time: its copies may be answered anew."""
-        self._repeats = 0
-        self._credit = min(self.saved, self._credit + 1)
-
-    def refusal(self) -> str | None:
-        """Why the next copy must not be answered (None: it may be)."""
-        if self._repeats >= self.per_frame:
-            return (
-                f"exact copy of the last frame, answered {self._repeats} times already "
-                f"(the transmitter resends a frame at most {self.per_frame} times)"
-            )
-        if self._credit < 1:
-            return "exact copies arrive faster than new frames (one answer per new frame)"
-        return None
-
-    def answered(self) -> None:
-        """A copy was answered."""
-        self._repeats += 1
-        self._credit -= 1
+#: Bindings kept: the last confirmed session's and the one before it.
+BINDINGS_KEPT = 2
 
 
 class DiscoverFilter:
-    """What the receiver knows about DISCOVERs: the ones it answered, and a counter floor.
+    """Which DISCOVERs the receiver answers at the full response rate (docs/protocol.md, 2).
 
+    - **Bound and above the floor: full rate.** The transmitter seals its DISCOVERs with the
+      receiver's random of its last confirmed session in the associated data (not sent). The
+      receiver keeps that random (the newest binding) with the highest DISCOVER counter seen
+      sealed under it (its floor, raised by every such DISCOVER, answered or not). A DISCOVER
+      above it is new: a replay of one the receiver heard is at or below the floor, and one
+      from before the last confirmed session is under an older binding or none. The binding
+      and floor are persisted, so this holds after any reboot. (The binding before is kept
+      too, `BINDINGS_KEPT`, so that a transmitter that never heard an ack of the newest
+      session still authenticates, slowed.)
+    - **Anything else is slowed**, never answered at the full rate: a replay, or a transmitter
+      that lost its state (a new SD card, an old backup of everything). It draws on its own
+      token bucket at a quarter of the response rate and never on the full-rate tokens, so
+      any number of replays cannot starve the real transmitter. While a session is
+      confirmed, a slowed DISCOVER at or below the session's uplink counter is not answered
+      at all (the transmitter is here and talking; its counter is above that).
     - **Answered before**: the transmitter never sends the same DISCOVER twice (each carries a
-      new random and counter), so one answered already (among the last `memory`) is a replay
-      and must not spend a response token again.
-    - **The floor**: the highest uplink counter accepted in the confirmed sessions of the
-      current transmitter, in this boot only. While a session is confirmed, a DISCOVER at or
-      below it is a replay and gets no answer at all. Once the session has ended such a
-      DISCOVER is a replay *or* a transmitter that lost its counter store (a new SD card, a
-      read-only or full disk) and restarted lower: `RxLink` still answers those, at a quarter
-      of the response rate, so they never starve the transmitter's genuine DISCOVERs and a
-      transmitter with a lost counter still gets its handshake. The floor is never persisted:
-      after a reboot it starts empty (availability beats the marginal cost of a replayed
-      DISCOVER, which the response rate and the challenge-response already bound).
+      new random and counter), so one answered already (among the last `memory`) is a replay.
+
+    A receiver without a binding (before its first handshake, a lost or old state file) treats
+    unbound DISCOVERs as bound to "nothing yet", with a floor as above (the transmitter sends
+    every second DISCOVER unbound for such a receiver).
     """
 
-    def __init__(self, memory: int = ANSWERED_DISCOVER_MEMORY) -> None:
+    def __init__(
+        self, bindings: Iterable[DiscoverBinding] = (), memory: int = ANSWERED_DISCOVER_MEMORY
+    ) -> None:
         if memory < 1:
             raise ValueError("memory must be >= 1")
-        self.floor = -1
+        kept = list(bindings)[:BINDINGS_KEPT]
+        self.bindings: list[DiscoverBinding] = kept or [DiscoverBinding(b"")]
+        #: The highest uplink counter accepted in the confirmed session (this boot only).
+        self.session_floor = -1
         self._memory = memory
         self._answered: OrderedDict[tuple[int, bytes], None] = OrderedDict()
+
+    def candidates(self) -> list[bytes]:
+        """The associated data to try a DISCOVER under: each binding, newest first, then
+        none (an unbound DISCOVER authenticates too, but is only ever slowed)."""
+        out = [entry.binding for entry in self.bindings]
+        return out if b"" in out else [*out, b""]
+
+    def fresh(self, binding: bytes, counter: int) -> bool:
+        """Whether a DISCOVER that authenticated under `binding` is new (full rate): sealed
+        under the newest binding and above its floor, which then rises to it (the receiver
+        persists the change)."""
+        newest = self.bindings[0]
+        if binding != newest.binding or counter <= newest.floor:
+            return False
+        self.bindings[0] = DiscoverBinding(binding, counter)
+        return True
 
     def answered_before(self, counter: int, random: bytes) -> bool:
         return (counter, random) in self._answered
 
-    def below_floor(self, counter: int) -> bool:
-        return counter <= self.floor
+    def below_session(self, counter: int) -> bool:
+        return counter <= self.session_floor
 
     def answered(self, counter: int, random: bytes) -> None:
         """A CHALLENGE answered this DISCOVER."""
@@ -112,11 +91,13 @@ class DiscoverFilter:
         while len(self._answered) > self._memory:
             self._answered.popitem(last=False)
 
-    def confirmed(self, counter: int) -> None:
-        """A handshake was confirmed by a session frame with this counter. It is the current
-        transmitter's counter from now on, even if lower than before (a lost counter store)."""
-        self.floor = counter
+    def confirmed(self, rx_random: bytes, counter: int) -> None:
+        """A handshake was confirmed by a session frame with this counter: its random is the
+        binding from now on (the previous one is kept: the transmitter learns the new one
+        only from our first ack), and the session floor follows the current transmitter."""
+        self.bindings = [DiscoverBinding(rx_random), self.bindings[0]][:BINDINGS_KEPT]
+        self.session_floor = counter
 
     def accepted(self, counter: int) -> None:
         """A frame of the confirmed session carried this counter."""
-        self.floor = max(self.floor, counter)
+        self.session_floor = max(self.session_floor, counter)

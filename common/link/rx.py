@@ -17,21 +17,20 @@ States (the `state` property):
 |            |                           | repeats and the probe phase) without frames -> fallback|
 | fallback   | setting before the switch | any authentic frame -> running; silence -> rendezvous  |
 
-Security rules: a DISCOVER is answered only when authentic, not answered before, above the
-counters of the current transmitter's confirmed sessions while one is confirmed (below them
-after it ended: only at a quarter of the response rate), within the response rate (a token
-bucket refilled so challenges use at most `handshake_share` of the budget) and the budget
+Security rules: a DISCOVER is answered only when authentic and not answered before; at the
+full response rate (a token bucket refilled so challenges use at most `handshake_share` of
+the budget) only when sealed under the binding of the last confirmed session and above that
+binding's persisted floor, otherwise slowed (its own bucket, a quarter of the rate; not at all
+at or below the counters of a confirmed session), and always within the budget
 (`replay_limits.DiscoverFilter`). The CHALLENGE binds the discovery's random, and the session
 it creates stays *pending* until the transmitter proves it holds the same keys, so a replayed
 discovery never establishes anything; nor does it hide the real transmitter: a session frame
 that opens under no pending session is `no_session` as without one and earns a RESYNC, and an
 answered DISCOVER holds a resumed receiver away from the rendezvous for one
 `timing.handshake_grace` only. Every session frame must carry a counter above the last
-accepted; an exact copy of the last acknowledged frame gets the same ack again (the
-transmitter resends when an ack was lost) without being processed twice, at most as often as a
-transmitter can need (`replay_limits.DuplicateAnswers`), never from the last tenth of the
-budget (kept for the acks of new frames), and it does not reset the silence timer: anyone can
-send a copy.
+accepted, so an exact copy of any frame is a replay and gets no answer: the transmitter
+resends a frame whose ack was lost as the same body under a fresh counter with the resend
+flag, and that resend gets the same answer again (a new ack) without being processed twice.
 
 Delivery: a DATA update is decoded against the references this side holds (the last few
 delivered telegrams by id); a rebuilt telegram is delivered once (`Deliver`) and acknowledged
@@ -52,8 +51,15 @@ from p1lora.common import codec
 from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.counters import CounterState
 from p1lora.common.crc16 import crc16_arc
-from p1lora.common.crypto import Direction
-from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame, overhead
+from p1lora.common.crypto import TAG_SIZE, Direction
+from p1lora.common.frames import (
+    HEADER_SIZE,
+    FrameError,
+    FrameType,
+    RejectReason,
+    SealedFrame,
+    overhead,
+)
 from p1lora.common.link import timing
 from p1lora.common.link.base import LinkBase, decode_body
 from p1lora.common.link.commands import Command, ReplyStatus
@@ -81,7 +87,7 @@ from p1lora.common.link.messages import (
     Switch,
 )
 from p1lora.common.link.persist import RxPersistentState
-from p1lora.common.link.replay_limits import DiscoverFilter, DuplicateAnswers
+from p1lora.common.link.replay_limits import DiscoverFilter
 from p1lora.common.link.rx_commands import CommandQueue, QueuedCommand
 from p1lora.common.link.states import RX_TRANSITIONS, RxState
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
@@ -92,14 +98,15 @@ __all__ = ["RxLink"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Acked:
-    """The last frame acknowledged (or that we tried to): its bytes, the ack sent (None when it
-    could not be sent) and what the ack said, so that an exact resend is answered."""
+    """The last frame acknowledged (or that we tried to): its type, body and what the ack
+    said, so that the transmitter's resend of it (same body, fresh counter, resend flag) is
+    answered again without being processed twice."""
 
-    raw: bytes
-    ack_frame: bytes | None
-    answer: tuple[AckKind, int, int]
+    frame_type: FrameType
+    body: bytes
+    answer: tuple[AckKind, int]
 
 
 class RxLink(LinkBase[RxState]):
@@ -143,7 +150,7 @@ class RxLink(LinkBase[RxState]):
         #: When the last CHALLENGE left (a resumed receiver's handshake grace runs from it).
         self._answered_at: float | None = None
         self._after_tx: RadioSettings | None = None
-        self._discovers = DiscoverFilter()
+        self._discovers = DiscoverFilter(persisted.discover if persisted is not None else ())
         self._last_counter: int | None = None
         self._loss = LossWindow(max(config.loss_window, 50))
         self._references: OrderedDict[int, bytes] = OrderedDict()
@@ -151,14 +158,15 @@ class RxLink(LinkBase[RxState]):
         self._reassembler = Reassembler()
         self._commands = CommandQueue()
         self._last_ack: _Acked | None = None
-        resends = max(config.max_retries, config.switch_attempts - 1)
-        # Saved answers cover a burst of lost acks: under interference the transmitter keeps
-        # its rung (it does not step down at 30 % loss), so bursts of resends are normal.
-        self._duplicates = DuplicateAnswers(per_frame=resends, saved=2 * (resends + 1))
+        #: (type, body) of the session frame being handled (what an ack answers).
+        self._handling: tuple[FrameType, bytes] = (FrameType.DATA, b"")
         self._challenges = TokenBucket(3.0, self._refill(timing.CHALLENGE_BYTES), now)
-        #: DISCOVERs below the floor after the session ended: a quarter of the response rate.
-        self._below_floor = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
+        #: DISCOVERs that are not new under the bindings we keep: a quarter of the response
+        #: rate, from their own tokens (`DiscoverFilter`).
+        self._slowed = TokenBucket(2.0, self._refill(timing.CHALLENGE_BYTES) / 4, now)
         self._resyncs = TokenBucket(1.0, self._refill(timing.CHALLENGE_BYTES), now)
+        #: When a second transmitter with our key was last logged (`_second_transmitter`).
+        self._clone_logged_at: float | None = None
         self._up_rssi: float | None = None
         self._up_snr: float | None = None
         self._down_rssi: float | None = None  # as the transmitter reports hearing our acks
@@ -261,10 +269,7 @@ class RxLink(LinkBase[RxState]):
     # -- frames -----------------------------------------------------------------------------
 
     def _on_frame(self, now: float, frame: ReceivedFrame) -> None:
-        last = self._last_ack
-        if last is not None and frame.payload == last.raw:
-            self._on_duplicate(now, frame, last)
-            return
+        clones = self._security.second_sender_frames
         try:
             sealed = self._security.parse(frame.payload)
             if sealed.header.frame_type is FrameType.DISCOVER:
@@ -275,73 +280,69 @@ class RxLink(LinkBase[RxState]):
             self._reject(now, error, frame)
             if error.reason is RejectReason.NO_SESSION:
                 self._maybe_resync(now, frame)
+            if self._security.second_sender_frames > clones:
+                self._second_transmitter(now)
 
-    def _on_duplicate(self, now: float, frame: ReceivedFrame, last: _Acked) -> None:
-        """The transmitter resent exactly what we acknowledged: our ack was lost (or never
-        left because the radio or the budget did not allow it). Answer again, with the same
-        ack bytes, and process nothing twice. Anyone who recorded the frame can send it too,
-        so a copy does not reset the silence timer and is answered only as often as a
-        transmitter can need (`DuplicateAnswers`), and never from the last tenth of the budget:
-        that stays for the acks of new frames. Copies beyond the bound count as `replay`."""
-        self._telegrams["duplicate_frames"] += 1
-        refusal = self._duplicates.refusal()
-        if refusal is not None:
-            self._reject(now, FrameError(RejectReason.REPLAY, refusal), frame)
+    def _second_transmitter(self, now: float) -> None:
+        """Say it (once, then at most hourly) when a second transmitter uses our key: two
+        transmitters with one key cause no nonce reuse (sessions are fresh), but they take the
+        session from each other and the clone silently takes over."""
+        if self._clone_logged_at is not None and now < self._clone_logged_at + 3600.0:
             return
-        size = len(last.ack_frame) if last.ack_frame is not None else timing.ACK_TYPICAL_BYTES
-        if not self._within_reserve(now, self._airtime(size)):
-            self._telegrams["ack_suppressed"] += 1
-            self._event(LinkEvent.ACK_SUPPRESSED, reason="reserve")
-            return
-        if last.ack_frame is None:
-            answered = self._ack(now, last.raw, frame, last.answer, repeat=True)
-        else:
-            answered = self._resend(now, last.ack_frame, FrameType.ACK.name)
-            if not answered:
-                self._telegrams["ack_suppressed"] += 1
-        if answered:
-            self._duplicates.answered()
+        self._clone_logged_at = now
+        logger.warning(
+            "rx: a second transmitter is using this link's key (%d frames under a session "
+            "another one took over): a cloned SD card? Give every link its own key "
+            "(p1-lora keygen) and never copy a transmitter's key to another device",
+            self._security.second_sender_frames,
+        )
 
-    def _within_reserve(self, now: float, airtime: float) -> bool:
-        """Whether an answer that only a copy asked for leaves `budget_utilisation` of the
-        allowance untouched: the rest is kept for the acks of new frames."""
-        budget = self._budget
-        if budget.unlimited:
-            return True
-        return budget.used(now) + airtime <= self.config.budget_utilisation * budget.allowance_s
+    def _open_discover(self, sealed: SealedFrame) -> tuple[int, bytes, bytes]:
+        """Authenticate a DISCOVER under each binding we keep, then unbound; returns (counter,
+        body, the binding it was sealed under)."""
+        error: FrameError | None = None
+        for binding in self._discovers.candidates():
+            try:
+                counter, body = self._security.open_static(sealed, extra_associated=binding)
+            except FrameError as exc:
+                error = exc
+                continue
+            return counter, body, binding
+        assert error is not None
+        raise error
 
     def _on_discover(self, now: float, sealed: SealedFrame, frame: ReceivedFrame) -> None:
-        counter, body = self._security.open_static(sealed)
+        counter, body, binding = self._open_discover(sealed)
         tx_random = sealed.header.random
         assert tx_random is not None
         discovers = self._discovers
         if discovers.answered_before(counter, tx_random):
             raise FrameError(RejectReason.REPLAY, f"DISCOVER counter {counter} was answered")
-        below = discovers.below_floor(counter)
+        fresh = discovers.fresh(binding, counter)
+        if fresh:
+            self._persist()
         in_session = self._security.session is not None
-        if below and in_session:
+        if not fresh and in_session and discovers.below_session(counter):
             raise FrameError(
                 RejectReason.REPLAY,
-                f"DISCOVER counter {counter} is not above {discovers.floor} of the session",
+                f"DISCOVER counter {counter} is not above {discovers.session_floor} of the session",
             )
         discover = decode_body(Discover.decode, body)
         refill = self._refill(timing.CHALLENGE_BYTES)
         self._challenges.set_rate(refill, now)
-        self._below_floor.set_rate(refill / 4, now)
-        if below and not self._below_floor.ready(now):
-            # A replay, or a transmitter that lost its counter store: these may take only a
-            # quarter of the response rate, so they never starve the real transmitter.
+        self._slowed.set_rate(refill / 4, now)
+        if not fresh and not self._slowed.take(now):
+            # A replay, or a transmitter that lost its state: these take a quarter of the
+            # response rate from their own tokens, so they never starve the real transmitter.
             raise FrameError(
                 RejectReason.REPLAY,
-                f"DISCOVER counter {counter} is not above {discovers.floor} of the last "
-                "session (such DISCOVERs are answered at a quarter of the response rate)",
+                f"DISCOVER counter {counter} is not new under the last sessions (such "
+                "DISCOVERs are answered at a quarter of the response rate)",
             )
-        if not self._challenges.take(now):
+        if fresh and not self._challenges.take(now):
             self._telegrams["challenges_rate_limited"] += 1
             self._event(LinkEvent.CHALLENGE_SUPPRESSED, reason="rate")
             return
-        if below:
-            self._below_floor.take(now)
         reference = next(reversed(self._references)) if self._references else None
         reply = Challenge(
             Report(frame.rssi_dbm, frame.snr_db, self._airtime_used(now)),
@@ -374,7 +375,7 @@ class RxLink(LinkBase[RxState]):
             rssi=frame.rssi_dbm,
             snr=frame.snr_db,
             resume=discover.resume,
-            below_floor=below,
+            slowed=not fresh,
         )
 
     def _maybe_resync(self, now: float, frame: ReceivedFrame) -> None:
@@ -386,13 +387,13 @@ class RxLink(LinkBase[RxState]):
         state = self._idle_state() if self._state is RxState.HANDSHAKE else self._state
         if (
             state not in (RxState.RESUME, RxState.RUNNING, RxState.FALLBACK)
-            or len(frame.payload) < 5
+            or len(frame.payload) < HEADER_SIZE + TAG_SIZE
         ):
             return
         self._resyncs.set_rate(self._refill(timing.CHALLENGE_BYTES) / 4, now)
         if not self._resyncs.take(now):
             return
-        body = Resync(int.from_bytes(frame.payload[3:5], "big")).encode()
+        body = Resync(frame.payload[-TAG_SIZE:]).encode()
         random = self._security.random()
         size = len(body) + overhead(FrameType.RESYNC)
         sent = self._send(
@@ -405,8 +406,11 @@ class RxLink(LinkBase[RxState]):
         counter, body, confirmed = self._security.open_session(sealed)
         frame_type = sealed.header.frame_type
         if confirmed:
+            session = self._security.session
+            assert session is not None
+            self._discovers.confirmed(session.rx_random, counter)
+            self._persist()
             self._session_confirmed(now)
-            self._discovers.confirmed(counter)
         else:
             self._discovers.accepted(counter)
         self._count_gap(counter)
@@ -417,6 +421,18 @@ class RxLink(LinkBase[RxState]):
         elif self._state in (RxState.RESUME, RxState.FALLBACK, RxState.HANDSHAKE):
             self._set_state(RxState.RUNNING, f"{frame_type.name} received")
             self._remember_good(self._settings)
+        last = self._last_ack
+        self._handling = (frame_type, body)
+        if (
+            sealed.header.resend
+            and last is not None
+            and (last.frame_type, last.body) == self._handling
+        ):
+            # The transmitter did not hear our ack: the same answer again, nothing twice.
+            self._telegrams["duplicate_frames"] += 1
+            kind, value = last.answer
+            self._ack(now, frame, (kind, counter, value))
+            return
         handler = _HANDLERS[frame_type]
         handler(self, now, sealed, counter, body, frame)
 
@@ -447,7 +463,12 @@ class RxLink(LinkBase[RxState]):
         self._last_good = settings
         if settings != self._persisted_good:
             self._persisted_good = settings
-            self._emit(PersistState(RxPersistentState(settings)))
+            self._persist()
+
+    def _persist(self) -> None:
+        """Save the last good setting persisted so far and the DISCOVER bindings."""
+        good = self._persisted_good or self._last_good
+        self._emit(PersistState(RxPersistentState(good, tuple(self._discovers.bindings))))
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -457,18 +478,14 @@ class RxLink(LinkBase[RxState]):
     def _ack(
         self,
         now: float,
-        acked: SealedFrame | bytes,
         frame: ReceivedFrame,
         ack: tuple[AckKind, int, int],
-        *,
-        repeat: bool = False,
     ) -> bool:
         """Acknowledge a frame with (kind, counter, value); False if it could not be sent.
-        `repeat`: the frame is a copy of the one acknowledged last (whose ack never left)."""
-        raw = acked.raw if isinstance(acked, SealedFrame) else acked
-        if not repeat:
-            self._duplicates.new_frame()
+        What it said is kept: the transmitter's resend of this frame gets the same answer."""
         kind, counter, value = ack
+        frame_type, body_acked = self._handling
+        self._last_ack = _Acked(frame_type, body_acked, (kind, value))
         queued = self._commands.first()
         body = Ack(
             kind,
@@ -483,11 +500,9 @@ class RxLink(LinkBase[RxState]):
         if sent is None:
             self._telegrams["ack_suppressed"] += 1
             self._event(LinkEvent.ACK_SUPPRESSED, reason="busy" if self._radio_busy else "budget")
-            self._last_ack = _Acked(raw, None, ack)
             return False
         if queued is not None:
             queued.sent += 1
-        self._last_ack = _Acked(raw, sent.frame, ack)
         return True
 
     def _on_data(
@@ -509,7 +524,7 @@ class RxLink(LinkBase[RxState]):
             value = missing if missing is not None and missing not in self._references else 0xFFFF
             self._event(LinkEvent.UPDATE_REJECTED, error=str(exc))
             logger.info("rx: update not decoded (%s); asking for a key update", exc)
-            self._ack(now, sealed, frame, (AckKind.NAK, counter, value))
+            self._ack(now, frame, (AckKind.NAK, counter, value))
             return
         telegram_id = codec.telegram_id(telegram)
         if telegram == self._last_delivered and has_meter_clock(telegram):
@@ -525,7 +540,7 @@ class RxLink(LinkBase[RxState]):
             while len(self._references) > self.config.reference_cache:
                 self._references.popitem(last=False)
             self._emit(Deliver(telegram, frame.received_at, self._report(frame)))
-        self._ack(now, sealed, frame, (AckKind.DATA, counter, telegram_id))
+        self._ack(now, frame, (AckKind.DATA, counter, telegram_id))
 
     def _lookup(self, reference_id: int) -> bytes | None:
         return self._references.get(reference_id)
@@ -536,18 +551,18 @@ class RxLink(LinkBase[RxState]):
         header, chunk = decode_body(FragmentHeader.split, body)
         if header.tag == self._reassembler.completed_tag and self._last_delivered is not None:
             value = codec.telegram_id(self._last_delivered)
-            self._ack(now, sealed, frame, (AckKind.DATA, counter, value))
+            self._ack(now, frame, (AckKind.DATA, counter, value))
             return
         payload = decode_body(lambda _: self._reassembler.add(header, chunk), body)
         if payload is None:
-            self._ack(now, sealed, frame, (AckKind.FRAGMENT, counter, self._reassembler.bitmap))
+            self._ack(now, frame, (AckKind.FRAGMENT, counter, self._reassembler.bitmap))
             return
         self._deliver_update(now, sealed, counter, payload, frame)
 
     def _on_probe(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        self._ack(now, sealed, frame, (AckKind.PROBE, counter, crc16_arc(body)))
+        self._ack(now, frame, (AckKind.PROBE, counter, crc16_arc(body)))
 
     def _on_switch(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
@@ -558,10 +573,10 @@ class RxLink(LinkBase[RxState]):
             self.config.region.check(target)
         except (RegionError, ValueError) as exc:
             self._event(LinkEvent.SWITCH_REFUSED, reason=str(exc))
-            self._ack(now, sealed, frame, (AckKind.SWITCH, counter, 0x100 | switch.switch_id))
+            self._ack(now, frame, (AckKind.SWITCH, counter, 0x100 | switch.switch_id))
             return
         self._event(LinkEvent.SWITCH_REQUESTED, target=target.label())
-        if self._ack(now, sealed, frame, (AckKind.SWITCH, counter, switch.switch_id)):
+        if self._ack(now, frame, (AckKind.SWITCH, counter, switch.switch_id)):
             self._after_tx = target  # change only after our ack has left at the old setting
         else:
             self._apply_switch(now, target)  # the transmitter goes there without our ack too
@@ -576,16 +591,18 @@ class RxLink(LinkBase[RxState]):
         if update is not None:  # a telegram update rides on the report: ack it like DATA
             self._deliver_update(now, sealed, counter, update, frame)
             return
-        self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))
+        self._ack(now, frame, (AckKind.FRAME, counter, 0))
 
     def _on_reply(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
         reply = decode_body(Reply.decode, body)
-        queued = self._commands.answered(reply.command_id)
+        queued = self._commands.answered(reply.command_id, reply.check)
         if queued is not None:
             self._finish_command(queued, reply.status, reply.text, now)
-        self._ack(now, sealed, frame, (AckKind.FRAME, counter, 0))
+        else:  # acked all the same, so the transmitter stops sending it
+            self._telegrams["replies_unmatched"] += 1
+        self._ack(now, frame, (AckKind.FRAME, counter, 0))
 
     def _finish_command(
         self, queued: QueuedCommand, status: ReplyStatus, text: str, now: float

@@ -61,10 +61,11 @@ class CommandQueue:
             out.append(self._queue.popleft())
         return out
 
-    def answered(self, command_id: int) -> QueuedCommand | None:
-        """Remove and return the command a reply names (None: not queued, e.g. timed out)."""
+    def answered(self, command_id: int, check: int) -> QueuedCommand | None:
+        """Remove and return the command a reply names by id and check (None: not queued,
+        e.g. timed out, or the reply answers another command that had this id)."""
         for queued in self._queue:
-            if queued.command_id == command_id:
+            if queued.command_id == command_id and queued.command.check == check:
                 self._queue.remove(queued)
                 return queued
         return None

@@ -83,6 +83,12 @@ class LinkSecurity:
         self.session: Session | None = None
         #: Unconfirmed handshakes, oldest first (at most `PENDING_LIMIT`).
         self.pending: list[Session] = []
+        #: The confirmed session the current one replaced (or the last one dropped, until a
+        #: new one is confirmed): a fresh frame under it means a second sender with our key.
+        self.replaced: Session | None = None
+        self._dropped: Session | None = None
+        #: Fresh frames that opened only under `replaced` (see `second_sender`).
+        self.second_sender_frames = 0
 
     @property
     def network_id(self) -> bytes:
@@ -113,7 +119,11 @@ class LinkSecurity:
         )
         return OutgoingFrame(frame, frame_type, counter, persist)
 
-    def seal_session(self, frame_type: FrameType, body: bytes) -> OutgoingFrame:
+    def seal_session(
+        self, frame_type: FrameType, body: bytes, *, resend: bool = False
+    ) -> OutgoingFrame:
+        """Seal a session frame under the next counter; `resend`: the body repeats our
+        previous frame of this type (its answer was lost), flagged in the header."""
         session = self.session
         if session is None:
             raise RuntimeError(f"cannot send {frame_type.name} without a session")
@@ -126,6 +136,7 @@ class LinkSecurity:
             body,
             cipher=session.keys.cipher(self.sending),
             nonce=nonce,
+            resend=resend,
         )
         return OutgoingFrame(frame, frame_type, counter, persist)
 
@@ -170,14 +181,36 @@ class LinkSecurity:
                 )
             session.peer_last = counter
             if is_pending:
-                self.session, self.pending = session, []
+                self.replaced = self.session or self._dropped
+                self.session, self.pending, self._dropped = session, [], None
             return counter, body, is_pending
+        self._second_sender(sealed)
         if self.session is None:
             detail = f" (nor under {len(self.pending)} pending)" if self.pending else ""
             raise FrameError(
                 RejectReason.NO_SESSION, f"{frame_type} while no session exists{detail}"
             )
         raise FrameError(RejectReason.AUTH_FAILED, f"{frame_type} did not authenticate")
+
+    def _second_sender(self, sealed: SealedFrame) -> None:
+        """Count a fresh frame that opens only under the session the current one replaced.
+
+        One transmitter never sends under a session after it started another (its frame under
+        the new keys is what confirmed the new one), and nobody else can seal one: it is a
+        second transmitter with this key (a cloned SD card) that still talks in the session
+        the other one took over. The frame is rejected all the same."""
+        replaced = self.replaced
+        if replaced is None:
+            return
+        counter = reconstruct_counter(replaced.peer_last, sealed.header.counter_low)
+        nonce = replaced.keys.nonce(self.receiving, counter)
+        try:
+            open_frame(sealed, replaced.keys.cipher(self.receiving), nonce)
+        except FrameError:
+            return
+        if counter > replaced.peer_last:
+            replaced.peer_last = counter
+            self.second_sender_frames += 1
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -201,5 +234,6 @@ class LinkSecurity:
         self.pending = []
 
     def drop_sessions(self) -> None:
+        self._dropped = self.session or self._dropped
         self.session = None
         self.pending = []

@@ -44,7 +44,7 @@ class PlannedSwitch:
     reason: str
     origin: RadioSettings
     acked: bool = False
-    #: The SWITCH frame once sent (repeated byte for byte while unacknowledged).
+    #: The SWITCH frame once sent (its body repeated under a fresh counter while unacknowledged).
     sent: Outstanding | None = None
     probes_ok: int = 0
     probes_failed: int = 0
@@ -158,8 +158,8 @@ class Switching:
             out.expect = plan.switch_id
             plan.sent = out
             return True
-        # Unacknowledged: the same bytes again (same counter: the receiver, if it heard the
-        # first, has already switched and does not hear this one; if not, it is new to it).
+        # Unacknowledged: the same body again under a fresh counter (the receiver, if it heard
+        # the first, has already switched and does not hear this one; if not, it is new to it).
         sent = plan.sent
         if not link._resent(now, sent):
             return False

@@ -29,8 +29,8 @@ Delivery policy: the newest telegram waits in one slot (a newer one replaces it:
 it is encoded against the last telegram the receiver acknowledged (and not sent at all when
 it is byte-identical to that one, meter timestamp included: `duplicate_telegrams`); one frame
 is in flight at a time (stop and wait: the ack names the rebuilt telegram's id); an
-unacknowledged frame is resent byte for byte (same counter) up to `max_retries` times unless a
-newer telegram is waiting. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
+unacknowledged frame is resent (same body, fresh counter, resend flag) up to `max_retries`
+times unless a newer telegram is waiting. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
 budget still sustains with *all* traffic in the sliding window counted (handshakes, probes, key
 frames), so a burst slows the updates slightly instead of emptying the budget at the hour's
 end; the receiver's acks are paced with them. Every frame also passes this node's budget.
@@ -127,6 +127,9 @@ class TxLink(LinkBase[TxState]):
         self._mode = config.mode
         self._fixed: FixedRadio | None = config.fixed
         self._interval = config.min_interval_s
+        #: The receiver's random of our last session it confirmed: our DISCOVERs carry it in
+        #: their associated data, which gets them the full response rate (`DiscoverFilter`).
+        self._binding = persisted.binding if persisted is not None else b""
         start = self._restore(persisted)
         self._settings = start
         self._last_good = start
@@ -284,7 +287,7 @@ class TxLink(LinkBase[TxState]):
         sent = self._send(now, size, lambda: self._security.seal_session(frame_type, body))
         if sent is None:
             return None
-        self._handshake.recent_counters.append((sent.counter, now))
+        self._handshake.sent_session_frame(sent, now)
         self._last_sent_at = now
         self._last_sent_end = now + self._airtime(size)
         if frame_type is not FrameType.PROBE:
@@ -292,20 +295,28 @@ class TxLink(LinkBase[TxState]):
         if kind in (Awaiting.SWITCH, Awaiting.PROBE):
             self._pacer.invalidate()  # unpaced traffic: the pacing must account for it
         out = Outstanding(
-            kind, sent.frame, frame_type, sent.counter, self._settings, now, reply_bytes
+            kind, sent.frame, frame_type, sent.counter, self._settings, now, reply_bytes, body=body
         )
         self._outstanding = out
         return out
 
     def _resent(self, now: float, out: Outstanding) -> bool:
-        """Send `out` again byte for byte (same counter, no new nonce) as the frame in flight,
+        """Send `out`'s body again as the frame in flight, sealed under a fresh counter with
+        the resend flag (so any exact copy of a frame is a replay the receiver never answers),
         when the radio and the budget allow it now; False (and a budget timer) otherwise."""
         wait = self._budget_wait(now, len(out.frame))
         if wait > 0:
             self._wait(Timer.BUDGET, now + wait)
             return False
-        if not self._resend(now, out.frame, out.frame_type.name):
+        sent = self._send(
+            now,
+            len(out.frame),
+            lambda: self._security.seal_session(out.frame_type, out.body, resend=True),
+        )
+        if sent is None:
             return False
+        self._handshake.sent_session_frame(sent, now)
+        out.frame, out.counter = sent.frame, sent.counter
         out.attempts += 1
         out.deadline = None
         out.sent_at = now
@@ -316,12 +327,11 @@ class TxLink(LinkBase[TxState]):
     # -- coordination -------------------------------------------------------------------------
 
     def _reset_traffic(self) -> None:
-        """A new session or the rendezvous: nothing in flight, no switch, replies anew."""
+        """A new session or the rendezvous: nothing in flight, no switch."""
         self._outstanding = None
         self._delivery.reset()
         self._switching.plan = None
         self._switching.deferred = None
-        self._replies.restart_attempts()
 
     def _start_switch(self, now: float, target: RadioSettings, reason: str) -> bool:
         """Start a two-phase switch to `target` (`Switching.start`: it may be deferred for the
@@ -419,7 +429,7 @@ class TxLink(LinkBase[TxState]):
         if self._gated(now, data=False):
             return False
         reply = self._replies.first()
-        body = Reply(reply.command_id, reply.status, reply.text).encode()
+        body = Reply(reply.command_id, reply.status, reply.text, reply.check).encode()
         out = self._session_send(now, Awaiting.REPLY, FrameType.REPLY, body, timing.ACK_MAX_BYTES)
         if out is None:
             return False
@@ -448,13 +458,22 @@ class TxLink(LinkBase[TxState]):
             elif frame_type is FrameType.RESYNC:
                 self._handshake.on_resync(now, sealed)
             else:
-                _, body, _ = self._security.open_session(sealed)
+                counter, body, _ = self._security.open_session(sealed)
+                self._handshake.heard_receiver(counter)
+                self._learn_binding()
                 self._peer_sent(frame)
                 ack = decode_body(Ack.decode, body)
                 self._last_accepted_raw = sealed.raw
                 self._on_ack(now, ack, frame)
         except FrameError as error:
             self._reject(now, error, frame)
+
+    def _learn_binding(self) -> None:
+        """An ack proves the receiver confirmed this session: bind our DISCOVERs to it."""
+        session = self._security.session
+        if session is not None and session.rx_random != self._binding:
+            self._binding = session.rx_random
+            self._persist()
 
     def _on_ack(self, now: float, ack: Ack, frame: ReceivedFrame) -> None:
         out = self._outstanding
@@ -529,10 +548,10 @@ class TxLink(LinkBase[TxState]):
     # -- commands -----------------------------------------------------------------------------
 
     def _on_command(self, now: float, command_id: int, command: Command) -> None:
-        if self._replies.repeat(command_id):
+        if self._replies.repeat(command_id, command.check):
             return
         outcome = EXECUTORS[command.code](self, now, command)
-        self._replies.add(command_id, outcome)
+        self._replies.add(command_id, command.check, outcome)
         self._event(
             LinkEvent.COMMAND, command=str(command), command_id=command_id, status=outcome[0].name
         )
@@ -555,6 +574,7 @@ class TxLink(LinkBase[TxState]):
                     self._mode,
                     self._fixed,
                     self._interval,
+                    self._binding,
                 )
             )
         )

@@ -66,3 +66,5 @@ class Outstanding:
     random: bytes = b""
     telegram: bytes | None = None
     expect: int = -1
+    #: The plaintext body (a resend seals it again under a fresh counter).
+    body: bytes = b""
