@@ -205,7 +205,7 @@ class SealedFrame:
     raw: bytes  # the whole frame, for exact-duplicate detection
 
 
-def build_frame(
+def build_frame(  # noqa: PLR0913 - the header fields positional, sealing details keyword-only
     frame_type: FrameType,
     network_id: bytes,
     counter: int,

@@ -336,6 +336,7 @@ BRIDGE_ENTITIES: tuple[BridgeEntity, ...] = (
     BridgeEntity(_SENSOR, "packet_loss", "Packet loss", _from_link(lambda d: _percent(d.loss_rate)), "%", None, _MEASUREMENT, precision=0, icon="mdi:package-variant-remove"),
     BridgeEntity(_SENSOR, "transmitter_packet_loss", "Packet loss (transmitter)", _from_status(lambda s: _percent(s.loss_rate)), "%", None, _MEASUREMENT, precision=0, icon="mdi:package-variant-remove"),
     BridgeEntity(_SENSOR, "frames_rejected", "Frames rejected", _from_link(_rejected), None, None, _TOTAL_INCREASING, icon="mdi:shield-alert-outline", attributes=_rejected_reasons),
+    BridgeEntity(_SENSOR, "second_transmitter_frames", "Frames from a second transmitter (same key)", _from_link(lambda d: d.second_transmitter_frames), None, None, _TOTAL_INCREASING, icon="mdi:content-copy"),
     # -- link and delivery -----------------------------------------------------------------
     BridgeEntity(_SENSOR, "link_state", "Link state", _link_state, icon="mdi:lan-connect", at_once=True),
     BridgeEntity(_SENSOR, "last_telegram", "Last telegram", lambda v: iso_timestamp(v.last_telegram_wall), None, "timestamp"),
