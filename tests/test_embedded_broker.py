@@ -29,6 +29,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from p1lora.common.backoff import Backoff
 from p1lora.receiver.mqtt_config import MqttConfig
 from p1lora.receiver.mqtt_publisher import MqttPublisher
+from p1lora.tools.demo.broker import choose_broker, find_mosquitto
+from p1lora.tools.demo.options import DemoOptions
 from p1lora.tools.embedded_broker import (
     BrokerUnavailableError,
     EmbeddedBrokerThread,
@@ -293,3 +295,20 @@ def test_the_bridges_last_will_when_its_process_is_killed(broker):
     with MqttCollector(broker.host, broker.port, ["demo/#"]) as late:
         message = late.wait_for("demo/bridge/availability")
         assert (message.payload, message.retain) == (b"offline", True)
+
+
+def test_the_demo_falls_back_to_amqtt_when_mosquitto_is_hidden(monkeypatch, tmp_path):
+    # $P1LORA_MOSQUITTO, when set, is the only candidate: a missing path hides an installed
+    # Mosquitto (how scripts/demo's fresh-machine check runs), and `auto` starts amqtt.
+    monkeypatch.setenv("P1LORA_MOSQUITTO", str(tmp_path / "no-mosquitto"))
+    assert find_mosquitto() is None
+    broker = choose_broker(DemoOptions(broker="auto"), tmp_path)
+    try:
+        assert broker.label == f"embedded (amqtt) on 127.0.0.1:{broker.port}"
+        with MqttCollector(broker.host, broker.port, ["x/#"]) as c:
+            publisher = paho_client(broker.thread, "demo-check")
+            publisher.publish("x/1", b"1", qos=1).wait_for_publish(TIMEOUT)
+            c.wait_for("x/1")
+            close(publisher)
+    finally:
+        broker.stop(lambda: True)
