@@ -13,14 +13,11 @@ import pytest
 
 from p1lora.common.crypto import LinkKeys
 from p1lora.hardware.radio import FrameReceived, RadioEvent
-from p1lora.hardware.realtime import ThreadScheduler
-from p1lora.hardware.sx127x import SX127x
 from p1lora.hardware.udp_channel import (
     DEFAULT_SIM_PORT,
     NETWORK_PORT_BASE,
     NETWORK_PORT_SPAN,
     SIM_PORT_ENV,
-    UdpChannel,
     UdpSimOptions,
     default_sim_port,
     network_port,
@@ -29,34 +26,8 @@ from p1lora.service.config import load_config
 from p1lora.service.options import sim_options
 from p1lora.tools.config_command import table_for
 
-from .helpers_radio import FAST, eventually, wait_for
-
-
-class Daemon:
-    """One process's radio on the loopback channel, at the default port for its key."""
-
-    def __init__(self, name: str, network_id: bytes) -> None:
-        self.scheduler = ThreadScheduler(f"test-{name}")
-        self.udp = UdpChannel(self.scheduler, UdpSimOptions(network_id=network_id))
-        chip = self.udp.add_radio(name)
-        self.radio = SX127x(
-            chip.spi,
-            clock=self.scheduler,
-            reset=chip.reset_pin,
-            dio0=chip.dio0,
-            scheduler=self.scheduler,
-            poll_interval=0.2,
-            name=name,
-        )
-        self.radio.configure(FAST)
-
-    def heard(self) -> list[bytes]:
-        return _payloads(self.radio.poll())
-
-    def close(self) -> None:
-        self.radio.close()
-        self.udp.close()
-        self.scheduler.close()
+from .helpers_radio import eventually, wait_for
+from .test_udp_channel import Node
 
 
 def _payloads(events: list[RadioEvent]) -> list[bytes]:
@@ -65,6 +36,16 @@ def _payloads(events: list[RadioEvent]) -> list[bytes]:
 
 def _is(payload: bytes) -> Callable[[RadioEvent], bool]:
     return lambda e: isinstance(e, FrameReceived) and e.frame.payload == payload
+
+
+class Daemon(Node):
+    """One process's radio on the loopback channel, at the default port for its key."""
+
+    def __init__(self, name: str, network_id: bytes) -> None:
+        super().__init__(None, name, network_id=network_id)  # port None: the default
+
+    def heard(self) -> list[bytes]:
+        return _payloads(self.radio.poll())
 
 
 def _two_network_ids() -> tuple[bytes, bytes]:
