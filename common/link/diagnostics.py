@@ -3,8 +3,8 @@
 A neighbour's link, a noisy channel or an attacker can make a receiver reject thousands of
 frames an hour. Each rejection is counted by reason (diagnostics show the totals), but only
 the first of each reason is logged as a warning (as INFO when it is `expected`, as the
-transmitter's old session is right after the receiver starts); after that a one-line summary per minute says
-how many of each arrived, so the log stays readable and the SD card is spared.
+transmitter's old session is right after the receiver starts); after that a one-line summary
+per minute says how many of each arrived, so the log stays readable and the SD card is spared.
 """
 
 from __future__ import annotations
