@@ -1,8 +1,11 @@
 """The simulated RF channel across processes on one machine, over loopback UDP.
 
 `p1-lora-tx --radio sim` and `p1-lora-rx --radio sim`, started separately with no further
-flags, must hear each other. They meet on a well-known loopback port (47868, or
-$P1LORA_SIM_PORT, or `port=`):
+flags, must hear each other. They meet on a well-known loopback port: `port=` (`--sim-port`),
+else $P1LORA_SIM_PORT, else one derived from the key's network id (`network_port`: 24576 plus
+the id modulo 8192), so two pairs with different keys on one machine (two demos, two test
+runs) each have their own channel instead of counting the other's frames as `wrong_network`;
+without a key (`network_id` None) 47868:
 
 - The first process to bind the port is the *hub*. Every other process binds an ephemeral port,
   says `hello` to the hub twice a second and gets `welcome` back.
@@ -73,12 +76,17 @@ __all__ = [
     "UdpChannel",
     "UdpSimOptions",
     "default_sim_port",
+    "network_port",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SIM_PORT: Final = 47_868
 SIM_PORT_ENV: Final = "P1LORA_SIM_PORT"
+#: Ports derived from a network id: 24576..32767, below Linux's ephemeral range (32768..60999,
+#: /proc/sys/net/ipv4/ip_local_port_range), so a member's ephemeral port never takes a hub's.
+NETWORK_PORT_BASE: Final = 24_576
+NETWORK_PORT_SPAN: Final = 8_192
 MAGIC: Final = "p1lora-sim/1"
 HELLO_INTERVAL_S: Final = 0.5
 HUB_TIMEOUT_S: Final = 2.0
@@ -91,11 +99,18 @@ _RECV_TIMEOUT_S = 0.1
 _MAX_DATAGRAM = 4096
 
 
-def default_sim_port() -> int:
-    """The port from $P1LORA_SIM_PORT, else 47868 (ValueError for a bad value)."""
+def network_port(network_id: bytes) -> int:
+    """The loopback port of the simulated channel for the key with this network id: two
+    different keys share one only if their ids are equal modulo 8192 (1 pair in 8192)."""
+    return NETWORK_PORT_BASE + int.from_bytes(network_id, "big") % NETWORK_PORT_SPAN
+
+
+def default_sim_port(network_id: bytes | None = None) -> int:
+    """The port from $P1LORA_SIM_PORT, else `network_port(network_id)`, else 47868
+    (ValueError for a bad value)."""
     text = os.environ.get(SIM_PORT_ENV, "").strip()
     if not text:
-        return DEFAULT_SIM_PORT
+        return DEFAULT_SIM_PORT if network_id is None else network_port(network_id)
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise ValueError(f"{SIM_PORT_ENV}={text!r} is not a port number (1..65535)")
     return int(text)
@@ -113,9 +128,11 @@ class UdpSimOptions:
     loss_probability: float = 0.0
     seed: int | None = None
     capture: bool = True
+    #: The key's network id: the default port is derived from it (`default_sim_port`).
+    network_id: bytes | None = None
 
     def resolved_port(self) -> int:
-        return self.port if self.port is not None else default_sim_port()
+        return self.port if self.port is not None else default_sim_port(self.network_id)
 
 
 @dataclass(slots=True)

@@ -274,7 +274,7 @@ def prepare_link(context: DaemonContext, role: str) -> LinkParts:
         raise ConfigError(f"link.log: {exc}") from None
     if log_path is not None:
         logger.info("link-quality log: %s", log_path)
-    radio, wiring = _open_radio(config, context)
+    radio, wiring = _open_radio(config, context, bytes.fromhex(key.network_id))
     health = RadioHealth()
     observers: list[RuntimeObserver] = [health]
     if link_log.enabled:
@@ -318,15 +318,16 @@ def log_radio_start(parts: LinkParts, runtime: LinkRuntime) -> None:
     )
 
 
-def _open_radio(config: Config, context: DaemonContext) -> tuple[Radio, str]:
-    """The radio and a description of it for the log."""
+def _open_radio(config: Config, context: DaemonContext, network_id: bytes) -> tuple[Radio, str]:
+    """The radio and a description of it for the log (`network_id` picks the simulated
+    channel's default port)."""
     backend = RadioSection.of(config).backend
     try:
         pins = board_pins(config)
     except ValueError as exc:
         raise ConfigError(f"radio: {exc}") from None
     name = context.spec.table.program
-    sim = sim_options(config) if backend == "sim" else None
+    sim = sim_options(config, network_id) if backend == "sim" else None
     options = (
         SimRadioOptions(name=name, pins=pins, sim=sim)
         if sim is not None

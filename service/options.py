@@ -303,10 +303,11 @@ _SIM: Final = (
         "port",
         INTEGER,
         None,
-        "radio = sim: loopback UDP port where simulated radios meet (default 47868)",
+        "radio = sim: loopback UDP port where simulated radios meet (default 24576 + the "
+        "key's network id modulo 8192: pairs with different keys do not hear each other)",
         check=port_number,
         metavar="PORT",
-        sample=47868,
+        sample=47900,
     ),
     Option(
         "sim",
@@ -782,10 +783,12 @@ def board_pins(config: Config) -> BoardPins | None:
     )
 
 
-def sim_options(config: Config) -> UdpSimOptions:
-    """The simulated channel's per-process settings ([sim])."""
+def sim_options(config: Config, network_id: bytes | None = None) -> UdpSimOptions:
+    """The simulated channel's per-process settings ([sim]); `network_id` (the key's) picks
+    the default port."""
     sim = SimSection.of(config)
     return UdpSimOptions(
+        network_id=network_id,
         port=sim.port,
         path_loss_db=sim.path_loss,
         noise_figure_db=sim.noise_figure,

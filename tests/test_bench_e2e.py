@@ -34,7 +34,7 @@ def test_a_short_run_with_the_embedded_broker_prints_both_tables(
         if line.startswith("| ") and not line.startswith("| broker") and "daemon |" not in line
     ]
     latency, tx, rx = rows
-    assert latency[0] == "embedded (pure Python)"
+    assert latency[0] == "embedded (amqtt)"
     written, received, samples = int(latency[1]), int(latency[2]), int(latency[4])
     assert 1 <= received <= written and samples <= received
     assert (tx[0], rx[0]) == ("p1-lora-tx", "p1-lora-rx")
@@ -51,7 +51,7 @@ def test_measure_matches_states_to_telegrams_with_positive_latencies(tmp_path: P
     # multi-second latency; the link delivers in well under a second at 100 dB.
     assert all(0.0 < latency < 5.0 for latency in result.latencies_s)
     assert result.delivered <= result.written
-    assert result.broker in ("mosquitto", "embedded (pure Python)")
+    assert result.broker in ("mosquitto", "embedded (amqtt)")
     assert result.tx is not None and result.rx is not None
     assert result.tx.cpu_s > result.tx.startup_cpu_s > 0
     assert result.rx.cpu_s > result.rx.startup_cpu_s > 0

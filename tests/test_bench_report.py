@@ -144,7 +144,7 @@ def test_a_quick_report_has_every_section_and_numbers_where_numbers_belong(
     assert number(cpu["receiver"]["Home Assistant bridge (µs/telegram)"]) > 0
     latency_rows, usage_rows = sections[TITLES[6]]
     (e2e,) = latency_rows
-    assert e2e["broker"] in ("mosquitto", "embedded (pure Python)")
+    assert e2e["broker"] in ("mosquitto", "embedded (amqtt)")
     assert number(e2e["states received (count)"]) >= 1
     daemons = {r["daemon"]: r for r in usage_rows}
     assert set(daemons) == {"p1-lora-tx", "p1-lora-rx"}

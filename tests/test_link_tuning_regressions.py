@@ -190,7 +190,9 @@ def test_the_info_command_also_refreshes_the_status_at_home():
     h.rx_link.queue_command(parse_command("info"), h.clock.now())
     h.run_until(75.0)
     assert [r.status for r in h.rx.replies] == [ReplyStatus.OK]
-    assert len(h.rx.statuses) == reports + 1  # not only at the next 300 s interval
+    # Not only at the next 300 s interval (plus one per power change, reported as news).
+    power = sum(1 for t, kind, _ in h.tx.events if kind == "power" and t > 60.0)
+    assert len(h.rx.statuses) == reports + 1 + power
 
 
 # -- pacing from the budget that is left -----------------------------------------------------

@@ -11,7 +11,8 @@ radio simulated:
 The daemons are separate processes started like their console scripts (`p1lora.*.cli.main`),
 each with an empty config file, a fresh key, its own state directory and a free loopback port.
 The broker is Mosquitto on a free loopback port when it is installed, else the embedded
-pure-Python broker (`tools.mini_broker`); the result says which, because it is on the path.
+amqtt broker (`tools.embedded_broker`, the `demo` extra); the result says which, because it is
+on the path.
 
 What is measured, and how:
 

@@ -1,13 +1,12 @@
-"""The demo's embedded MQTT broker on amqtt (the optional `demo` extra), with the interface of
-`p1lora.tools.mini_broker.MiniBrokerThread`.
+"""The demo's embedded MQTT broker on amqtt (the optional `demo` extra), in a thread.
 
-`p1-lora demo` needs a broker on loopback when Mosquitto is not installed. amqtt
-(https://github.com/Yakifo/amqtt, MIT) is a maintained pure-Python MQTT 3.1.1 broker; this
-adapter runs it on its own event loop in a daemon thread, as the hand-written `mini_broker`
-does, so the demo can switch with one import. What the demo needs from it is checked by
-`tests/test_embedded_broker.py` (the same behaviours `tests/test_mini_broker.py` checks:
-retained messages, last will, QoS 1, persistent sessions, reconnects of the bridge's
-publisher).
+`p1-lora demo` and `p1-lora bench e2e` need a broker on loopback when Mosquitto is not
+installed. amqtt (https://github.com/Yakifo/amqtt, MIT) is a maintained pure-Python MQTT 3.1.1
+broker; it replaced a 700-line broker written by hand for the demo. This adapter runs it on
+its own event loop in a daemon thread. What the demo needs from it is checked by
+`tests/test_embedded_broker.py` (retained messages, last will on a dropped connection, QoS 1,
+wildcards, reconnects of the bridge's publisher), and what amqtt 0.12 does not do is listed
+there (keepalive-expiry wills, client-id takeover, persistent sessions: the demo uses none).
 
 Configuration: one TCP listener on the given address (port 0 picks a free one; `port` is the
 real one after `start()`), anonymous clients, and none of amqtt's default logging and `$SYS`

@@ -146,6 +146,7 @@ def _load(args: argparse.Namespace) -> _Setup:
         sim = sim_options(config)
         if args.sim_path_loss is not None:
             sim = replace(sim, path_loss_db=args.sim_path_loss)
+    sim = replace(sim, network_id=bytes.fromhex(key.network_id))  # the daemons' default port
     if args.simulate is not None:
         backend = "sim"
     if backend == "sx127x" and pins is None:

@@ -44,7 +44,10 @@ examples:
   p1-lora-tx --radio sim --serial /dev/pts/7 --key-file key --state-dir /tmp/p1-tx
                                       simulated radio, P1 telegrams from `p1-lora meter`'s pty
   p1-lora-tx --radio sim --meter virtual --key-file key --state-dir /tmp/p1-tx
-                                      simulated radio and the built-in virtual meter
+                                      simulated radio and the built-in virtual meter (its
+                                      registers continue across restarts in --state-dir)
+  p1-lora-tx --radio sim --meter virtual --meter-template telegram.txt --key-file key
+                                      the virtual meter in the style of your meter's telegram
   p1-lora-tx --board dragino --serial /dev/ttyUSB0 --key-file /etc/p1-lora/key
 
 Create the key with `p1-lora keygen --out FILE` and give both daemons the same file. Check a
@@ -162,7 +165,7 @@ def build(context: DaemonContext) -> TxDaemon:
     context.link = parts
     apply_config_changes(context.config, parts.store, parts.state_dir)
     forward = _Forward()
-    source = make_source(context.config, context.clock, forward)
+    source = make_source(context.config, context.clock, forward, parts.state_dir)
     stats: Callable[[float], SourceStats] | None = None
     if isinstance(source, SerialTelegramSource):
         stats = source.stats

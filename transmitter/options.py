@@ -25,6 +25,7 @@ from p1lora.service.config import (
 )
 from p1lora.service.options import Section, daemon_table
 from p1lora.transmitter.meter_profiles import PROFILES
+from p1lora.transmitter.meter_template import load_template
 from p1lora.transmitter.serial_source import MODES as SERIAL_MODES
 
 __all__ = ["TX_OPTIONS", "VIRTUAL_METER", "MeterSection", "SerialSection"]
@@ -36,6 +37,16 @@ VIRTUAL_METER: Final = "virtual"
 def _meter_source(value: str) -> str | None:
     if not value.strip():
         return f'must be "{VIRTUAL_METER}" or the path of a capture file'
+    return None
+
+
+def _meter_template(value: Path) -> str | None:
+    """The template must be a telegram the virtual meter can write in the style of (read
+    here, so that a missing or bad file stops the start with exit code 2, radio untouched)."""
+    try:
+        load_template(value)
+    except ValueError as exc:  # TemplateError, and a profile the template cannot use
+        return str(exc)
     return None
 
 
@@ -78,6 +89,17 @@ _SOURCE_TX: Final = (
         f"meter = virtual: which meter to simulate ({', '.join(PROFILES)})",
         metavar="PROFILE",
     ),
+    Option(
+        "meter",
+        "template",
+        PATH,
+        None,
+        "meter = virtual: simulate any meter in the exact style of the first telegram in FILE "
+        "(as `p1-lora meter --template`; its serial line, interval, tariffs and devices)",
+        check=_meter_template,
+        metavar="FILE",
+        sample=Path("/etc/p1-lora/meter-template.txt"),
+    ),
     Option("meter", "seed", INTEGER, 0, "meter = virtual: random seed", metavar="N"),
     Option(
         "meter",
@@ -118,13 +140,20 @@ class MeterSection(Section):
     seed: int = 0
     solar: float | None = None
     loop: bool = True
+    template: Path | None = None
 
 
 def _source_problems(config: Config) -> Iterator[str]:
-    if SerialSection.of(config).port is None and MeterSection.of(config).source is None:
+    meter = MeterSection.of(config)
+    if SerialSection.of(config).port is None and meter.source is None:
         yield (
             "serial.port: no P1 source: set serial.port (--serial PATH) to the P1 cable, or "
             "meter.source (--meter virtual, or --meter FILE) for a simulated meter"
+        )
+    if meter.template is not None and (meter.source or "").strip().lower() != VIRTUAL_METER:
+        yield (
+            "meter.template: a template styles the virtual meter: set meter.source = "
+            f'"{VIRTUAL_METER}" (--meter {VIRTUAL_METER}) too'
         )
 
 

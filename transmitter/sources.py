@@ -2,8 +2,10 @@
 
 - the meter's serial port (`SerialSource`: auto-detects DSMR 2.2-5 settings, survives unplugged
   cables by reopening with backoff, so a missing port at start is waited for, not fatal);
-- the built-in virtual meter (`--meter virtual`): realistic telegrams at the profile's interval,
-  generated in-process, no pty needed (demos, tests, trying the link before the cable arrives);
+- the built-in virtual meter (`--meter virtual`, optionally `--meter-template FILE` for any
+  meter's style): realistic telegrams at the profile's interval, generated in-process, no pty
+  needed (demos, tests, trying the link before the cable arrives); its registers are kept in
+  the state directory so they never count backwards across restarts (`virtual_meter_state`);
 - a capture replay (`--meter FILE`): a real meter's telegrams byte for byte at their interval.
 
 `make_source` picks one from the `[serial]`/`[meter]` sections; each has the `TelegramSource`
@@ -16,14 +18,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Protocol
 
 from p1lora.common.clock import Clock
-from p1lora.service.config import Config, ConfigError
+from p1lora.service.config import Config, ConfigError, Source
 from p1lora.transmitter.capture_replay import CaptureReplay, ReplayError
+from p1lora.transmitter.meter_template import load_template
 from p1lora.transmitter.options import VIRTUAL_METER, MeterSection, SerialSection
 from p1lora.transmitter.serial_source import SerialSource, SourceStats
 from p1lora.transmitter.virtual_meter import VirtualMeter
+from p1lora.transmitter.virtual_meter_state import METER_STATE_FILE, MeterRegisterFile
 
 __all__ = [
     "MeterFeeder",
@@ -70,8 +75,11 @@ class MeterFeeder:
         *,
         interval: float,
         description: str,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.description = description
+        #: Called by `stop()` once the thread has ended (the virtual meter's final save).
+        self._on_stop = on_stop
         self._events = events
         self._on_telegram = on_telegram
         self._clock = clock
@@ -93,6 +101,8 @@ class MeterFeeder:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        if self._on_stop is not None:
+            self._on_stop()
 
     def summary(self, now: float) -> str:
         state = "finished" if self.finished else "running"
@@ -164,9 +174,13 @@ class SerialTelegramSource:
 
 
 def make_source(
-    config: Config, clock: Clock, forward: Callable[[bytes, float], None]
+    config: Config,
+    clock: Clock,
+    forward: Callable[[bytes, float], None],
+    state_dir: Path | None = None,
 ) -> TelegramSource:
-    """The P1 source the config asks for (not started); `ConfigError` for an unusable capture."""
+    """The P1 source the config asks for (not started); `ConfigError` for an unusable capture
+    or template. The virtual meter keeps its registers in `state_dir` (None: it does not)."""
     serial, meter_options = SerialSection.of(config), MeterSection.of(config)
     if serial.port is not None:
         source = SerialSource(str(serial.port), forward, clock, mode=serial.mode)
@@ -174,18 +188,7 @@ def make_source(
     spec = meter_options.source
     assert spec is not None  # the config check demands a serial port or a meter source
     if spec.strip().lower() == VIRTUAL_METER:
-        meter = VirtualMeter(
-            meter_options.profile,
-            seed=meter_options.seed,
-            start=datetime.now(UTC),
-            solar_kwp=meter_options.solar,
-        )
-        description = (
-            f"virtual {meter.profile.name} meter (seed {meter.seed}, every {meter.interval:g} s)"
-        )
-        return MeterFeeder(
-            iter(meter), forward, clock, interval=meter.interval, description=description
-        )
+        return _virtual_meter(config, clock, forward, state_dir)
     loop = meter_options.loop
     try:
         replay = CaptureReplay.from_file(spec, loop=loop)
@@ -197,4 +200,42 @@ def make_source(
     )
     return MeterFeeder(
         iter(replay), forward, clock, interval=replay.interval, description=description
+    )
+
+
+def _virtual_meter(
+    config: Config, clock: Clock, forward: Callable[[bytes, float], None], state_dir: Path | None
+) -> MeterFeeder:
+    """The built-in virtual meter (in a template's style when one is set), continuing from
+    the registers saved in `state_dir`."""
+    options = MeterSection.of(config)
+    # The profile only when set: a template's own behaviour wins over the default dsmr5.
+    profile = None if config.source("meter.profile") is Source.DEFAULT else options.profile
+    start = datetime.now(UTC)
+    if options.template is not None:
+        try:
+            template = load_template(options.template, profile=profile)
+        except ValueError as exc:
+            raise ConfigError(f"meter.template: {exc}") from None
+        meter = template.meter(seed=options.seed, start=start, solar_kwp=options.solar)
+        style = f"meter in the style of {options.template}"
+    else:
+        meter = VirtualMeter(
+            options.profile, seed=options.seed, start=start, solar_kwp=options.solar
+        )
+        style = f"{meter.profile.name} meter"
+    description = f"virtual {style} (seed {meter.seed}, every {meter.interval:g} s)"
+    if state_dir is None:
+        return MeterFeeder(
+            iter(meter), forward, clock, interval=meter.interval, description=description
+        )
+    registers = MeterRegisterFile(state_dir / METER_STATE_FILE, clock)
+    registers.restore_into(meter)
+    return MeterFeeder(
+        registers.telegrams(meter),
+        forward,
+        clock,
+        interval=meter.interval,
+        description=description,
+        on_stop=registers.save,
     )

@@ -2,8 +2,9 @@
 
 A neighbour's link, a noisy channel or an attacker can make a receiver reject thousands of
 frames an hour. Each rejection is counted by reason (diagnostics show the totals), but only
-the first of each reason is logged as a warning; after that a one-line summary per minute says
-how many of each arrived, so the log stays readable and the SD card is spared.
+the first of each reason is logged as a warning (as INFO when it is `expected`, as the
+transmitter's old session is right after the receiver starts); after that a one-line summary
+per minute says how many of each arrived, so the log stays readable and the SD card is spared.
 """
 
 from __future__ import annotations
@@ -29,12 +30,21 @@ class RejectionLog:
         self.counts: Counter[str] = Counter()
         self._pending: Counter[str] = Counter()
         self._summary_due: float | None = None
+        #: Reasons whose first rejection is expected now, with why (logged as INFO, not as a
+        #: warning): a receiver that just started hears the transmitter's old session.
+        self.expected: dict[str, str] = {}
 
     def record(self, now: float, reason: str, detail: str) -> None:
         first = self.counts[reason] == 0
         self.counts[reason] += 1
         if first:
-            self._logger.warning("%s rejected a frame (%s): %s", self._role, reason, detail)
+            why = self.expected.get(reason)
+            if why is None:
+                self._logger.warning("%s rejected a frame (%s): %s", self._role, reason, detail)
+            else:
+                self._logger.info(
+                    "%s rejected a frame (%s): %s (%s)", self._role, reason, detail, why
+                )
             return
         self._pending[reason] += 1
         if self._summary_due is None:

@@ -127,6 +127,10 @@ class RxLink(LinkBase[RxState]):
         persisted: RxPersistentState | None = None,
     ) -> None:
         super().__init__(config, psk, counter_state, rng, now)
+        self._rejections.expected[RejectReason.NO_SESSION.value] = (
+            "expected right after a start: the transmitter still uses its old session until "
+            "our RESYNC or its silence timeout"
+        )
         rendezvous = config.rendezvous()
         start = rendezvous
         if persisted is not None:
@@ -452,6 +456,7 @@ class RxLink(LinkBase[RxState]):
         self._last_counter = None
         self._fail_sent_commands(now, "the link was re-established before a reply arrived")
         self._event(LinkEvent.SESSION_ESTABLISHED, settings=self._settings.label())
+        self._rejections.expected.clear()  # from now on a no_session is news
 
     def _commit(self, now: float) -> None:
         self._previous = None

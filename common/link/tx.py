@@ -37,7 +37,9 @@ end; the receiver's acks are paced with them. Every frame also passes this node'
 
 Status and keepalive: the status report rides on an update when one is due (a STATUS frame
 carrying the update, acked like DATA) and goes alone only when no update came for a keepalive
-interval; after a commit the newest update is the proof the receiver waits for. A keepalive
+interval; a change of what the last report showed (TX power, radio mode, interval, serial
+state) makes one due at once and lets it go alone after `reports.CHANGE_RIDE_WAIT_S`; after a
+commit the newest update is the proof the receiver waits for. A keepalive
 (a PROBE without padding) goes when nothing was sent for `timing.keepalive_interval`, a share
 of the budget: frequent where airtime is cheap, so the receiver notices a dead link quickly.
 
@@ -198,8 +200,9 @@ class TxLink(LinkBase[TxState]):
 
     def update_status(self, status: TxStatus) -> None:
         """The runtime's view of the serial source, sent in the next status report. A change of
-        the serial state (meter disconnected, back) is reported soon, new error counts within
-        a keepalive interval: the status interval alone can be an hour at slow settings."""
+        the serial state (meter disconnected, back) is reported soon (`Reports.check_news`),
+        new error counts within a keepalive interval: the status interval alone can be an hour
+        at slow settings."""
         self._reports.status = status
 
     def _mode_label(self) -> str:
@@ -353,13 +356,12 @@ class TxLink(LinkBase[TxState]):
             self._switching.deferred = None
             if not same_rung(target, self._settings) and self._start_switch(now, target, reason):
                 return False  # the state changed: the pump goes on in `switching`
+        keepalive = timing.keepalive_interval(self.config, self._settings)
+        if now >= self._reports.last_at + timing.status_interval(self.config, self._settings):
+            self._reports.want(now)
+        self._reports.check_news(now, keepalive)
         if self._replies:
             return self._send_reply(now)
-        keepalive = timing.keepalive_interval(self.config, self._settings)
-        if now >= self._reports.last_at + timing.status_interval(
-            self.config, self._settings
-        ) or self._reports.serial_news(now, keepalive):
-            self._reports.want(now)
         keepalive_at = self._last_sent_at + keepalive
         if (
             self._delivery.pending is not None
@@ -384,7 +386,7 @@ class TxLink(LinkBase[TxState]):
                 return self._reports.sent_status(now, unpaced=True)
             return self._reports.sent_keepalive(now)
         if self._reports.due:
-            alone_at = self._reports.due_at + keepalive  # waited long enough for a ride
+            alone_at = self._reports.alone_at(keepalive)  # waited long enough for a ride
             if now < alone_at:
                 self._timers[Timer.STATUS] = min(keepalive_at, alone_at)
                 return False

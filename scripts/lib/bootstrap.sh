@@ -61,6 +61,23 @@ ensure_venv() {
     fi
 }
 
+# Prints the mosquitto binary's path as `p1-lora demo` finds it (tools/demo/broker.py):
+# $P1LORA_MOSQUITTO when set (a path that is not there means none), else PATH, /usr/sbin.
+find_mosquitto() {
+    local path
+    if [ -n "${P1LORA_MOSQUITTO:-}" ]; then
+        [ -x "$P1LORA_MOSQUITTO" ] && [ -f "$P1LORA_MOSQUITTO" ] && printf '%s\n' "$P1LORA_MOSQUITTO"
+        return
+    fi
+    for path in "$(command -v mosquitto 2>/dev/null)" /usr/sbin/mosquitto; do
+        if [ -n "$path" ] && [ -f "$path" ] && [ -x "$path" ]; then
+            printf '%s\n' "$path"
+            return 0
+        fi
+    done
+    return 1
+}
+
 # Prints the mosquitto binary's path, installing the Debian package when missing and root.
 ensure_mosquitto() {
     local path

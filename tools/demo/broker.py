@@ -1,5 +1,6 @@
-"""The demo's MQTT broker: Mosquitto when it is installed, else the embedded pure-Python one
-(`p1lora.tools.mini_broker`, so the demo never needs root), or the user's own (`--mqtt-host`).
+"""The demo's MQTT broker: Mosquitto when it is installed, else the embedded one (amqtt, the
+`demo` extra, in a thread: `p1lora.tools.embedded_broker`, so the demo never needs root), or
+the user's own (`--mqtt-host`).
 
 Mosquitto is found like the test suite finds it ($P1LORA_MOSQUITTO, PATH, /usr/sbin/mosquitto)
 and runs on a free loopback port with a generated config.
@@ -26,7 +27,7 @@ from p1lora.tools.demo.processes import (
     StartError,
     free_port,
 )
-from p1lora.tools.mini_broker import MiniBrokerThread
+from p1lora.tools.embedded_broker import EmbeddedBrokerThread
 
 __all__ = ["Broker", "choose_broker", "find_mosquitto", "start_embedded", "start_mosquitto"]
 
@@ -34,12 +35,12 @@ logger = logging.getLogger(__name__)
 
 
 def find_mosquitto() -> str | None:
-    """The mosquitto binary: $P1LORA_MOSQUITTO, PATH, then /usr/sbin/mosquitto (as the tests)."""
-    for candidate in (
-        os.environ.get("P1LORA_MOSQUITTO"),
-        shutil.which("mosquitto"),
-        "/usr/sbin/mosquitto",
-    ):
+    """The mosquitto binary: $P1LORA_MOSQUITTO when set (an explicit choice: a path that is not
+    there means "no Mosquitto", which is how `scripts/demo` and its checks hide an installed
+    one), else PATH, then /usr/sbin/mosquitto (as the tests)."""
+    chosen = os.environ.get("P1LORA_MOSQUITTO")
+    candidates = (chosen,) if chosen else (shutil.which("mosquitto"), "/usr/sbin/mosquitto")
+    for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -61,7 +62,7 @@ class Broker:
     port: int
     label: str
     child: Child | None = None
-    thread: MiniBrokerThread | None = None
+    thread: EmbeddedBrokerThread | None = None
 
     def problem(self) -> str | None:
         if self.child is not None:
@@ -118,13 +119,14 @@ def start_mosquitto(executable: str, workdir: Path) -> Broker:
 
 
 def start_embedded() -> Broker:
-    thread = MiniBrokerThread(LOOPBACK, 0)
+    """amqtt on a free loopback port; `StartError` saying what to install without it."""
+    thread = EmbeddedBrokerThread(LOOPBACK, 0)
     try:
         thread.start()
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError) as exc:  # BrokerUnavailableError (no amqtt) is an OSError
         raise StartError(f"the embedded MQTT broker could not start: {exc}") from None
     return Broker(
-        LOOPBACK, thread.port, f"embedded (pure Python) on {LOOPBACK}:{thread.port}", thread=thread
+        LOOPBACK, thread.port, f"embedded (amqtt) on {LOOPBACK}:{thread.port}", thread=thread
     )
 
 

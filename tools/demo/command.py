@@ -11,7 +11,7 @@ radio simulated:
   real /etc/p1-lora/*.toml on this machine never leaks in), the logs and link logs. The
   simulated channel uses a free UDP port (`--sim-port`), so a demo never hears another demo or
   a developer's daemons. P1LORA_* and systemd variables of the calling shell are not passed on.
-- **Broker** (`broker`): Mosquitto when installed, else the embedded pure-Python one, or the
+- **Broker** (`broker`): Mosquitto when installed, else the embedded amqtt one, or the
   user's own (`--mqtt-host`, e.g. Home Assistant's): the demo then uses its own base topic
   (`p1lora-demo`), bridge name and client ids, so it can never disturb a real installation on
   the same broker, and by default it removes its retained discovery configs and states when it
@@ -556,9 +556,6 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
-    if options.log_level != "debug":
-        # Its connect/disconnect lines are noise here; the view shows the broker's state.
-        logging.getLogger("p1lora.tools.mini_broker").setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="p1lora-demo-"))
     try:
         return Demo(options, workdir).run()

@@ -119,8 +119,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--broker",
         choices=("auto", "mosquitto", "embedded"),
         default=None,
-        help="the demo's own broker: mosquitto when installed, else the embedded pure-Python "
-        "one (auto, the default); or force one",
+        help="the demo's own broker: mosquitto when installed, else the embedded one (amqtt, "
+        "the demo extra; auto, the default); or force one",
     )
     broker.add_argument(
         "--mqtt-host",
