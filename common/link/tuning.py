@@ -35,6 +35,7 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from p1lora.common.airtime import time_on_air_for
+from p1lora.common.channel_plan import LINK_BANDWIDTHS_HZ
 from p1lora.common.link.config import LinkConfig
 from p1lora.common.radio_types import RadioSettings
 
@@ -82,7 +83,7 @@ LOW_MIN_SAMPLES = 2
 _RECENT_MAX = 128
 #: A typical DSMR 5 update on air: 5-byte header + ~12-24 byte delta + 8-byte tag.
 TYPICAL_FRAME_BYTES = 37
-_BANDWIDTHS = (125_000, 250_000, 500_000)
+_BANDWIDTHS = LINK_BANDWIDTHS_HZ
 
 
 def bw_offset_db(bw_hz: int) -> float:
@@ -130,8 +131,9 @@ class Candidate:
 def candidate_table(config: LinkConfig) -> tuple[Candidate, ...]:
     """The legal, non-dominated settings for this link, fastest first.
 
-    Legal: the bandwidth fits the sub-band around the channel and its maximum, and a typical
-    frame respects the dwell-time cap. The region's rendezvous setting is always included
+    Legal: a channel of the bandwidth fits the sub-band (`LinkConfig.channel_for`: around a
+    pinned frequency, or the plan's channel in a named sub-band, `channel_plan`) within its
+    maximum, and a typical frame respects the dwell-time cap. The region's rendezvous setting is always included
     (it is where the link falls back to) and is the slowest rung.
     """
     band = config.sub_band()
@@ -139,7 +141,7 @@ def candidate_table(config: LinkConfig) -> tuple[Candidate, ...]:
     found: list[Candidate] = []
     for sf in DEMODULATION_FLOOR_DB:
         for bw in _BANDWIDTHS:
-            if bw > band.max_bw_hz or not band.contains(config.channel_hz, bw):
+            if config.channel_for(bw) is None:
                 continue
             settings = config.settings(sf, bw)
             airtime = time_on_air_for(settings, TYPICAL_FRAME_BYTES)

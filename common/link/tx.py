@@ -170,7 +170,9 @@ class TxLink(LinkBase[TxState]):
                 self._mode = RadioMode.AUTO
             self._interval = min(max(persisted.interval_s, 0.0), 3600.0)
             good = persisted.last_good.replace(tx_power_dbm=self._max_power)
-            if good.frequency_hz != self.config.channel_hz or find(self._table, good) is None:
+            if good.frequency_hz != self.config.channel_for(good.bw_hz) or (
+                find(self._table, good) is None
+            ):
                 return rendezvous
             self.config.region.check(good)
         except (RegionError, ValueError) as exc:
