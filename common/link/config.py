@@ -142,10 +142,15 @@ class LinkConfig:
     #: more than `status_share` of the allowance (`timing.status_interval`).
     status_interval_s: float = 300.0
     status_share: float = 0.05
-    #: Paced traffic aims at this share of the duty-cycle allowance (room for control frames).
-    #: The pacing counts *all* traffic in the sliding window, so a burst of handshake frames
-    #: slows the updates a little for an hour instead of stopping them at the hour's end.
+    #: The receiver answers copies (repeated frames) only within this share of its allowance:
+    #: the rest is kept for the acks of new frames (`RxLink._within_reserve`).
     budget_utilisation: float = 0.9
+    #: Paced traffic aims at most at this share of the duty-cycle allowance, and never closer
+    #: to it than the airtime of one rendezvous handshake (`timing.pacing_share`: 92 % of the
+    #: 1 % band, 99 % of the 10 % band). The pacing counts *all* traffic in the sliding window,
+    #: so a burst of handshake frames slows the updates a little for an hour instead of
+    #: stopping them at the hour's end.
+    pacing_max_share: float = 0.99
     #: However much the window holds, updates keep at least this share of the steady rate
     #: (the hard budget still applies to every frame).
     pacing_floor: float = 0.25
@@ -200,6 +205,7 @@ class LinkConfig:
             (self.status_interval_s >= self.keepalive_s, "status_interval_s < keepalive_s"),
             (0 < self.status_share <= 1, "status_share must be in (0, 1]"),
             (0 < self.budget_utilisation <= 1, "budget_utilisation must be in (0, 1]"),
+            (0 < self.pacing_max_share <= 1, "pacing_max_share must be in (0, 1]"),
             (0 < self.pacing_floor <= 1, "pacing_floor must be in (0, 1]"),
             (0 < self.handshake_share <= 1, "handshake_share must be in (0, 1]"),
             (0 <= self.turnaround_s <= 5, "turnaround_s must be within 0..5"),

@@ -152,7 +152,7 @@ class TxLink(LinkBase[TxState]):
         self._data_gate_at = now
         self._last_sent_at = now
         self._last_sent_end = now
-        self._pacer = Pacer(self._budget, config.budget_utilisation, config.pacing_floor)
+        self._pacer = Pacer(self._budget, timing.pacing_share(config), config.pacing_floor)
         self._reports = Reports(self, now)
         self._replies = ReplyQueue()
         self._started_at = now
