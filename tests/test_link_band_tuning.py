@@ -6,6 +6,7 @@ import pytest
 
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.link import LinkConfig, timing
+from p1lora.common.link.tuning import SnrEstimate
 from p1lora.common.regions import get_region
 from p1lora.tools.sim import SimOptions, Simulation
 
@@ -32,3 +33,39 @@ def test_a_duty_limited_link_spends_its_allowance_on_updates_legally():
     assert not metrics.budget_exceeded
     assert 0.0091 < metrics.duty_cycle_max_tx <= 0.01
     assert metrics.delivered_corrupt == 0
+
+
+def test_the_estimate_averages_its_first_samples_and_measures_their_spread():
+    estimate = SnrEstimate()
+    for snr in (-8.0, -12.0, -10.0):
+        estimate.add(snr, 125_000)
+    assert estimate.value == pytest.approx(-10.0)  # a plain mean of the first samples
+    assert estimate.sd > 1.0
+    steady = SnrEstimate()
+    for _ in range(10):
+        steady.add(-10.0, 125_000)
+    assert steady.sd == 0.0 and steady.planning() == pytest.approx(-10.0)
+    assert estimate.planning() < estimate.value  # a spread beyond the reading scatter
+
+
+def test_a_channel_that_changes_restarts_the_estimate_in_two_samples():
+    estimate = SnrEstimate()
+    for snr in (-16.0, -15.5, -16.0, -16.5, -16.0, -16.0):
+        estimate.add(snr, 125_000)
+    estimate.add(26.0, 125_000)  # one outlier is not a change
+    assert estimate.value is not None and estimate.value < 0
+    estimate.add(26.0, 125_000)
+    assert estimate.value == pytest.approx(26.0)
+    assert estimate.count == 2
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_merely_noisy_link_settles_within_a_minute_and_stays(seed):
+    """Virtual time: 4 dB per-frame fading at 141 dB in the 10 % band. Seed 2's handshake
+    sample was optimistic (SF11/BW250); the settling correction moves it once, in seconds."""
+    metrics = Simulation(
+        SimOptions(duration_s=600.0, path_loss_db=141.0, fading_db=4.0, seed=seed)
+    ).run()
+    assert metrics.convergence_s is not None and metrics.convergence_s <= 60.0
+    assert [row for row in metrics.settings_timeline if row[0] > 60.0] == []
+    assert not metrics.budget_exceeded
