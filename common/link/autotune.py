@@ -223,82 +223,23 @@ class AutoTuner:
         self.samples += 1
 
     def evaluate(self, now: float) -> None:
-        """Decide whether to re-tune (running state only)."""
+        """Decide whether to re-tune (running state only), in priority order: loss, the
+        settling correction, margin down, margin up, power."""
         link = self._link
         if link._mode is RadioMode.FIXED:
             self.evaluate_fixed(now)
             return
         current = find(self.table, link._settings)
-        rate = link._loss.rate
-        if (
-            now >= self.next_down_at
-            and rate is not None
-            and len(link._loss) >= min(10, link.config.loss_window)
-            and link.config.loss_retune_threshold <= rate < 1.0
-            and not (current is not None and self.fading_explains(rate, len(link._loss), current))
-        ):
-            # Partial loss: the channel degraded but still carries some frames. (Total loss is
-            # a lost link: `Handshake.check_lost` returns to the rendezvous for a fresh measurement.)
-            link._loss.clear()
-            if current is not None and self.interference(now, current):
-                # The frames that arrive show plenty of margin: the losses are collisions.
-                # A slower rung only makes frames longer (easier to hit); keep the rung, give
-                # the frames full power (it helps the capture of a colliding frame).
-                self.interference_until = now + link.config.interference_cooldown_s
-                self.next_down_at = now + link.config.retune_interval_s
-                link._event(LinkEvent.INTERFERENCE, loss=round(rate, 3), settings=current.label())
-                if link._settings.tx_power_dbm < self.max_power:
-                    self.restore_power(now, f"loss {rate:.0%} with margin: interference")
-                return
-            if link._settings.tx_power_dbm < self.max_power:
-                self.restore_power(now, "loss")
-                return
-            target = self.step_down_target(now, link._settings)
-            if target is not None:
-                link._start_switch(now, target, f"loss {rate:.0%}")
-            return
-        if current is None:
+        if self.on_loss(now, current) or current is None:
             return
         if not self.settled and self.evidence() >= SETTLE_MIN_SAMPLES:
             self.settle(now, current)
             return
-        up, down = self.channel.up.planning(), self.channel.down.planning()
-        margin = link.config.snr_margin_db
-        hysteresis = link.config.hysteresis_db
-        # Down as soon as the evidence (the handshake's sample and the probes' count) says
-        # the rung is short of margin: a first choice made from one sample of a fading
-        # channel is corrected in seconds, not after the retune interval.
-        if self.samples >= 1 and self.evidence() >= MIN_SAMPLES:
-            deficit = self.max_power - link._settings.tx_power_dbm
-            current_margin = margin_db(current, up, down, deficit)
-            # A noisy link's estimate wanders by its standard error: that is no reason to move.
-            doubt = LONG_RUN_DOUBT * self.standard_error()
-            if current_margin is not None and current_margin < margin - hysteresis - doubt:
-                if deficit > 0:
-                    self.set_power(now, self.max_power, "margin down")
-                    return
-                fallback = choose_target(self.table, up, down, margin, self.cooling(now))
-                if is_faster(self.table, link._settings, self._settings_of(fallback)):
-                    self.next_tune_at = now + link.config.retune_interval_s
-                    link._start_switch(now, self._settings_of(fallback), "margin down")
-                return
+        if self.margin_down(now, current):
+            return
         if self.samples < MIN_SAMPLES or now < self.next_tune_at:
             return
-        # Up only when even the worst recent sample clears the faster rung (on a fading
-        # channel the average alone moved up and straight back down every few minutes), and
-        # only for a real gain (`UP_MIN_AIRTIME_RATIO`).
-        best = self.choose(
-            now,
-            _lower(self.channel.up.low(now), up),
-            _lower(self.channel.down.low(now), down),
-            margin + hysteresis,
-        )
-        if (
-            is_faster(self.table, self._settings_of(best), link._settings)
-            and best.typical_airtime_s <= UP_MIN_AIRTIME_RATIO * current.typical_airtime_s
-        ):
-            self.next_tune_at = now + link.config.retune_interval_s
-            link._start_switch(now, self._settings_of(best), "margin up")
+        if self.margin_up(now, current):
             return
         if (
             link.config.power_control
@@ -306,6 +247,85 @@ class AutoTuner:
             and now >= max(self.next_power_at, self.interference_until)
         ):
             self.power_control(now, current)
+
+    def on_loss(self, now: float, current: Candidate | None) -> bool:
+        """Partial loss the measured fading does not explain: interference (keep the rung,
+        full power) or weak signal (full power, else a step down). True when it acted."""
+        link = self._link
+        rate = link._loss.rate
+        if not (
+            now >= self.next_down_at
+            and rate is not None
+            and len(link._loss) >= min(10, link.config.loss_window)
+            and link.config.loss_retune_threshold <= rate < 1.0
+            and not (current is not None and self.fading_explains(rate, len(link._loss), current))
+        ):
+            return False
+        # Partial loss: the channel degraded but still carries some frames. (Total loss is
+        # a lost link: `Handshake.check_lost` returns to the rendezvous for a fresh measurement.)
+        link._loss.clear()
+        if current is not None and self.interference(now, current):
+            # The frames that arrive show plenty of margin: the losses are collisions.
+            # A slower rung only makes frames longer (easier to hit); keep the rung, give
+            # the frames full power (it helps the capture of a colliding frame).
+            self.interference_until = now + link.config.interference_cooldown_s
+            self.next_down_at = now + link.config.retune_interval_s
+            link._event(LinkEvent.INTERFERENCE, loss=round(rate, 3), settings=current.label())
+            if link._settings.tx_power_dbm < self.max_power:
+                self.restore_power(now, f"loss {rate:.0%} with margin: interference")
+            return True
+        if link._settings.tx_power_dbm < self.max_power:
+            self.restore_power(now, "loss")
+            return True
+        target = self.step_down_target(now, link._settings)
+        if target is not None:
+            link._start_switch(now, target, f"loss {rate:.0%}")
+        return True
+
+    def margin_down(self, now: float, current: Candidate) -> bool:
+        """Full power, else a slower rung, when the planning margin falls `hysteresis_db`
+        (and `LONG_RUN_DOUBT` standard errors: a noisy link's estimate wanders by them, which
+        is no reason to move) short. Decided as soon as the evidence (the handshake's sample
+        and the probes') allows, not after the retune interval. True when it decided."""
+        link = self._link
+        if self.samples < 1 or self.evidence() < MIN_SAMPLES:
+            return False
+        up, down = self.channel.up.planning(), self.channel.down.planning()
+        margin = link.config.snr_margin_db
+        deficit = self.max_power - link._settings.tx_power_dbm
+        current_margin = margin_db(current, up, down, deficit)
+        short = margin - link.config.hysteresis_db - LONG_RUN_DOUBT * self.standard_error()
+        if current_margin is None or current_margin >= short:
+            return False
+        if deficit > 0:
+            self.set_power(now, self.max_power, "margin down")
+            return True
+        fallback = choose_target(self.table, up, down, margin, self.cooling(now))
+        if is_faster(self.table, link._settings, self._settings_of(fallback)):
+            self.next_tune_at = now + link.config.retune_interval_s
+            link._start_switch(now, self._settings_of(fallback), "margin down")
+        return True
+
+    def margin_up(self, now: float, current: Candidate) -> bool:
+        """A faster rung when even the worst recent sample (and the planning value) clears
+        it by `snr_margin_db + hysteresis_db` (on a fading channel the average alone moved up
+        and straight back down every few minutes), and only for a real gain
+        (`UP_MIN_AIRTIME_RATIO`). True when it started a switch."""
+        link = self._link
+        channel = self.channel
+        best = self.choose(
+            now,
+            _lower(channel.up.low(now), channel.up.planning()),
+            _lower(channel.down.low(now), channel.down.planning()),
+            link.config.snr_margin_db + link.config.hysteresis_db,
+        )
+        if not is_faster(self.table, self._settings_of(best), link._settings) or (
+            best.typical_airtime_s > UP_MIN_AIRTIME_RATIO * current.typical_airtime_s
+        ):
+            return False
+        self.next_tune_at = now + link.config.retune_interval_s
+        link._start_switch(now, self._settings_of(best), "margin up")
+        return True
 
     def settle(self, now: float, current: Candidate) -> None:
         """The session's one correction without hysteresis, once a few samples are in.
