@@ -37,6 +37,9 @@ class SubBand:
 
     `duty_cycle` is the fraction of `window_s` a transmitter may be on air (1.0: no limit).
     `max_dwell_s` limits a single frame's time on air (US915's 400 ms), None for no limit.
+    `guard_hz` is kept free at each edge by the channels the link chooses itself when a user
+    names the sub-band instead of a frequency (`p1lora.common.channel_plan`); a pinned
+    frequency only has to fit (`contains`).
     """
 
     name: str
@@ -48,12 +51,30 @@ class SubBand:
     max_bw_hz: int = 500_000
     window_s: float = HOUR
     max_dwell_s: float | None = None
+    guard_hz: int = 0
     note: str = ""
 
     def contains(self, frequency_hz: int, bw_hz: int = 0) -> bool:
         """True when a signal of `bw_hz` centred on `frequency_hz` fits entirely in the band."""
         half = bw_hz / 2
         return self.low_hz <= frequency_hz - half and frequency_hz + half <= self.high_hz
+
+    def range_label(self) -> str:
+        """'868.0-868.6': the range as people write it (no trailing zeros past one decimal)."""
+        return f"{_mhz(self.low_hz)}-{_mhz(self.high_hz)}"
+
+    def matches(self, text: str) -> bool:
+        """Whether `text` names this sub-band: its full name ('h1.4 868.0-868.6'), its short
+        name ('h1.4') or its range in MHz ('868.0-868.6', '868-868.6'), case-insensitive."""
+        wanted = " ".join(text.split()).lower()
+        if wanted in (self.name.lower(), self.name.split()[0].lower()):
+            return True
+        low, sep, high = wanted.replace(" ", "").partition("-")
+        try:
+            low_hz, high_hz = round(float(low) * 1e6), round(float(high) * 1e6)
+        except (ValueError, OverflowError):  # not a number, or inf/nan
+            return False
+        return bool(sep) and (low_hz, high_hz) == (self.low_hz, self.high_hz)
 
     @property
     def airtime_per_window_s(self) -> float:
@@ -101,6 +122,17 @@ class Region:
             + f" does not fit a {self.name} sub-band ({ranges} MHz)"
         )
 
+    def named_sub_band(self, text: str) -> SubBand:
+        """The sub-band `text` names (`SubBand.matches`); RegionError listing this region's."""
+        for band in self.sub_bands:
+            if band.matches(text):
+                return band
+        names = ", ".join(f"{b.range_label()} ({b.name.split()[0]})" for b in self.sub_bands)
+        raise RegionError(
+            f"{text!r} is not a {self.name} sub-band; write one of {names} "
+            "(or a frequency in MHz with radio.frequency)"
+        )
+
     def check(self, settings: RadioSettings) -> SubBand:
         """Validate settings against the rules; return the sub-band they use."""
         band = self.sub_band_for(settings.frequency_hz, settings.bw_hz)
@@ -128,13 +160,27 @@ class Region:
         )
 
 
+def _mhz(hz: int) -> str:
+    text = f"{hz / 1e6:.4f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+#: EU868's 1 % sub-bands keep the edge guard of LoRaWAN's default channels: 868.10 MHz at
+#: 125 kHz leaves 37.5 kHz to 868.0 MHz (LoRaWAN Regional Parameters RP002-1.0.4, EU863-870
+#: "default channels"), room for the skirts of the chirp spectrum and crystal tolerance. The
+#: 10 % sub-band keeps none: its one 250 kHz channel at 869.525 MHz fills it exactly, as the
+#: default channel always has (869.4-869.65 MHz holds one BW250 or two BW125 channels).
+_EU868_GUARD_HZ = 37_500
+
 _EU868 = Region(
     name="EU868",
     description="Europe 863-870 MHz (ETSI EN 300 220, ERC 70-03 annex 1)",
     sub_bands=(
         SubBand("h1.2 863-865", 863_000_000, 865_000_000, 0.001, 25, 14),
-        SubBand("h1.3 865-868", 865_000_000, 868_000_000, 0.01, 25, 14),
-        SubBand("h1.4 868.0-868.6", 868_000_000, 868_600_000, 0.01, 25, 14),
+        SubBand("h1.3 865-868", 865_000_000, 868_000_000, 0.01, 25, 14, guard_hz=_EU868_GUARD_HZ),
+        SubBand(
+            "h1.4 868.0-868.6", 868_000_000, 868_600_000, 0.01, 25, 14, guard_hz=_EU868_GUARD_HZ
+        ),
         SubBand("h1.5 868.7-869.2", 868_700_000, 869_200_000, 0.001, 25, 14),
         SubBand(
             "h1.6 869.4-869.65",
@@ -146,7 +192,7 @@ _EU868 = Region(
             max_bw_hz=250_000,
             note="10 % at 500 mW ERP; only BW <= 250 kHz fits, centred on 869.525 MHz",
         ),
-        SubBand("h1.7 869.7-870", 869_700_000, 870_000_000, 0.01, 25, 14),
+        SubBand("h1.7 869.7-870", 869_700_000, 870_000_000, 0.01, 25, 14, guard_hz=_EU868_GUARD_HZ),
     ),
     default_frequency_hz=869_525_000,
     default_tx_power_dbm=14,

@@ -37,7 +37,14 @@ from typing import Any, ClassVar, Final, Self
 from p1lora.common.link import FixedRadio, LinkConfig, RadioMode
 from p1lora.common.link.config import HIGH_POWER_MAX_DUTY_CYCLE, max_power_for_duty_cycle
 from p1lora.common.radio_types import BANDWIDTHS_HZ
-from p1lora.common.regions import DEFAULT_REGION, REGIONS, RegionError, get_region
+from p1lora.common.regions import (
+    DEFAULT_REGION,
+    REGIONS,
+    Region,
+    RegionError,
+    SubBand,
+    get_region,
+)
 from p1lora.hardware.boards import (
     BOARD_ALIASES,
     BOARDS,
@@ -124,6 +131,16 @@ def _frequency(value: float) -> str | None:
         return None
     hint = " (write MHz, e.g. 869.525)" if value > 1e5 else ""
     return f"{value:g} MHz is outside the SX127x's 137..1020 MHz{hint}"
+
+
+def _sub_band_syntax(value: str) -> str | None:
+    """A sub-band name or range some region knows (the region's own check is `_link_problems`)."""
+    if any(band.matches(value) for region in REGIONS.values() for band in region.sub_bands):
+        return None
+    return (
+        f"{value!r} names no sub-band; write its range in MHz as `p1-lora airtime` prints it "
+        "(e.g. 868.0-868.6) or its short name (h1.4)"
+    )
 
 
 def _bandwidth(value: float) -> str | None:
@@ -251,6 +268,19 @@ _RADIO_COMMON: Final = (
         check=_frequency,
         metavar="MHZ",
         sample=869.525,
+    ),
+    Option(
+        "radio",
+        "channel",
+        STRING,
+        None,
+        'a sub-band instead of a frequency, as `p1-lora airtime` names it ("868.0-868.6" or '
+        '"h1.4"): the link chooses centre and bandwidth inside it from the measured margin '
+        "(868.0-868.6 allows BW500 at 868.3 MHz); must be the same on both sides; exclusive "
+        "with radio.frequency",
+        check=_sub_band_syntax,
+        metavar="SUB-BAND",
+        sample="868.0-868.6",
     ),
     Option(
         "radio",
@@ -493,6 +523,7 @@ class RadioSection(Section):
     pa_boost: bool | None = None
     region: str = DEFAULT_REGION
     frequency: float | None = None
+    channel: str | None = None
     tx_power: int | None = None
     #: The transmitter's only (the receiver follows the transmitter's settings).
     mode: str | None = None
@@ -503,6 +534,22 @@ class RadioSection(Section):
     def channel_hz(self) -> int | None:
         """The configured channel centre in Hz (None: the region's default)."""
         return round(self.frequency * 1e6) if self.frequency is not None else None
+
+    def sub_band(self, region: Region) -> SubBand:
+        """The sub-band the link uses: the one `channel` names, else the one the channel
+        falls in (RegionError when neither fits)."""
+        if self.channel is not None:
+            return region.named_sub_band(self.channel)
+        channel = region.default_frequency_hz if self.channel_hz is None else self.channel_hz
+        return region.sub_band_for(channel, region.rendezvous_bw_hz)
+
+    def rendezvous_hz(self, region: Region) -> int:
+        """Where the handshake happens (the band's middle when the link picks the channel:
+        close enough for a module's frequency range)."""
+        if self.channel is not None:
+            band = region.named_sub_band(self.channel)
+            return (band.low_hz + band.high_hz) // 2
+        return self.channel_hz or region.default_frequency_hz
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -558,11 +605,10 @@ def _link_problems(config: Config, role: str) -> Iterator[str]:
     region = get_region(radio.region)
     if region.caveat:
         logger.warning("radio.region %s: %s", region.name, region.caveat)
-    channel = region.default_frequency_hz if radio.channel_hz is None else radio.channel_hz
     try:
-        band = region.sub_band_for(channel, region.rendezvous_bw_hz)
+        band = radio.sub_band(region)
     except RegionError as exc:
-        yield f"radio.frequency: {exc}"
+        yield f"radio.{'frequency' if radio.channel is None else 'channel'}: {exc}"
         return
     power = radio.tx_power
     if power is not None and power > band.max_tx_power_dbm:
@@ -633,7 +679,7 @@ def _module_problems(config: Config) -> Iterator[str]:
     module = pins.radio_module if pins is not None else None
     if pins is None or module is None:
         return
-    channel = radio.channel_hz or region.default_frequency_hz
+    channel = radio.rendezvous_hz(region)
     sfs = [region.rendezvous_sf]
     if radio.fixed_sf is not None:
         sfs.append(radio.fixed_sf)
@@ -650,6 +696,11 @@ def _common_checks(role: str) -> Callable[[Config], Iterator[str]]:
 
     return check
 
+
+_CHANNEL_CHOICE: Final = Exclusive(
+    (("radio.frequency",), ("radio.channel",)),
+    "pin a frequency or name a sub-band for the link to choose the channel in, not both",
+)
 
 _PIN_CHOICE: Final = Exclusive(
     (("radio.board",), ("radio.pins",), _CUSTOM_PINS),
@@ -690,7 +741,7 @@ def daemon_table(
             *_STATE_LOG,
         ),
         sections={**sections, **_SECTIONS_COMMON},
-        exclusive=(_PIN_CHOICE, *exclusive),
+        exclusive=(_PIN_CHOICE, _CHANNEL_CHOICE, *exclusive),
         checks=(_common_checks(role), *checks),
         intro=intro,
     )
@@ -726,8 +777,7 @@ def chip_tx_power(config: Config) -> tuple[int | None, str | None]:
     """
     radio = RadioSection.of(config)
     region = get_region(radio.region)
-    channel = region.default_frequency_hz if radio.channel_hz is None else radio.channel_hz
-    band = region.sub_band_for(channel, region.rendezvous_bw_hz)
+    band = radio.sub_band(region)
     wanted = radio.tx_power
     power = min(region.default_tx_power_dbm if wanted is None else wanted, band.max_tx_power_dbm)
     limit = max_power_for_duty_cycle(band.duty_cycle)
@@ -755,6 +805,7 @@ def link_config(config: Config, role: str) -> LinkConfig:
     return LinkConfig(
         region=get_region(radio.region),
         frequency_hz=radio.channel_hz,
+        sub_band_name=radio.channel,
         tx_power_dbm=chip_tx_power(config)[0],
         mode=RadioMode.FIXED if fixed is not None else RadioMode.AUTO,
         fixed=fixed,

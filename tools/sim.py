@@ -146,6 +146,8 @@ class SimOptions:
     background: str = "none"
     region: str = "EU868"
     frequency_hz: int | None = None
+    #: A sub-band named instead of a frequency: the link chooses the channel inside it.
+    channel: str | None = None
     tx_power_dbm: int | None = None
     profile: str = "dsmr5"
     #: A telegram capture to replay (looped) instead of the virtual meter.
@@ -205,6 +207,7 @@ class SimOptions:
         return LinkConfig(
             region=get_region(self.region),
             frequency_hz=self.frequency_hz,
+            sub_band_name=self.channel,
             tx_power_dbm=self.tx_power_dbm,
             mode=mode,
             fixed=self.fixed,

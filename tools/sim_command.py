@@ -232,12 +232,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="EU868",
         help=f"regulatory region: {', '.join(REGIONS)} (default %(default)s)",
     )
-    radio.add_argument(
+    where_on_air = radio.add_mutually_exclusive_group()
+    where_on_air.add_argument(
         "--frequency",
         type=_frequency,
         metavar="MHZ",
-        help="channel in MHz (default: the region's, 869.525 in EU868); the duty-cycle budget "
-        "follows the sub-band it falls in (868.1: 1 %%, 869.525: 10 %%)",
+        help="a pinned channel in MHz (default: the region's, 869.525 in EU868); the duty-cycle "
+        "budget follows the sub-band it falls in (868.1: 1 %%, 869.525: 10 %%)",
+    )
+    where_on_air.add_argument(
+        "--channel",
+        metavar="SUB-BAND",
+        help="a sub-band instead of a frequency, as `p1-lora airtime` names it (868.0-868.6 or "
+        "h1.4): the link chooses centre and bandwidth inside it from the measured margin",
     )
     radio.add_argument(
         "--tx-power",
@@ -309,6 +316,7 @@ def options_from_args(args: argparse.Namespace) -> SimOptions:
         background=args.background,
         region=args.region,
         frequency_hz=args.frequency,
+        channel=args.channel,
         tx_power_dbm=args.tx_power,
         profile=args.profile,
         meter_file=args.meter,

@@ -37,6 +37,25 @@ __all__ = ["MIN_SAMPLES", "AutoTuner", "ChannelEstimate", "Cooldown"]
 
 #: Acks needed at a new setting before margin decisions are trusted again.
 MIN_SAMPLES = 5
+#: Samples (each direction) before the session's settling correction (`AutoTuner.settle`).
+SETTLE_MIN_SAMPLES = 3
+#: Standard errors by which a running link's margin must fall short before it steps down
+#: on margin (beyond `hysteresis_db`): 0 on a steady channel, about 2 dB at 4 dB fading.
+LONG_RUN_DOUBT = 2.0
+#: A move up must cut the typical update's airtime at least to this ratio: SF12/BW250 is
+#: only 8 % faster than SF11/BW125 and 0.5 dB less sensitive, and a fading link moved
+#: between the two (and back, on loss) for nothing.
+UP_MIN_AIRTIME_RATIO = 0.8
+#: A step down on loss skips rungs that gain less sensitivity than this (the rendezvous,
+#: the bottom, is always a valid step).
+STEP_DOWN_MIN_GAIN_DB = 1.0
+#: Loss within this many binomial standard deviations of what the measured fading predicts
+#: is explained by it (`AutoTuner.fading_explains`): at 5, a link whose fades lose 8 % of its
+#: round trips steps down for it less than once in thousands of windows.
+LOSS_EXPLAINED_SIGMAS = 5.0
+#: The least spread assumed for that prediction (the chip's SNR reading is quantised to
+#: 0.25 dB and a steady channel shows almost none): below it a single loss is unexplained.
+MIN_FADE_SD_DB = 0.5
 
 
 @dataclass
@@ -61,6 +80,13 @@ class ChannelEstimate:
     peer_budget: float | None = None
 
 
+def _lower(a: float | None, b: float | None) -> float | None:
+    """The smaller of two estimates (either may be missing)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return min(a, b)
+
+
 class AutoTuner:
     """The transmitter's tuning state and decisions (one per `TxLink`)."""
 
@@ -81,12 +107,15 @@ class AutoTuner:
         self.next_power_at = now
         #: Until then loss was interference lately: no power reduction (`interference`).
         self.interference_until = now
+        #: Whether this session's one settling correction (`settle`) has been decided.
+        self.settled = False
 
     def new_session(self) -> None:
         """A new session starts a fresh view of the channel: old estimates may be from a
         channel that has since changed (that may be why the link was lost)."""
         self.channel = ChannelEstimate()
         self.samples = 0
+        self.settled = False
 
     def forget_failures(self, now: float) -> None:
         """The retune command: every rung may be tried again, and at once."""
@@ -105,7 +134,7 @@ class AutoTuner:
             except (RegionError, ValueError):
                 return None
         best = self.choose(
-            now, self.channel.up.value, self.channel.down.value, link.config.snr_margin_db
+            now, self.channel.up.planning(), self.channel.down.planning(), link.config.snr_margin_db
         )
         return link.config.settings(best.sf, best.bw_hz)
 
@@ -151,18 +180,28 @@ class AutoTuner:
 
     def step_down_target(self, now: float, below: RadioSettings) -> RadioSettings | None:
         """A rung slower than `below`: the SNR-based choice if that is slower still, else the
-        next rung down that is not cooling off after a failure and that the budget can switch
-        to from here (`unreachable`); None at the bottom."""
+        next rung down that is not cooling off after a failure, that the budget can switch to
+        from here (`unreachable`) and that is at least `STEP_DOWN_MIN_GAIN_DB` more sensitive
+        (SF11/BW125 is only 0.5 dB more sensitive than SF12/BW250: a step that gains no
+        margin only starts the next step); None at the bottom."""
         cooling = self.cooling(now) | self.unreachable()
+        origin = find(self.table, below)
         lower = slower(self.table, below)
-        while lower is not None and lower.key in cooling:
+        while lower is not None and (
+            lower.key in cooling
+            or (
+                origin is not None
+                and origin.required_125_db - lower.required_125_db < STEP_DOWN_MIN_GAIN_DB
+                and lower is not self.table[-1]
+            )
+        ):
             lower = slower(self.table, self._settings_of(lower))
         if lower is None:
             return None
         best = choose_target(
             self.table,
-            self.channel.up.value,
-            self.channel.down.value,
+            self.channel.up.planning(),
+            self.channel.down.planning(),
             self._link.config.snr_margin_db,
             cooling,
         )
@@ -183,64 +222,24 @@ class AutoTuner:
         channel.peer_budget = report.budget_used
         self.samples += 1
 
-    def evaluate(self, now: float) -> None:  # noqa: C901 - one re-tune decision in priority order (loss, up, down, power); split up, the order would be hidden
-        """Decide whether to re-tune (running state only)."""
+    def evaluate(self, now: float) -> None:
+        """Decide whether to re-tune (running state only), in priority order: loss, the
+        settling correction, margin down, margin up, power."""
         link = self._link
         if link._mode is RadioMode.FIXED:
             self.evaluate_fixed(now)
             return
         current = find(self.table, link._settings)
-        rate = link._loss.rate
-        if (
-            now >= self.next_down_at
-            and rate is not None
-            and len(link._loss) >= min(10, link.config.loss_window)
-            and link.config.loss_retune_threshold <= rate < 1.0
-        ):
-            # Partial loss: the channel degraded but still carries some frames. (Total loss is
-            # a lost link: `Handshake.check_lost` returns to the rendezvous for a fresh measurement.)
-            link._loss.clear()
-            if current is not None and self.interference(now, current):
-                # The frames that arrive show plenty of margin: the losses are collisions.
-                # A slower rung only makes frames longer (easier to hit); keep the rung, give
-                # the frames full power (it helps the capture of a colliding frame).
-                self.interference_until = now + link.config.interference_cooldown_s
-                self.next_down_at = now + link.config.retune_interval_s
-                link._event(LinkEvent.INTERFERENCE, loss=round(rate, 3), settings=current.label())
-                if link._settings.tx_power_dbm < self.max_power:
-                    self.restore_power(now, f"loss {rate:.0%} with margin: interference")
-                return
-            if link._settings.tx_power_dbm < self.max_power:
-                self.restore_power(now, "loss")
-                return
-            target = self.step_down_target(now, link._settings)
-            if target is not None:
-                link._start_switch(now, target, f"loss {rate:.0%}")
+        if self.on_loss(now, current) or current is None:
             return
-        if current is None or self.samples < MIN_SAMPLES or now < self.next_tune_at:
+        if not self.settled and self.evidence() >= SETTLE_MIN_SAMPLES:
+            self.settle(now, current)
             return
-        up, down = self.channel.up.value, self.channel.down.value
-        margin = link.config.snr_margin_db
-        hysteresis = link.config.hysteresis_db
-        # Up only when even the worst recent sample clears the faster rung: on a fading
-        # channel the average alone moved up and straight back down every few minutes.
-        best = self.choose(
-            now, self.channel.up.low(now), self.channel.down.low(now), margin + hysteresis
-        )
-        if is_faster(self.table, self._settings_of(best), link._settings):
-            self.next_tune_at = now + link.config.retune_interval_s
-            link._start_switch(now, self._settings_of(best), "margin up")
+        if self.margin_down(now, current):
             return
-        deficit = self.max_power - link._settings.tx_power_dbm
-        current_margin = margin_db(current, up, down, deficit)
-        if current_margin is not None and current_margin < margin - hysteresis:
-            if deficit > 0:
-                self.set_power(now, self.max_power, "margin down")
-                return
-            fallback = choose_target(self.table, up, down, margin, self.cooling(now))
-            if is_faster(self.table, link._settings, self._settings_of(fallback)):
-                self.next_tune_at = now + link.config.retune_interval_s
-                link._start_switch(now, self._settings_of(fallback), "margin down")
+        if self.samples < MIN_SAMPLES or now < self.next_tune_at:
+            return
+        if self.margin_up(now, current):
             return
         if (
             link.config.power_control
@@ -248,6 +247,151 @@ class AutoTuner:
             and now >= max(self.next_power_at, self.interference_until)
         ):
             self.power_control(now, current)
+
+    def on_loss(self, now: float, current: Candidate | None) -> bool:
+        """Partial loss the measured fading does not explain: interference (keep the rung,
+        full power) or weak signal (full power, else a step down). True when it acted."""
+        link = self._link
+        rate = link._loss.rate
+        if not (
+            now >= self.next_down_at
+            and rate is not None
+            and len(link._loss) >= min(10, link.config.loss_window)
+            and link.config.loss_retune_threshold <= rate < 1.0
+            and not (current is not None and self.fading_explains(rate, len(link._loss), current))
+        ):
+            return False
+        # Partial loss: the channel degraded but still carries some frames. (Total loss is
+        # a lost link: `Handshake.check_lost` returns to the rendezvous for a fresh measurement.)
+        link._loss.clear()
+        if current is not None and self.interference(now, current):
+            # The frames that arrive show plenty of margin: the losses are collisions.
+            # A slower rung only makes frames longer (easier to hit); keep the rung, give
+            # the frames full power (it helps the capture of a colliding frame).
+            self.interference_until = now + link.config.interference_cooldown_s
+            self.next_down_at = now + link.config.retune_interval_s
+            link._event(LinkEvent.INTERFERENCE, loss=round(rate, 3), settings=current.label())
+            if link._settings.tx_power_dbm < self.max_power:
+                self.restore_power(now, f"loss {rate:.0%} with margin: interference")
+            return True
+        if link._settings.tx_power_dbm < self.max_power:
+            self.restore_power(now, "loss")
+            return True
+        target = self.step_down_target(now, link._settings)
+        if target is not None:
+            link._start_switch(now, target, f"loss {rate:.0%}")
+        return True
+
+    def margin_down(self, now: float, current: Candidate) -> bool:
+        """Full power, else a slower rung, when the planning margin falls `hysteresis_db`
+        (and `LONG_RUN_DOUBT` standard errors: a noisy link's estimate wanders by them, which
+        is no reason to move) short. Decided as soon as the evidence (the handshake's sample
+        and the probes') allows, not after the retune interval. True when it decided."""
+        link = self._link
+        if self.samples < 1 or self.evidence() < MIN_SAMPLES:
+            return False
+        up, down = self.channel.up.planning(), self.channel.down.planning()
+        margin = link.config.snr_margin_db
+        deficit = self.max_power - link._settings.tx_power_dbm
+        current_margin = margin_db(current, up, down, deficit)
+        short = margin - link.config.hysteresis_db - LONG_RUN_DOUBT * self.standard_error()
+        if current_margin is None or current_margin >= short:
+            return False
+        if deficit > 0:
+            self.set_power(now, self.max_power, "margin down")
+            return True
+        fallback = choose_target(self.table, up, down, margin, self.cooling(now))
+        if is_faster(self.table, link._settings, self._settings_of(fallback)):
+            self.next_tune_at = now + link.config.retune_interval_s
+            link._start_switch(now, self._settings_of(fallback), "margin down")
+        return True
+
+    def margin_up(self, now: float, current: Candidate) -> bool:
+        """A faster rung when even the worst recent sample (and the planning value) clears
+        it by `snr_margin_db + hysteresis_db` (on a fading channel the average alone moved up
+        and straight back down every few minutes), and only for a real gain
+        (`UP_MIN_AIRTIME_RATIO`). True when it started a switch."""
+        link = self._link
+        channel = self.channel
+        best = self.choose(
+            now,
+            _lower(channel.up.low(now), channel.up.planning()),
+            _lower(channel.down.low(now), channel.down.planning()),
+            link.config.snr_margin_db + link.config.hysteresis_db,
+        )
+        if not is_faster(self.table, self._settings_of(best), link._settings) or (
+            best.typical_airtime_s > UP_MIN_AIRTIME_RATIO * current.typical_airtime_s
+        ):
+            return False
+        self.next_tune_at = now + link.config.retune_interval_s
+        link._start_switch(now, self._settings_of(best), "margin up")
+        return True
+
+    def settle(self, now: float, current: Candidate) -> None:
+        """The session's one correction without hysteresis, once a few samples are in.
+
+        The handshake chooses from one sample per direction; on a fading channel that sample
+        is several decibels off either way, and the hysteresis that keeps a running link
+        still then kept the link on the wrong rung for minutes (or until a fade moved it).
+        With the probes' samples (or, at the rendezvous, the first updates') the plain rule
+        is asked once more, and the link moves to its answer (up only for a real gain);
+        after that only the hysteresis rules apply, so it does not wander."""
+        self.settled = True
+        link = self._link
+        # Slower rungs that gain less than `STEP_DOWN_MIN_GAIN_DB` are no correction.
+        index = self.table.index(current)
+        no_gain = {
+            c.key
+            for c in self.table[index + 1 :]
+            if current.required_125_db - c.required_125_db < STEP_DOWN_MIN_GAIN_DB
+        }
+        best = choose_target(
+            self.table,
+            self.channel.up.planning(),
+            self.channel.down.planning(),
+            link.config.snr_margin_db,
+            self.cooling(now) | self.unreachable() | no_gain,
+        )
+        if best is current:
+            return
+        faster = is_faster(self.table, self._settings_of(best), link._settings)
+        if faster and best.typical_airtime_s > UP_MIN_AIRTIME_RATIO * current.typical_airtime_s:
+            return
+        self.next_tune_at = now + link.config.retune_interval_s
+        link._start_switch(now, self._settings_of(best), "settle")
+
+    def standard_error(self) -> float:
+        """The larger standard error of the two directions' estimates (dB)."""
+        return max(self.channel.up.standard_error, self.channel.down.standard_error)
+
+    def evidence(self) -> int:
+        """Samples behind the estimates (the fewer of the two directions)."""
+        return min(self.channel.up.count, self.channel.down.count)
+
+    def fading_explains(self, rate: float, frames: int, current: Candidate) -> bool:
+        """Whether a loss `rate` over `frames` is what the measured fading predicts at this
+        rung: a frame and its ack each fail when their SNR falls below the floor, with the
+        samples' planning value and spread per direction (a normal fade: Phi(-margin / sd)), and the
+        rate is within `LOSS_EXPLAINED_SIGMAS` binomial deviations of that. A rung carrying
+        the loss its noise predicts is settled, not failing: stepping down for it made a
+        fading link wander between settings all hour. A loss the fading does not explain
+        (the path got worse, the estimates lag) still steps down."""
+        channel = self.channel
+        if channel.up.value is None or channel.down.value is None:
+            return False
+        deficit = self.max_power - self._link._settings.tx_power_dbm
+        success = 1.0
+        for estimate, extra in ((channel.up, deficit), (channel.down, 0.0)):
+            planning = estimate.planning()
+            assert planning is not None
+            # The planning value, not the mean: only frames that arrived were measured, so
+            # near the floor the mean of the samples is too high and their spread too small.
+            mean_margin = planning - extra - current.required_125_db
+            spread = max(estimate.sd, MIN_FADE_SD_DB)
+            success *= 1.0 - 0.5 * math.erfc(mean_margin / (spread * math.sqrt(2.0)))
+        expected = 1.0 - success
+        deviation = math.sqrt(max(expected * (1.0 - expected), 1e-9) / max(frames, 1))
+        return rate <= expected + LOSS_EXPLAINED_SIGMAS * deviation
 
     def interference(self, now: float, current: Candidate) -> bool:
         """Whether the loss just seen is interference rather than weak signal: even the worst

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from p1lora.common import channel_plan
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.radio_types import BANDWIDTHS_HZ, RadioSettings
 from p1lora.common.regions import DEFAULT_REGION, Region, RegionError, SubBand, get_region
@@ -97,8 +98,16 @@ class LinkConfig:
     with a message naming the offending value."""
 
     region: Region = field(default_factory=_default_region)
-    #: The channel; None means the region's default (869.525 MHz in EU868).
+    #: The channel; None means the region's default (869.525 MHz in EU868) unless
+    #: `sub_band_name` names a sub-band. A pinned frequency stays pinned.
     frequency_hz: int | None = None
+    #: A sub-band named instead of a frequency ('868.0-868.6', 'h1.4'): the link chooses
+    #: centre and bandwidth inside it (`channel_plan`) as it chooses the SF. Exclusive with
+    #: `frequency_hz`.
+    sub_band_name: str | None = None
+    #: Which of the plan's channels of a bandwidth this link uses (`channel_plan.pick`: modulo
+    #: their number); both sides must agree, like the sub-band.
+    channel_offset: int = 0
     #: This node's maximum TX power; None means the region default, never above the sub-band's.
     tx_power_dbm: int | None = None
     mode: RadioMode = RadioMode.AUTO
@@ -133,10 +142,15 @@ class LinkConfig:
     #: more than `status_share` of the allowance (`timing.status_interval`).
     status_interval_s: float = 300.0
     status_share: float = 0.05
-    #: Paced traffic aims at this share of the duty-cycle allowance (room for control frames).
-    #: The pacing counts *all* traffic in the sliding window, so a burst of handshake frames
-    #: slows the updates a little for an hour instead of stopping them at the hour's end.
+    #: The receiver answers copies (repeated frames) only within this share of its allowance:
+    #: the rest is kept for the acks of new frames (`RxLink._within_reserve`).
     budget_utilisation: float = 0.9
+    #: Paced traffic aims at most at this share of the duty-cycle allowance, and never closer
+    #: to it than the airtime of one rendezvous handshake (`timing.pacing_share`: 92 % of the
+    #: 1 % band, 99 % of the 10 % band). The pacing counts *all* traffic in the sliding window,
+    #: so a burst of handshake frames slows the updates a little for an hour instead of
+    #: stopping them at the hour's end.
+    pacing_max_share: float = 0.99
     #: However much the window holds, updates keep at least this share of the steady rate
     #: (the hard budget still applies to every frame).
     pacing_floor: float = 0.25
@@ -191,6 +205,7 @@ class LinkConfig:
             (self.status_interval_s >= self.keepalive_s, "status_interval_s < keepalive_s"),
             (0 < self.status_share <= 1, "status_share must be in (0, 1]"),
             (0 < self.budget_utilisation <= 1, "budget_utilisation must be in (0, 1]"),
+            (0 < self.pacing_max_share <= 1, "pacing_max_share must be in (0, 1]"),
             (0 < self.pacing_floor <= 1, "pacing_floor must be in (0, 1]"),
             (0 < self.handshake_share <= 1, "handshake_share must be in (0, 1]"),
             (0 <= self.turnaround_s <= 5, "turnaround_s must be within 0..5"),
@@ -216,7 +231,17 @@ class LinkConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.sub_band_name is not None and self.frequency_hz is not None:
+            raise ValueError(
+                "name a sub-band or pin a frequency, not both (the sub-band lets the link "
+                "choose the channel inside it)"
+            )
         band = self.sub_band()
+        if self.sub_band_name is not None and not channel_plan.plan(band):
+            raise RegionError(
+                f"{self.region.name} sub-band {band.name} holds no 125, 250 or 500 kHz channel "
+                f"with its {band.guard_hz / 1e3:g} kHz edge guard"
+            )
         rendezvous = self.rendezvous()
         self.region.check(rendezvous)
         if band.max_dwell_s is not None and (
@@ -261,11 +286,42 @@ class LinkConfig:
 
     @property
     def channel_hz(self) -> int:
+        """The rendezvous channel's centre: the pinned frequency, the region's default, or
+        in a named sub-band the plan's channel at the rendezvous bandwidth."""
+        if self.sub_band_name is not None:
+            found = self._planned(self.region.rendezvous_bw_hz)
+            if found is not None:
+                return found
         return self.frequency_hz or self.region.default_frequency_hz
 
     def sub_band(self) -> SubBand:
-        """The sub-band (and so the duty-cycle budget) the channel falls in."""
+        """The sub-band (and so the duty-cycle budget, shared by all its channels) the link
+        uses: the named one, or the one the channel falls in."""
+        if self.sub_band_name is not None:
+            return self.region.named_sub_band(self.sub_band_name)
         return self.region.sub_band_for(self.channel_hz, self.region.rendezvous_bw_hz)
+
+    def _planned(self, bw_hz: int) -> int | None:
+        band = self.region.named_sub_band(self.sub_band_name or "")
+        channel = channel_plan.pick(band, bw_hz, self.channel_offset)
+        return None if channel is None else channel.centre_hz
+
+    def channel_for(self, bw_hz: int) -> int | None:
+        """The centre a signal of `bw_hz` uses on this link, None where none fits: in a named
+        sub-band the plan's channel of that bandwidth; a pinned channel when it fits."""
+        if self.sub_band_name is not None:
+            return self._planned(bw_hz)
+        band = self.sub_band()
+        if bw_hz > band.max_bw_hz or not band.contains(self.channel_hz, bw_hz):
+            return None
+        return self.channel_hz
+
+    def channel_label(self) -> str:
+        """'868.0-868.6 MHz (h1.4, channel chosen by the link)' or '868.100 MHz'."""
+        if self.sub_band_name is None:
+            return f"{self.channel_hz / 1e6:.3f} MHz"
+        band = self.sub_band()
+        return f"{band.range_label()} MHz ({band.name.split()[0]}, channel chosen by the link)"
 
     def failed_cooldown(self, failures: int, fixed: bool) -> float:
         """How long a setting whose switch failed `failures` times in a row is left alone.
@@ -295,10 +351,12 @@ class LinkConfig:
         return min(wanted, band.max_tx_power_dbm, max_power_for_duty_cycle(band.duty_cycle))
 
     def settings(self, sf: int, bw_hz: int, tx_power_dbm: int | None = None) -> RadioSettings:
-        """Settings on this link's channel with this node's power (or the given one)."""
+        """Settings on this link's channel for `bw_hz` with this node's power (or the given
+        one). A bandwidth that fits no channel keeps the rendezvous centre (and fails
+        `Region.check`)."""
         power = self.max_tx_power() if tx_power_dbm is None else tx_power_dbm
         return RadioSettings(
-            frequency_hz=self.channel_hz,
+            frequency_hz=self.channel_for(bw_hz) or self.channel_hz,
             sf=sf,
             bw_hz=bw_hz,
             cr=self.coding_rate,

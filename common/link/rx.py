@@ -137,7 +137,7 @@ class RxLink(LinkBase[RxState]):
             try:
                 good = persisted.last_good
                 good = config.settings(good.sf, good.bw_hz)
-                if persisted.last_good.frequency_hz == config.channel_hz:
+                if persisted.last_good.frequency_hz == good.frequency_hz:
                     config.region.check(good)
                     start = good
             except (RegionError, ValueError) as exc:

@@ -242,6 +242,10 @@ class Switching:
         cooldown = link.config.failed_cooldown(failures, fixed=link._mode is RadioMode.FIXED)
         link._tuner.cooldowns[key] = Cooldown(now + cooldown, failures)
         link._configure(link._last_good, "switch failed")
+        if plan.reason == "settle":
+            # A lost SWITCH or probe says little about the rung (it now cools off): settle
+            # again from where the link is, with the samples that keep coming.
+            link._tuner.settled = False
         holdoff = plan.last_probe_end + timing.switch_timeout(link.config, plan.target, plan.origin)
         link._timers[Timer.HOLDOFF] = max(now, holdoff) + timing.guard(plan.target)
         self.revert_anchor = max(now, holdoff)

@@ -35,11 +35,14 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from p1lora.common.airtime import time_on_air_for
+from p1lora.common.channel_plan import LINK_BANDWIDTHS_HZ
 from p1lora.common.link.config import LinkConfig
 from p1lora.common.radio_types import RadioSettings
 
 __all__ = [
     "DEMODULATION_FLOOR_DB",
+    "ESTIMATE_ALPHA",
+    "FADE_SD_FACTOR",
     "LOW_MIN_SAMPLES",
     "LOW_WINDOW_S",
     "NOISE_FLOOR_125_DBM",
@@ -80,9 +83,24 @@ RSSI_SNR_MARGIN_DB = 3.0
 LOW_WINDOW_S = 30.0
 LOW_MIN_SAMPLES = 2
 _RECENT_MAX = 128
+#: Weight of a new sample once the first 1/alpha samples are in (see `SnrEstimate`).
+ESTIMATE_ALPHA = 0.1
+#: Spreads of the per-frame SNR a rung's margin must cover on top of `snr_margin_db`: half a
+#: standard deviation. A full one sent a 4 dB fading link at 141 dB back to SF12/BW125 (half
+#: the throughput, for a loss the retransmissions absorb); none let it sit on a rung whose
+#: margin the average alone claimed.
+FADE_SD_FACTOR = 0.5
+#: A change of channel: two samples in a row this many spreads off the mean, once the
+#: estimate holds this many samples (`SnrEstimate._jumped`). At 4 dB fading two samples 12 dB
+#: off on the same side are a 1 in 10^6 event.
+JUMP_SPREADS = 3.0
+MIN_JUMP_COUNT = 5
+#: Frame-to-frame scatter of the SNR reading on a steady channel (+-1-2 dB on real boards,
+#: see above): spread up to this is measurement noise, not fading, and costs no margin.
+READING_SCATTER_DB = 1.0
 #: A typical DSMR 5 update on air: 5-byte header + ~12-24 byte delta + 8-byte tag.
 TYPICAL_FRAME_BYTES = 37
-_BANDWIDTHS = (125_000, 250_000, 500_000)
+_BANDWIDTHS = LINK_BANDWIDTHS_HZ
 
 
 def bw_offset_db(bw_hz: int) -> float:
@@ -130,8 +148,9 @@ class Candidate:
 def candidate_table(config: LinkConfig) -> tuple[Candidate, ...]:
     """The legal, non-dominated settings for this link, fastest first.
 
-    Legal: the bandwidth fits the sub-band around the channel and its maximum, and a typical
-    frame respects the dwell-time cap. The region's rendezvous setting is always included
+    Legal: a channel of the bandwidth fits the sub-band (`LinkConfig.channel_for`: around a
+    pinned frequency, or the plan's channel in a named sub-band, `channel_plan`) within its
+    maximum, and a typical frame respects the dwell-time cap. The region's rendezvous setting is always included
     (it is where the link falls back to) and is the slowest rung.
     """
     band = config.sub_band()
@@ -139,7 +158,7 @@ def candidate_table(config: LinkConfig) -> tuple[Candidate, ...]:
     found: list[Candidate] = []
     for sf in DEMODULATION_FLOOR_DB:
         for bw in _BANDWIDTHS:
-            if bw > band.max_bw_hz or not band.contains(config.channel_hz, bw):
+            if config.channel_for(bw) is None:
                 continue
             settings = config.settings(sf, bw)
             airtime = time_on_air_for(settings, TYPICAL_FRAME_BYTES)
@@ -176,21 +195,30 @@ def find(table: Iterable[Candidate], settings: RadioSettings) -> Candidate | Non
 
 
 class SnrEstimate:
-    """Exponentially weighted SNR at the 125 kHz reference (and at full power for the uplink).
+    """Exponentially weighted SNR at the 125 kHz reference (and at full power for the uplink),
+    with the spread of the samples around it.
 
-    Weighted averaging smooths the +-1-2 dB frame-to-frame scatter; `count` says how much
-    evidence there is, so decisions can wait for enough samples. `low(now)` is the worst
-    sample of the last `LOW_WINDOW_S`: moving up and lowering the power plan with it, so a
-    fade seen recently is a fade planned for (the average alone moved a fading link up and
-    straight back down every few minutes).
+    The weight of a new sample is 1/n for the first samples (a plain mean: the handshake's
+    one sample and the probes' few settle the estimate in seconds) and `alpha` afterwards,
+    so the estimate follows a changing channel while per-frame fading (4 dB in the
+    benchmark) moves it by about a decibel, not by the 2-3 dB that flipped the choice
+    between rungs of nearly equal sensitivity. `sd` is the weighted standard deviation of
+    the samples: `planning()` takes `FADE_SD_FACTOR` of it off the mean, so a link that is
+    merely noisy chooses a rung whose margin covers its typical fade once, and stays there.
+    `count` says how much evidence there is. `low(now)` is the worst sample of the last
+    `LOW_WINDOW_S`: moving up and lowering the power plan with it, so a fade seen recently is
+    a fade planned for.
     """
 
-    __slots__ = ("_recent", "alpha", "count", "value")
+    __slots__ = ("_before", "_recent", "alpha", "count", "value", "variance")
 
-    def __init__(self, alpha: float = 0.3) -> None:
+    def __init__(self, alpha: float = ESTIMATE_ALPHA) -> None:
         self.alpha = alpha
         self.value: float | None = None
+        self.variance = 0.0
         self.count = 0
+        #: (mean, variance) before the latest sample (`_jumped` judges against it).
+        self._before: tuple[float, float] | None = None
         self._recent: deque[tuple[float, float]] = deque(maxlen=_RECENT_MAX)
 
     def add(
@@ -199,11 +227,58 @@ class SnrEstimate:
         """One sample measured at `bw_hz` at time `at`, sent `power_deficit_db` below the
         maximum power."""
         sample = snr_db + bw_offset_db(bw_hz) + power_deficit_db
-        self.value = (
-            sample if self.value is None else self.value + self.alpha * (sample - self.value)
-        )
-        self._recent.append((at, sample))
+        if self._jumped(sample):
+            # The channel changed (a path that came back, a new obstacle): two samples in a
+            # row far outside the spread start the estimate afresh from them, so the choice
+            # follows in two samples rather than the 1/alpha the weighting needs.
+            previous = self._recent[-1][1]
+            self.value, self.variance, self.count = previous, 0.0, 1
+        self._before = None if self.value is None else (self.value, self.variance)
         self.count += 1
+        if self.value is None:
+            self.value = sample
+        else:
+            # West's weighted incremental mean and variance (the exponential form).
+            weight = max(self.alpha, 1.0 / self.count)
+            delta = sample - self.value
+            self.value += weight * delta
+            self.variance = (1.0 - weight) * (self.variance + weight * delta * delta)
+        self._recent.append((at, sample))
+
+    def _jumped(self, sample: float) -> bool:
+        """Whether `sample` and the one before both lie `JUMP_SPREADS` spreads (at least the
+        reading scatter) beyond the mean on the same side."""
+        before = self._before
+        if before is None or self.count < MIN_JUMP_COUNT or not self._recent:
+            return False
+        # Against the estimate before the previous sample: that sample has already widened
+        # the spread it would be judged by.
+        mean, variance = before
+        limit = JUMP_SPREADS * max(math.sqrt(variance), READING_SCATTER_DB)
+        previous = self._recent[-1][1] - mean
+        current = sample - mean
+        return abs(previous) > limit and abs(current) > limit and previous * current > 0
+
+    @property
+    def sd(self) -> float:
+        """Weighted standard deviation of the samples (0.0 before the second)."""
+        return math.sqrt(self.variance)
+
+    @property
+    def standard_error(self) -> float:
+        """How far the mean may be off: the spread over the square root of the samples it
+        weighs (at most (2 - alpha) / alpha of them once the weight is `alpha`)."""
+        if self.count == 0:
+            return 0.0
+        effective = min(float(self.count), (2.0 - self.alpha) / self.alpha)
+        return self.sd / math.sqrt(effective)
+
+    def planning(self) -> float | None:
+        """The SNR to choose a rung with: the mean less `FADE_SD_FACTOR` times the spread
+        beyond the chip's own reading scatter (`READING_SCATTER_DB`, which is no fade)."""
+        if self.value is None:
+            return None
+        return self.value - FADE_SD_FACTOR * max(0.0, self.sd - READING_SCATTER_DB)
 
     def low(self, now: float) -> float | None:
         """The worst sample of the last `LOW_WINDOW_S` (at least of the last
@@ -220,6 +295,8 @@ class SnrEstimate:
 
     def reset(self) -> None:
         self.value = None
+        self._before = None
+        self.variance = 0.0
         self.count = 0
         self._recent.clear()
 

@@ -44,11 +44,14 @@ commit the newest update is the proof the receiver waits for. A keepalive
 of the budget: frequent where airtime is cheap, so the receiver notices a dead link quickly.
 
 Auto-tune (`RadioMode.AUTO`): after the handshake, jump to the fastest candidate whose
-predicted margin clears `snr_margin_db` in both directions (`tuning`), confirm with probes,
-step down one rung per failure; while running, move up when even the worst recent sample
-clears a faster rung by `hysteresis_db` more, move down when the margin falls `hysteresis_db`
-short (after restoring full power) or when loss exceeds `loss_retune_threshold`, unless the
-worst recent samples still clear the rung by `snr_margin_db + hysteresis_db` (interference:
+predicted margin clears `snr_margin_db` in both directions (`tuning`; the planning SNR is the
+mean less half the spread beyond the reading scatter), confirm with probes, step down one rung
+per failure; once a few samples are in, correct that first choice once without hysteresis
+(`AutoTuner.settle`); while running, move up when even the worst recent sample clears a
+faster rung by `hysteresis_db` more and it cuts the airtime by a fifth, move down when the
+margin falls `hysteresis_db` (and two standard errors) short (after restoring full power) or
+when loss exceeds `loss_retune_threshold` and the measured fading does not explain it,
+unless the worst recent samples still clear the rung by `snr_margin_db + hysteresis_db` (interference:
 keep the rung, full power, no power reduction for `interference_cooldown_s`); lower the TX
 power at the fastest rung only while the worst recent sample keeps 10 dB of margin, and
 restore full power at once when acks are lost. Total silence: after `link_lost_after`
@@ -157,7 +160,7 @@ class TxLink(LinkBase[TxState]):
         self._data_gate_at = now
         self._last_sent_at = now
         self._last_sent_end = now
-        self._pacer = Pacer(self._budget, config.budget_utilisation, config.pacing_floor)
+        self._pacer = Pacer(self._budget, timing.pacing_share(config), config.pacing_floor)
         self._reports = Reports(self, now)
         self._replies = ReplyQueue()
         self._started_at = now
@@ -175,7 +178,9 @@ class TxLink(LinkBase[TxState]):
                 self._mode = RadioMode.AUTO
             self._interval = min(max(persisted.interval_s, 0.0), 3600.0)
             good = persisted.last_good.replace(tx_power_dbm=self._max_power)
-            if good.frequency_hz != self.config.channel_hz or find(self._table, good) is None:
+            if good.frequency_hz != self.config.channel_for(good.bw_hz) or (
+                find(self._table, good) is None
+            ):
                 return rendezvous
             self.config.region.check(good)
         except (RegionError, ValueError) as exc:
