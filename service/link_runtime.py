@@ -49,7 +49,16 @@ from p1lora.common.link import (
     TxLink,
 )
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
-from p1lora.hardware.radio import FrameReceived, Radio, RadioError, RadioFault, TxDone
+from p1lora.hardware.radio import (
+    CadDone,
+    CadRadio,
+    FrameReceived,
+    Radio,
+    RadioError,
+    RadioFault,
+    TxDone,
+)
+from p1lora.service.listen_before_talk import MAX_HOLD_S, ContentionWindow, LbtStats
 from p1lora.service.state_store import StateStore
 
 __all__ = [
@@ -190,6 +199,20 @@ class LinkRuntime:
         self._configure_retry_at: float | None = None
         self._configure_backoff = _retry_backoff()
         self._store_retry_at: float | None = None
+        #: Listen before talk (the transmitter, when its link asks for it and the radio can
+        #: CAD): the frame waiting for a free channel, since when, and the next CAD's time.
+        self._lbt: ContentionWindow | None = None
+        if (
+            isinstance(link, TxLink)
+            and link.config.air.listen_before_talk
+            and isinstance(radio, CadRadio)
+        ):
+            # The link's injected randomness: seeded in the simulator, os.urandom in a daemon.
+            self._lbt = ContentionWindow(link._rng)
+        self._held: Transmit | None = None
+        self._held_since = 0.0
+        self._cad_at: float | None = None
+        self._cad_running = False
         self._handlers: dict[type[Any], Callable[[float, Any], Sequence[Action] | None]] = {
             Configure: self._do_configure,
             Transmit: self._do_transmit,
@@ -200,6 +223,7 @@ class LinkRuntime:
         }
         self._events: dict[type[Any], Callable[[float, Any], None]] = {
             TxDone: self._on_tx_done,
+            CadDone: self._on_cad_done,
             FrameReceived: self._on_frame,
             RadioFault: self._on_fault,
         }
@@ -220,6 +244,11 @@ class LinkRuntime:
         (the rendezvous, or the last good setting a restart resumed at)."""
         return self._link.settings
 
+    @property
+    def listen_before_talk(self) -> LbtStats | None:
+        """What listening before talking did (None when this runtime does not)."""
+        return None if self._lbt is None else self._lbt.stats
+
     def add_observer(self, observer: RuntimeObserver) -> None:
         with self._lock:
             self._observers.append(observer)
@@ -232,6 +261,7 @@ class LinkRuntime:
             self.stats.steps += 1
             self._execute(now, self._link.actions())
             self._poll_radio(now)
+            self._listen(now)
             self._before_tick(now)
             self._retry_radio(now)
             self._tick(now)
@@ -281,9 +311,10 @@ class LinkRuntime:
     def _do_configure(self, now: float, action: Configure) -> Sequence[Action] | None:
         self._wanted = action.settings
         aborted = self._in_flight is not None and self._radio_busy()
+        held = self._drop_held()
         if not self._apply(now, action.settings, action.reason):
             return None
-        if aborted:
+        if aborted or held:
             # The driver aborted the frame on air to change settings: it will not report it.
             self._in_flight = None
             return self._link.tx_done(now, None)
@@ -323,17 +354,77 @@ class LinkRuntime:
         ):
             self._refuse(now, "the radio could not be configured for it")
             return None
+        if self._lbt is not None:
+            self._held, self._held_since, self._cad_at = action, now, now
+            self._listen(now)
+            return None
+        self._send_now(now, action)
+        return None
+
+    def _send_now(self, now: float, action: Transmit) -> None:
         try:
             airtime = self.radio.send(action.payload)
         except RadioError as exc:
             self._refuse(now, str(exc))
-            return None
+            return
         self._in_flight = action
         self._refusal_backoff.reset()
         self.stats.frames_sent += 1
         self.stats.airtime_s += airtime
         self._notify("frame_sent", now, action, airtime)
-        return None
+
+    # ------------------------------------------------------------------ listen before talk
+
+    def _listen(self, now: float) -> None:
+        """Start the CAD for the held frame when it is due; past `MAX_HOLD_S`, send it."""
+        held, lbt = self._held, self._lbt
+        if held is None or lbt is None or self._cad_running:
+            return
+        if self._cad_at is None or now < self._cad_at:
+            return
+        self._cad_at = None
+        if now - self._held_since >= MAX_HOLD_S:
+            lbt.stats.sent_anyway += 1
+            self._release(now)
+            return
+        assert isinstance(self.radio, CadRadio)
+        try:
+            self.radio.start_cad()
+        except RadioError as exc:
+            logger.debug("%s runtime: no CAD (%s); sending without listening", self.ROLE, exc)
+            self._release(now)
+            return
+        self._cad_running = True
+
+    def _on_cad_done(self, now: float, event: CadDone) -> None:
+        self._cad_running = False
+        held, lbt = self._held, self._lbt
+        if held is None or lbt is None:
+            return
+        lbt.heard(event.detected)
+        if not event.detected:
+            self._release(now)
+            return
+        exchange = 2 * held.airtime_s
+        self._cad_at = min(now + lbt.backoff(exchange), self._held_since + MAX_HOLD_S)
+
+    def _release(self, now: float) -> None:
+        held = self._held
+        if held is None:
+            return
+        if self._lbt is not None:
+            self._lbt.stats.deferred_s += now - self._held_since
+        self._held = None
+        self._cad_at = None
+        self._send_now(now, held)
+
+    def _drop_held(self) -> bool:
+        """Forget a frame waiting for the channel (the link moved on); True if there was one."""
+        if self._held is None:
+            return False
+        self._held = None
+        self._cad_at = None
+        return True
 
     def _refuse(self, now: float, reason: str) -> None:
         self.stats.send_refused += 1
@@ -412,7 +503,8 @@ class LinkRuntime:
         self._notify("radio_fault", now, fault)
         if not fault.recovered:
             logger.error("%s runtime: the radio is not working (%s)", self.ROLE, fault.reason)
-        if self._in_flight is not None:
+        self._cad_running = False
+        if self._in_flight is not None or self._drop_held():
             # The frame on air was lost with the chip reset: no TxDone will come for it.
             self._in_flight = None
             self._execute(now, self._link.tx_done(now, None))
@@ -456,6 +548,7 @@ class LinkRuntime:
             self._refused_report_at,
             self._configure_retry_at,
             self._store_retry_at,
+            None if self._held is None or self._cad_running else self._cad_at,
             *self._own_deadlines(),
         ]
         times = [t for t in candidates if t is not None]

@@ -35,6 +35,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         "p1lora.tools.bench_e2e",
         "real processes: latency pty -> MQTT, CPU per telegram and RSS of each daemon",
     ),
+    "building": Benchmark(
+        "p1lora.tools.bench_building",
+        "N links in one meter room: delivery, duty, occupancy, new air policy vs legacy",
+    ),
     "report": Benchmark(
         "p1lora.tools.bench_report",
         "measure everything and regenerate BENCHMARKS.md (--quick for a short run)",

@@ -22,9 +22,10 @@ in one command, `p1-lora bench building`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["AirPolicy"]
+__all__ = ["AirPolicy", "random_delay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +51,9 @@ class AirPolicy:
         return cls(
             desync_s=0.0, resend_backoff_s=0.0, listen_before_talk=False, busy_collisions=False
         )
+
+
+def random_delay(rng: Callable[[int], bytes], span_s: float) -> float:
+    """A delay uniform in [0, span_s) from the link's injected randomness (seeded in the
+    simulator, so a run repeats)."""
+    return span_s * int.from_bytes(rng(2), "big") / 65536
