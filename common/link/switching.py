@@ -23,7 +23,7 @@ from p1lora.common.link.config import RadioMode
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.messages import Ack, AckKind, Probe, Switch
 from p1lora.common.link.states import TxState
-from p1lora.common.link.tuning import is_faster
+from p1lora.common.link.tuning import find, is_faster
 from p1lora.common.link.tx_types import Awaiting, Outstanding, Timer
 from p1lora.common.radio_types import RadioSettings
 
@@ -240,12 +240,19 @@ class Switching:
         # The user's fixed setting is retried sooner at first (a few lost probes are enough to
         # fail it on a lossy channel), then backs off like any setting (`failed_cooldown`).
         cooldown = link.config.failed_cooldown(failures, fixed=link._mode is RadioMode.FIXED)
+        collided = self.collided(now, plan.target)
+        if collided:
+            # Strong signal, lost frames: neighbours' collisions, not this setting's fault. A
+            # step down would make every frame longer and the collisions worse: retry the
+            # setting after a re-tune interval, without counting a failure against it.
+            failures -= 1
+            cooldown = link.config.retune_interval_s
         link._tuner.cooldowns[key] = Cooldown(now + cooldown, failures)
         link._configure(link._last_good, "switch failed")
         holdoff = plan.last_probe_end + timing.switch_timeout(link.config, plan.target, plan.origin)
         link._timers[Timer.HOLDOFF] = max(now, holdoff) + timing.guard(plan.target)
         self.revert_anchor = max(now, holdoff)
-        self.step_down_from = plan.target
+        self.step_down_from = None if collided else plan.target
         link._set_state(TxState.FALLBACK, "switch failed")
         link._event(
             LinkEvent.SWITCH_FAILED,
@@ -253,6 +260,20 @@ class Switching:
             reverted_to=link._last_good.label(),
             probes_ok=plan.probes_ok,
             cooldown_s=cooldown,
+            cause="collisions" if collided else "signal",
+        )
+
+    def collided(self, now: float, target: RadioSettings) -> bool:
+        """Whether a failed switch to `target` was collisions rather than a weak link: the
+        measured signal (worst recent samples, both directions) clears the target's floor by
+        the margin plus the hysteresis (`AutoTuner.interference`). Only with
+        `AirPolicy.busy_collisions`; before it, every failure counted against the setting."""
+        link = self._link
+        candidate = find(link._table, target)
+        return (
+            link.config.air.busy_collisions
+            and candidate is not None
+            and link._tuner.interference(now, candidate)
         )
 
     def sent_after_fallback(self, now: float) -> bool:
