@@ -58,7 +58,7 @@ from p1lora.hardware.radio import (
     RadioFault,
     TxDone,
 )
-from p1lora.service.listen_before_talk import MAX_HOLD_S, ContentionWindow, LbtStats
+from p1lora.service.listen_before_talk import ContentionWindow, LbtStats, max_hold
 from p1lora.service.state_store import StateStore
 
 __all__ = [
@@ -211,6 +211,7 @@ class LinkRuntime:
             self._lbt = ContentionWindow(link._rng)
         self._held: Transmit | None = None
         self._held_since = 0.0
+        self._hold_until = 0.0
         self._cad_at: float | None = None
         self._cad_running = False
         self._handlers: dict[type[Any], Callable[[float, Any], Sequence[Action] | None]] = {
@@ -355,7 +356,10 @@ class LinkRuntime:
             self._refuse(now, "the radio could not be configured for it")
             return None
         if self._lbt is not None:
-            self._held, self._held_since, self._cad_at = action, now, now
+            exchange = 2 * action.airtime_s
+            self._held, self._held_since = action, now
+            self._hold_until = now + max_hold(action.airtime_s)
+            self._cad_at = now + self._lbt.first_wait(exchange, self._hold_until - now)
             self._listen(now)
             return None
         self._send_now(now, action)
@@ -376,16 +380,19 @@ class LinkRuntime:
     # ------------------------------------------------------------------ listen before talk
 
     def _listen(self, now: float) -> None:
-        """Start the CAD for the held frame when it is due; past `MAX_HOLD_S`, send it."""
+        """Start the CAD for the held frame when it is due; past its hold, give it up."""
         held, lbt = self._held, self._lbt
         if held is None or lbt is None or self._cad_running:
             return
         if self._cad_at is None or now < self._cad_at:
             return
         self._cad_at = None
-        if now - self._held_since >= MAX_HOLD_S:
-            lbt.stats.sent_anyway += 1
-            self._release(now)
+        if now >= self._hold_until:
+            lbt.stats.given_up += 1
+            lbt.stats.deferred_s += now - self._held_since
+            self._drop_held()
+            # Not sent: to the link it went unanswered (it backs off and resends).
+            self._execute(now, self._link.tx_done(now, None))
             return
         assert isinstance(self.radio, CadRadio)
         try:
@@ -405,8 +412,7 @@ class LinkRuntime:
         if not event.detected:
             self._release(now)
             return
-        exchange = 2 * held.airtime_s
-        self._cad_at = min(now + lbt.backoff(exchange), self._held_since + MAX_HOLD_S)
+        self._cad_at = min(now + lbt.backoff(2 * held.airtime_s), self._hold_until)
 
     def _release(self, now: float) -> None:
         held = self._held

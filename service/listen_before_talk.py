@@ -11,8 +11,14 @@ busy CADs, a moving average) and with the busy CADs in a row, as Meshtastic's
 exchange (the held frame's airtime plus an ack of the same size: what the neighbour heard is
 busy with), then a random number of slots of a quarter exchange.
 
-A frame is never held longer than `MAX_HOLD_S` (the link's transmit watchdog allows one
-second): after that it goes anyway, a collision being better than a link that stalls.
+Every frame also waits a random share of the smallest window before its first CAD: links that
+start together (a power cut ends in every flat at once) would otherwise listen at the same
+instant, hear nothing and talk together.
+
+A frame is held at most `max_hold(airtime)`: the link's transmit watchdog expects the frame to
+end within 1 s + 1.5 airtimes of asking for it. A frame that found no free channel by then is
+not sent: to the link it went unanswered (it resends later, after its random backoff), which
+is how a crowded channel lowers each link's rate instead of adding a collision.
 
 The link never sees any of this: to it, the radio was busy a little longer.
 """
@@ -23,10 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["MAX_HOLD_S", "ContentionWindow", "LbtStats"]
+__all__ = ["ContentionWindow", "LbtStats", "max_hold"]
 
-#: Longest a frame waits for a free channel (the link's TX watchdog is 1 s + 1.5 airtimes).
-MAX_HOLD_S: Final = 0.75
+#: Longest a frame waits for a free channel: `HOLD_BASE_S + HOLD_AIRTIMES * airtime` keeps its
+#: end inside the link's transmit watchdog (1 s + 1.5 airtimes after it asked).
+HOLD_BASE_S: Final = 0.75
+HOLD_AIRTIMES: Final = 0.4
 #: Contention window exponents (slots drawn from [0, 2**cw)), as Meshtastic's CWmin/CWmax.
 CW_MIN: Final = 2
 CW_MAX: Final = 7
@@ -43,7 +51,13 @@ class LbtStats:
     cads: int = 0
     busy: int = 0
     deferred_s: float = 0.0
-    sent_anyway: int = 0
+    #: Frames that found no free channel within `max_hold` and were not sent.
+    given_up: int = 0
+
+
+def max_hold(airtime_s: float) -> float:
+    """How long a frame of `airtime_s` may wait for a free channel (module docstring)."""
+    return HOLD_BASE_S + HOLD_AIRTIMES * airtime_s
 
 
 class ContentionWindow:
@@ -70,6 +84,11 @@ class ContentionWindow:
         """CW_MIN on a quiet channel, growing with channel use and with busy CADs in a row."""
         grown = CW_MIN + round(self.channel_use * (CW_MAX - CW_MIN)) + self.busy_in_row - 1
         return max(CW_MIN, min(CW_MAX, grown))
+
+    def first_wait(self, exchange_s: float, hold_s: float) -> float:
+        """The random wait before a frame's first CAD (within half its hold)."""
+        window = min((1 << CW_MIN) * SLOT_SHARE * exchange_s, hold_s / 2)
+        return window * int.from_bytes(self._rng(2), "big") / 65536
 
     def backoff(self, exchange_s: float) -> float:
         """How long to wait before the next CAD: the exchange the neighbour heard is busy with
