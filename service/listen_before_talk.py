@@ -11,9 +11,9 @@ busy CADs, a moving average) and with the busy CADs in a row, as Meshtastic's
 exchange (the held frame's airtime plus an ack of the same size: what the neighbour heard is
 busy with), then a random number of slots of a quarter exchange.
 
-Every frame also waits a random share of the smallest window before its first CAD: links that
-start together (a power cut ends in every flat at once) would otherwise listen at the same
-instant, hear nothing and talk together.
+Once the channel has been busy lately, every frame also waits a random share of the smallest
+window before its first CAD: links that start together would otherwise listen at the same
+instant, hear nothing and talk together. On a quiet channel it goes at once.
 
 A frame is held at most `max_hold(airtime)`: the link's transmit watchdog expects the frame to
 end within 1 s + 1.5 airtimes of asking for it. A frame that found no free channel by then is
@@ -40,6 +40,8 @@ CW_MIN: Final = 2
 CW_MAX: Final = 7
 #: A contention slot as a share of one exchange (frame plus ack).
 SLOT_SHARE: Final = 0.25
+#: Below this share of busy CADs the channel is quiet: no first wait.
+QUIET_USE: Final = 0.01
 #: Weight of each CAD in the moving average of channel use.
 _USE_WEIGHT: Final = 0.05
 
@@ -86,7 +88,11 @@ class ContentionWindow:
         return max(CW_MIN, min(CW_MAX, grown))
 
     def first_wait(self, exchange_s: float, hold_s: float) -> float:
-        """The random wait before a frame's first CAD (within half its hold)."""
+        """The random wait before a frame's first CAD (within half its hold): the smallest
+        window once the channel has been busy lately, nothing on a quiet one (a lone link
+        keeps its timing: its resends must fit before the next telegram)."""
+        if self.channel_use < QUIET_USE:
+            return 0.0
         window = min((1 << CW_MIN) * SLOT_SHARE * exchange_s, hold_s / 2)
         return window * int.from_bytes(self._rng(2), "big") / 65536
 

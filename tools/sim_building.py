@@ -75,10 +75,16 @@ class BuildingOptions:
     base: SimOptions = dataclasses.field(default_factory=SimOptions)
     #: Run the links as they were before "Sharing the air" (`AirPolicy.legacy()`).
     legacy_air: bool = False
+    #: Each link's own tx->rx loss instead of drawn ones (tests place a weak link).
+    own_path_loss_db: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.links <= 64:
             raise ValueError("links must be within 1..64")
+        if self.own_path_loss_db and len(self.own_path_loss_db) != self.links:
+            raise ValueError("give one own path loss per link")
+        if any(not 0 <= loss <= 250 for loss in self.own_path_loss_db):
+            raise ValueError("path loss must be within 0..250 dB")
         if self.phase not in PHASES:
             raise ValueError(f"phase must be one of {', '.join(PHASES)}")
         if self.base.meter_file is not None:
@@ -106,10 +112,13 @@ def _name(index: int, role: str) -> str:
     return f"l{index}.{role}"
 
 
-def draw_geometry(links: int, seed: int) -> Geometry:
-    """The building's path losses (see the module docstring), the same for the same seed."""
+def draw_geometry(links: int, seed: int, own_losses: Sequence[float] = ()) -> Geometry:
+    """The building's path losses (see the module docstring), the same for the same seed;
+    `own_losses` replaces the drawn tx->rx losses (the cross losses follow them)."""
     rng = random.Random(f"p1lora-building:{seed}")
     own = tuple(round(rng.uniform(*OWN_LOSS_DB), 1) for _ in range(links))
+    if own_losses:
+        own = tuple(float(loss) for loss in own_losses)
     cross: dict[tuple[str, str], float] = {}
     for i in range(links):
         for j in range(i + 1, links):
@@ -140,7 +149,7 @@ class Building:
         self.loop = NodeLoop(self.clock)
         self.channel = build_channel(base, self.clock, salt=":building")
         self.world = World(self.clock, self.loop, self.channel)
-        self.geometry = draw_geometry(options.links, base.seed)
+        self.geometry = draw_geometry(options.links, base.seed, options.own_path_loss_db)
         config = options.link_config()
         phase_rng = random.Random(f"p1lora-building:{base.seed}:phase")
         self.links: list[Simulation] = []

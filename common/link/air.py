@@ -12,6 +12,9 @@ in one command, `p1-lora bench building`).
 - `resend_backoff_s`: an unacknowledged update is resent after a random wait in
   [0, resend_backoff_s) instead of at once, so the two frames that collided do not meet again
   on their resends.
+- Both only while a neighbour is heard (a frame of another p1-lora network within
+  `crowded_memory_s`): alone, a link loses nothing by them, and on a lossy link the wait would
+  eat the time its resends need before the next telegram.
 - `listen_before_talk`: the transmitter's runtime runs a Channel Activity Detection before
   each frame and defers while it hears a preamble, with a contention window that grows with
   the share of busy detections (as Meshtastic's `RadioInterface::getTxDelayMsec` does from its
@@ -34,6 +37,9 @@ class AirPolicy:
 
     desync_s: float = 0.6
     resend_backoff_s: float = 0.4
+    #: Desynchronisation and resend backoff apply while another p1-lora network was heard
+    #: this recently (a link alone sends at once: nothing to desynchronise from).
+    crowded_memory_s: float = 120.0
     listen_before_talk: bool = True
     #: A failed switch confirmation with strong signal (both directions clear the margin) is
     #: collisions: the transmitter does not step down or block the setting for it.

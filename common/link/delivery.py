@@ -10,6 +10,7 @@ timeouts. The policy is in tx.py's docstring (delivery paragraph).
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from p1lora.common import codec
@@ -47,6 +48,9 @@ class Delivery:
         self.retry: Outstanding | None = None
         #: A running average of an update's size (probes and pacing imitate it).
         self.typical_bytes = float(TYPICAL_FRAME_BYTES)
+        #: Foreign frames heard so far, and when that count last grew (`crowded`).
+        self._foreign_heard = 0
+        self._foreign_at = -math.inf
 
     def offer(self, telegram: bytes, now: float) -> None:
         """A new telegram from the meter: it replaces any older one not yet sent. It goes
@@ -61,11 +65,21 @@ class Delivery:
         self._hold(now, link.config.air.desync_s)
 
     def _hold(self, now: float, span_s: float) -> None:
-        """Keep updates back for a random share of `span_s` from now (nothing when 0)."""
-        if span_s > 0:
+        """Keep updates back for a random share of `span_s` from now: only while neighbours
+        are heard (`crowded`); a link alone sends at once, as before."""
+        if span_s > 0 and self.crowded(now):
             link = self._link
             delay = random_delay(link._rng, span_s)
             link._data_gate_at = max(link._data_gate_at, now + delay)
+
+    def crowded(self, now: float) -> bool:
+        """Whether another p1-lora network was heard within `AirPolicy.crowded_memory_s`:
+        its frames are rejected as `wrong_network`, and counted."""
+        heard = self._link.rejected.get("wrong_network", 0)
+        if heard != self._foreign_heard:
+            self._foreign_heard = heard
+            self._foreign_at = now
+        return now - self._foreign_at < self._link.config.air.crowded_memory_s
 
     def has_update(self) -> bool:
         return self.retry is not None or self.fragments is not None or self.pending is not None

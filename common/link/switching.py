@@ -30,6 +30,10 @@ from p1lora.common.radio_types import RadioSettings
 if TYPE_CHECKING:
     from p1lora.common.link.tx import TxLink
 
+#: Failed switches in a row retried as collisions before they count as failures anyway (a
+#: setting that keeps failing with a strong signal may still be wrong for this link).
+MAX_COLLISION_RETRIES = 2
+
 __all__ = ["PlannedSwitch", "Switching"]
 
 logger = logging.getLogger("p1lora.common.link.tx")
@@ -61,6 +65,10 @@ class Switching:
         self.switch_id = 0
         #: The target of the last failed switch: the next attempt steps down from it.
         self.step_down_from: RadioSettings | None = None
+        #: The target of a switch that failed on collisions: tried again after the fallback.
+        self.retry_after_collisions: RadioSettings | None = None
+        #: Failed switches in a row put down to collisions (`MAX_COLLISION_RETRIES`).
+        self.collided_in_row = 0
         #: A switch put off for a short budget wait, retried at `deferred_at`.
         self.deferred: tuple[RadioSettings, str] | None = None
         self.deferred_at = now
@@ -216,6 +224,7 @@ class Switching:
         self.plan = None
         link._last_good = link._settings.replace(tx_power_dbm=link._max_power)
         link._tuner.cooldowns.pop((plan.target.sf, plan.target.bw_hz), None)
+        self.collided_in_row = 0
         link._set_state(TxState.RUNNING, "switch confirmed")
         link._event(LinkEvent.SWITCH_COMMITTED, settings=link._settings.label(), reason=plan.reason)
         # Any non-probe frame proves the commit to the receiver: the newest telegram goes
@@ -240,14 +249,18 @@ class Switching:
         # The user's fixed setting is retried sooner at first (a few lost probes are enough to
         # fail it on a lossy channel), then backs off like any setting (`failed_cooldown`).
         cooldown = link.config.failed_cooldown(failures, fixed=link._mode is RadioMode.FIXED)
-        collided = self.collided(now, plan.target)
+        collided = self.collided_in_row < MAX_COLLISION_RETRIES and self.collided(now, plan.target)
         if collided:
             # Strong signal, lost frames: neighbours' collisions, not this setting's fault. A
-            # step down would make every frame longer and the collisions worse: retry the
-            # setting after a re-tune interval, without counting a failure against it.
-            failures -= 1
-            cooldown = link.config.retune_interval_s
-        link._tuner.cooldowns[key] = Cooldown(now + cooldown, failures)
+            # step down would make every frame longer and the collisions worse, a cooldown
+            # would keep the link at the slow setting it fell back to: try the same target
+            # again once the receiver has reverted, without counting a failure against it.
+            self.collided_in_row += 1
+            self.retry_after_collisions = plan.target
+            cooldown = 0.0
+        else:
+            self.collided_in_row = 0
+            link._tuner.cooldowns[key] = Cooldown(now + cooldown, failures)
         link._configure(link._last_good, "switch failed")
         holdoff = plan.last_probe_end + timing.switch_timeout(link.config, plan.target, plan.origin)
         link._timers[Timer.HOLDOFF] = max(now, holdoff) + timing.guard(plan.target)
@@ -286,6 +299,10 @@ class Switching:
         self.step_down_from = None
         link._tuner.next_tune_at = now + link.config.retune_interval_s
         link._handshake.check_lost(now)
+        retry, self.retry_after_collisions = self.retry_after_collisions, None
+        if link._state is TxState.RUNNING and retry is not None:
+            self.start(now, retry, "retry after collisions")
+            return False
         if link._state is not TxState.RUNNING or failed is None or link._mode is RadioMode.FIXED:
             return False
         target = link._tuner.step_down_target(now, failed)
