@@ -303,3 +303,20 @@ def test_every_foreign_frame_is_counted_and_logged_at_most_once_a_minute(
     lines = [r for r in caplog.records if "wrong_network" in r.getMessage()]
     # Per side: the first rejection at once, then one summary a minute (200 s: at most 4).
     assert 0 < len(lines) <= 4 * 4
+
+
+def test_lost_acks_never_leave_the_two_sides_on_different_references() -> None:
+    """Updates get through while every ack dies (a neighbour drowns them in the meter room):
+    the receiver delivers more telegrams than its reference cache holds, yet keeps the one the
+    transmitter still encodes against, so no update fails to decode when acks return."""
+    sim = Simulation(SimOptions(path_loss_db=100.0, seed=9))
+    sim.run_until(60.0)
+    assert sim.tx.tx_link.state == "running"
+    rejected = sim.tx_log.events["update_rejected"]
+    sim.set_path_loss(250.0, direction="downlink")
+    sim.run_until(68.0)  # 8 telegrams, more than `reference_cache` (4), none acknowledged
+    sim.set_path_loss(100.0, direction="downlink")
+    sim.run_until(120.0)
+    assert sim.rx.rx_link.diagnostics(sim.now).telegrams.get("decode_failed", 0) == 0
+    assert sim.tx_log.events["update_rejected"] == rejected
+    assert _delivered_between(sim, 100.0, 120.0) >= 19
