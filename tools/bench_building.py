@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from p1lora.tools.sim import SimOptions
 from p1lora.tools.sim_building import PHASES, Building, BuildingOptions
@@ -39,10 +40,10 @@ POLICIES: Final = ("new", "legacy")
 def _backgrounds() -> tuple[str, ...]:
     """The backgrounds the channel offers (`SimOptions.background`, when it has one)."""
     try:
-        from p1lora.hardware.background import BACKGROUND_CHOICES  # noqa: PLC0415
+        module = importlib.import_module("p1lora.hardware.background")
     except ImportError:
         return ("none",)
-    return tuple(BACKGROUND_CHOICES)
+    return tuple(getattr(module, "BACKGROUND_CHOICES", ("none",)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,8 @@ class Case:
     def options(self) -> BuildingOptions:
         base = SimOptions(duration_s=self.duration_s, seed=self.seed)
         if self.background != "none":  # only offered when the channel has backgrounds
-            base = dataclasses.replace(base, **{"background": self.background})
+            extra: dict[str, Any] = {"background": self.background}
+            base = dataclasses.replace(base, **extra)
         return BuildingOptions(
             links=self.links, phase=self.phase, base=base, legacy_air=self.policy == "legacy"
         )
