@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 from collections import Counter
@@ -320,3 +321,38 @@ def test_lost_acks_never_leave_the_two_sides_on_different_references() -> None:
     assert sim.rx.rx_link.diagnostics(sim.now).telegrams.get("decode_failed", 0) == 0
     assert sim.tx_log.events["update_rejected"] == rejected
     assert _delivered_between(sim, 100.0, 120.0) >= 19
+
+
+def test_p1_lora_sim_links_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    from p1lora.tools.cli import main
+
+    args = ["sim", "--links", "2", "--phase", "random", "--duration", "30", "--json"]
+    assert main(args) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert len(document["links"]) == 2
+    assert document["phase"] == "random" and document["legacy_air"] is False
+    assert {"delivered_per_hour", "settings_timeline"} <= set(document["links"][0])
+    assert main([*args, "--legacy-air"]) == 0
+    assert json.loads(capsys.readouterr().out)["legacy_air"] is True
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--links", "0"],
+        ["--links", "2", "--baseline", "esp32"],
+        ["--links", "2", "--phase", "sometimes"],
+        ["--legacy-air"],
+    ],
+)
+def test_p1_lora_sim_refuses_bad_building_options(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p1lora.tools.cli import main
+
+    try:
+        code = main(["sim", "--duration", "10", *args])
+    except SystemExit as exc:  # argparse's own validation
+        code = int(str(exc.code))
+    assert code == 2
+    assert capsys.readouterr().err
