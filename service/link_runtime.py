@@ -13,6 +13,11 @@ What the runtime guarantees the link (docs/protocol.md, section 8):
 - `Transmit` is started at once. If the radio refuses (busy, broken), the refusal is logged and
   the transmission is reported as ended a little later (never from inside the same step: a
   broken radio must not turn into a tight send-refuse loop, on real or virtual time).
+- Listen before talk (the transmitter, with `AirPolicy.listen_before_talk` and a radio that can
+  CAD: `service.listen_before_talk`): a `Transmit` is held until a CAD finds the channel free,
+  at most `max_hold` (inside the link's transmit watchdog), and sent only if it fits the duty
+  cycle at its real start; a frame that cannot go is reported as ended unsent (to the link it
+  went unanswered). Otherwise, or for the receiver, `Transmit` is started at once.
 - `tx_done` is reported with the radio's own airtime; a `RadioFault` while a frame was on air
   (the chip was reset, the frame is lost) is reported as the end of that transmission too, so
   the link never waits for a `TxDone` that cannot come.
