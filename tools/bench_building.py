@@ -20,7 +20,7 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
@@ -79,6 +79,7 @@ def run_case(case: Case) -> dict[str, object]:
         "background": case.background,
         "policy": case.policy,
         "duration_s": result["duration_s"],
+        "seed": case.seed,
         "wall_time_s": result["wall_time_s"],
         "duty_cycle_limit": result["duty_cycle_limit"],
         "occupancy": channel.get("p1lora_occupancy"),
@@ -145,17 +146,27 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"p1-lora bench building: {exc}", file=sys.stderr)
         return 2
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            rows = list(pool.map(run_case, todo))
-    else:
-        rows = [run_case(case) for case in todo]
     if args.json:
+        rows = list(_results(todo, args.jobs))
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
-    else:
-        render(rows, sys.stdout)
+        return 0
+    rows = []
+    for row in _results(todo, args.jobs):  # each row as soon as it and those before are done
+        if not rows:
+            render_header(row, sys.stdout)
+        rows.append(row)
+        sys.stdout.write(render_row(rows, row))
+        sys.stdout.flush()
     return 0
+
+
+def _results(todo: Sequence[Case], jobs: int) -> Iterator[dict[str, object]]:
+    if jobs <= 1:
+        yield from (run_case(case) for case in todo)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        yield from pool.map(run_case, todo)
 
 
 def _num(value: object, digits: int = 0) -> str:
@@ -185,44 +196,64 @@ def render(rows: Sequence[dict[str, object]], out: TextIO) -> None:
     """The side-by-side table (markdown)."""
     if not rows:
         return
-    duration = rows[0]["duration_s"]
-    out.write(
-        f"p1-lora bench building: {duration} s of simulated time per run, seed "
-        "1 building (drawn geometry: transmitters 60-70 dB apart, each receiver 95-125 dB "
-        "from its transmitter), DSMR 5 virtual meters; 'new' is the link as it is, 'legacy' "
-        "the same code with AirPolicy.legacy() (before 'Sharing the air'), both on the same "
-        "building, meters and seeds. '% of solo' is the worst link's delivery over the "
-        "one-link run of the same policy. Occupancy: share of the run some p1-lora frame was "
-        "on the channel.\n\n"
-    )
-    header = (
-        "| background | phase | links | air | delivered/h min | median | ratio min | median "
-        "| % of solo (worst) | max duty / node | link losses | lost for good | occupancy "
-        "| first delivery max | wall s |\n"
-    )
-    out.write(header)
-    out.write("|" + "---|" * (header.count("|") - 1) + "\n")
+    render_header(rows[0], out)
     for row in rows:
-        solo = _solo(rows, row)
-        worst = row.get("delivered_per_hour_min")
-        share = (
-            f"{float(worst) / solo * 100:.0f} %" if solo and isinstance(worst, int | float) else "-"
-        )
-        cells = [
-            str(row["background"]),
-            str(row["phase"]),
-            str(row["links"]),
-            str(row["policy"]),
-            _num(row["delivered_per_hour_min"]),
-            _num(row["delivered_per_hour_median"]),
-            _pct(row["delivery_ratio_min"]),
-            _pct(row["delivery_ratio_median"]),
-            share,
-            f"{_pct(row['duty_cycle_max'])} (limit {_pct(row['duty_cycle_limit'])})",
-            _num(row["link_losses"]),
-            _num(row["lost_for_good"]),
-            _pct(row["occupancy"]),
-            _num(row["first_delivery_max_s"], 1),
-            _num(row["wall_time_s"], 1),
-        ]
-        out.write("| " + " | ".join(cells) + " |\n")
+        out.write(render_row(rows, row))
+
+
+_COLUMNS = (
+    "background",
+    "phase",
+    "links",
+    "air",
+    "delivered/h min",
+    "median",
+    "ratio min",
+    "median",
+    "% of solo (worst)",
+    "max duty / node",
+    "link losses",
+    "lost for good",
+    "occupancy",
+    "first delivery max s",
+    "wall s",
+)
+
+
+def render_header(first: dict[str, object], out: TextIO) -> None:
+    out.write(
+        f"p1-lora bench building: {first['duration_s']} s of simulated time per run, building "
+        f"seed {first.get('seed', '-')} (drawn geometry: transmitters 60-70 dB apart, each "
+        "receiver 95-125 dB from its transmitter), DSMR 5 virtual meters; 'new' is the link as "
+        "it is, 'legacy' the same code with AirPolicy.legacy() (before 'Sharing the air'), "
+        "both on the same building, meters and seeds. '% of solo' is the worst link's "
+        "delivery over the one-link run of the same policy, phase and background. Occupancy: "
+        "share of the run some p1-lora frame was on the channel.\n\n"
+    )
+    out.write("| " + " | ".join(_COLUMNS) + " |\n")
+    out.write("|" + "---|" * len(_COLUMNS) + "\n")
+
+
+def render_row(rows: Sequence[dict[str, object]], row: dict[str, object]) -> str:
+    """One table line; `rows` (those done so far) holds the one-link run it is compared to."""
+    solo = _solo(rows, row)
+    worst = row.get("delivered_per_hour_min")
+    share = f"{float(worst) / solo * 100:.0f} %" if solo and isinstance(worst, int | float) else "-"
+    cells = [
+        str(row["background"]),
+        str(row["phase"]),
+        str(row["links"]),
+        str(row["policy"]),
+        _num(row["delivered_per_hour_min"]),
+        _num(row["delivered_per_hour_median"]),
+        _pct(row["delivery_ratio_min"]),
+        _pct(row["delivery_ratio_median"]),
+        share,
+        f"{_pct(row['duty_cycle_max'])} (limit {_pct(row['duty_cycle_limit'])})",
+        _num(row["link_losses"]),
+        _num(row["lost_for_good"]),
+        _pct(row["occupancy"]),
+        _num(row["first_delivery_max_s"], 1),
+        _num(row["wall_time_s"], 1),
+    ]
+    return "| " + " | ".join(cells) + " |\n"
