@@ -64,7 +64,13 @@ from p1lora.hardware.radio import (
     RadioFault,
     TxDone,
 )
-from p1lora.service.listen_before_talk import ContentionWindow, LbtStats, max_hold
+from p1lora.service.listen_before_talk import (
+    ChannelRssi,
+    ContentionWindow,
+    LbtStats,
+    energy_threshold_dbm,
+    max_hold,
+)
 from p1lora.service.state_store import StateStore
 
 __all__ = [
@@ -417,11 +423,22 @@ class LinkRuntime:
         held, lbt = self._held, self._lbt
         if held is None or lbt is None:
             return
-        lbt.heard(event.detected)
-        if not event.detected:
+        busy = event.detected or self._energy_busy(held)
+        lbt.heard(busy)
+        if not busy:
             self._release(now)
             return
         self._cad_at = min(now + lbt.backoff(2 * held.airtime_s), self._hold_until)
+
+    def _energy_busy(self, held: Transmit) -> bool:
+        """Whether the channel's power says another frame is on it (any SF)."""
+        if not isinstance(self.radio, ChannelRssi):
+            return False
+        try:
+            power = self.radio.channel_rssi()
+        except RadioError:
+            return False
+        return power > energy_threshold_dbm(held.settings.bw_hz)
 
     def _release(self, now: float) -> None:
         """Send the held frame now, if the duty cycle still allows it at its real start."""

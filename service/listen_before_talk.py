@@ -15,6 +15,12 @@ Once the channel has been busy lately, every frame also waits a random share of 
 window before its first CAD: links that start together would otherwise listen at the same
 instant, hear nothing and talk together. On a quiet channel it goes at once.
 
+A CAD hears preambles of its own SF only. In the honest channel model other SFs interfere
+too (Croce et al. 2018): a neighbour running at SF7 destroys the SF12 CHALLENGE of a link
+still at the rendezvous, which its SF7 CAD never hears. So after a free CAD the runtime also
+reads the channel's power (RegRssiValue, what ETSI EN 300 220's LBT measures) and counts the
+channel busy while it is `ENERGY_MARGIN_DB` above the noise floor.
+
 A frame is held at most `max_hold(airtime)`: the link's transmit watchdog expects the frame to
 end within 1 s + 1.5 airtimes of asking for it. A frame that found no free channel by then is
 not sent: to the link it went unanswered (it resends later, after its random backoff), which
@@ -25,11 +31,12 @@ The link never sees any of this: to it, the radio was busy a little longer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol, runtime_checkable
 
-__all__ = ["ContentionWindow", "LbtStats", "max_hold"]
+__all__ = ["ChannelRssi", "ContentionWindow", "LbtStats", "energy_threshold_dbm", "max_hold"]
 
 #: Longest a frame waits for a free channel: `HOLD_BASE_S + HOLD_AIRTIMES * airtime` keeps its
 #: end inside the link's transmit watchdog (1 s + 1.5 airtimes after it asked).
@@ -38,12 +45,30 @@ HOLD_AIRTIMES: Final = 0.4
 #: Contention window exponents (slots drawn from [0, 2**cw)), as Meshtastic's CWmin/CWmax.
 CW_MIN: Final = 2
 CW_MAX: Final = 7
+#: Energy this far above the noise floor is a busy channel (whatever its SF).
+ENERGY_MARGIN_DB: Final = 10.0
+#: Receiver noise figure at 868/915 MHz (SX1276 datasheet, table 8 / 2.5.5: 7 dB).
+NOISE_FIGURE_DB: Final = 7.0
 #: A contention slot as a share of one exchange (frame plus ack).
 SLOT_SHARE: Final = 0.25
 #: Below this share of busy CADs the channel is quiet: no first wait.
 QUIET_USE: Final = 0.01
 #: Weight of each CAD in the moving average of channel use.
 _USE_WEIGHT: Final = 0.05
+
+
+@runtime_checkable
+class ChannelRssi(Protocol):
+    """A radio that reports the channel's power now (the SX127x's RegRssiValue)."""
+
+    def channel_rssi(self) -> float:
+        """The channel's power now, in dBm."""
+
+
+def energy_threshold_dbm(bw_hz: int) -> float:
+    """Above this power the channel is busy: thermal noise in `bw_hz` plus the noise figure
+    plus `ENERGY_MARGIN_DB`."""
+    return -174.0 + 10 * math.log10(bw_hz) + NOISE_FIGURE_DB + ENERGY_MARGIN_DB
 
 
 @dataclass(slots=True)
