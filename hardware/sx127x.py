@@ -434,6 +434,15 @@ class SX127x:
             self._start_rx()
             self._broken = None
 
+    def channel_rssi(self) -> float:
+        """The channel's power now, in dBm (RegRssiValue, datasheet 5.5.5: the HF/LF offset
+        plus the register): everything on the channel counts, whatever its SF, so a listener
+        hears what a CAD at its own SF cannot (another link's slow handshake)."""
+        with self._lock:
+            settings = self._idle_settings("reading the channel RSSI")
+            hf = settings.frequency_hz > HF_PORT_MIN_HZ
+            return (RSSI_OFFSET_HF if hf else RSSI_OFFSET_LF) + self._read(Reg.RSSI_VALUE)
+
     def start_cad(self) -> float:
         """Start a Channel Activity Detection with the current settings (non-blocking).
 

@@ -13,6 +13,11 @@ What the runtime guarantees the link (docs/protocol.md, section 8):
 - `Transmit` is started at once. If the radio refuses (busy, broken), the refusal is logged and
   the transmission is reported as ended a little later (never from inside the same step: a
   broken radio must not turn into a tight send-refuse loop, on real or virtual time).
+- Listen before talk (the transmitter, with `AirPolicy.listen_before_talk` and a radio that can
+  CAD: `service.listen_before_talk`): a `Transmit` is held until a CAD finds the channel free,
+  at most `max_hold` (inside the link's transmit watchdog), and sent only if it fits the duty
+  cycle at its real start; a frame that cannot go is reported as ended unsent (to the link it
+  went unanswered). Otherwise, or for the receiver, `Transmit` is started at once.
 - `tx_done` is reported with the radio's own airtime; a `RadioFault` while a frame was on air
   (the chip was reset, the frame is lost) is reported as the end of that transmission too, so
   the link never waits for a `TxDone` that cannot come.
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from p1lora.common.backoff import Backoff
+from p1lora.common.budget import AirtimeBudget
 from p1lora.common.frames import TYPE_MASK, VERSION, FrameType
 from p1lora.common.link import (
     Action,
@@ -49,7 +55,22 @@ from p1lora.common.link import (
     TxLink,
 )
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
-from p1lora.hardware.radio import FrameReceived, Radio, RadioError, RadioFault, TxDone
+from p1lora.hardware.radio import (
+    CadDone,
+    CadRadio,
+    FrameReceived,
+    Radio,
+    RadioError,
+    RadioFault,
+    TxDone,
+)
+from p1lora.service.listen_before_talk import (
+    ChannelRssi,
+    ContentionWindow,
+    LbtStats,
+    energy_threshold_dbm,
+    max_hold,
+)
 from p1lora.service.state_store import StateStore
 
 __all__ = [
@@ -190,6 +211,24 @@ class LinkRuntime:
         self._configure_retry_at: float | None = None
         self._configure_backoff = _retry_backoff()
         self._store_retry_at: float | None = None
+        #: Listen before talk (the transmitter, when its link asks for it and the radio can
+        #: CAD): the frame waiting for a free channel, since when, and the next CAD's time.
+        self._lbt: ContentionWindow | None = None
+        if (
+            isinstance(link, TxLink)
+            and link.config.air.listen_before_talk
+            and isinstance(radio, CadRadio)
+        ):
+            # The link's injected randomness: seeded in the simulator, os.urandom in a daemon.
+            self._lbt = ContentionWindow(link._rng)
+        self._held: Transmit | None = None
+        #: The transmitter's frames at their real start times (a held frame starts later
+        #: than the link counted it): each must fit the duty cycle when it really goes.
+        self._sent_air: AirtimeBudget | None = None
+        self._held_since = 0.0
+        self._hold_until = 0.0
+        self._cad_at: float | None = None
+        self._cad_running = False
         self._handlers: dict[type[Any], Callable[[float, Any], Sequence[Action] | None]] = {
             Configure: self._do_configure,
             Transmit: self._do_transmit,
@@ -200,6 +239,7 @@ class LinkRuntime:
         }
         self._events: dict[type[Any], Callable[[float, Any], None]] = {
             TxDone: self._on_tx_done,
+            CadDone: self._on_cad_done,
             FrameReceived: self._on_frame,
             RadioFault: self._on_fault,
         }
@@ -220,6 +260,11 @@ class LinkRuntime:
         (the rendezvous, or the last good setting a restart resumed at)."""
         return self._link.settings
 
+    @property
+    def listen_before_talk(self) -> LbtStats | None:
+        """What listening before talking did (None when this runtime does not)."""
+        return None if self._lbt is None else self._lbt.stats
+
     def add_observer(self, observer: RuntimeObserver) -> None:
         with self._lock:
             self._observers.append(observer)
@@ -232,6 +277,7 @@ class LinkRuntime:
             self.stats.steps += 1
             self._execute(now, self._link.actions())
             self._poll_radio(now)
+            self._listen(now)
             self._before_tick(now)
             self._retry_radio(now)
             self._tick(now)
@@ -281,9 +327,10 @@ class LinkRuntime:
     def _do_configure(self, now: float, action: Configure) -> Sequence[Action] | None:
         self._wanted = action.settings
         aborted = self._in_flight is not None and self._radio_busy()
+        held = self._drop_held()
         if not self._apply(now, action.settings, action.reason):
             return None
-        if aborted:
+        if aborted or held:
             # The driver aborted the frame on air to change settings: it will not report it.
             self._in_flight = None
             return self._link.tx_done(now, None)
@@ -323,17 +370,105 @@ class LinkRuntime:
         ):
             self._refuse(now, "the radio could not be configured for it")
             return None
+        if self._lbt is not None:
+            exchange = 2 * action.airtime_s
+            self._held, self._held_since = action, now
+            self._hold_until = now + max_hold(action.airtime_s)
+            self._cad_at = now + self._lbt.first_wait(exchange, self._hold_until - now)
+            self._listen(now)
+            return None
+        self._send_now(now, action)
+        return None
+
+    def _send_now(self, now: float, action: Transmit) -> None:
         try:
             airtime = self.radio.send(action.payload)
         except RadioError as exc:
             self._refuse(now, str(exc))
-            return None
+            return
         self._in_flight = action
         self._refusal_backoff.reset()
         self.stats.frames_sent += 1
         self.stats.airtime_s += airtime
         self._notify("frame_sent", now, action, airtime)
-        return None
+
+    # ------------------------------------------------------------------ listen before talk
+
+    def _listen(self, now: float) -> None:
+        """Start the CAD for the held frame when it is due; past its hold, give it up."""
+        held, lbt = self._held, self._lbt
+        if held is None or lbt is None or self._cad_running:
+            return
+        if self._cad_at is None or now < self._cad_at:
+            return
+        self._cad_at = None
+        if now >= self._hold_until:
+            lbt.stats.given_up += 1
+            lbt.stats.deferred_s += now - self._held_since
+            self._drop_held()
+            # Not sent: to the link it went unanswered (it backs off and resends).
+            self._execute(now, self._link.tx_done(now, None))
+            return
+        assert isinstance(self.radio, CadRadio)
+        try:
+            self.radio.start_cad()
+        except RadioError as exc:
+            logger.debug("%s runtime: no CAD (%s); sending without listening", self.ROLE, exc)
+            self._release(now)
+            return
+        self._cad_running = True
+
+    def _on_cad_done(self, now: float, event: CadDone) -> None:
+        self._cad_running = False
+        held, lbt = self._held, self._lbt
+        if held is None or lbt is None:
+            return
+        busy = event.detected or self._energy_busy(held)
+        lbt.heard(busy)
+        if not busy:
+            self._release(now)
+            return
+        self._cad_at = min(now + lbt.backoff(2 * held.airtime_s), self._hold_until)
+
+    def _energy_busy(self, held: Transmit) -> bool:
+        """Whether the channel's power says another frame is on it (any SF)."""
+        if not isinstance(self.radio, ChannelRssi):
+            return False
+        try:
+            power = self.radio.channel_rssi()
+        except RadioError:
+            return False
+        return power > energy_threshold_dbm(held.settings.bw_hz)
+
+    def _release(self, now: float) -> None:
+        """Send the held frame now, if the duty cycle still allows it at its real start."""
+        held, lbt = self._held, self._lbt
+        if held is None or lbt is None:
+            return
+        lbt.stats.deferred_s += now - self._held_since
+        self._held = None
+        self._cad_at = None
+        if self._sent_air is None:
+            self._sent_air = AirtimeBudget.for_sub_band(self._link.config.sub_band())
+            # What the link sent before (a restart restores it): all but this frame.
+            before = self._link.budget.transmissions(now)
+            self._sent_air.restore(t for t in before if t.start < self._held_since)
+        # The link counted the frame when it asked for it; it starts later. Every frame that
+        # goes must fit the budget at its real start, or a window could hold too much.
+        if not self._sent_air.may_send(now, held.airtime_s):
+            lbt.stats.given_up += 1
+            self._execute(now, self._link.tx_done(now, None))
+            return
+        self._sent_air.record(now, held.airtime_s)
+        self._send_now(now, held)
+
+    def _drop_held(self) -> bool:
+        """Forget a frame waiting for the channel (the link moved on); True if there was one."""
+        if self._held is None:
+            return False
+        self._held = None
+        self._cad_at = None
+        return True
 
     def _refuse(self, now: float, reason: str) -> None:
         self.stats.send_refused += 1
@@ -412,7 +547,8 @@ class LinkRuntime:
         self._notify("radio_fault", now, fault)
         if not fault.recovered:
             logger.error("%s runtime: the radio is not working (%s)", self.ROLE, fault.reason)
-        if self._in_flight is not None:
+        self._cad_running = False
+        if self._in_flight is not None or self._drop_held():
             # The frame on air was lost with the chip reset: no TxDone will come for it.
             self._in_flight = None
             self._execute(now, self._link.tx_done(now, None))
@@ -456,6 +592,7 @@ class LinkRuntime:
             self._refused_report_at,
             self._configure_retry_at,
             self._store_retry_at,
+            None if self._held is None or self._cad_running else self._cad_at,
             *self._own_deadlines(),
         ]
         times = [t for t in candidates if t is not None]

@@ -344,7 +344,12 @@ def test_channel_degrading_to_the_sf12_limit_and_recovering(
             after=before,
         )
         rig.wait_states(5)
-        assert re.search(r"rx: radio SF12/BW125 \d+ dBm -> SF[78]/BW", rx.log()[mark_rx:])
+        # Back up from SF12 to a fast setting: in one jump, or via a middle rung when the
+        # settling estimate is not yet sure of the margin (issue 15's tuner).
+        after_sf12 = rx.log()[mark_rx:].split("-> SF12/BW125", 1)
+        assert len(after_sf12) == 2 and re.search(
+            r"rx: radio SF\d+/BW\d+ \d+ dBm -> SF[78]/BW", after_sf12[1]
+        )
         result = rig.verify()
         assert result.distinct >= 10
 

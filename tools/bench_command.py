@@ -43,6 +43,10 @@ BENCHMARKS: dict[str, Benchmark] = {
         "p1lora.tools.bench_ha",
         "Home Assistant state messages and recorder rows per hour of each state_interval",
     ),
+    "building": Benchmark(
+        "p1lora.tools.bench_building",
+        "N links in one meter room: delivery, duty, occupancy, new air policy vs legacy",
+    ),
     "report": Benchmark(
         "p1lora.tools.bench_report",
         "measure everything and regenerate BENCHMARKS.md (--quick for a short run)",

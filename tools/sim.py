@@ -94,6 +94,7 @@ __all__ = [
     "SimOptions",
     "Simulation",
     "SimulationError",
+    "World",
     "build_channel",
     "convergence_time",
     "digest",
@@ -470,6 +471,18 @@ def digest(raw: bytes) -> bytes:
 
 # ---------------------------------------------------------------------------- the simulation
 
+_ROLES = ("meter", "tx", "rx")
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """What several links share: one clock, one loop stepping every node, one channel (a
+    building, `tools.sim_building`); a lone `Simulation` makes its own."""
+
+    clock: VirtualClock
+    loop: NodeLoop
+    channel: SimChannel
+
 
 @dataclass
 class _Side:
@@ -483,7 +496,7 @@ class _Side:
 class Simulation:
     """A complete p1-lora link on a virtual clock (see the module docstring)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - one options object, the rest keyword-only hooks of tests and the building
         self,
         options: SimOptions | None = None,
         *,
@@ -494,17 +507,24 @@ class Simulation:
         on_log_level: Callable[[str], None] | None = None,
         keep_telegrams: int | None = None,
         keep_payloads: bool = False,
+        world: World | None = None,
+        name: str = "",
     ) -> None:
         self.options = options or SimOptions()
+        #: Radio and loop names of this link's nodes ("tx", or "l3.tx" in a building).
+        self._names = {role: f"{name}.{role}" if name else role for role in _ROLES}
         #: What the transmitter's daemon would do on `restart` / `log level` commands.
         self.on_restart = on_restart
         self.on_log_level = on_log_level or (lambda level: None)
         self.config = config or self.options.link_config()
         self.rx_config = rx_config or self.config
         _warn_power_cap(self.options, self.config)
-        self.clock = VirtualClock(0.0)
-        self.loop = NodeLoop(self.clock)
-        self.channel = build_channel(self.options, self.clock)
+        if world is None:
+            clock = VirtualClock(0.0)
+            world = World(clock, NodeLoop(clock), build_channel(self.options, clock))
+        self.clock = world.clock
+        self.loop = world.loop
+        self.channel = world.channel
         self.psk = sim_psk(self.options.seed)
         self._positions = positions(self.options)
         self.deliveries = DeliveryRecorder(keep_telegrams)
@@ -529,20 +549,24 @@ class Simulation:
         self.tx: TxRuntime = self._new_tx()
         self.rx: RxRuntime = self._new_rx()
         self.meter = MeterNode(feed or telegram_feed(self.options), self._submit)
-        self.loop.add("meter", self.meter, 0)
-        self.loop.add("tx", self.tx, 1)
-        self.loop.add("rx", self.rx, 2)
+        self.loop.add(self._names["meter"], self.meter, 0)
+        self.loop.add(self._names["tx"], self.tx, 1)
+        self.loop.add(self._names["rx"], self.rx, 2)
         explicit = self.options.effective_path_loss_db
         if explicit is not None:
-            self.channel.set_path_loss("tx", "rx", explicit)
+            self.channel.set_path_loss(self._names["tx"], self._names["rx"], explicit)
         for at, loss in self.options.degrade:
             self.loop.at(at, functools.partial(self.set_path_loss, loss))
 
     # ------------------------------------------------------------------ building
 
-    def _open(self, name: str) -> SX127x:
+    def _open(self, role: str) -> SX127x:
         return open_radio(
-            "sim", clock=self.clock, channel=self.channel, name=name, position=self._positions[name]
+            "sim",
+            clock=self.clock,
+            channel=self.channel,
+            name=self._names[role],
+            position=self._positions[role],
         )
 
     def _rng(self, role: str) -> Callable[[int], bytes]:
@@ -626,7 +650,7 @@ class Simulation:
         if direction not in pairs:
             raise ValueError(f"direction must be one of {', '.join(pairs)}")
         a, b, symmetric = pairs[direction]
-        self.channel.set_path_loss(a, b, loss_db, symmetric=symmetric)
+        self.channel.set_path_loss(self._names[a], self._names[b], loss_db, symmetric=symmetric)
         logger.info("sim: path loss %s %.1f dB at t=%.1f s", direction, loss_db, self.now)
 
     def restart_tx(self, *, down_s: float = 2.0, keep_state: bool = True) -> None:
@@ -645,7 +669,7 @@ class Simulation:
         side = self._side(role)
         if side.down:
             raise RuntimeError(f"the {role} is already off")
-        self.loop.remove(role)
+        self.loop.remove(self._names[role])
         side.radio.close()
         side.down = True
         if not keep_state:
@@ -661,10 +685,10 @@ class Simulation:
         side.boots += 1
         if role == "tx":
             self.tx = self._new_tx()
-            self.loop.add("tx", self.tx, 1)
+            self.loop.add(self._names["tx"], self.tx, 1)
         else:
             self.rx = self._new_rx()
-            self.loop.add("rx", self.rx, 2)
+            self.loop.add(self._names["rx"], self.rx, 2)
 
     def is_on(self, role: str) -> bool:
         return not self._side(role).down

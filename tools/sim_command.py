@@ -56,6 +56,7 @@ from p1lora.hardware.background import BACKGROUND_CHOICES
 from p1lora.hardware.channel import DEFAULT_NOISE_FIGURE_DB
 from p1lora.tools.esp32_baseline import BASELINES, Esp32Simulation
 from p1lora.tools.sim import SimOptions, Simulation
+from p1lora.tools.sim_building import PHASES, Building, BuildingOptions
 from p1lora.tools.sim_metrics import Delivers, SimMetrics
 from p1lora.transmitter.meter_profiles import PROFILES
 
@@ -126,6 +127,19 @@ def _profile(text: str) -> str:
             f"unknown meter profile {text!r}; choose one of {', '.join(PROFILES)}"
         )
     return text
+
+
+def _int_range(what: str, low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be within {low}..{high}")
+        return value
+
+    return parse
 
 
 def _seed(text: str) -> int:
@@ -297,6 +311,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         + "; ".join(f"{v.name}: {v.description}" for v in BASELINES.values()),
     )
     run_group.add_argument("--json", action="store_true", help="print one JSON object")
+    building = parser.add_argument_group(
+        "building", "several links in one meter room (tools.sim_building)"
+    )
+    building.add_argument(
+        "--links",
+        type=_int_range("links", 1, 64),
+        default=None,
+        metavar="N",
+        help="simulate N independent links sharing one meter room: own keys, meters and "
+        "seeds, drawn path losses (the channel options apply to all; --path-loss, --distance, "
+        "--degrade, --meter and --baseline do not)",
+    )
+    building.add_argument(
+        "--phase",
+        choices=PHASES,
+        default="aligned",
+        help="whether the building's meters send on the same second (default %(default)s)",
+    )
+    building.add_argument(
+        "--legacy-air",
+        action="store_true",
+        help="links as before 'Sharing the air': no desynchronisation, no listen before talk, "
+        "no resend backoff (for comparisons)",
+    )
     run_group.add_argument(
         "--timeline",
         action="store_true",
@@ -341,8 +379,12 @@ def run(args: argparse.Namespace) -> int:
         # A simulated hour holds thousands of link events the daemons log at INFO: noise
         # here. Warnings (rejected frames, faults) still show; --log-level info shows all.
         logging.getLogger().setLevel(logging.WARNING)
+    if args.links is not None:
+        return run_building(args)
     try:
         options = options_from_args(args)
+        if args.legacy_air:
+            raise ValueError("--legacy-air compares buildings: give --links N")
         options.link_config()  # region/frequency/power problems are reported before running
         main, baselines = run_simulations(options, list(dict.fromkeys(args.baseline)))
     except (ValueError, RegionError) as exc:  # also ReplayError (a ValueError)
@@ -357,6 +399,54 @@ def run(args: argparse.Namespace) -> int:
     else:
         render_text(main, baselines, sys.stdout, timeline_rows=None if args.timeline else 10)
     return 0
+
+
+def run_building(args: argparse.Namespace) -> int:
+    """`--links N`: the building simulator; `--json` prints its one object."""
+    try:
+        if args.baseline or args.meter or args.degrade or args.distance is not None:
+            raise ValueError(
+                "--links draws its own building: no --baseline, --meter, --degrade or --distance"
+            )
+        options = BuildingOptions(
+            links=args.links,
+            phase=args.phase,
+            base=options_from_args(args),
+            legacy_air=args.legacy_air,
+        )
+        options.link_config()
+        result = Building(options).run()
+    except (ValueError, RegionError) as exc:
+        print(f"p1-lora sim: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render_building(result, sys.stdout)
+    return 0
+
+
+def render_building(result: dict[str, object], out: TextIO) -> None:
+    """One row per link, then the shared channel."""
+    links = result["links"]
+    assert isinstance(links, list)
+    out.write(
+        f"p1-lora sim: a building of {result['link_count']} links, meters {result['phase']}, "
+        f"{'legacy air' if result['legacy_air'] else 'sharing the air'}, "
+        f"{result['duration_s']} s in {result['wall_time_s']} s, seed {result['seed']}\n\n"
+        "link  path loss  delivered/h  ratio     duty tx / rx       final       lost  first\n"
+    )
+    for link in links:
+        out.write(
+            f"{link['link']:>4}  {link['own_path_loss_db']:>6.1f} dB  "
+            f"{_num(link['delivered_per_hour']):>11}  {_pct(link['delivery_ratio']):>8}  "
+            f"{_pct(link['duty_cycle_max_tx']):>7} / {_pct(link['duty_cycle_max_rx']):<7}  "
+            f"SF{link['final_sf']}/BW{link['final_bw']:g}  {link['link_lost']:>4}  "
+            f"{_num(link['first_delivery_s'], ' s')}\n"
+        )
+    out.write(f"\nchannel: {json.dumps(result['channel'])}\n")
+    out.write(f"duty cycle limit: {_pct(result['duty_cycle_limit'])}\n")
 
 
 # ---------------------------------------------------------------------- text report

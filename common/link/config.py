@@ -14,6 +14,7 @@ from typing import Final
 
 from p1lora.common import channel_plan
 from p1lora.common.airtime import time_on_air_for
+from p1lora.common.link.air import AirPolicy
 from p1lora.common.radio_types import BANDWIDTHS_HZ, RadioSettings
 from p1lora.common.regions import DEFAULT_REGION, Region, RegionError, SubBand, get_region
 
@@ -191,6 +192,8 @@ class LinkConfig:
     resume_attempts: int = 3
     discovery_base_s: float = 4.0
     discovery_max_interval_s: float = 120.0
+    #: How the link shares the air with neighbours (`AirPolicy.legacy()`: as before).
+    air: AirPolicy = field(default_factory=AirPolicy)
 
     def __post_init__(self) -> None:
         checks: tuple[tuple[bool, str], ...] = (

@@ -10,11 +10,13 @@ timeouts. The policy is in tx.py's docstring (delivery paragraph).
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from p1lora.common import codec
 from p1lora.common.frames import FrameType, overhead
 from p1lora.common.link import timing
+from p1lora.common.link.air import random_delay
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.fragments import OutgoingUpdate, split
 from p1lora.common.link.messages import Ack, AckKind
@@ -46,15 +48,38 @@ class Delivery:
         self.retry: Outstanding | None = None
         #: A running average of an update's size (probes and pacing imitate it).
         self.typical_bytes = float(TYPICAL_FRAME_BYTES)
+        #: Foreign frames heard so far, and when that count last grew (`crowded`).
+        self._foreign_heard = 0
+        self._foreign_at = -math.inf
 
-    def offer(self, telegram: bytes) -> None:
-        """A new telegram from the meter: it replaces any older one not yet sent."""
+    def offer(self, telegram: bytes, now: float) -> None:
+        """A new telegram from the meter: it replaces any older one not yet sent. It goes
+        after a random wait of up to `AirPolicy.desync_s` (meters in phase must not start
+        together: docs/protocol.md, "Sharing the air")."""
         link = self._link
         if self.pending is not None:
             link._telegrams["superseded"] += 1
         self.pending = bytes(telegram)
         if self.retry is not None and self.retry.kind is Awaiting.DATA:
             self.retry = None
+        self._hold(now, link.config.air.desync_s)
+
+    def _hold(self, now: float, span_s: float) -> None:
+        """Keep updates back for a random share of `span_s` from now: only while neighbours
+        are heard (`crowded`); a link alone sends at once, as before."""
+        if span_s > 0 and self.crowded(now):
+            link = self._link
+            delay = random_delay(link._rng, span_s)
+            link._data_gate_at = max(link._data_gate_at, now + delay)
+
+    def crowded(self, now: float) -> bool:
+        """Whether another p1-lora network was heard within `AirPolicy.crowded_memory_s`:
+        its frames are rejected as `wrong_network`, and counted."""
+        heard = self._link.rejected.get("wrong_network", 0)
+        if heard != self._foreign_heard:
+            self._foreign_heard = heard
+            self._foreign_at = now
+        return now - self._foreign_at < self._link.config.air.crowded_memory_s
 
     def has_update(self) -> bool:
         return self.retry is not None or self.fragments is not None or self.pending is not None
@@ -215,6 +240,8 @@ class Delivery:
         newer = self.pending is not None and out.kind is Awaiting.DATA
         if out.attempts <= link.config.max_retries and not newer:
             self.retry = out
+            # A collision hit both frames: resent at once, they would meet again.
+            self._hold(now, link.config.air.resend_backoff_s)
         elif out.kind is Awaiting.DATA and not newer:
             link._telegrams["lost"] += 1
         link._after_unanswered(now)

@@ -33,7 +33,7 @@ resends a frame whose ack was lost as the same body under a fresh counter with t
 flag, and that resend gets the same answer again (a new ack) without being processed twice.
 
 Delivery: a DATA update is decoded against the references this side holds (the last few
-delivered telegrams by id); a rebuilt telegram is delivered once (`Deliver`) and acknowledged
+delivered telegrams by id, and always the one the transmitter's latest update used); a rebuilt telegram is delivered once (`Deliver`) and acknowledged
 with its id; an update that cannot be decoded is answered with a NAK so the transmitter sends
 a key update, and nothing wrong is ever delivered (the codec's end-to-end check). A STATUS
 frame may carry an update after the report: the report is surfaced (`StatusReport`) and the
@@ -540,12 +540,21 @@ class RxLink(LinkBase[RxState]):
         else:
             self._telegrams["delivered"] += 1
             self._last_delivered = telegram
-            self._references.pop(telegram_id, None)
-            self._references[telegram_id] = telegram
-            while len(self._references) > self.config.reference_cache:
-                self._references.popitem(last=False)
+            self._remember(telegram_id, telegram, pinned=codec.reference_id(payload))
             self._emit(Deliver(telegram, frame.received_at, self._report(frame)))
         self._ack(now, frame, (AckKind.DATA, counter, telegram_id))
+
+    def _remember(self, telegram_id: int, telegram: bytes, pinned: int | None) -> None:
+        """Hold `telegram` as a reference, dropping the oldest beyond `reference_cache` but
+        never `pinned`: the reference the transmitter's latest update was encoded against.
+        The transmitter keeps encoding against it until one of our acks reaches it; when acks
+        die in a crowded meter room while updates get through, dropping it would leave the
+        two sides on different telegrams (a NAK and a key update for every lost ack run)."""
+        self._references.pop(telegram_id, None)
+        self._references[telegram_id] = telegram
+        while len(self._references) > self.config.reference_cache:
+            oldest = next(key for key in self._references if key != pinned)
+            del self._references[oldest]
 
     def _lookup(self, reference_id: int) -> bytes | None:
         return self._references.get(reference_id)

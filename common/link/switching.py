@@ -23,12 +23,16 @@ from p1lora.common.link.config import RadioMode
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.messages import Ack, AckKind, Probe, Switch
 from p1lora.common.link.states import TxState
-from p1lora.common.link.tuning import is_faster
+from p1lora.common.link.tuning import find, is_faster
 from p1lora.common.link.tx_types import Awaiting, Outstanding, Timer
 from p1lora.common.radio_types import RadioSettings
 
 if TYPE_CHECKING:
     from p1lora.common.link.tx import TxLink
+
+#: Failed switches in a row retried as collisions before they count as failures anyway (a
+#: setting that keeps failing with a strong signal may still be wrong for this link).
+MAX_COLLISION_RETRIES = 2
 
 __all__ = ["PlannedSwitch", "Switching"]
 
@@ -61,6 +65,10 @@ class Switching:
         self.switch_id = 0
         #: The target of the last failed switch: the next attempt steps down from it.
         self.step_down_from: RadioSettings | None = None
+        #: The target of a switch that failed on collisions: tried again after the fallback.
+        self.retry_after_collisions: RadioSettings | None = None
+        #: Failed switches in a row put down to collisions (`MAX_COLLISION_RETRIES`).
+        self.collided_in_row = 0
         #: A switch put off for a short budget wait, retried at `deferred_at`.
         self.deferred: tuple[RadioSettings, str] | None = None
         self.deferred_at = now
@@ -216,6 +224,7 @@ class Switching:
         self.plan = None
         link._last_good = link._settings.replace(tx_power_dbm=link._max_power)
         link._tuner.cooldowns.pop((plan.target.sf, plan.target.bw_hz), None)
+        self.collided_in_row = 0
         link._set_state(TxState.RUNNING, "switch confirmed")
         link._event(LinkEvent.SWITCH_COMMITTED, settings=link._settings.label(), reason=plan.reason)
         # Any non-probe frame proves the commit to the receiver: the newest telegram goes
@@ -240,7 +249,18 @@ class Switching:
         # The user's fixed setting is retried sooner at first (a few lost probes are enough to
         # fail it on a lossy channel), then backs off like any setting (`failed_cooldown`).
         cooldown = link.config.failed_cooldown(failures, fixed=link._mode is RadioMode.FIXED)
-        link._tuner.cooldowns[key] = Cooldown(now + cooldown, failures)
+        collided = self.collided_in_row < MAX_COLLISION_RETRIES and self.collided(now, plan.target)
+        if collided:
+            # Strong signal, lost frames: neighbours' collisions, not this setting's fault. A
+            # step down would make every frame longer and the collisions worse, a cooldown
+            # would keep the link at the slow setting it fell back to: try the same target
+            # again once the receiver has reverted, without counting a failure against it.
+            self.collided_in_row += 1
+            self.retry_after_collisions = plan.target
+            cooldown = 0.0
+        else:
+            self.collided_in_row = 0
+            link._tuner.cooldowns[key] = Cooldown(now + cooldown, failures)
         link._configure(link._last_good, "switch failed")
         if plan.reason == "settle":
             # A lost SWITCH or probe says little about the rung (it now cools off): settle
@@ -249,7 +269,7 @@ class Switching:
         holdoff = plan.last_probe_end + timing.switch_timeout(link.config, plan.target, plan.origin)
         link._timers[Timer.HOLDOFF] = max(now, holdoff) + timing.guard(plan.target)
         self.revert_anchor = max(now, holdoff)
-        self.step_down_from = plan.target
+        self.step_down_from = None if collided else plan.target
         link._set_state(TxState.FALLBACK, "switch failed")
         link._event(
             LinkEvent.SWITCH_FAILED,
@@ -257,6 +277,20 @@ class Switching:
             reverted_to=link._last_good.label(),
             probes_ok=plan.probes_ok,
             cooldown_s=cooldown,
+            cause="collisions" if collided else "signal",
+        )
+
+    def collided(self, now: float, target: RadioSettings) -> bool:
+        """Whether a failed switch to `target` was collisions rather than a weak link: the
+        measured signal (worst recent samples, both directions) clears the target's floor by
+        the margin plus the hysteresis (`AutoTuner.interference`). Only with
+        `AirPolicy.busy_collisions`; before it, every failure counted against the setting."""
+        link = self._link
+        candidate = find(link._table, target)
+        return (
+            link.config.air.busy_collisions
+            and candidate is not None
+            and link._tuner.interference(now, candidate)
         )
 
     def sent_after_fallback(self, now: float) -> bool:
@@ -269,6 +303,10 @@ class Switching:
         self.step_down_from = None
         link._tuner.next_tune_at = now + link.config.retune_interval_s
         link._handshake.check_lost(now)
+        retry, self.retry_after_collisions = self.retry_after_collisions, None
+        if link._state is TxState.RUNNING and retry is not None:
+            self.start(now, retry, "retry after collisions")
+            return False
         if link._state is not TxState.RUNNING or failed is None or link._mode is RadioMode.FIXED:
             return False
         target = link._tuner.step_down_target(now, failed)

@@ -197,7 +197,7 @@ class TxLink(LinkBase[TxState]):
             self._telegrams["read"] += 1
             if not telegram:
                 return
-            self._delivery.offer(telegram)
+            self._delivery.offer(telegram, at)
             self._on_tick(at)
 
         self._guarded(now, ready)

@@ -1,0 +1,65 @@
+"""How a link shares the air with its neighbours (docs/protocol.md, "Sharing the air").
+
+In a block of flats every meter sits in one room and DSMR 5 meters send on the whole second:
+without care, every transmitter starts within milliseconds of the others, on the same channel,
+every second, and the same pairs collide again and again. `AirPolicy` holds the knobs that
+break that lock-step; `AirPolicy.legacy()` is the behaviour before them (the benchmark runs both
+in one command, `p1-lora bench building`).
+
+- `desync_s`: each new telegram waits a random time in [0, desync_s) before it is sent, drawn
+  from the link's own randomness: meters in phase no longer start together, and two links
+  that collided once are unlikely to collide again on the next telegram.
+- `resend_backoff_s`: an unacknowledged update is resent after a random wait in
+  [0, resend_backoff_s) instead of at once, so the two frames that collided do not meet again
+  on their resends.
+- Both only while a neighbour is heard (a frame of another p1-lora network within
+  `crowded_memory_s`): alone, a link loses nothing by them, and on a lossy link the wait would
+  eat the time its resends need before the next telegram.
+- `listen_before_talk`: the transmitter's runtime runs a Channel Activity Detection before
+  each frame and defers while it hears a preamble, with a contention window that grows with
+  the share of busy detections (as Meshtastic's `RadioInterface::getTxDelayMsec` does from its
+  channel utilisation). CAD costs no airtime and is no transmission.
+- `busy_collisions`: loss while the signal is strong is collisions, not a weak link (the tuner
+  keeps its rung; `autotune`), also when a switch confirmation fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["AirPolicy", "random_delay"]
+
+
+@dataclass(frozen=True, slots=True)
+class AirPolicy:
+    """The sharing-the-air behaviour of one link (see the module docstring)."""
+
+    desync_s: float = 0.6
+    resend_backoff_s: float = 0.4
+    #: Desynchronisation and resend backoff apply while another p1-lora network was heard
+    #: this recently (a link alone sends at once: nothing to desynchronise from).
+    crowded_memory_s: float = 120.0
+    listen_before_talk: bool = True
+    #: A failed switch confirmation with strong signal (both directions clear the margin) is
+    #: collisions: the transmitter does not step down or block the setting for it.
+    busy_collisions: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.desync_s <= 5:
+            raise ValueError("desync_s must be within 0..5 s")
+        if not 0 <= self.resend_backoff_s <= 10:
+            raise ValueError("resend_backoff_s must be within 0..10 s")
+
+    @classmethod
+    def legacy(cls) -> AirPolicy:
+        """The behaviour before "Sharing the air": send at once, resend at once, no CAD."""
+        return cls(
+            desync_s=0.0, resend_backoff_s=0.0, listen_before_talk=False, busy_collisions=False
+        )
+
+
+def random_delay(rng: Callable[[int], bytes], span_s: float) -> float:
+    """A delay uniform in [0, span_s) from the link's injected randomness (seeded in the
+    simulator, so a run repeats)."""
+    return span_s * int.from_bytes(rng(2), "big") / 65536
