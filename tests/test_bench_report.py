@@ -26,6 +26,8 @@ TITLES = (
     "End-to-end latency (link latency on a virtual clock)",
     "CPU time per telegram",
     "End-to-end latency and CPU of the real processes",
+    "Many links in one meter room (shared air)",
+    "Home Assistant state messages and database rows",
 )
 NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
@@ -149,6 +151,19 @@ def test_a_quick_report_has_every_section_and_numbers_where_numbers_belong(
     daemons = {r["daemon"]: r for r in usage_rows}
     assert set(daemons) == {"p1-lora-tx", "p1-lora-rx"}
     assert all(number(r["peak RSS (MiB)"]) >= number(r["RSS (MiB)"]) > 5 for r in usage_rows)
+    (building,) = sections[TITLES[7]]
+    assert [(r["links (count)"], r["air"]) for r in building] == [
+        ("1", "new"),
+        ("1", "legacy"),
+        ("2", "new"),
+        ("2", "legacy"),
+    ]
+    assert number(building[0]["delivered per hour, worst link (count)"]) > 1000
+    assert all(number(r["max duty per node (%)"]) <= 10.0 for r in building)
+    (growth,) = sections[TITLES[8]]
+    messages = [number(r["messages per hour (count)"]) for r in growth]
+    assert [number(r["state_interval (s)"]) for r in growth] == [0.0, 5.0, 30.0]
+    assert messages[0] > messages[1] > messages[2] > 0  # a longer interval sends less
 
 
 def test_the_committed_page_is_a_full_generated_report() -> None:

@@ -28,7 +28,7 @@ from typing import Any, Final, TextIO
 from p1lora.tools.sim import SimOptions
 from p1lora.tools.sim_building import PHASES, Building, BuildingOptions
 
-__all__ = ["Case", "configure", "render", "run", "run_case"]
+__all__ = ["Case", "configure", "render", "results", "run", "run_case"]
 
 FULL_LINKS: Final = (1, 2, 5, 10, 20)
 QUICK_LINKS: Final = (1, 2, 5)
@@ -150,12 +150,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"p1-lora bench building: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        rows = list(_results(todo, args.jobs))
+        rows = list(results(todo, args.jobs))
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     rows = []
-    for row in _results(todo, args.jobs):  # each row as soon as it and those before are done
+    for row in results(todo, args.jobs):  # each row as soon as it and those before are done
         if not rows:
             render_header(row, sys.stdout)
         rows.append(row)
@@ -164,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _results(todo: Sequence[Case], jobs: int) -> Iterator[dict[str, object]]:
+def results(todo: Sequence[Case], jobs: int) -> Iterator[dict[str, object]]:
+    """The rows of `todo` in order, `jobs` runs at a time (worker processes for 2)."""
     if jobs <= 1:
         yield from (run_case(case) for case in todo)
         return

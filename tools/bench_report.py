@@ -22,6 +22,10 @@ What it measures (each section of the page is one function below, `SECTIONS` lis
    virtual meter on a pty -> `p1-lora-tx --radio sim` -> `p1-lora-rx --radio sim` -> a broker ->
    an MQTT subscriber, in wall time: latency from the pty write to the MQTT state, each
    daemon's CPU per telegram from /proc/PID/stat, and its resident memory.
+8. many links in one meter room (`tools.bench_building`, also `p1-lora bench building`): the
+   link as it is beside the air policy before "Sharing the air", all meters in phase;
+9. Home Assistant state messages and recorder rows per hour for several
+   `homeassistant.state_interval` settings (`tools.bench_ha`, also `p1-lora bench ha`).
 
 `--quick` runs everything shorter (minutes of simulated time instead of hours, fewer parses):
 the same page with less precise numbers, for the test suite's smoke test. Exit codes: 0 done,
@@ -48,7 +52,7 @@ from typing import Any
 from p1lora.common.parser import parse_telegram
 from p1lora.receiver.ha_discovery import DiscoverySettings
 from p1lora.receiver.home_assistant import HomeAssistantBridge
-from p1lora.tools import bench_e2e, bench_parse
+from p1lora.tools import bench_building, bench_e2e, bench_ha, bench_parse
 from p1lora.tools.esp32_frames import reading_frame_bytes
 from p1lora.tools.sim import SimMetrics, SimOptions, Simulation, percentile, telegram_feed
 from p1lora.tools.sim import median as median_of
@@ -110,10 +114,36 @@ class Plan:
     parse_traced_parses: int
     #: Wall-time seconds of the real-process run after its first delivery.
     e2e_s: float
+    #: The building section: link counts, seconds per run, background, runs at a time.
+    building_links: tuple[int, ...] = (1, 2)
+    building_s: float = 120.0
+    building_background: str = "none"
+    building_jobs: int = 1
+    #: Hours of the Home Assistant database-growth runs, and the settings compared.
+    ha_hours: float = 0.1
+    ha_intervals: tuple[float, ...] = (0.0, 5.0, 30.0)
 
 
 PLANS: dict[str, Plan] = {
-    "full": Plan("full", 3600.0, 1800.0, 6, 600.0, 1800.0, 0.2, 3, 20_000, 5_000, 60.0),
+    "full": Plan(
+        "full",
+        3600.0,
+        1800.0,
+        6,
+        600.0,
+        1800.0,
+        0.2,
+        3,
+        20_000,
+        5_000,
+        60.0,
+        building_links=(1, 2, 10, 20),
+        building_s=600.0,
+        building_background="city",
+        building_jobs=2,
+        ha_hours=1.0,
+        ha_intervals=(0.0, 1.0, 5.0, 10.0, 30.0, 60.0),
+    ),
     "quick": Plan("quick", 300.0, 120.0, 2, 120.0, 120.0, 0.02, 1, 300, 100, 4.0),
 }
 
@@ -784,6 +814,128 @@ def measure_e2e(context: Context) -> Section:
     return section
 
 
+# ---------------------------------------------------------------------------- 8. a building
+
+
+def measure_building(context: Context) -> Section:
+    plan = context.plan
+    links = ",".join(str(n) for n in plan.building_links)
+    section = Section(
+        "Many links in one meter room (shared air)",
+        [
+            f"`p1-lora bench building --links {links} --phase aligned --background "
+            f"{plan.building_background} --duration {plan.building_s:g} --seed {context.seed} "
+            f"--jobs {plan.building_jobs}`: N independent p1-lora links (own keys, meters and "
+            "seeds) in one simulated building: transmitters 60-70 dB apart in the meter room, "
+            "each receiver 95-125 dB from its transmitter, drawn cross losses; DSMR 5 meters "
+            "that all send on the same second (the hard case); the channel's capture, inter-SF "
+            "and foreign-preamble physics and, where named, the LoRaWAN background.",
+            "`new` is the link as it is; `legacy` the same code with the air policy before "
+            "'Sharing the air' (no listen before talk, no desynchronisation), on the same "
+            "building. Not connected: links that delivered nothing in the run. Vs solo: the "
+            "worst link against the one-link run of the same policy.",
+        ],
+    )
+    todo = [
+        bench_building.Case(
+            n, "aligned", plan.building_background, policy, plan.building_s, context.seed
+        )
+        for n in plan.building_links
+        for policy in ("new", "legacy")
+    ]
+    logger.info("building: %d runs of %s", len(todo), _duration(plan.building_s))
+    rows = list(bench_building.results(todo, plan.building_jobs))
+    solo = {str(r["policy"]): r.get("delivered_per_hour_min") for r in rows if r["links"] == 1}
+    table_rows = []
+    for row in rows:
+        worst, alone = row.get("delivered_per_hour_min"), solo.get(str(row["policy"]))
+        versus = (
+            float(worst) / float(alone) * 100
+            if isinstance(worst, int | float) and isinstance(alone, int | float) and alone
+            else None
+        )
+        table_rows.append(
+            (
+                str(row["links"]),
+                str(row["policy"]),
+                _num(row.get("delivered_per_hour_min"), 0),
+                _num(row.get("delivered_per_hour_median"), 0),
+                _num(versus, 0),
+                _num(_percent_of(row.get("duty_cycle_max")), 2),
+                _num(row.get("lost_for_good"), 0),
+                _num(_percent_of(row.get("occupancy")), 1),
+                _num(row.get("first_delivery_max_s"), 1),
+            )
+        )
+    section.tables.append(
+        Table(
+            (
+                "links (count)",
+                "air",
+                "delivered per hour, worst link (count)",
+                "median link (count)",
+                "worst vs solo (%)",
+                "max duty per node (%)",
+                "not connected (count)",
+                "channel occupancy (%)",
+                "first delivery, slowest link (s)",
+            ),
+            table_rows,
+        )
+    )
+    return section
+
+
+def _percent_of(value: object) -> float | None:
+    return float(value) * 100 if isinstance(value, int | float) else None
+
+
+# ---------------------------------------------------------------------------- 9. recorder
+
+
+def measure_home_assistant(context: Context) -> Section:
+    plan = context.plan
+    section = Section(
+        "Home Assistant state messages and database rows",
+        [
+            f"`p1-lora bench ha --hours {plan.ha_hours:g} --seed {context.seed}`: the real "
+            "Home Assistant bridge publishes that much of a DSMR 5 virtual meter (one telegram "
+            "a second) on a virtual clock into a port that counts; rows are entity state "
+            "changes Home Assistant's recorder stores (entities enabled by default, and with "
+            "every entity enabled). The raw telegram server and raw topic get every telegram "
+            "whatever the setting.",
+        ],
+    )
+    logger.info("home assistant: %d settings", len(plan.ha_intervals))
+    results = [
+        bench_ha.measure(interval, seed=context.seed, hours=plan.ha_hours)
+        for interval in plan.ha_intervals
+    ]
+    section.tables.append(
+        Table(
+            (
+                "state_interval (s)",
+                "messages per hour (count)",
+                "rows per hour (count)",
+                "rows per day (count)",
+                "rows per hour, every entity enabled (count)",
+            ),
+            [
+                (
+                    _num(g.state_interval_s, 0),
+                    _num(g.per_hour(g.messages), 0),
+                    _num(g.per_hour(g.rows), 0),
+                    _num(g.per_hour(g.rows) * 24, 0),
+                    _num(g.per_hour(g.rows_all_entities), 0),
+                )
+                for g in results
+            ],
+        )
+    )
+    section.notes.append("0: every telegram; the default is 5 s (docs/home-assistant.md).")
+    return section
+
+
 # ---------------------------------------------------------------------------- the page
 
 
@@ -800,6 +952,8 @@ SECTIONS: tuple[str, ...] = (
     "latency",
     "cpu",
     "e2e",
+    "building",
+    "ha",
 )
 
 
@@ -818,6 +972,8 @@ _STEPS: tuple[tuple[str, Callable[[Context], Section | dict[str, Section]]], ...
     ("delivery", _delivery_and_latency),
     ("convergence", measure_convergence),  # after delivery: it reports those runs too
     ("parse", measure_parse),
+    ("ha", measure_home_assistant),
+    ("building", measure_building),
 )
 
 
