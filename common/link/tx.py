@@ -524,6 +524,8 @@ class TxLink(LinkBase[TxState]):
         """A frame that expected an answer got none: loss, and full power when acks keep
         failing."""
         self._loss.record(False)
+        if self._state is TxState.RUNNING:
+            self._tuner.unanswered(now, self._settings)
         self._consecutive_failures += 1
         if (
             self._state is TxState.RUNNING
