@@ -70,3 +70,18 @@ def test_a_merely_noisy_link_settles_within_a_minute_and_stays(seed):
     assert metrics.convergence_s is not None and metrics.convergence_s <= 60.0
     assert [row for row in metrics.settings_timeline if row[0] > 60.0] == []
     assert not metrics.budget_exceeded
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_a_fading_link_at_141_db_settles_within_two_minutes_where_its_mean_snr_carries_it(seed):
+    """Virtual time: 4 dB per-frame fading at 141 dB (7 dB noise figure). Without fading the
+    link runs SF12/BW250 there; fading, it must not give half its throughput away on
+    SF12/BW125 (the slower of the two rungs a few samples' scatter or the survivors of the
+    fades used to suggest), and must settle within two minutes and stay."""
+    metrics = Simulation(
+        SimOptions(duration_s=600.0, path_loss_db=141.0, fading_db=4.0, seed=seed)
+    ).run()
+    assert metrics.convergence_s is not None and metrics.convergence_s <= 120.0
+    assert [row for row in metrics.settings_timeline if row[0] > 120.0] == []
+    assert (metrics.final_sf, metrics.final_bw) != (12, 125.0)
+    assert not metrics.budget_exceeded

@@ -39,6 +39,9 @@ __all__ = ["MIN_SAMPLES", "AutoTuner", "ChannelEstimate", "Cooldown"]
 MIN_SAMPLES = 5
 #: Samples (each direction) before the session's settling correction (`AutoTuner.settle`).
 SETTLE_MIN_SAMPLES = 3
+#: ... and where the samples show fading: the mean of three 4 dB samples is off by 2.3 dB
+#: (one standard error), enough to choose two rungs too fast or too slow.
+SETTLE_FADING_SAMPLES = 6
 #: Standard errors by which a running link's margin must fall short before it steps down
 #: on margin (beyond `hysteresis_db`): 0 on a steady channel, about 2 dB at 4 dB fading.
 LONG_RUN_DOUBT = 2.0
@@ -56,6 +59,14 @@ LOSS_EXPLAINED_SIGMAS = 5.0
 #: The least spread assumed for that prediction (the chip's SNR reading is quantised to
 #: 0.25 dB and a steady channel shows almost none): below it a single loss is unexplained.
 MIN_FADE_SD_DB = 0.5
+#: Round-trip loss the measured fading may cost a rung chosen on the mean SNR
+#: (`AutoTuner.tolerable`): below `loss_retune_threshold`'s default (0.3), so the rung is
+#: not left on loss, and a frame needs at most 1.33 tries on average.
+FADING_LOSS_CAP = 0.25
+#: A spread of the samples that is fading, not the reading scatter of a steady channel
+#: (+-1-2 dB on real boards, `tuning.READING_SCATTER_DB`): only then is a loss a fade
+#: (`AutoTuner.unanswered`) and a rung chosen by the loss it would cost (`tolerable`).
+FADING_MIN_SD_DB = 2.0
 
 
 @dataclass
@@ -222,6 +233,28 @@ class AutoTuner:
         channel.peer_budget = report.budget_used
         self.samples += 1
 
+    def unanswered(self, now: float, sent_with: RadioSettings) -> None:
+        """A round trip at `sent_with` got no answer: a censored sample (`SnrEstimate` only
+        hears frames that arrived, so near the floor its mean is too high and its spread too
+        small, and a link chose rungs its survivors claimed and then lost most frames).
+        Where the estimates show fading, the loss counts as a sample at the rung's floor in
+        both directions: one of them fell below it (by about 1.2 spreads on average), the
+        other arrived (about the margin above it), and the floor errs least in both on
+        average. On a steady channel a loss is a collision, not a fade, and is no sample."""
+        rung = find(self.table, sent_with)
+        if rung is None or not self.fading():
+            return
+        floor = rung.floor_db
+        deficit = self.max_power - sent_with.tx_power_dbm
+        self.channel.up.add(floor, sent_with.bw_hz, deficit, now)
+        self.channel.down.add(floor, sent_with.bw_hz, at=now)
+
+    def fading(self) -> bool:
+        """Whether either direction's samples spread by `FADING_MIN_SD_DB` or more."""
+        return any(
+            e.count > 1 and e.sd >= FADING_MIN_SD_DB for e in (self.channel.up, self.channel.down)
+        )
+
     def evaluate(self, now: float) -> None:
         """Decide whether to re-tune (running state only), in priority order: loss, the
         settling correction, margin down, margin up, power."""
@@ -232,7 +265,7 @@ class AutoTuner:
         current = find(self.table, link._settings)
         if self.on_loss(now, current) or current is None:
             return
-        if not self.settled and self.evidence() >= SETTLE_MIN_SAMPLES:
+        if not self.settled and self.evidence() >= self.settle_samples():
             self.settle(now, current)
             return
         if self.margin_down(now, current):
@@ -297,10 +330,15 @@ class AutoTuner:
         short = margin - link.config.hysteresis_db - LONG_RUN_DOUBT * self.standard_error()
         if current_margin is None or current_margin >= short:
             return False
+        tolerable = self.tolerable()
+        if current.key in tolerable:
+            return False
         if deficit > 0:
             self.set_power(now, self.max_power, "margin down")
             return True
-        fallback = choose_target(self.table, up, down, margin, self.cooling(now))
+        fallback = choose_target(
+            self.table, up, down, margin, self.cooling(now), tolerable=tolerable
+        )
         if is_faster(self.table, link._settings, self._settings_of(fallback)):
             self.next_tune_at = now + link.config.retune_interval_s
             link._start_switch(now, self._settings_of(fallback), "margin down")
@@ -351,6 +389,7 @@ class AutoTuner:
             self.channel.down.planning(),
             link.config.snr_margin_db,
             self.cooling(now) | self.unreachable() | no_gain,
+            tolerable=self.tolerable(),
         )
         if best is current:
             return
@@ -359,6 +398,10 @@ class AutoTuner:
             return
         self.next_tune_at = now + link.config.retune_interval_s
         link._start_switch(now, self._settings_of(best), "settle")
+
+    def settle_samples(self) -> int:
+        """Samples (each direction) the settling correction waits for."""
+        return SETTLE_FADING_SAMPLES if self.fading() else SETTLE_MIN_SAMPLES
 
     def standard_error(self) -> float:
         """The larger standard error of the two directions' estimates (dB)."""
@@ -370,28 +413,55 @@ class AutoTuner:
 
     def fading_explains(self, rate: float, frames: int, current: Candidate) -> bool:
         """Whether a loss `rate` over `frames` is what the measured fading predicts at this
-        rung: a frame and its ack each fail when their SNR falls below the floor, with the
-        samples' planning value and spread per direction (a normal fade: Phi(-margin / sd)), and the
-        rate is within `LOSS_EXPLAINED_SIGMAS` binomial deviations of that. A rung carrying
-        the loss its noise predicts is settled, not failing: stepping down for it made a
-        fading link wander between settings all hour. A loss the fading does not explain
-        (the path got worse, the estimates lag) still steps down."""
-        channel = self.channel
-        if channel.up.value is None or channel.down.value is None:
+        rung (`predicted_loss` from the planning values), within `LOSS_EXPLAINED_SIGMAS`
+        binomial deviations. A rung carrying the loss its noise predicts is settled, not
+        failing: stepping down for it made a fading link wander between settings all hour.
+        A loss the fading does not explain (the path got worse, the estimates lag) still
+        steps down."""
+        # The planning value, not the mean: only frames that arrived were measured, so
+        # near the floor the mean of the samples is too high and their spread too small.
+        expected = self.predicted_loss(current, planning=True)
+        if expected is None:
             return False
+        deviation = math.sqrt(max(expected * (1.0 - expected), 1e-9) / max(frames, 1))
+        return rate <= expected + LOSS_EXPLAINED_SIGMAS * deviation
+
+    def predicted_loss(self, rung: Candidate, planning: bool) -> float | None:
+        """The round-trip loss the measured fading predicts at `rung`: a frame and its ack
+        each fail when their SNR falls below the floor, a normal fade around the estimate
+        (its planning value, else its mean less its standard error) with the samples'
+        spread: Phi(-margin / sd) per direction. None before a sample in both directions."""
+        channel = self.channel
         deficit = self.max_power - self._link._settings.tx_power_dbm
         success = 1.0
         for estimate, extra in ((channel.up, deficit), (channel.down, 0.0)):
-            planning = estimate.planning()
-            assert planning is not None
-            # The planning value, not the mean: only frames that arrived were measured, so
-            # near the floor the mean of the samples is too high and their spread too small.
-            mean_margin = planning - extra - current.required_125_db
+            level = estimate.planning()
+            if not planning and estimate.value is not None:
+                # The mean less its standard error: a few samples' scatter is no margin (the
+                # mean of six 4 dB samples is off by 1.6 dB in one run of three).
+                level = estimate.value - estimate.standard_error
+            if level is None:
+                return None
+            mean_margin = level - extra - rung.required_125_db
             spread = max(estimate.sd, MIN_FADE_SD_DB)
             success *= 1.0 - 0.5 * math.erfc(mean_margin / (spread * math.sqrt(2.0)))
-        expected = 1.0 - success
-        deviation = math.sqrt(max(expected * (1.0 - expected), 1e-9) / max(frames, 1))
-        return rate <= expected + LOSS_EXPLAINED_SIGMAS * deviation
+        return 1.0 - success
+
+    def tolerable(self) -> set[tuple[int, int]]:
+        """Rungs a fading link may settle on although the spread term of the planning value
+        rules them out: the fading measured costs them at most `FADING_LOSS_CAP` of the round
+        trips, which retransmissions carry (and `fading_explains` then keeps the link there).
+        Without it a 4 dB fading link at 141 dB went to SF12/BW125 (half the throughput of
+        SF12/BW250, which its mean SNR carries) on a few samples' scatter. Empty on a
+        channel that shows no fading: there the margin rule alone decides."""
+        if not self.fading():
+            return set()
+        return {
+            c.key
+            for c in self.table
+            if (loss := self.predicted_loss(c, planning=False)) is not None
+            and loss <= FADING_LOSS_CAP
+        }
 
     def interference(self, now: float, current: Candidate) -> bool:
         """Whether the loss just seen is interference rather than weak signal: even the worst

@@ -322,12 +322,18 @@ def choose_target(
     downlink_125: float | None,
     required_margin_db: float,
     excluded: Container[tuple[int, int]] = (),
+    *,
+    tolerable: Container[tuple[int, int]] = (),
 ) -> Candidate:
     """The fastest candidate whose margin in both directions is at least `required_margin_db`
-    (skipping `excluded` keys); the most robust one when none qualifies or nothing is known."""
+    or whose key is `tolerable` (a rung whose measured fading costs a loss the link carries,
+    `AutoTuner.tolerable`), skipping `excluded` keys; the most robust one when none
+    qualifies or nothing is known."""
     for candidate in table:
         if candidate.key in excluded:
             continue
+        if candidate.key in tolerable:
+            return candidate
         margin = margin_db(candidate, uplink_125, downlink_125)
         if margin is not None and margin >= required_margin_db:
             return candidate

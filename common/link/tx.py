@@ -47,7 +47,9 @@ Auto-tune (`RadioMode.AUTO`): after the handshake, jump to the fastest candidate
 predicted margin clears `snr_margin_db` in both directions (`tuning`; the planning SNR is the
 mean less half the spread beyond the reading scatter), confirm with probes, step down one rung
 per failure; once a few samples are in, correct that first choice once without hysteresis
-(`AutoTuner.settle`); while running, move up when even the worst recent sample clears a
+(`AutoTuner.settle`; on a fading link a lost round trip is a sample at the rung's floor and a
+rung whose fading costs at most a quarter of the round trips is acceptable,
+`AutoTuner.unanswered` / `tolerable`); while running, move up when even the worst recent sample clears a
 faster rung by `hysteresis_db` more and it cuts the airtime by a fifth, move down when the
 margin falls `hysteresis_db` (and two standard errors) short (after restoring full power) or
 when loss exceeds `loss_retune_threshold` and the measured fading does not explain it,
@@ -524,6 +526,8 @@ class TxLink(LinkBase[TxState]):
         """A frame that expected an answer got none: loss, and full power when acks keep
         failing."""
         self._loss.record(False)
+        if self._state is TxState.RUNNING:
+            self._tuner.unanswered(now, self._settings)
         self._consecutive_failures += 1
         if (
             self._state is TxState.RUNNING
