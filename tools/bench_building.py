@@ -70,9 +70,16 @@ class Case:
 
 
 def run_case(case: Case) -> dict[str, object]:
-    """Run one case (in a worker process); the summary and the shared air's figures."""
-    logging.getLogger().setLevel(logging.ERROR)
-    result = Building(case.options()).run()
+    """Run one case; the summary and the shared air's figures. The links' warnings are
+    silenced for the run and the logging level put back after it, so running in-process (one
+    job, `p1-lora bench report`) leaves the caller's logging as it was."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        result = Building(case.options()).run()
+    finally:
+        root.setLevel(level)
     channel, summary = result["channel"], result["summary"]
     assert isinstance(channel, dict) and isinstance(summary, dict)
     return {

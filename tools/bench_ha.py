@@ -222,10 +222,16 @@ def run(args: argparse.Namespace) -> int:
         print("p1-lora bench ha: --hours must be within 0..168", file=sys.stderr)
         return 2
     settings = args.interval or list(DEFAULT_SETTINGS)
-    # One "discovery under ..." line per setting says nothing here.
-    logging.getLogger("p1lora.receiver").setLevel(logging.WARNING)
-    results = [
-        measure(value, profile=args.profile, seed=args.seed, hours=args.hours) for value in settings
-    ]
+    # One "discovery under ..." line per setting says nothing here (level put back after).
+    receiver = logging.getLogger("p1lora.receiver")
+    level = receiver.level
+    receiver.setLevel(logging.WARNING)
+    try:
+        results = [
+            measure(value, profile=args.profile, seed=args.seed, hours=args.hours)
+            for value in settings
+        ]
+    finally:
+        receiver.setLevel(level)
     print(table(results, profile=args.profile, seed=args.seed))
     return 0
