@@ -152,6 +152,34 @@ class AirtimeBudget:
         self.total_airtime += airtime
         self.frames += 1
 
+    def start_later(self, airtime: float, now: float) -> bool:
+        """Move the latest transmission (of `airtime`) to its real start `now`.
+
+        A frame can be counted when it is asked for and go out later (listen before talk holds
+        it for a free channel). Counted at the earlier time it would leave the window too
+        early, so it is moved, and at its real start it must still fit the allowance together
+        with everything else in the window. True if it was moved (send it); False if it does
+        not fit at `now` (do not send it): then it stays counted where it was, which errs on
+        the legal side. Moving it in place, rather than keeping a second window of real start
+        times, keeps one hour of transmissions in memory, not two. If the latest transmission
+        is not that frame (nothing should come between), the frame is counted again at `now`
+        when it fits: double counting errs on the legal side too.
+        """
+        self._expire(now)
+        sent = self._sent
+        if not sent or sent[-1].airtime != airtime or sent[-1].start > now:
+            if not self.may_send(now, airtime):
+                return False
+            self._sent.append(Transmission(now, airtime))
+            self._used += airtime
+            return True
+        held = sent.pop()
+        self._used -= held.airtime
+        fits = self.wait_time(now, held.airtime) == 0.0
+        sent.append(Transmission(now, held.airtime) if fits else held)
+        self._used += held.airtime
+        return fits
+
     def sustainable_interval(self, airtime: float) -> float:
         """The shortest steady interval between frames of `airtime` the budget can carry."""
         return 0.0 if self.unlimited else airtime / self.fraction

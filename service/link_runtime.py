@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from p1lora.common.backoff import Backoff
-from p1lora.common.budget import AirtimeBudget
 from p1lora.common.frames import TYPE_MASK, VERSION, FrameType
 from p1lora.common.link import (
     Action,
@@ -222,9 +221,6 @@ class LinkRuntime:
             # The link's injected randomness: seeded in the simulator, os.urandom in a daemon.
             self._lbt = ContentionWindow(link._rng)
         self._held: Transmit | None = None
-        #: The transmitter's frames at their real start times (a held frame starts later
-        #: than the link counted it): each must fit the duty cycle when it really goes.
-        self._sent_air: AirtimeBudget | None = None
         self._held_since = 0.0
         self._hold_until = 0.0
         self._cad_at: float | None = None
@@ -448,18 +444,13 @@ class LinkRuntime:
         lbt.stats.deferred_s += now - self._held_since
         self._held = None
         self._cad_at = None
-        if self._sent_air is None:
-            self._sent_air = AirtimeBudget.for_sub_band(self._link.config.sub_band())
-            # What the link sent before (a restart restores it): all but this frame.
-            before = self._link.budget.transmissions(now)
-            self._sent_air.restore(t for t in before if t.start < self._held_since)
         # The link counted the frame when it asked for it; it starts later. Every frame that
-        # goes must fit the budget at its real start, or a window could hold too much.
-        if not self._sent_air.may_send(now, held.airtime_s):
+        # goes must fit the budget at its real start, or a window could hold too much: move
+        # it in the link's own budget (its only window, which the budget store persists).
+        if not self._link.budget.start_later(held.airtime_s, now):
             lbt.stats.given_up += 1
             self._execute(now, self._link.tx_done(now, None))
             return
-        self._sent_air.record(now, held.airtime_s)
         self._send_now(now, held)
 
     def _drop_held(self) -> bool:

@@ -103,3 +103,25 @@ def test_wait_time_lands_exactly_where_the_frame_has_left_the_window():
         wait = budget.wait_time(now, airtime)
         assert budget.may_send(now + wait, airtime)
         assert budget.used(now + wait) == 0.0
+
+
+def test_a_frame_that_starts_later_is_moved_to_its_real_start_and_must_still_fit():
+    # 36 s an hour; 35 s counted at t=0, then a 1 s frame counted at t=100 and held.
+    budget = AirtimeBudget(0.01)
+    budget.record(0.0, 35.0)
+    budget.record(100.0, 1.0)
+    # Released at t=200: moved, one window of two frames, the held one counted from 200.
+    assert budget.start_later(1.0, 200.0)
+    assert [(t.start, t.airtime) for t in budget.transmissions(200.0)] == [
+        (0.0, 35.0),
+        (200.0, 1.0),
+    ]
+    assert budget.used(3600.0 + 200.5) == 1.0  # counted from its real start, not from 100
+    # A held frame that no longer fits at its real start stays where it was counted.
+    full = AirtimeBudget(0.01)
+    full.record(0.0, 35.0)
+    full.record(10.0, 1.0)
+    full.record(3599.0, 1.0)
+    # At 3634 the first frame is still in the window: 35 + 1 + 1 > 36 there.
+    assert not full.start_later(1.0, 3634.0)
+    assert full.transmissions(3634.0)[-1].start == 3599.0
