@@ -594,12 +594,21 @@ class ReplayLater:
 @dataclass
 class ReplayAcrossSettings:
     """Replays frames captured at one setting at every *other* setting of `settings` (frames
-    from the SF12 handshake at SF7/BW250 and the other way round), one every `gap_s`."""
+    from the SF12 handshake at SF7/BW250 and the other way round), one every `gap_s`.
+
+    Each captured frame, in capture order, is replayed at all its other settings before the
+    next one. (It used to walk the captures once per round with one target per round, but
+    the capture list grows about as fast as it replays, two frames a second since DATA and
+    ACK flow every second, so a round never ended and every SF7 frame went to SF8 only.)
+    Like `Flood`, it never holds more than `occupancy` of the channel's time: replaying at
+    SF12 every `gap_s` would be jamming (tested on its own), which listen before talk
+    rightly yields to."""
 
     settings: Sequence[RadioSettings]
     gap_s: float = 1.0
+    occupancy: float = 0.1
     _cursor: int = 0
-    _round: int = 0
+    _target: int = 0
 
     def heard(self, attacker: Attacker, frame: Heard) -> None:
         return None
@@ -610,14 +619,16 @@ class ReplayAcrossSettings:
             return now + self.gap_s
         frame = frames[self._cursor % len(frames)]
         others = [s for s in self.settings if not _same_rung(s, frame.settings)]
-        target = others[self._round % len(others)]
-        self._cursor += 1
-        if self._cursor % len(frames) == 0:
-            self._round += 1
+        target = others[self._target % len(others)]
+        self._target += 1
+        if self._target >= len(others):
+            self._cursor += 1
+            self._target = 0
         attacker.enqueue(
             frame.payload, settings=attacker.with_power(target), label="replay-settings"
         )
-        return now + self.gap_s
+        airtime = time_on_air_for(target, len(frame.payload))
+        return now + max(self.gap_s, airtime / self.occupancy)
 
 
 def _same_rung(a: RadioSettings, b: RadioSettings) -> bool:

@@ -358,6 +358,15 @@ def test_issue_13_on_a_real_broker(mqtt_broker_session, mqtt_base_topic):
             for t, raw in meter.telegrams_until(59):
                 clock.now = t
                 bridge.telegram(raw, t, REPORT)
+            # The discovery configs travel through the broker like everything else: wait for
+            # the meter's and the gas meter's before reading them (reading at once raced).
+            assert wait_until(
+                lambda: all(
+                    any(m.topic.endswith(f"_{key}/config") for m in seen.messages)
+                    for key in ("current_electricity_usage", "gas_reading")
+                ),
+                TIMEOUT,
+            )
             configs = {
                 m.topic.split("/")[-2]: json.loads(m.payload)
                 for m in seen.messages
