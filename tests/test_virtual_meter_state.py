@@ -122,6 +122,7 @@ def test_a_bad_or_foreign_file_is_moved_aside_and_the_meter_starts_from_its_seed
     state.mkdir(exist_ok=True)
     (state / METER_STATE_FILE).write_bytes(content)
     config = _config(tmp_path)
+    caplog.clear()  # only the restarted meter's records (the first run may have logged at INFO)
     with caplog.at_level(logging.WARNING):
         got = _run(config, state, 2)
     assert _registers(got[0]) == _registers(_run(config, tmp_path / "seed", 1)[0])
