@@ -31,10 +31,11 @@ The link never sees any of this: to it, the radio was busy a little longer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
+
+from p1lora.hardware.channel import noise_floor_dbm
 
 __all__ = ["ChannelRssi", "ContentionWindow", "LbtStats", "energy_threshold_dbm", "max_hold"]
 
@@ -47,8 +48,6 @@ CW_MIN: Final = 2
 CW_MAX: Final = 7
 #: Energy this far above the noise floor is a busy channel (whatever its SF).
 ENERGY_MARGIN_DB: Final = 10.0
-#: Receiver noise figure at 868/915 MHz (SX1276 datasheet, table 8 / 2.5.5: 7 dB).
-NOISE_FIGURE_DB: Final = 7.0
 #: A contention slot as a share of one exchange (frame plus ack).
 SLOT_SHARE: Final = 0.25
 #: Below this share of busy CADs the channel is quiet: no first wait.
@@ -68,7 +67,7 @@ class ChannelRssi(Protocol):
 def energy_threshold_dbm(bw_hz: int) -> float:
     """Above this power the channel is busy: thermal noise in `bw_hz` plus the noise figure
     plus `ENERGY_MARGIN_DB`."""
-    return -174.0 + 10 * math.log10(bw_hz) + NOISE_FIGURE_DB + ENERGY_MARGIN_DB
+    return noise_floor_dbm(bw_hz) + ENERGY_MARGIN_DB
 
 
 @dataclass(slots=True)
