@@ -32,6 +32,7 @@ input), so their header is 15 bytes and their overhead 23.
 | 0x0A | ACK       | down      | session | acknowledgement + link report (+ a downlink command)   |
 | 0x0B | SURVEY    | up        | static  | `p1-lora survey` probe (common/survey.py)              |
 | 0x0C | SURVEYED  | down      | static  | `p1-lora survey` report: how the probe was heard       |
+| 0x0D | BATCH     | up        | session | several telegram updates, oldest first (one ack)       |
 
 The resend flag marks a session frame that carries the same body as the sender's previous
 frame of its type, sealed again under a fresh counter (its answer was lost). The receiver
@@ -104,6 +105,7 @@ class FrameType(IntEnum):
     ACK = 0x0A
     SURVEY = 0x0B
     SURVEYED = 0x0C
+    BATCH = 0x0D
 
     @property
     def direction(self) -> Direction:

@@ -29,6 +29,7 @@ LOG_FRAME_TYPES: Final[dict[str, str]] = {
     "CHALLENGE": "challenge",
     "RESYNC": "resync",
     "DATA": "telegram",
+    "BATCH": "telegrams",
     "FRAGMENT": "fragment",
     "PROBE": "probe",
     "SWITCH": "switch",
@@ -45,6 +46,7 @@ _STATIC: Final = frozenset(
 _ACK_EXPECTED: Final = frozenset(
     {
         FrameType.DATA.name,
+        FrameType.BATCH.name,
         FrameType.FRAGMENT.name,
         FrameType.PROBE.name,
         FrameType.SWITCH.name,

@@ -216,12 +216,12 @@ def test_the_simulator_says_when_a_looped_capture_never_changes(
 
 def test_both_link_ends_tell_a_clocked_telegram_the_same_way() -> None:
     from p1lora.common import codec_fields
-    from p1lora.common.link import rx, tx
+    from p1lora.common.link import delivery, rx
 
     assert has_meter_clock(V5.read_bytes())
     assert not has_meter_clock(V2_2.read_bytes())  # DSMR 2.2: no timestamp, repeats delivered
     # One definition, next to the OBIS code the codec already knows, used by both ends.
-    assert tx.has_meter_clock is rx.has_meter_clock is codec_fields.has_meter_clock
+    assert delivery.has_meter_clock is rx.has_meter_clock is codec_fields.has_meter_clock
 
 
 # -- US915: every switch plan carries its proof -------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import itertools
 
 import pytest
@@ -78,7 +79,8 @@ def test_every_telegram_at_sf7_bw250_fits_the_ten_percent_band():
 
 
 def test_latest_wins_under_a_one_percent_budget():
-    h = Harness(channel=Channel(path_loss_db=110.0), tx_config=ONE_PERCENT, rx_config=ONE_PERCENT)
+    latest = dataclasses.replace(ONE_PERCENT, batch_max=1)  # the first design: no batches
+    h = Harness(channel=Channel(path_loss_db=110.0), tx_config=latest, rx_config=latest)
     h.run_until(1800.0)
     read_times = [t for t, _ in h.read]
     index = {raw: i for i, (_, raw) in enumerate(h.read)}
@@ -86,6 +88,7 @@ def test_latest_wins_under_a_one_percent_budget():
     assert positions == sorted(positions)  # never an older telegram after a newer one
     # Updates travel in DATA frames, or in STATUS frames when a status report rides along.
     sends = [a.start for a in h.tx.sent if a.frame_type in ("DATA", "STATUS")]
+    assert not [a for a in h.tx.sent if a.frame_type == "BATCH"]
     for (received_at, _raw), pos in zip(h.rx.delivered, positions, strict=True):
         sent_at = sends[bisect.bisect_right(sends, received_at) - 1]
         # When its frame left, no newer telegram had been read: it was the newest one.
@@ -93,11 +96,36 @@ def test_latest_wins_under_a_one_percent_budget():
         assert newer == pos + 1, f"telegram {pos} sent at {sent_at} while {newer - 1} existed"
     # ... and at the fastest rate both budgets sustain (pacing of our frame and the ack).
     settings = h.tx_link.settings
-    gap = timing.pacing_gap(ONE_PERCENT, settings, 25)
+    gap = timing.pacing_gap(latest, settings, 25)
     steady = [t for t, _ in h.rx.delivered if t > 300.0]
     assert len(steady) >= 0.8 * (1800.0 - 300.0) / gap
     assert len(steady) < (1800.0 - 300.0) / 3.0  # far fewer than the 1 Hz telegrams
     assert h.tx_link.diagnostics(h.clock.now()).telegrams["superseded"] > 1000
+
+
+def test_a_one_percent_budget_carries_the_newest_telegrams_in_batches():
+    h = Harness(channel=Channel(path_loss_db=110.0), tx_config=ONE_PERCENT, rx_config=ONE_PERCENT)
+    h.run_until(1800.0)
+    read_times = [t for t, _ in h.read]
+    index = {raw: i for i, (_, raw) in enumerate(h.read)}
+    positions = [index[raw] for _, raw in h.rx.delivered]
+    assert positions == sorted(positions)  # in order, none twice
+    assert len(set(positions)) == len(positions)
+    frames = [a for a in h.tx.sent if a.frame_type in ("DATA", "BATCH", "STATUS")]
+    assert sum(a.frame_type == "BATCH" for a in frames) > 0.8 * len(frames)
+    # Each frame carried the newest `batch_max` telegrams read before it left.
+    by_frame: dict[float, list[int]] = {}
+    sends = [a.start for a in frames]
+    for (received_at, _raw), pos in zip(h.rx.delivered, positions, strict=True):
+        by_frame.setdefault(sends[bisect.bisect_right(sends, received_at) - 1], []).append(pos)
+    for sent_at, carried in list(by_frame.items())[5:]:
+        newest = bisect.bisect_right(read_times, sent_at + 1e-9) - 1
+        assert carried == list(range(newest - ONE_PERCENT.batch_max + 1, newest + 1)), sent_at
+    # Three telegrams cost far less than three frames: 1.5 times the latest-wins rate.
+    gap = timing.pacing_gap(ONE_PERCENT, h.tx_link.settings, 25)
+    steady = [t for t, _ in h.rx.delivered if t > 300.0]
+    assert len(steady) >= 1.4 * (1800.0 - 300.0) / gap
+    _assert_budget(h, ONE_PERCENT)
 
 
 def _dwell_config() -> LinkConfig:

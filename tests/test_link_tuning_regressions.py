@@ -126,8 +126,10 @@ def _status(**changes: object) -> StatusMessage:
 
 def test_a_status_report_carries_an_update_and_stays_decodable_alone():
     status = _status(fixed_mode=True)
-    body = status.encode(b"\x01update")
-    assert StatusMessage.decode_with_update(body) == (status, b"\x01update")
+    body = status.encode([b"\x01update"])
+    assert StatusMessage.decode_with_update(body) == (status, [b"\x01update"])
+    batch = status.encode([b"\x01old", b"\x02newer"])
+    assert StatusMessage.decode_with_update(batch) == (status, [b"\x01old", b"\x02newer"])
     assert StatusMessage.decode(body) == status
     plain = status.encode()
     assert StatusMessage.decode_with_update(plain) == (status, None)
@@ -205,7 +207,8 @@ def test_the_one_percent_budget_never_runs_dry_at_the_end_of_the_first_hour():
     sim = Simulation(SimOptions(frequency_hz=ONE_PERCENT_MHZ, path_loss_db=140.0, seed=1))
     sim.run_until(5400.0)
     metrics = sim.metrics()
-    times = [t for t, _, _ in sim.deliveries.delivered]
+    # One time per frame (a BATCH delivers several telegrams at once).
+    times = sorted({t for t, _, _ in sim.deliveries.delivered})
     gaps = _gaps(times)
     assert max(gaps) < 2.0 * statistics.median(gaps)  # even: no dry spell, no burst
     assert max(gaps) < 120.0
@@ -234,7 +237,9 @@ def test_sf12_in_the_one_percent_band_spends_the_budget_on_telegrams():
     ]
     assert sum(s.airtime for s in standalone) <= 0.05 * sum(s.airtime for s in sim.tx_log.sent)
     assert not metrics["budget_exceeded"]
-    assert metrics.number("max_gap_s") < 400.0  # was 799 s (a key frame paced by itself)
+    # Was 799 s (a key frame paced by itself); 317 s before batches, whose frames carry three
+    # telegrams (61 delivered in 2 h instead of 30) and so come further apart.
+    assert metrics.number("max_gap_s") < 500.0
 
 
 # -- recovery from large path-loss steps -----------------------------------------------------

@@ -409,7 +409,7 @@ def measure_frame_bytes(context: Context) -> Section:
         metrics = sim.run()
         sizes = [float(len(raw)) for _, raw in _feed_until(options, seconds)]
         update_bytes = sum(
-            s.nbytes for s in sim.tx_log.sent if s.frame_type in ("DATA", "FRAGMENT")
+            s.nbytes for s in sim.tx_log.sent if s.frame_type in ("DATA", "BATCH", "FRAGMENT")
         )
         delivered = sim.deliveries.count
         esp32_frame = float(reading_frame_bytes(next(telegram_feed(options))[1]))

@@ -113,7 +113,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PATH_LOSS_DB = 100.0
 #: Frame types that carry telegram updates (their sizes are the "frame bytes" metrics).
-UPDATE_FRAMES = frozenset({"DATA", "FRAGMENT"})
+UPDATE_FRAMES = frozenset({"DATA", "BATCH", "FRAGMENT"})
 #: Frames spent choosing and confirming settings (transmitter side).
 TUNING_FRAMES = frozenset({"SWITCH", "PROBE"})
 #: Loop iterations at one instant before the simulation is declared stuck (a livelock bug).

@@ -170,6 +170,13 @@ class LinkConfig:
     max_retries: int = 2
     reply_attempts: int = 8
     reference_cache: int = 4
+    #: An update frame carries up to this many telegrams: every one read since the last frame,
+    #: oldest first (a BATCH frame; `messages.Batch` says why). Where frames go every second
+    #: it is always one; where the budget or a crowded channel spaces them, they carry the
+    #: seconds in between for a fraction of a frame's airtime each. 1: only the newest
+    #: (the first design's "latest wins"). The receiver keeps the reference a batch was
+    #: encoded against while it decodes the batch, whatever its length.
+    batch_max: int = 3
     counter_block: int = 1000
     #: Minimum seconds between two re-tunes decided from margin.
     retune_interval_s: float = 30.0
@@ -219,6 +226,7 @@ class LinkConfig:
             (self.max_retries >= 0, "max_retries must be >= 0"),
             (self.reply_attempts >= 1, "reply_attempts must be >= 1"),
             (self.reference_cache >= 1, "reference_cache must be >= 1"),
+            (1 <= self.batch_max <= 16, "batch_max must be within 1..16"),
             (self.counter_block >= 1, "counter_block must be >= 1"),
             (self.interference_cooldown_s >= 0, "interference_cooldown_s must be >= 0"),
             (self.failed_cooldown_s > 0, "failed_cooldown_s must be > 0"),

@@ -1,10 +1,12 @@
-"""Delivering telegrams: the slot, the reference, retries and multi-frame updates.
+"""Delivering telegrams: the queue, the reference, batches, retries and multi-frame updates.
 
-`Delivery` owns the newest telegram waiting to go (`pending`: latest wins), the telegram the
-receiver acknowledged last (`reference`: updates are encoded against it), the update in flight
-as fragments, and the frame to resend (`retry`: its body under a fresh counter). It builds and sends update
-frames through the link (which gates, paces and seals them) and handles their acks and
-timeouts. The policy is in tx.py's docstring (delivery paragraph).
+`Delivery` owns the telegrams waiting to go (`queue`: the newest `batch_max`, oldest first),
+the telegram the receiver acknowledged last (`reference`: updates are encoded against it), the
+update in flight as fragments, and the frame to resend (`retry`: its body under a fresh
+counter). It builds and sends update frames through the link (which gates, paces and seals
+them): one telegram as DATA, several as a BATCH (each encoded against the one before it), a
+key update too large for one frame as FRAGMENTs. It handles their acks and timeouts. The
+policy is in tx.py's docstring (delivery paragraph).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import math
 from typing import TYPE_CHECKING
 
 from p1lora.common import codec
+from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.frames import FrameType, overhead
 from p1lora.common.link import timing
 from p1lora.common.link.air import random_delay
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.fragments import OutgoingUpdate, split
-from p1lora.common.link.messages import Ack, AckKind
+from p1lora.common.link.messages import Ack, AckKind, Batch
 from p1lora.common.link.tuning import TYPICAL_FRAME_BYTES
 from p1lora.common.link.tx_types import Awaiting, Outstanding
 
@@ -36,8 +39,8 @@ class Delivery:
 
     def __init__(self, link: TxLink) -> None:
         self._link = link
-        #: The newest telegram not yet sent (a newer one replaces it).
-        self.pending: bytes | None = None
+        #: Telegrams not yet sent, oldest first: at most `batch_max` (older ones are dropped).
+        self.queue: list[bytes] = []
         #: The last telegram the receiver acknowledged (updates are encoded against it).
         self.reference: bytes | None = None
         #: A multi-frame update in flight.
@@ -52,17 +55,47 @@ class Delivery:
         self._foreign_heard = 0
         self._foreign_at = -math.inf
 
+    @property
+    def newest(self) -> bytes | None:
+        """The newest telegram waiting, if any."""
+        return self.queue[-1] if self.queue else None
+
     def offer(self, telegram: bytes, now: float) -> None:
-        """A new telegram from the meter: it replaces any older one not yet sent. It goes
-        after a random wait of up to `AirPolicy.desync_s` (meters in phase must not start
-        together: docs/protocol.md, "Sharing the air")."""
+        """A new telegram from the meter: it joins the queue, whose oldest is dropped beyond
+        `batch_max` (with 1: latest wins). It goes after a random wait of up to
+        `AirPolicy.desync_s` (meters in phase must not start together: docs/protocol.md,
+        "Sharing the air")."""
         link = self._link
-        if self.pending is not None:
-            link._telegrams["superseded"] += 1
-        self.pending = bytes(telegram)
+        self._enqueue([bytes(telegram)])
         if self.retry is not None and self.retry.kind is Awaiting.DATA:
             self.retry = None
         self._hold(now, link.config.air.desync_s)
+
+    def _enqueue(self, telegrams: list[bytes]) -> None:
+        """Add `telegrams` (oldest first) behind the queue, keeping the newest `batch_max`;
+        only the newest while a send interval is set (`set interval`, `link.interval`: the
+        user asked for one telegram per interval, not for the seconds in between)."""
+        link = self._link
+        self.queue.extend(telegrams)
+        limit = 1 if link._interval > 0 else link.config.batch_max
+        excess = len(self.queue) - limit
+        if excess > 0:
+            link._telegrams["superseded"] += excess
+            del self.queue[:excess]
+
+    def _requeue(self, out: Outstanding) -> None:
+        """The telegrams of an update that did not get through go again, ahead of newer ones."""
+        self.queue[:0] = out.telegrams
+        self._enqueue([])
+
+    def drop_repeat(self) -> bool:
+        """Drop the newest telegram when it is byte for byte the reference, meter clock
+        included (tx.py: such a repeat would cost airtime and deliver nothing)."""
+        newest = self.newest
+        if newest is not None and newest == self.reference and has_meter_clock(newest):
+            self.queue.pop()
+            return True
+        return False
 
     def _hold(self, now: float, span_s: float) -> None:
         """Keep updates back for a random share of `span_s` from now: only while neighbours
@@ -82,84 +115,132 @@ class Delivery:
         return now - self._foreign_at < self._link.config.air.crowded_memory_s
 
     def has_update(self) -> bool:
-        return self.retry is not None or self.fragments is not None or self.pending is not None
+        return self.retry is not None or self.fragments is not None or bool(self.queue)
 
     def reset(self) -> None:
         """Traffic starts over (a new session): nothing in flight, the telegram of an
         unfinished multi-frame update goes again unless a newer one waits."""
         self.retry = None
-        if self.fragments is not None and self.pending is None:
-            self.pending = self.fragments.telegram
+        if self.fragments is not None and not self.queue:
+            self.queue = [self.fragments.telegram]
         self.fragments = None
 
-    def sent_update(self, now: float) -> bool:  # noqa: C901, PLR0911 - retry, fragments, encode and send of one update; each return says 'sent?'
-        link = self._link
-        if link._gated(now, data=True):
+    def sent_update(self, now: float) -> bool:
+        """Send the next update frame (a resend, a fragment, or the queue); False if nothing
+        went."""
+        if self._link._gated(now, data=True):
             return False
-        retry = self.retry
-        if retry is not None:
-            if retry.counter != link._security.counter.next_value - 1:
-                # Something else was sent since: encode the telegram anew instead.
-                self.retry = None
-                if retry.kind is Awaiting.DATA and self.pending is None:
-                    self.pending = retry.telegram
-                return self.sent_update(now)
-            if not link._resent(now, retry):
-                return False
-            self.retry = None
-            retry.settings = link._settings
-            link._paced(now, len(retry.frame))
-            link._data_gate_at = now + link._interval
-            return True
-        if self.fragments is not None and self.pending is not None:
+        if self.retry is not None:
+            return self._sent_retry(now, self.retry)
+        if self.fragments is not None and self.queue:
             self.maybe_supersede_fragments()
         if self.fragments is not None:
             return self.sent_fragment(now, self.fragments)
-        telegram = self.pending
-        if telegram is None:
+        return bool(self.queue) and self._sent_queue(now)
+
+    def _sent_retry(self, now: float, retry: Outstanding) -> bool:
+        link = self._link
+        if retry.counter != link._security.counter.next_value - 1:
+            # Something else was sent since: encode the telegrams anew instead.
+            self.retry = None
+            if retry.kind is Awaiting.DATA:
+                self._requeue(retry)
+            return self.sent_update(now)
+        if not link._resent(now, retry):
             return False
-        try:
-            payload = codec.encode_update(telegram, self.reference)
-        except codec.CodecError as exc:
-            self.pending = None
-            link._telegrams["encode_failed"] += 1
-            logger.warning("tx: telegram not sent: %s", exc)
-            link._event(LinkEvent.ENCODE_FAILED, error=str(exc))
+        self.retry = None
+        retry.settings = link._settings
+        link._paced(now, len(retry.frame))
+        link._data_gate_at = now + link._interval
+        return True
+
+    def _sent_queue(self, now: float) -> bool:
+        """The queued telegrams in one frame (or a key update as fragments)."""
+        link = self._link
+        if self.reference is None:
+            # A key update is large: only the newest goes.
+            link._telegrams["superseded"] += len(self.queue) - 1
+            del self.queue[:-1]
+        encoded = self._encode_queue()
+        if encoded is None:
+            return self.sent_update(now)
+        telegrams, payloads = encoded
+        if len(payloads) == 1 and len(payloads[0]) > link._max_body(FrameType.DATA):
+            return self._sent_fragmented(now, telegrams[0], payloads[0])
+        out = self.send_data(now, payloads)
+        if out is None:
             return False
-        if len(payload) <= link._max_body(FrameType.DATA):
-            out = self.send_data(now, payload)
-            if out is None:
-                return False
-            self.pending = None
-            out.telegram = telegram
-            out.expect = codec.telegram_id(telegram)
-            link._telegrams["sent"] += 1
-            self.after_update_sent(now, len(out.frame), overhead(FrameType.DATA) + len(payload))
-            return True
+        del self.queue[: len(telegrams)]
+        out.telegram = telegrams[-1]
+        out.telegrams = telegrams
+        out.expect = codec.telegram_id(telegrams[-1])
+        link._telegrams["sent"] += len(telegrams)
+        if len(payloads) == 1:
+            size = overhead(FrameType.DATA) + len(payloads[0])
+        else:
+            size = overhead(FrameType.BATCH) + Batch.size_of(payloads)
+        self.after_update_sent(now, len(out.frame), size)
+        return True
+
+    def _encode_queue(self) -> tuple[list[bytes], list[bytes]] | None:
+        """The queued telegrams that fit one frame and their codec payloads, each against the
+        one before it (the first against the reference); the oldest give way when they do not
+        all fit. None when a telegram could not be encoded (it was dropped)."""
+        room = self._link._max_body(FrameType.BATCH)
+        while True:
+            payloads = self._chained()
+            if payloads is None:
+                return None
+            if len(payloads) == 1 or Batch.size_of(payloads) <= room:
+                return list(self.queue), payloads
+            self._link._telegrams["superseded"] += 1
+            del self.queue[0]
+
+    def _chained(self) -> list[bytes] | None:
+        """Codec payloads of the queue, each against the telegram before it."""
+        link = self._link
+        reference = self.reference
+        payloads: list[bytes] = []
+        for index, telegram in enumerate(self.queue):
+            try:
+                payloads.append(codec.encode_update(telegram, reference))
+            except codec.CodecError as exc:
+                del self.queue[index]
+                link._telegrams["encode_failed"] += 1
+                logger.warning("tx: telegram not sent: %s", exc)
+                link._event(LinkEvent.ENCODE_FAILED, error=str(exc))
+                return None
+            reference = telegram
+        return payloads
+
+    def _sent_fragmented(self, now: float, telegram: bytes, payload: bytes) -> bool:
+        """A single update too large for one frame (a key update) goes as fragments."""
+        link = self._link
         chunk = link._max_body(FrameType.FRAGMENT) - 2
         try:
             chunks = split(payload, chunk)
         except ValueError as exc:
-            self.pending = None
+            self.queue.clear()
             link._telegrams["encode_failed"] += 1
             logger.warning("tx: telegram too large to send at %s: %s", link._settings.label(), exc)
             link._event(LinkEvent.ENCODE_FAILED, error=str(exc))
             return False
         self.fragment_tag = (self.fragment_tag + 1) & 0xFF
         self.fragments = OutgoingUpdate(self.fragment_tag, chunks, telegram)
-        self.pending = None
+        self.queue.clear()
         link._telegrams["sent"] += 1
         link._event(
             LinkEvent.FRAGMENTED, tag=self.fragment_tag, fragments=len(chunks), bytes=len(payload)
         )
         return self.sent_fragment(now, self.fragments)
 
-    def send_data(self, now: float, payload: bytes) -> Outstanding | None:
-        """A single-frame update; when a status report is due and fits, it rides along (a STATUS
-        frame carrying the update, acknowledged like DATA)."""
+    def send_data(self, now: float, payloads: list[bytes]) -> Outstanding | None:
+        """A single-frame update of one telegram (DATA) or several (BATCH); when a status
+        report is due and fits, it rides along (a STATUS frame carrying the update, acked
+        like DATA)."""
         link = self._link
         if link._reports.due:
-            body = link._reports.message(now).encode(payload)
+            body = link._reports.message(now).encode(payloads)
             if len(body) <= link._max_body(FrameType.STATUS):
                 out = link._session_send(
                     now, Awaiting.DATA, FrameType.STATUS, body, timing.ACK_MAX_BYTES
@@ -167,15 +248,20 @@ class Delivery:
                 if out is not None:
                     link._reports.mark_sent(now)
                 return out
-        return link._session_send(now, Awaiting.DATA, FrameType.DATA, payload, timing.ACK_MAX_BYTES)
+        if len(payloads) == 1:
+            frame_type, body = FrameType.DATA, payloads[0]
+        else:
+            frame_type, body = FrameType.BATCH, Batch(tuple(payloads)).encode()
+        return link._session_send(now, Awaiting.DATA, frame_type, body, timing.ACK_MAX_BYTES)
 
     def maybe_supersede_fragments(self) -> None:
         """Latest wins, but only when the newer telegram fits one frame: a multi-frame update
         superseded by another multi-frame update would starve at slow settings."""
         link = self._link
-        assert self.pending is not None and self.fragments is not None
+        newest = self.newest
+        assert newest is not None and self.fragments is not None
         try:
-            payload = codec.encode_update(self.pending, self.reference)
+            payload = codec.encode_update(newest, self.reference)
         except codec.CodecError:
             return
         if len(payload) <= link._max_body(FrameType.DATA):
@@ -187,8 +273,8 @@ class Delivery:
         index = update.next_index()
         if index is None:  # everything held but never confirmed: start over with the newest
             self.fragments = None
-            if self.pending is None:
-                self.pending = update.telegram
+            if not self.queue:
+                self.queue = [update.telegram]
             return self.sent_update(now)
         body = update.body(index)
         out = self._link._session_send(
@@ -198,6 +284,7 @@ class Delivery:
             return False
         update.last_index = index
         out.telegram = update.telegram
+        out.telegrams = [update.telegram]
         out.expect = codec.telegram_id(update.telegram)
         self.after_update_sent(now, len(out.frame), len(out.frame))
         return True
@@ -229,19 +316,21 @@ class Delivery:
         link._telegrams["nak"] += 1
         self.reference = None
         self.fragments = None
-        if self.pending is None:
-            self.pending = telegram
+        if not self.queue:
+            self.queue = [telegram]
         link._event(LinkEvent.UPDATE_REJECTED, ack_kind=ack.kind.name, value=ack.value)
 
     def on_timeout(self, now: float, out: Outstanding) -> None:
         link = self._link
         link._count_unanswered(now)
         link._telegrams["unacked"] += 1
-        newer = self.pending is not None and out.kind is Awaiting.DATA
+        newer = bool(self.queue) and out.kind is Awaiting.DATA
         if out.attempts <= link.config.max_retries and not newer:
             self.retry = out
             # A collision hit both frames: resent at once, they would meet again.
             self._hold(now, link.config.air.resend_backoff_s)
-        elif out.kind is Awaiting.DATA and not newer:
-            link._telegrams["lost"] += 1
+        elif newer:
+            self._requeue(out)  # they go with the newer telegrams (the newest `batch_max`)
+        elif out.kind is Awaiting.DATA:
+            link._telegrams["lost"] += len(out.telegrams)
         link._after_unanswered(now)

@@ -12,6 +12,7 @@ got through).
 | CHALLENGE | report (3), i8 receiver TX power, u8 flags (bit 0: has reference), u16 ref id     |
 | RESYNC    | the 8-byte CCM tag of the transmitter frame that could not be opened              |
 | DATA      | the codec payload (`p1lora.common.codec`), nothing else                          |
+| BATCH     | two or more telegram updates, oldest first: (u8 length, codec payload) each      |
 | FRAGMENT  | u8 update tag, u8 index<<4 | (count-1), chunk                                     |
 | PROBE     | u8 probe id, padding to the size of a typical update; acked with CRC-16 of body  |
 | SWITCH    | u8 switch id, u8 SF, u8 bandwidth index (`BANDWIDTHS_HZ`)                        |
@@ -47,6 +48,7 @@ __all__ = [
     "SWITCH_BODY_SIZE",
     "Ack",
     "AckKind",
+    "Batch",
     "Challenge",
     "Discover",
     "FragmentHeader",
@@ -193,6 +195,52 @@ class FragmentHeader:
 
 
 @dataclass(frozen=True, slots=True)
+class Batch:
+    """Several telegram updates in one frame, oldest first: the first encoded against the
+    transmitter's reference, each later one against the telegram before it.
+
+    Why: a frame's fixed cost (preamble, header, tag, codec header: about 20 symbols and 19
+    bytes) is larger than a one-second DSMR 5 change (about 13 bytes), so where the budget or
+    a crowded channel spaces frames seconds apart, carrying each telegram read since the last
+    frame delivers them all for little more airtime than the newest alone. Each update carries
+    its length (a codec payload is not self-delimiting); one ack, for the last telegram,
+    answers the whole frame.
+    """
+
+    updates: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.updates) < 2:
+            raise MessageError("a BATCH carries at least two updates")
+        if any(not 0 < len(update) <= 255 for update in self.updates):
+            raise MessageError("every update of a BATCH is 1..255 bytes")
+
+    @staticmethod
+    def size_of(updates: list[bytes]) -> int:
+        """The body size of a batch of these updates."""
+        return sum(1 + len(update) for update in updates)
+
+    def encode(self) -> bytes:
+        out = bytearray()
+        for update in self.updates:
+            out.append(len(update))
+            out += update
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Batch:
+        updates: list[bytes] = []
+        pos = 0
+        while pos < len(data):
+            end = pos + 1 + data[pos]
+            if end > len(data):
+                raise MessageError("BATCH update runs past the end of the body")
+            updates.append(bytes(data[pos + 1 : end]))
+            pos = end
+        return cls(tuple(updates))
+
+
+@dataclass(frozen=True, slots=True)
 class Probe:
     probe_id: int
     padding: bytes
@@ -275,11 +323,12 @@ class StatusMessage:
     """The transmitter's periodic status report, as the receiver surfaces it.
 
     Layout: u8 serial state, u8 flags (bit 0: fixed radio mode; bit 1: a telegram update
-    follows), i8 TX power, u8 airtime use (0.5 % of the allowance), u8 loss (0.5 %), u8
+    follows; bit 2: it is a BATCH body), i8 TX power, u8 airtime use (0.5 % of the allowance), u8 loss (0.5 %), u8
     downlink RSSI as -dBm (0: unknown), i8 downlink SNR in 0.25 dB (how the transmitter hears
     the receiver's acks: the receiver cannot measure that itself), then varints: uptime s,
     telegrams read, CRC errors, other errors, interval in 0.1 s, updates sent, updates
-    acknowledged, superseded; then, with flag bit 1, the codec payload of a telegram update.
+    acknowledged, superseded; then, with flag bit 1, the codec payload of a telegram update
+    (with bit 2 too: a `Batch` body, several updates).
 
     Why an update can ride along: a standalone report costs a frame header, a tag and an ack;
     appended to an update that is sent anyway it costs only its ~20 body bytes, so at slow
@@ -305,17 +354,24 @@ class StatusMessage:
     FIXED_SIZE = 7
     FLAG_FIXED_MODE = 0x01
     FLAG_UPDATE = 0x02
+    FLAG_BATCH = 0x04
 
-    def encode(self, update: bytes | None = None) -> bytes:
-        """The body; with `update` (a codec payload) the frame also carries that telegram."""
+    def encode(self, updates: list[bytes] | None = None) -> bytes:
+        """The body; with `updates` (codec payloads, oldest first) the frame also carries
+        those telegrams (several as a `Batch` body)."""
+        update = None
+        if updates:
+            update = updates[0] if len(updates) == 1 else Batch(tuple(updates)).encode()
         rssi = (
             0
             if self.downlink_rssi_dbm is None
             else max(1, min(255, round(-self.downlink_rssi_dbm)))
         )
         snr = 0 if self.downlink_snr_db is None else _i8(round(self.downlink_snr_db * 4))
-        flags = (self.FLAG_FIXED_MODE if self.fixed_mode else 0) | (
-            self.FLAG_UPDATE if update is not None else 0
+        flags = (
+            (self.FLAG_FIXED_MODE if self.fixed_mode else 0)
+            | (self.FLAG_UPDATE if update is not None else 0)
+            | (self.FLAG_BATCH if updates is not None and len(updates) > 1 else 0)
         )
         out = bytearray(
             (
@@ -343,6 +399,8 @@ class StatusMessage:
             if not update:
                 raise ValueError("an update riding on a status cannot be empty")
             out += update
+        elif updates is not None:
+            raise ValueError("an update riding on a status cannot be empty")
         return bytes(out)
 
     @classmethod
@@ -351,8 +409,9 @@ class StatusMessage:
         return cls.decode_with_update(data)[0]
 
     @classmethod
-    def decode_with_update(cls, data: bytes) -> tuple[StatusMessage, bytes | None]:
-        """The status report and the codec payload it carries (None when it carries none)."""
+    def decode_with_update(cls, data: bytes) -> tuple[StatusMessage, list[bytes] | None]:
+        """The status report and the codec payloads it carries, oldest first (None when it
+        carries none)."""
         if len(data) < cls.FIXED_SIZE + 8:
             raise MessageError("STATUS body too short")
         try:
@@ -364,11 +423,13 @@ class StatusMessage:
         for _ in range(8):
             value, pos = _get_varint(data, pos)
             values.append(value)
-        update: bytes | None = None
+        update: list[bytes] | None = None
         if data[1] & cls.FLAG_UPDATE:
-            update = bytes(data[pos:])
-            if not update:
+            update = [bytes(data[pos:])]
+            if not update[0]:
                 raise MessageError("STATUS announces an update but carries none")
+            if data[1] & cls.FLAG_BATCH:
+                update = list(Batch.decode(update[0]).updates)
         elif pos != len(data):
             raise MessageError("STATUS body has trailing bytes")
         status = cls(

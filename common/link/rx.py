@@ -33,8 +33,10 @@ resends a frame whose ack was lost as the same body under a fresh counter with t
 flag, and that resend gets the same answer again (a new ack) without being processed twice.
 
 Delivery: a DATA update is decoded against the references this side holds (the last few
-delivered telegrams by id, and always the one the transmitter's latest update used); a rebuilt telegram is delivered once (`Deliver`) and acknowledged
-with its id; an update that cannot be decoded is answered with a NAK so the transmitter sends
+delivered telegrams by id, and always the one the transmitter's latest update used); a rebuilt
+telegram is delivered once (`Deliver`) and acknowledged with its id; a BATCH's updates are
+decoded in order, each later one against the telegram before it, delivered, and acknowledged
+once with the last one's id; an update that cannot be decoded is answered with a NAK so the transmitter sends
 a key update, and nothing wrong is ever delivered (the codec's end-to-end check). A STATUS
 frame may carry an update after the report: the report is surfaced (`StatusReport`) and the
 update handled exactly like DATA, with one ack for both.
@@ -77,6 +79,7 @@ from p1lora.common.link.fragments import Reassembler
 from p1lora.common.link.messages import (
     Ack,
     AckKind,
+    Batch,
     Challenge,
     Discover,
     FragmentHeader,
@@ -513,36 +516,70 @@ class RxLink(LinkBase[RxState]):
     def _on_data(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
-        self._deliver_update(now, sealed, counter, body, frame)
+        self._deliver_updates(now, counter, [body], frame)
 
-    def _deliver_update(
-        self, now: float, sealed: SealedFrame, counter: int, payload: bytes, frame: ReceivedFrame
+    def _on_batch(
+        self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
     ) -> None:
+        batch = decode_body(Batch.decode, body)
+        self._deliver_updates(now, counter, list(batch.updates), frame)
+
+    def _deliver_updates(
+        self, now: float, counter: int, payloads: list[bytes], frame: ReceivedFrame
+    ) -> None:
+        """Rebuild and deliver the updates of one frame in order (each later one is encoded
+        against the one before it), then answer once: the last telegram's id, or a NAK at the
+        first update that does not rebuild (those before it were delivered)."""
         try:
-            telegram = codec.decode_update(payload, self._lookup)
-        except codec.CodecError as exc:
-            self._telegrams["decode_failed"] += 1
+            pinned: int | None = codec.reference_id(payloads[0])
+        except codec.CodecError:
+            pinned = None
+        telegram_id = 0
+        for payload in payloads:
             try:
-                missing = codec.reference_id(payload)
-            except codec.CodecError:
-                missing = None
-            value = missing if missing is not None and missing not in self._references else 0xFFFF
-            self._event(LinkEvent.UPDATE_REJECTED, error=str(exc))
-            logger.info("rx: update not decoded (%s); asking for a key update", exc)
-            self._ack(now, frame, (AckKind.NAK, counter, value))
-            return
-        telegram_id = codec.telegram_id(telegram)
-        if telegram == self._last_delivered and has_meter_clock(telegram):
+                telegram = codec.decode_update(payload, self._lookup)
+            except codec.CodecError as exc:
+                self._reject_update(now, counter, payload, frame, exc)
+                return
+            telegram_id = codec.telegram_id(telegram)
+            self._hand_over(telegram, telegram_id, frame, pinned)
+        self._ack(now, frame, (AckKind.DATA, counter, telegram_id))
+
+    def _reject_update(
+        self,
+        now: float,
+        counter: int,
+        payload: bytes,
+        frame: ReceivedFrame,
+        exc: codec.CodecError,
+    ) -> None:
+        """An update that does not rebuild: a NAK naming the missing reference (0xFFFF when
+        the update itself was bad), so the transmitter sends a key update."""
+        self._telegrams["decode_failed"] += 1
+        try:
+            missing = codec.reference_id(payload)
+        except codec.CodecError:
+            missing = None
+        value = missing if missing is not None and missing not in self._references else 0xFFFF
+        self._event(LinkEvent.UPDATE_REJECTED, error=str(exc))
+        logger.info("rx: update not decoded (%s); asking for a key update", exc)
+        self._ack(now, frame, (AckKind.NAK, counter, value))
+
+    def _hand_over(
+        self, telegram: bytes, telegram_id: int, frame: ReceivedFrame, pinned: int | None
+    ) -> None:
+        """Deliver a rebuilt telegram once and hold it as a reference."""
+        held = self._references.get(telegram_id)
+        if (telegram in (self._last_delivered, held)) and has_meter_clock(telegram):
             # The transmitter re-encoded a telegram whose ack was lost. Only a meter with a
             # clock proves that: DSMR 2.2/3 meters have none and send identical telegrams
             # whenever nothing changed, and each of those must reach Home Assistant.
             self._telegrams["duplicates"] += 1
-        else:
-            self._telegrams["delivered"] += 1
-            self._last_delivered = telegram
-            self._remember(telegram_id, telegram, pinned=codec.reference_id(payload))
-            self._emit(Deliver(telegram, frame.received_at, self._report(frame)))
-        self._ack(now, frame, (AckKind.DATA, counter, telegram_id))
+            return
+        self._telegrams["delivered"] += 1
+        self._last_delivered = telegram
+        self._remember(telegram_id, telegram, pinned=pinned)
+        self._emit(Deliver(telegram, frame.received_at, self._report(frame)))
 
     def _remember(self, telegram_id: int, telegram: bytes, pinned: int | None) -> None:
         """Hold `telegram` as a reference, dropping the oldest beyond `reference_cache` but
@@ -571,7 +608,7 @@ class RxLink(LinkBase[RxState]):
         if payload is None:
             self._ack(now, frame, (AckKind.FRAGMENT, counter, self._reassembler.bitmap))
             return
-        self._deliver_update(now, sealed, counter, payload, frame)
+        self._deliver_updates(now, counter, [payload], frame)
 
     def _on_probe(
         self, now: float, sealed: SealedFrame, counter: int, body: bytes, frame: ReceivedFrame
@@ -602,8 +639,8 @@ class RxLink(LinkBase[RxState]):
         self._down_rssi, self._down_snr = status.downlink_rssi_dbm, status.downlink_snr_db
         self._emit(StatusReport(status, frame.received_at, self._report(frame)))
         self._event(LinkEvent.STATUS, **status.as_fields())
-        if update is not None:  # a telegram update rides on the report: ack it like DATA
-            self._deliver_update(now, sealed, counter, update, frame)
+        if update is not None:  # telegram updates ride on the report: ack them like DATA
+            self._deliver_updates(now, counter, update, frame)
             return
         self._ack(now, frame, (AckKind.FRAME, counter, 0))
 
@@ -644,6 +681,7 @@ _Handler = Callable[[RxLink, float, SealedFrame, int, bytes, ReceivedFrame], Non
 
 _HANDLERS: dict[FrameType, _Handler] = {
     FrameType.DATA: RxLink._on_data,
+    FrameType.BATCH: RxLink._on_batch,
     FrameType.FRAGMENT: RxLink._on_fragment,
     FrameType.PROBE: RxLink._on_probe,
     FrameType.SWITCH: RxLink._on_switch,

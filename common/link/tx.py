@@ -25,12 +25,14 @@ revert, fallback; costs planned by `SwitchPlanner`), `AutoTuner` (when to switch
 and `ReplyQueue` with `command_exec.EXECUTORS` (downlink commands). Acks and timeouts of the
 frame in flight go by what it awaits (`_ACK_HANDLERS`, `_TIMEOUT_HANDLERS`).
 
-Delivery policy: the newest telegram waits in one slot (a newer one replaces it: latest wins);
-it is encoded against the last telegram the receiver acknowledged (and not sent at all when
-it is byte-identical to that one, meter timestamp included: `duplicate_telegrams`); one frame
-is in flight at a time (stop and wait: the ack names the rebuilt telegram's id); an
-unacknowledged frame is resent (same body, fresh counter, resend flag) up to `max_retries`
-times unless a newer telegram is waiting. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
+Delivery policy: telegrams wait in a queue of the newest `batch_max` (1: latest wins); the next
+update frame carries all of them, oldest first (a BATCH when more than one), the first encoded
+against the last telegram the receiver acknowledged and each later one against the one before
+it (a telegram byte-identical to the reference, meter timestamp included, is not sent at all:
+`duplicate_telegrams`); one frame is in flight at a time (stop and wait: the ack names the
+last rebuilt telegram's id); an unacknowledged frame is resent (same body, fresh counter,
+resend flag) up to `max_retries` times unless a newer telegram is waiting, in which case its
+telegrams join the newer ones in the next frame. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
 budget still sustains with *all* traffic in the sliding window counted (handshakes, probes, key
 frames), so a burst slows the updates slightly instead of emptying the budget at the hour's
 end; the receiver's acks are paced with them. Every frame also passes this node's budget.
@@ -69,7 +71,6 @@ from collections.abc import Callable
 
 from p1lora.common.airtime import time_on_air_for
 from p1lora.common.budget import AirtimeBudget
-from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.counters import CounterState
 from p1lora.common.crypto import Direction
 from p1lora.common.frames import FrameError, FrameType, overhead
@@ -370,17 +371,12 @@ class TxLink(LinkBase[TxState]):
         if self._replies:
             return self._send_reply(now)
         keepalive_at = self._last_sent_at + keepalive
-        if (
-            self._delivery.pending is not None
-            and self._delivery.pending == self._delivery.reference
-            and has_meter_clock(self._delivery.pending)
-        ):
+        if self._delivery.drop_repeat():
             # Byte for byte what the receiver already has, timestamp included (a capture of
             # one telegram looped): the receiver would take it for a resend, acknowledge it
             # and deliver nothing, so it would cost airtime for no news. Counted, not sent.
             # (Meters without a clock, DSMR 2.2/3, repeat an unchanged telegram, and each
             # repeat is delivered: it keeps Home Assistant's values from expiring.)
-            self._delivery.pending = None
             self._telegrams["duplicate_telegrams"] += 1
         if self._delivery.has_update() and not self._gated(now, data=True):
             sent = self._delivery.sent_update(now)

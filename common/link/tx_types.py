@@ -6,7 +6,7 @@ Used by `TxLink` and the concern objects it coordinates (`handshake`, `autotune`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from p1lora.common.frames import FrameType
@@ -65,6 +65,8 @@ class Outstanding:
     attempts: int = 1
     random: bytes = b""
     telegram: bytes | None = None
+    #: Every telegram an update frame carries, oldest first (`telegram` is the last).
+    telegrams: list[bytes] = field(default_factory=list)
     expect: int = -1
     #: The plaintext body (a resend seals it again under a fresh counter).
     body: bytes = b""
