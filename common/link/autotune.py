@@ -259,8 +259,8 @@ class AutoTuner:
             return
         floor = rung.floor_db
         deficit = self.max_power - sent_with.tx_power_dbm
-        self.channel.up.add(floor, sent_with.bw_hz, deficit, now)
-        self.channel.down.add(floor, sent_with.bw_hz, at=now)
+        self.channel.up.add(floor, sent_with.bw_hz, deficit, now, censored=True)
+        self.channel.down.add(floor, sent_with.bw_hz, at=now, censored=True)
 
     def fading(self) -> bool:
         """Whether either direction's samples spread by `FADING_MIN_SD_DB` or more."""
