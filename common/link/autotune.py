@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from p1lora.common.link import timing
 from p1lora.common.link.config import RadioMode
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.messages import Report
@@ -42,6 +43,13 @@ SETTLE_MIN_SAMPLES = 3
 #: ... and where the samples show fading: the mean of three 4 dB samples is off by 2.3 dB
 #: (one standard error), enough to choose two rungs too fast or too slow.
 SETTLE_FADING_SAMPLES = 6
+#: The settling correction is a cold start's: it comes within this long of the session's
+#: first sample. Where the samples come slower than that (the 1 % band spaces updates
+#: minutes apart at SF10-12), it decides with the evidence in rather than move a quarter of
+#: an hour later; at least `SETTLE_SPARSE_SAMPLES` per direction (the handshake's and one
+#: more: two readings each way show the spread).
+SETTLE_WINDOW_S = 60.0
+SETTLE_SPARSE_SAMPLES = 2
 #: Standard errors by which a running link's margin must fall short before it steps down
 #: on margin (beyond `hysteresis_db`): 0 on a steady channel, about 2 dB at 4 dB fading.
 LONG_RUN_DOUBT = 2.0
@@ -120,6 +128,8 @@ class AutoTuner:
         self.interference_until = now
         #: Whether this session's one settling correction (`settle`) has been decided.
         self.settled = False
+        #: When this session's first sample arrived (`settle_due`).
+        self.session_at: float | None = None
 
     def new_session(self) -> None:
         """A new session starts a fresh view of the channel: old estimates may be from a
@@ -127,6 +137,7 @@ class AutoTuner:
         self.channel = ChannelEstimate()
         self.samples = 0
         self.settled = False
+        self.session_at = None
 
     def forget_failures(self, now: float) -> None:
         """The retune command: every rung may be tried again, and at once."""
@@ -232,6 +243,8 @@ class AutoTuner:
         channel.down_rssi, channel.down_snr = frame.rssi_dbm, frame.snr_db
         channel.peer_budget = report.budget_used
         self.samples += 1
+        if self.session_at is None:
+            self.session_at = at
 
     def unanswered(self, now: float, sent_with: RadioSettings) -> None:
         """A round trip at `sent_with` got no answer: a censored sample (`SnrEstimate` only
@@ -246,8 +259,8 @@ class AutoTuner:
             return
         floor = rung.floor_db
         deficit = self.max_power - sent_with.tx_power_dbm
-        self.channel.up.add(floor, sent_with.bw_hz, deficit, now)
-        self.channel.down.add(floor, sent_with.bw_hz, at=now)
+        self.channel.up.add(floor, sent_with.bw_hz, deficit, now, censored=True)
+        self.channel.down.add(floor, sent_with.bw_hz, at=now, censored=True)
 
     def fading(self) -> bool:
         """Whether either direction's samples spread by `FADING_MIN_SD_DB` or more."""
@@ -265,7 +278,7 @@ class AutoTuner:
         current = find(self.table, link._settings)
         if self.on_loss(now, current) or current is None:
             return
-        if not self.settled and self.evidence() >= self.settle_samples():
+        if self.settle_due(now):
             self.settle(now, current)
             return
         if self.margin_down(now, current):
@@ -402,6 +415,22 @@ class AutoTuner:
     def settle_samples(self) -> int:
         """Samples (each direction) the settling correction waits for."""
         return SETTLE_FADING_SAMPLES if self.fading() else SETTLE_MIN_SAMPLES
+
+    def settle_due(self, now: float) -> bool:
+        """Whether the settling correction is decided now: once `settle_samples` are in, or
+        with `SETTLE_SPARSE_SAMPLES` when the missing ones, at the pacing gap of the current
+        rung, would arrive only after `SETTLE_WINDOW_S` (a duty-limited band: the six
+        samples of a fading link took 11-22 minutes at 868.1 MHz, and the link then moved)."""
+        if self.settled:
+            return False
+        have, need = self.evidence(), self.settle_samples()
+        if have >= need:
+            return True
+        if have < SETTLE_SPARSE_SAMPLES or self.session_at is None:
+            return False
+        link = self._link
+        gap = timing.pacing_gap(link.config, link._settings, round(link._delivery.typical_bytes))
+        return now + (need - have) * gap > self.session_at + SETTLE_WINDOW_S
 
     def standard_error(self) -> float:
         """The larger standard error of the two directions' estimates (dB)."""

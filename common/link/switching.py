@@ -80,6 +80,12 @@ class Switching:
         #: When a receiver that followed a failed switch reverted, at the latest (its silence
         #: timer restarts then).
         self.revert_anchor = now
+        #: After a commit, until when the receiver still waits at the target for its proof
+        #: (its `switch_timeout` after the last probe it heard): a proof that goes unanswered
+        #: before then is sent again (`proof_lost`). A lost proof left the receiver at the
+        #: old setting and the transmitter at the new one until the link was declared lost:
+        #: 15 minutes at 868.1 MHz, where the next update came 85 s later.
+        self.unproven_until: float | None = None
 
     def start(self, now: float, target: RadioSettings, reason: str) -> bool:
         """Start a two-phase switch to `target` when the budget has room for it; otherwise
@@ -126,6 +132,7 @@ class Switching:
         self.switch_id = (self.switch_id + 1) & 0xFF
         self.plan = PlannedSwitch(target, self.switch_id, reason, link._settings)
         link._reports.proof_due = False
+        self.unproven_until = None
         link._set_state(TxState.SWITCHING, reason)
         link._event(LinkEvent.SWITCH_START, target=target.label(), reason=reason)
         return True
@@ -231,6 +238,7 @@ class Switching:
         # first (the status rides on it), not a status followed by a full pacing gap.
         link._reports.want(now)
         link._reports.proof_due = True
+        self.unproven_until = now + timing.switch_timeout(link.config, plan.target, plan.origin)
         link._tuner.samples = 0
         link._loss.clear()
         link._consecutive_failures = 0
@@ -239,6 +247,22 @@ class Switching:
         link._gate_at = now
         link._pacer.invalidate()
         link._persist()
+
+    def proven(self) -> None:
+        """A non-probe frame at the committed setting was acknowledged: the receiver has
+        its proof."""
+        self.unproven_until = None
+
+    def proof_lost(self, now: float) -> None:
+        """A frame went unanswered while the commit may be unproven: the proof goes again
+        (unpaced, like the first) while the receiver still waits for it. It costs a status
+        frame; the receiver that had it acknowledges it like any other."""
+        if self.unproven_until is None:
+            return
+        if now < self.unproven_until:
+            self._link._reports.proof_due = True
+        else:
+            self.unproven_until = None
 
     def revert(self, now: float, plan: PlannedSwitch) -> None:
         link = self._link

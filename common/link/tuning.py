@@ -222,12 +222,20 @@ class SnrEstimate:
         self._recent: deque[tuple[float, float]] = deque(maxlen=_RECENT_MAX)
 
     def add(
-        self, snr_db: float, bw_hz: int, power_deficit_db: float = 0.0, at: float = 0.0
+        self,
+        snr_db: float,
+        bw_hz: int,
+        power_deficit_db: float = 0.0,
+        at: float = 0.0,
+        *,
+        censored: bool = False,
     ) -> None:
         """One sample measured at `bw_hz` at time `at`, sent `power_deficit_db` below the
-        maximum power."""
+        maximum power. A `censored` one (a lost round trip counted at the rung's floor,
+        `AutoTuner.unanswered`) never restarts the estimate: two fades in a row are no
+        changed channel (they reset a fading link's estimate to the floor itself)."""
         sample = snr_db + bw_offset_db(bw_hz) + power_deficit_db
-        if self._jumped(sample):
+        if not censored and self._jumped(sample):
             # The channel changed (a path that came back, a new obstacle): two samples in a
             # row far outside the spread start the estimate afresh from them, so the choice
             # follows in two samples rather than the 1/alpha the weighting needs.

@@ -496,6 +496,8 @@ class TxLink(LinkBase[TxState]):
             return
         self._run_piggybacked_command(now, ack)
         self._outstanding = None
+        if out.frame_type is not FrameType.PROBE:
+            self._switching.proven()
         self._tuner.measure(ack.report, out.settings, frame)
         self._last_ack_at = now
         self._consecutive_failures = 0
@@ -524,6 +526,7 @@ class TxLink(LinkBase[TxState]):
         self._loss.record(False)
         if self._state is TxState.RUNNING:
             self._tuner.unanswered(now, self._settings)
+            self._switching.proof_lost(now)
         self._consecutive_failures += 1
         if (
             self._state is TxState.RUNNING
