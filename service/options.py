@@ -442,6 +442,16 @@ _LINK_TX: Final = (
         check=in_range(0, 3600, "s"),
         metavar="SECONDS",
     ),
+    Option(
+        "link",
+        "batch",
+        INTEGER,
+        3,
+        "an update frame carries up to N telegrams: those read since the last frame, where "
+        "the duty cycle or a crowded channel spaces frames (1: only the newest)",
+        check=in_range(1, 16),
+        metavar="N",
+    ),
 )
 
 _STATE_LOG: Final = (
@@ -575,6 +585,7 @@ class LinkSection(Section):
     log_max_bytes: int = 5_000_000
     log_backups: int = 5
     interval: float | None = None
+    batch: int = 3
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -801,7 +812,8 @@ def link_config(config: Config, role: str) -> LinkConfig:
     """The link's configuration (ValueError/RegionError naming the problem)."""
     radio = RadioSection.of(config)
     fixed = fixed_radio(config)
-    interval = LinkSection.of(config).interval
+    link = LinkSection.of(config)
+    interval = link.interval
     return LinkConfig(
         region=get_region(radio.region),
         frequency_hz=radio.channel_hz,
@@ -810,6 +822,7 @@ def link_config(config: Config, role: str) -> LinkConfig:
         mode=RadioMode.FIXED if fixed is not None else RadioMode.AUTO,
         fixed=fixed,
         min_interval_s=interval if role == "tx" and interval is not None else 0.0,
+        batch_max=link.batch if role == "tx" else 1,
     )
 
 

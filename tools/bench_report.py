@@ -477,7 +477,13 @@ def measure_delivery(context: Context) -> tuple[Section, Section]:
             "shipped (868.0 MHz, 17 dBm, every bug of its newest source), "
             "`esp32-same-channel` that on p1-lora's channel and TX power. Duty cycle: the "
             "largest airtime in any sliding hour of "
-            "each side's transmission log, over 3600 s.",
+            "each side's transmission log, over 3600 s. Allowance used by telegrams (p1-lora, "
+            "where a duty cycle applies): the airtime of frames carrying telegrams at the final "
+            "setting over what the run's allowance left after every other frame (handshake, "
+            "tuning, keepalives): the share of the frames the duty cycle allows at that setting "
+            "and frame size that were sent (`update_share_of_allowance` in `p1-lora sim "
+            "--json`). p1-lora's frames carry the telegrams read since the last one (up to 3, "
+            "`link.batch`).",
             "Path losses: 100 dB (a few walls; SF7/BW250 with a large margin), 141 dB (about "
             "SF10/BW125), 147 dB (near the SF12 limit at 14 dBm).",
         ],
@@ -526,6 +532,7 @@ def measure_delivery(context: Context) -> tuple[Section, Section]:
                 "duty cycle tx (%)",
                 "duty cycle rx (%)",
                 "over the limit",
+                "allowance used by telegrams (%)",
                 "final setting",
             ),
             rows,
@@ -545,6 +552,7 @@ def _delivery_row(band: str, loss: float, name: str, metrics: SimMetrics) -> tup
     duty_tx = _metric(metrics, "duty_cycle_max_tx")
     duty_rx = _metric(metrics, "duty_cycle_max_rx")
     over = metrics.as_dict().get("budget_exceeded")
+    share = _metric(metrics, "update_share_of_allowance")
     return (
         band,
         _num(loss, 0),
@@ -554,6 +562,7 @@ def _delivery_row(band: str, loss: float, name: str, metrics: SimMetrics) -> tup
         _num(None if duty_tx is None else duty_tx * 100, 2),
         _num(None if duty_rx is None else duty_rx * 100, 2),
         "yes" if over else "no",
+        _num(None if share is None else share * 100, 1),
         _setting(metrics),
     )
 

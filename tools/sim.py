@@ -216,6 +216,32 @@ class SimOptions:
         )
 
 
+#: Frames that carry telegrams (a STATUS may carry them too: it counts where it rode along).
+TELEGRAM_FRAMES = frozenset({*UPDATE_FRAMES, "STATUS"})
+
+
+def update_share_of_allowance(
+    sent: Sequence[SendRecord], duty_cycle: float, end: float
+) -> float | None:
+    """How much of the duty-cycle allowance that was left for the final setting carried
+    telegrams: the airtime of telegram frames at the final setting over (the allowance of the
+    run, `duty_cycle` x `end`, less the airtime of every other frame: handshake, tuning,
+    keepalives). It answers "what share of the frames the duty cycle allows at this setting
+    and frame size did the link send" (issue 15); None without a duty-cycle limit or frames."""
+    if duty_cycle >= 1.0 or not sent or end <= 0:
+        return None
+    final = sent[-1].settings
+    carrying = sum(
+        s.airtime
+        for s in sent
+        if s.frame_type in TELEGRAM_FRAMES
+        and (s.settings.sf, s.settings.bw_hz) == (final.sf, final.bw_hz)
+    )
+    other = sum(s.airtime for s in sent) - carrying
+    left = duty_cycle * end - other
+    return carrying / left if left > 0 else None
+
+
 def _warn_power_cap(options: SimOptions, config: LinkConfig) -> None:
     """Say it when --tx-power asks for more than the chip is rated for at the channel's duty
     cycle: the link models what the daemons would transmit (`LinkConfig.max_tx_power`), and
@@ -782,6 +808,9 @@ class Simulation:
                 delivered_after / read_after if read_after else None, 4
             ),
             "update_frames": sum(1 for s in tx.sent if s.frame_type in UPDATE_FRAMES),
+            "update_share_of_allowance": _round(
+                update_share_of_allowance(tx.sent, self.sub_band.duty_cycle, end), 4
+            ),
             "tuning_airtime_s": round(tx.airtime(TUNING_FRAMES), 3),
             "frames_rejected_tx": dict(sorted(tx.rejected.items())),
             "frames_rejected_rx": dict(sorted(rx.rejected.items())),

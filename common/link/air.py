@@ -15,11 +15,6 @@ in one command, `p1-lora bench building`).
 - Both only while a neighbour is heard (a frame of another p1-lora network within
   `crowded_memory_s`): alone, a link loses nothing by them, and on a lossy link the wait would
   eat the time its resends need before the next telegram.
-- `crowded_spacing_s`: while a neighbour is heard, update frames go at most this often and
-  carry every telegram read in between (a BATCH, `LinkConfig.batch_max`): one frame and one
-  ack per three seconds instead of three of each cuts a link's airtime per telegram by more
-  than half, so three times as many links fit the channel, and the fewer frames collide less.
-  Home Assistant's default `state_interval` (5 s) hides the wait.
 - `listen_before_talk`: the transmitter's runtime runs a Channel Activity Detection before
   each frame and defers while it hears a preamble, with a contention window that grows with
   the share of busy detections (as Meshtastic's `RadioInterface::getTxDelayMsec` does from its
@@ -45,7 +40,6 @@ class AirPolicy:
     #: Desynchronisation and resend backoff apply while another p1-lora network was heard
     #: this recently (a link alone sends at once: nothing to desynchronise from).
     crowded_memory_s: float = 120.0
-    crowded_spacing_s: float = 3.0
     listen_before_talk: bool = True
     #: A failed switch confirmation with strong signal (both directions clear the margin) is
     #: collisions: the transmitter does not step down or block the setting for it.
@@ -56,18 +50,12 @@ class AirPolicy:
             raise ValueError("desync_s must be within 0..5 s")
         if not 0 <= self.resend_backoff_s <= 10:
             raise ValueError("resend_backoff_s must be within 0..10 s")
-        if not 0 <= self.crowded_spacing_s <= 60:
-            raise ValueError("crowded_spacing_s must be within 0..60 s")
 
     @classmethod
     def legacy(cls) -> AirPolicy:
         """The behaviour before "Sharing the air": send at once, resend at once, no CAD."""
         return cls(
-            desync_s=0.0,
-            resend_backoff_s=0.0,
-            crowded_spacing_s=0.0,
-            listen_before_talk=False,
-            busy_collisions=False,
+            desync_s=0.0, resend_backoff_s=0.0, listen_before_talk=False, busy_collisions=False
         )
 
 

@@ -66,9 +66,11 @@ class Delivery:
         `AirPolicy.desync_s` (meters in phase must not start together: docs/protocol.md,
         "Sharing the air")."""
         link = self._link
-        self._enqueue([bytes(telegram)])
         if self.retry is not None and self.retry.kind is Awaiting.DATA:
+            # Its telegrams go again with the new one, encoded anew (not resent as they were).
+            self._requeue(self.retry)
             self.retry = None
+        self._enqueue([bytes(telegram)])
         self._hold(now, link.config.air.desync_s)
 
     def _enqueue(self, telegrams: list[bytes]) -> None:
@@ -151,7 +153,7 @@ class Delivery:
         self.retry = None
         retry.settings = link._settings
         link._paced(now, len(retry.frame))
-        link._data_gate_at = now + self.spacing(now)
+        link._data_gate_at = now + link._interval
         return True
 
     def _sent_queue(self, now: float) -> bool:
@@ -296,16 +298,7 @@ class Delivery:
         link._telegrams["frames"] += 1
         self.typical_bytes += 0.1 * (update_size - self.typical_bytes)
         link._paced(now, size)
-        link._data_gate_at = now + self.spacing(now)
-
-    def spacing(self, now: float) -> float:
-        """The least time until the next update frame: the send interval, and while
-        neighbours are heard `AirPolicy.crowded_spacing_s` (the frame then carries the
-        telegrams read meanwhile)."""
-        link = self._link
-        if self.crowded(now):
-            return max(link._interval, link.config.air.crowded_spacing_s)
-        return link._interval
+        link._data_gate_at = now + link._interval
 
     def on_ack(self, now: float, out: Outstanding, ack: Ack) -> None:
         link = self._link

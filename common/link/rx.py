@@ -570,7 +570,7 @@ class RxLink(LinkBase[RxState]):
     ) -> None:
         """Deliver a rebuilt telegram once and hold it as a reference."""
         held = self._references.get(telegram_id)
-        if (telegram in (self._last_delivered, held)) and has_meter_clock(telegram):
+        if telegram in (self._last_delivered, held) and has_meter_clock(telegram):
             # The transmitter re-encoded a telegram whose ack was lost. Only a meter with a
             # clock proves that: DSMR 2.2/3 meters have none and send identical telegrams
             # whenever nothing changed, and each of those must reach Home Assistant.
