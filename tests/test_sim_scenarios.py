@@ -250,15 +250,16 @@ def test_every_dsmr5_telegram_arrives_byte_exact_at_sf7_bw250_in_the_10_percent_
     assert metrics.number("latency_ms_p95") < 200.0
 
 
-def test_latest_wins_in_the_1_percent_band() -> None:
+def test_the_newest_telegrams_win_in_the_1_percent_band() -> None:
     sim = Simulation(SimOptions(path_loss_db=GOOD, frequency_hz=EU_1, seed=20, duration_s=1800.0))
     metrics = sim.run()
     read, delivered = metrics.number("telegrams_read"), metrics.number("telegrams_delivered")
     assert 0.05 * read < delivered < 0.5 * read  # the budget cannot carry every telegram
     assert sim.tx.tx_link.diagnostics(sim.now).telegrams["superseded"] > 0.5 * read
-    # ... so the newest goes: a delivered telegram is seconds old, never a stale backlog.
+    # ... so the newest go (a frame carries the three read last): a delivered telegram is
+    # seconds old, never a stale backlog.
     assert metrics["telegrams_out_of_order"] == 0
-    assert metrics.number("latency_ms_p95") < 2_000.0
+    assert metrics.number("latency_ms_p95") < 4_000.0
     assert metrics.number("duty_cycle_max_tx") <= 0.01
     assert metrics.number("duty_cycle_max_rx") <= 0.01
     assert metrics["telegrams_corrupt"] == 0

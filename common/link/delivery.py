@@ -306,7 +306,7 @@ class Delivery:
         assert telegram is not None
         if ack.kind is AckKind.DATA and ack.value == out.expect:
             self.reference = telegram
-            link._telegrams["acked"] += 1
+            link._telegrams["acked"] += len(out.telegrams)
             if out.kind is Awaiting.FRAGMENT:
                 self.fragments = None
             return
