@@ -163,7 +163,7 @@ class Delivery:
             # A key update is large: only the newest goes.
             link._telegrams["superseded"] += len(self.queue) - 1
             del self.queue[:-1]
-        encoded = self._encode_queue()
+        encoded = self._encode_queue(now)
         if encoded is None:
             return self.sent_update(now)
         telegrams, payloads = encoded
@@ -184,16 +184,21 @@ class Delivery:
         self.after_update_sent(now, len(out.frame), size)
         return True
 
-    def _encode_queue(self) -> tuple[list[bytes], list[bytes]] | None:
+    def _encode_queue(self, now: float) -> tuple[list[bytes], list[bytes]] | None:
         """The queued telegrams that fit one frame and their codec payloads, each against the
         one before it (the first against the reference); the oldest give way when they do not
-        all fit. None when a telegram could not be encoded (it was dropped)."""
+        all fit the frame, or the budget now (a nearly spent hour still carries the newest
+        telegram, not a batch that would wait until the window frees). None when a telegram
+        could not be encoded (it was dropped)."""
         room = self._link._max_body(FrameType.BATCH)
         while True:
             payloads = self._chained()
             if payloads is None:
                 return None
-            if len(payloads) == 1 or Batch.size_of(payloads) <= room:
+            size = overhead(FrameType.BATCH) + Batch.size_of(payloads)
+            if len(payloads) == 1 or (
+                Batch.size_of(payloads) <= room and self._link._budget_wait(now, size) <= 0
+            ):
                 return list(self.queue), payloads
             self._link._telegrams["superseded"] += 1
             del self.queue[0]
