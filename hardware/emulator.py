@@ -177,6 +177,9 @@ _MODEM_STAT = int(Reg.MODEM_STAT)
 _DIO_MAPPING1 = int(Reg.DIO_MAPPING1)
 _SLEEP = int(Mode.SLEEP)
 _STDBY = int(Mode.STDBY)
+_RX_MODES = frozenset({int(Mode.RXCONT), int(Mode.RXSINGLE)})
+#: `DIO0_FLAG` as plain ints, indexed by RegDioMapping1 bits 7-6.
+_DIO0_FLAG_BITS = tuple(int(DIO0_FLAG[Dio0Mapping(bits)]) for bits in range(4))
 
 #: Output path loss when the driver selects a PA output the module does not wire to the antenna
 #: (an RFM95 only connects PA_BOOST; RFO then leaks a little power through the board).
@@ -210,9 +213,10 @@ class EmulationLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self._depth -= 1
-        run: list[Callable[[], None]] = []
-        if self._depth == 0:
-            run, self._deferred = self._deferred, []
+        if self._depth or not self._deferred:
+            self._lock.release()
+            return
+        run, self._deferred = self._deferred, []
         self._lock.release()
         for callback in run:
             try:
@@ -547,24 +551,31 @@ class SX127xEmulator:
                 return bytes(len(data))
             if stuck in (0x00, 0xFF):
                 return bytes([stuck]) * len(data)
-            address = data[0] & 0x7F
-            if address == _FIFO:
-                if data[0] & 0x80:
-                    self._write_fifo(data[1:])
-                    return bytes(len(data))
-                return b"\x00" + self._read_fifo(len(data) - 1)
             if data[0] & 0x80:
-                for value in data[1:]:
-                    self._write_register(address, value)
-                    if address != _FIFO:
-                        address = (address + 1) & 0x7F
+                self._write_burst(data[0] & 0x7F, data[1:])
                 return bytes(len(data))
-            out = bytearray(1)
-            for _ in range(len(data) - 1):
-                out.append(self._read_register(address))
-                if address != _FIFO:
-                    address = (address + 1) & 0x7F
-            return bytes(out)
+            return b"\x00" + self._read_burst(data[0] & 0x7F, len(data) - 1)
+
+    def _write_burst(self, address: int, values: bytes) -> None:
+        if address == _FIFO:
+            self._write_fifo(values)
+            return
+        for value in values:
+            self._write_register(address, value)
+            if address != _FIFO:
+                address = (address + 1) & 0x7F
+
+    def _read_burst(self, address: int, count: int) -> bytes:
+        if address == _FIFO:
+            return self._read_fifo(count)
+        if count == 1:  # most transfers: one register
+            return bytes((self._read_register(address),))
+        out = bytearray()
+        for _ in range(count):
+            out.append(self._read_register(address))
+            if address != _FIFO:
+                address = (address + 1) & 0x7F
+        return bytes(out)
 
     def _read_fifo(self, count: int) -> bytes:
         """A read burst on RegFifo: `count` bytes from RegFifoAddrPtr on, which advances.
@@ -593,9 +604,9 @@ class SX127xEmulator:
         page[_FIFO_ADDR_PTR] = pointer
 
     def _read_register(self, address: int) -> int:
-        if address == _FIFO:  # a burst that wrapped around from 0x7F
-            return self._read_fifo(1)[0]
-        if self._shared[_OP_MODE] & _LONG_RANGE:
+        if 0x0D <= address <= 0x3F:  # the paged registers, inline: most reads are here
+            if not self._shared[_OP_MODE] & _LONG_RANGE:
+                return self._fsk_page[address]
             if address == _RSSI_VALUE and self.medium is not None:
                 params = self.air_params()
                 power = self.medium.noise_rssi_dbm(self, params.bw_hz)
@@ -603,6 +614,9 @@ class SX127xEmulator:
             if address == _MODEM_STAT:
                 receiving = self.medium is not None and self.medium.receiving(self)
                 return 0x10 | (0x0B if receiving else 0x00)
+            return self._lora_page[address]
+        if address == _FIFO:  # a burst that wrapped around from 0x7F
+            return self._read_fifo(1)[0]
         return self._get(address)
 
     def _write_register(self, address: int, value: int) -> None:
@@ -797,10 +811,11 @@ class SX127xEmulator:
 
     def listen_state(self) -> ListenState:
         """What the channel needs to decide whether this chip hears a frame."""
+        op_mode = self._shared[_OP_MODE]
         listening = (
             not self._in_reset
-            and self._lora()
-            and self._mode() in (Mode.RXCONT, Mode.RXSINGLE)
+            and bool(op_mode & _LONG_RANGE)
+            and op_mode & _MODE_MASK in _RX_MODES
             and self.faults.version not in (0x00, 0xFF)
         )
         return ListenState(
@@ -823,8 +838,7 @@ class SX127xEmulator:
         payload = reception.payload
         crc_present = own.crc_on if own.implicit_header else reception.params.crc_on
         start = self._rx_pointer
-        for i, byte in enumerate(payload):
-            self._fifo[(start + i) % FIFO_SIZE] = byte
+        _ring_write(self._fifo, start, payload)
         self._rx_pointer = (start + len(payload)) % FIFO_SIZE
         page = self._lora_page
         page[Reg.FIFO_RX_CURRENT_ADDR] = start
@@ -941,8 +955,8 @@ class SX127xEmulator:
     def _compute_dio0(self) -> bool:
         if self._in_reset or not self._lora():
             return False
-        mapping = Dio0Mapping((self._shared[Reg.DIO_MAPPING1] >> 6) & 0x03)
-        return bool(self._lora_page[Reg.IRQ_FLAGS] & DIO0_FLAG[mapping])
+        flag = _DIO0_FLAG_BITS[(self._shared[_DIO_MAPPING1] >> 6) & 0x03]
+        return bool(self._lora_page[_IRQ_FLAGS] & flag)
 
     def _update_dio0(self) -> None:
         level = self._compute_dio0()
@@ -1000,3 +1014,13 @@ def _ring_slice(ring: bytearray, start: int, count: int) -> bytes:
     if end <= len(ring):
         return bytes(ring[start:end])
     return bytes(ring[(start + i) % len(ring)] for i in range(count))
+
+
+def _ring_write(ring: bytearray, start: int, data: bytes) -> None:
+    """Write `data` into the circular buffer `ring` from `start` on (wrapping around)."""
+    end = start + len(data)
+    if end <= len(ring):
+        ring[start:end] = data
+        return
+    for i, byte in enumerate(data):
+        ring[(start + i) % len(ring)] = byte
