@@ -177,6 +177,8 @@ _MODEM_STAT = int(Reg.MODEM_STAT)
 _DIO_MAPPING1 = int(Reg.DIO_MAPPING1)
 _SLEEP = int(Mode.SLEEP)
 _STDBY = int(Mode.STDBY)
+#: LoRa-page registers whose value `_read_register` computes when read (not stored).
+_COMPUTED_ON_READ = (_MODEM_STAT, _RSSI_VALUE)
 _RX_MODES = frozenset({int(Mode.RXCONT), int(Mode.RXSINGLE)})
 #: `DIO0_FLAG` as plain ints, indexed by RegDioMapping1 bits 7-6.
 _DIO0_FLAG_BITS = tuple(int(DIO0_FLAG[Dio0Mapping(bits)]) for bits in range(4))
@@ -568,8 +570,16 @@ class SX127xEmulator:
     def _read_burst(self, address: int, count: int) -> bytes:
         if address == _FIFO:
             return self._read_fifo(count)
-        if count == 1:  # most transfers: one register
-            return bytes((self._read_register(address),))
+        end = address + count
+        if address >= 0x0D and end <= 0x40:
+            # Within the page (most reads: RegIrqFlags, the packet block, FEI): copied at
+            # once, then the registers the modem computes on reading are filled in.
+            out = bytearray(self._page()[address:end])
+            if self._shared[_OP_MODE] & _LONG_RANGE:
+                for computed in _COMPUTED_ON_READ:
+                    if address <= computed < end:
+                        out[computed - address] = self._read_register(computed)
+            return bytes(out)
         out = bytearray()
         for _ in range(count):
             out.append(self._read_register(address))
