@@ -145,23 +145,9 @@ _READ_ONLY = frozenset(
     }
 )
 
-#: Registers `air_params` decodes: a write to one of them drops the cached `AirParams`.
-_AIR_REGISTERS = frozenset(
-    int(register)
-    for register in (
-        Reg.FRF_MSB,
-        Reg.FRF_MID,
-        Reg.FRF_LSB,
-        Reg.MODEM_CONFIG1,
-        Reg.MODEM_CONFIG2,
-        Reg.MODEM_CONFIG3,
-        Reg.PREAMBLE_MSB,
-        Reg.PREAMBLE_LSB,
-        Reg.SYNC_WORD,
-        Reg.INVERT_IQ,
-        Reg.PAYLOAD_LENGTH,
-    )
-)
+#: Registers `air_params` decodes (the modem's and the implicit header's payload length): a
+#: write to one of them drops the cached `AirParams`.
+_AIR_REGISTERS = frozenset(int(register) for register in (*_MODEM_REGISTERS, Reg.PAYLOAD_LENGTH))
 
 # Plain ints: `~` on an IntFlag member complements within the flag's members, not the byte.
 # The SPI path compares plain ints too: an enum operation per register byte was the largest
