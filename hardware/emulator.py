@@ -556,6 +556,8 @@ class SX127xEmulator:
     def _read_burst(self, address: int, count: int) -> bytes:
         if address == _FIFO:
             return self._read_fifo(count)
+        if count == 1:  # most transfers: one register
+            return bytes((self._read_register(address),))
         end = address + count
         if address >= 0x0D and end <= 0x40:
             # Within the page (most reads: RegIrqFlags, the packet block, FEI): copied at
