@@ -46,10 +46,9 @@ against a driver thread that holds its lock and waits for SPI.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal, Protocol
 
@@ -146,9 +145,29 @@ _READ_ONLY = frozenset(
     }
 )
 
+#: Registers `air_params` decodes (the modem's and the implicit header's payload length): a
+#: write to one of them drops the cached `AirParams`.
+_AIR_REGISTERS = frozenset(int(register) for register in (*_MODEM_REGISTERS, Reg.PAYLOAD_LENGTH))
+
 # Plain ints: `~` on an IntFlag member complements within the flag's members, not the byte.
+# The SPI path compares plain ints too: an enum operation per register byte was the largest
+# single cost of a long simulation (issue 16).
 _LONG_RANGE = int(OpMode.LONG_RANGE)
 _MODE_MASK = int(OpMode.MODE_MASK)
+_FIFO = int(Reg.FIFO)
+_OP_MODE = int(Reg.OP_MODE)
+_FIFO_ADDR_PTR = int(Reg.FIFO_ADDR_PTR)
+_IRQ_FLAGS = int(Reg.IRQ_FLAGS)
+_RSSI_VALUE = int(Reg.RSSI_VALUE)
+_MODEM_STAT = int(Reg.MODEM_STAT)
+_DIO_MAPPING1 = int(Reg.DIO_MAPPING1)
+_SLEEP = int(Mode.SLEEP)
+_STDBY = int(Mode.STDBY)
+#: LoRa-page registers whose value `_read_register` computes when read (not stored).
+_COMPUTED_ON_READ = (_MODEM_STAT, _RSSI_VALUE)
+_RX_MODES = frozenset({int(Mode.RXCONT), int(Mode.RXSINGLE)})
+#: `DIO0_FLAG` as plain ints, indexed by RegDioMapping1 bits 7-6.
+_DIO0_FLAG_BITS = tuple(int(DIO0_FLAG[Dio0Mapping(bits)]) for bits in range(4))
 
 #: Output path loss when the driver selects a PA output the module does not wire to the antenna
 #: (an RFM95 only connects PA_BOOST; RFO then leaks a little power through the board).
@@ -168,23 +187,30 @@ class EmulationLock:
         self._depth = 0
         self._deferred: list[Callable[[], None]] = []
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self) -> EmulationLock:
+        """The lock as a context manager: `with lock.hold(): ...`.
+
+        The lock is its own context manager (not a `contextlib.contextmanager` generator):
+        every SPI transfer takes it, and a generator per transfer cost a tenth of a long run.
+        """
+        return self
+
+    def __enter__(self) -> None:
         self._lock.acquire()
         self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            run: list[Callable[[], None]] = []
-            if self._depth == 0:
-                run, self._deferred = self._deferred, []
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._depth -= 1
+        if self._depth or not self._deferred:
             self._lock.release()
-            for callback in run:
-                try:
-                    callback()
-                except Exception:
-                    logger.exception("GPIO edge callback %r failed", callback)
+            return
+        run, self._deferred = self._deferred, []
+        self._lock.release()
+        for callback in run:
+            try:
+                callback()
+            except Exception:
+                logger.exception("GPIO edge callback %r failed", callback)
 
     def defer(self, callback: Callable[[], None]) -> None:
         """Run `callback` once the lock is released (call with the lock held)."""
@@ -433,6 +459,8 @@ class SX127xEmulator:
         #: Frf of the last image calibration (power-on: 434 MHz, the reset Frf).
         self._image_cal_frf = 0
         self._image_cal_timer: TimerHandle | None = None
+        #: `air_params()` decoded once per change of `_AIR_REGISTERS` (None: decode again).
+        self._air: AirParams | None = None
         self._power_on_reset()
 
     # ------------------------------------------------------------------ register file
@@ -451,6 +479,7 @@ class SX127xEmulator:
         self._rx_pointer = 0
         self._header_count = 0
         self._packet_count = 0
+        self._air = None
         # The chip calibrates its image rejection at power-on, at the reset Frf (434 MHz).
         self._image_cal_frf = self._frf()
 
@@ -465,13 +494,13 @@ class SX127xEmulator:
             return self._image_cal_frf * FREQ_STEP_HZ
 
     def _lora(self) -> bool:
-        return bool(self._shared[Reg.OP_MODE] & _LONG_RANGE)
+        return bool(self._shared[_OP_MODE] & _LONG_RANGE)
 
     def _mode(self) -> Mode:
-        return Mode(self._shared[Reg.OP_MODE] & _MODE_MASK)
+        return Mode(self._shared[_OP_MODE] & _MODE_MASK)
 
     def _page(self) -> bytearray:
-        return self._lora_page if self._lora() else self._fsk_page
+        return self._lora_page if self._shared[_OP_MODE] & _LONG_RANGE else self._fsk_page
 
     def peek(self, address: int) -> int:
         """A register's value as the chip holds it (tests; no side effects, faults ignored)."""
@@ -486,6 +515,8 @@ class SX127xEmulator:
         return self._shared[address] if address < 0x80 else 0
 
     def _set(self, address: int, value: int) -> None:
+        if address in _AIR_REGISTERS:
+            self._air = None
         if 0x0D <= address <= 0x3F:
             self._page()[address] = value & 0xFF
         elif address < 0x80:
@@ -508,48 +539,94 @@ class SX127xEmulator:
                 return bytes(len(data))
             if stuck in (0x00, 0xFF):
                 return bytes([stuck]) * len(data)
-            address = data[0] & 0x7F
-            write = bool(data[0] & 0x80)
-            out = bytearray(1)
-            for value in data[1:]:
-                if write:
-                    self._write_register(address, value)
-                    out.append(0)
-                else:
-                    out.append(self._read_register(address))
-                if address != Reg.FIFO:
-                    address = (address + 1) & 0x7F
+            if data[0] & 0x80:
+                self._write_burst(data[0] & 0x7F, data[1:])
+                return bytes(len(data))
+            return b"\x00" + self._read_burst(data[0] & 0x7F, len(data) - 1)
+
+    def _write_burst(self, address: int, values: bytes) -> None:
+        if address == _FIFO:
+            self._write_fifo(values)
+            return
+        for value in values:
+            self._write_register(address, value)
+            if address != _FIFO:
+                address = (address + 1) & 0x7F
+
+    def _read_burst(self, address: int, count: int) -> bytes:
+        if address == _FIFO:
+            return self._read_fifo(count)
+        if count == 1:  # most transfers: one register
+            return bytes((self._read_register(address),))
+        end = address + count
+        if address >= 0x0D and end <= 0x40:
+            # Within the page (most reads: RegIrqFlags, the packet block, FEI): copied at
+            # once, then the registers the modem computes on reading are filled in.
+            out = bytearray(self._page()[address:end])
+            if self._shared[_OP_MODE] & _LONG_RANGE:
+                for computed in _COMPUTED_ON_READ:
+                    if address <= computed < end:
+                        out[computed - address] = self._read_register(computed)
             return bytes(out)
+        out = bytearray()
+        for _ in range(count):
+            out.append(self._read_register(address))
+            if address != _FIFO:
+                address = (address + 1) & 0x7F
+        return bytes(out)
+
+    def _read_fifo(self, count: int) -> bytes:
+        """A read burst on RegFifo: `count` bytes from RegFifoAddrPtr on, which advances.
+
+        A burst is copied at once: the frame bodies were most of the register reads of a
+        simulation, one call per byte (issue 16). Nothing but the pointer changes meanwhile.
+        """
+        if self._shared[_OP_MODE] & _MODE_MASK == _SLEEP:
+            return bytes(count)
+        page = self._page()
+        pointer = page[_FIFO_ADDR_PTR]
+        page[_FIFO_ADDR_PTR] = (pointer + count) % FIFO_SIZE
+        return _ring_slice(self._fifo, pointer, count)
+
+    def _write_fifo(self, data: bytes) -> None:
+        """A write burst on RegFifo: only in STDBY (see the module docstring), at
+        RegFifoAddrPtr, which advances; in any other mode every byte is dropped."""
+        if self._shared[_OP_MODE] & _MODE_MASK != _STDBY:
+            return
+        page = self._page()
+        pointer = page[_FIFO_ADDR_PTR]
+        fifo = self._fifo
+        for value in data:
+            fifo[pointer] = value
+            pointer = (pointer + 1) % FIFO_SIZE
+        page[_FIFO_ADDR_PTR] = pointer
 
     def _read_register(self, address: int) -> int:
-        if address == Reg.FIFO:
-            if self._mode() == Mode.SLEEP:
-                return 0
-            pointer = self._get(Reg.FIFO_ADDR_PTR)
-            self._set(Reg.FIFO_ADDR_PTR, (pointer + 1) % FIFO_SIZE)
-            return self._fifo[pointer]
-        if self._lora() and address == Reg.RSSI_VALUE and self.medium is not None:
-            params = self.air_params()
-            power = self.medium.noise_rssi_dbm(self, params.bw_hz)
-            return _clamp_byte(round(power - self._rssi_offset()))
-        if self._lora() and address == Reg.MODEM_STAT:
-            receiving = self.medium is not None and self.medium.receiving(self)
-            return 0x10 | (0x0B if receiving else 0x00)
+        if 0x0D <= address <= 0x3F:  # the paged registers, inline: most reads are here
+            if not self._shared[_OP_MODE] & _LONG_RANGE:
+                return self._fsk_page[address]
+            if address == _RSSI_VALUE and self.medium is not None:
+                params = self.air_params()
+                power = self.medium.noise_rssi_dbm(self, params.bw_hz)
+                return _clamp_byte(round(power - self._rssi_offset()))
+            if address == _MODEM_STAT:
+                receiving = self.medium is not None and self.medium.receiving(self)
+                return 0x10 | (0x0B if receiving else 0x00)
+            return self._lora_page[address]
+        if address == _FIFO:  # a burst that wrapped around from 0x7F
+            return self._read_fifo(1)[0]
         return self._get(address)
 
     def _write_register(self, address: int, value: int) -> None:
-        lora = self._lora()
-        if address == Reg.FIFO:
-            if self._mode() == Mode.STDBY:
-                pointer = self._get(Reg.FIFO_ADDR_PTR)
-                self._fifo[pointer] = value
-                self._set(Reg.FIFO_ADDR_PTR, (pointer + 1) % FIFO_SIZE)
+        if address == _FIFO:  # a burst that wrapped around from 0x7F
+            self._write_fifo(bytes((value,)))
             return
-        if address == Reg.OP_MODE:
+        lora = bool(self._shared[_OP_MODE] & _LONG_RANGE)
+        if address == _OP_MODE:
             self._write_op_mode(value)
             return
-        if lora and address == Reg.IRQ_FLAGS:
-            self._set(Reg.IRQ_FLAGS, self._get(Reg.IRQ_FLAGS) & ~value)
+        if lora and address == _IRQ_FLAGS:
+            self._lora_page[_IRQ_FLAGS] &= ~value & 0xFF
             self._update_dio0()
             return
         if address in _READ_ONLY and (lora or address >= 0x40):
@@ -560,7 +637,7 @@ class SX127xEmulator:
         self._set(address, value)
         if lora and address in _MODEM_REGISTERS:
             self._epoch += 1
-        if address == Reg.DIO_MAPPING1:
+        if address == _DIO_MAPPING1:
             self._update_dio0()
 
     # ------------------------------------------------------------------ modes
@@ -605,7 +682,18 @@ class SX127xEmulator:
         self._epoch += 1
 
     def air_params(self) -> AirParams:
-        """Decode the modulation settings from the LoRa registers."""
+        """The modulation settings from the LoRa registers, decoded once per change.
+
+        The channel asks for every radio at every frame start and end (a receiver's settings
+        decide what it hears), so the decoded value is kept until a write to one of
+        `_AIR_REGISTERS` or a reset (issue 16: decoding was a fifth of a long run).
+        """
+        air = self._air
+        if air is None:
+            air = self._air = self._decode_air_params()
+        return air
+
+    def _decode_air_params(self) -> AirParams:
         page = self._lora_page
         config1 = page[Reg.MODEM_CONFIG1]
         config2 = page[Reg.MODEM_CONFIG2]
@@ -721,10 +809,11 @@ class SX127xEmulator:
 
     def listen_state(self) -> ListenState:
         """What the channel needs to decide whether this chip hears a frame."""
+        op_mode = self._shared[_OP_MODE]
         listening = (
             not self._in_reset
-            and self._lora()
-            and self._mode() in (Mode.RXCONT, Mode.RXSINGLE)
+            and bool(op_mode & _LONG_RANGE)
+            and op_mode & _MODE_MASK in _RX_MODES
             and self.faults.version not in (0x00, 0xFF)
         )
         return ListenState(
@@ -747,8 +836,7 @@ class SX127xEmulator:
         payload = reception.payload
         crc_present = own.crc_on if own.implicit_header else reception.params.crc_on
         start = self._rx_pointer
-        for i, byte in enumerate(payload):
-            self._fifo[(start + i) % FIFO_SIZE] = byte
+        _ring_write(self._fifo, start, payload)
         self._rx_pointer = (start + len(payload)) % FIFO_SIZE
         page = self._lora_page
         page[Reg.FIFO_RX_CURRENT_ADDR] = start
@@ -865,8 +953,8 @@ class SX127xEmulator:
     def _compute_dio0(self) -> bool:
         if self._in_reset or not self._lora():
             return False
-        mapping = Dio0Mapping((self._shared[Reg.DIO_MAPPING1] >> 6) & 0x03)
-        return bool(self._lora_page[Reg.IRQ_FLAGS] & DIO0_FLAG[mapping])
+        flag = _DIO0_FLAG_BITS[(self._shared[_DIO_MAPPING1] >> 6) & 0x03]
+        return bool(self._lora_page[_IRQ_FLAGS] & flag)
 
     def _update_dio0(self) -> None:
         level = self._compute_dio0()
@@ -916,3 +1004,21 @@ class SX127xEmulator:
 
 def _clamp_byte(value: int) -> int:
     return max(0, min(255, value))
+
+
+def _ring_slice(ring: bytearray, start: int, count: int) -> bytes:
+    """`count` bytes of the circular buffer `ring` from `start` on (wrapping around)."""
+    end = start + count
+    if end <= len(ring):
+        return bytes(ring[start:end])
+    return bytes(ring[(start + i) % len(ring)] for i in range(count))
+
+
+def _ring_write(ring: bytearray, start: int, data: bytes) -> None:
+    """Write `data` into the circular buffer `ring` from `start` on (wrapping around)."""
+    end = start + len(data)
+    if end <= len(ring):
+        ring[start:end] = data
+        return
+    for i, byte in enumerate(data):
+        ring[(start + i) % len(ring)] = byte

@@ -103,6 +103,9 @@ INTER_SF_SIR_DB: Final = MappingProxyType(
 )
 #: Assumption (see the module docstring): power outside the victim's band is this much weaker.
 ADJACENT_REJECTION_DB: Final = 60.0
+#: `ADJACENT_REJECTION_DB` as a power ratio (computed once: `in_band_fraction` runs for every
+#: pair of overlapping frames).
+_ADJACENT_REJECTION_RATIO: Final = 10 ** (-ADJACENT_REJECTION_DB / 10)
 #: Sync word (2 symbols) and start-of-frame delimiter (2.25) after the programmed preamble.
 PREAMBLE_SYNC_SYMBOLS: Final = 4.25
 #: The explicit header travels in the first 8 symbols after the preamble (always CR 4/8).
@@ -151,7 +154,7 @@ def in_band_fraction(
     low = max(victim_hz - victim_bw / 2, interferer_hz - interferer_bw / 2)
     high = min(victim_hz + victim_bw / 2, interferer_hz + interferer_bw / 2)
     inside = max(0.0, high - low) / interferer_bw
-    return inside + (1.0 - inside) * 10 ** (-ADJACENT_REJECTION_DB / 10)
+    return inside + (1.0 - inside) * _ADJACENT_REJECTION_RATIO
 
 
 def is_co_sf(victim: AirParams, interferer: AirParams) -> bool:

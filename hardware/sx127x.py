@@ -139,6 +139,14 @@ LNA_LF: Final = 0x20
 _RX_FLAGS: Final = int(Irq.RX_DONE | Irq.PAYLOAD_CRC_ERROR | Irq.VALID_HEADER)
 _CAD_FLAGS: Final = int(Irq.CAD_DONE | Irq.CAD_DETECTED)
 _STRAY_FLAGS: Final = int(Irq.RX_TIMEOUT | Irq.FHSS_CHANGE_CHANNEL) | _CAD_FLAGS
+# Single flags as plain ints for `_service`, which runs at every poll: `int & IntFlag` builds
+# an enum member each time (issue 16).
+_TX_DONE: Final = int(Irq.TX_DONE)
+_RX_DONE: Final = int(Irq.RX_DONE)
+_CAD_DONE: Final = int(Irq.CAD_DONE)
+_CAD_DETECTED: Final = int(Irq.CAD_DETECTED)
+_PAYLOAD_CRC_ERROR: Final = int(Irq.PAYLOAD_CRC_ERROR)
+_CRC_ON_PAYLOAD: Final = int(HopChannel.CRC_ON_PAYLOAD)
 _LORA: Final = int(OpMode.LONG_RANGE)
 _LF: Final = int(OpMode.LOW_FREQUENCY)
 #: Registers left out of the read-back check after configuring. RegIrqFlagsMask: a wrong mask
@@ -668,21 +676,21 @@ class SX127x:
         flags = self._read(Reg.IRQ_FLAGS)
         if flags in (0x00, 0xFF):
             return  # nothing, or a bus reading all ones (the health check deals with that)
-        if flags & Irq.TX_DONE:
-            self._write(Reg.IRQ_FLAGS, int(Irq.TX_DONE))
+        if flags & _TX_DONE:
+            self._write(Reg.IRQ_FLAGS, _TX_DONE)
             if self._busy:
                 self._end_tx()
                 self._counters.tx_frames += 1
                 self._queue(TxDone(at=now, airtime=self._tx_airtime))
                 self._start_rx()
-        if flags & Irq.RX_DONE:
+        if flags & _RX_DONE:
             # Clear first: a frame that lands while this one is read raises RxDone anew.
             self._write(Reg.IRQ_FLAGS, _RX_FLAGS)
             self._read_frame(flags, now)
-        if flags & Irq.CAD_DONE and self._cad:
+        if flags & _CAD_DONE and self._cad:
             self._write(Reg.IRQ_FLAGS, _CAD_FLAGS)
             self._cad = False
-            self._queue(CadDone(at=now, detected=bool(flags & Irq.CAD_DETECTED)))
+            self._queue(CadDone(at=now, detected=bool(flags & _CAD_DETECTED)))
             self._start_rx()
             flags &= ~_CAD_FLAGS
         if flags & _STRAY_FLAGS:
@@ -692,7 +700,7 @@ class SX127x:
         settings = self.settings
         if settings is None:
             return
-        if flags & Irq.PAYLOAD_CRC_ERROR:
+        if flags & _PAYLOAD_CRC_ERROR:
             self._counters.crc_errors += 1
             logger.debug("%s: dropped a frame with a payload CRC error", self.name)
             return
@@ -703,7 +711,7 @@ class SX127x:
         snr = _signed(block[Reg.PKT_SNR_VALUE - 0x10], 8) / 4
         rssi_raw = block[Reg.PKT_RSSI_VALUE - 0x10]
         hop = block[Reg.HOP_CHANNEL - 0x10]
-        if settings.crc_on and settings.sf != 6 and not hop & HopChannel.CRC_ON_PAYLOAD:
+        if settings.crc_on and settings.sf != 6 and not hop & _CRC_ON_PAYLOAD:
             self._counters.no_crc_frames += 1
             logger.debug("%s: dropped a frame sent without a payload CRC", self.name)
             return

@@ -12,6 +12,7 @@ from p1lora.hardware.channel import SimChannel
 from p1lora.hardware.emulator import Reception, SX127xEmulator
 from p1lora.hardware.sx127x_registers import (
     LORA_RESET_VALUES,
+    RSSI_OFFSET_LF,
     SHARED_RESET_VALUES,
     Irq,
     Mode,
@@ -330,3 +331,57 @@ def test_packet_rssi_and_snr_registers(clock):
     snr = (snr_raw - 256 if snr_raw > 127 else snr_raw) / 4
     assert snr == -6.5
     assert -157 + rssi_raw + snr == pytest.approx(-120, abs=0.5)
+
+
+#: A change to each register `air_params` decodes (XOR mask) that changes what it decodes.
+_AIR_REGISTER_CHANGES = {
+    Reg.FRF_MSB: 0x10,
+    Reg.FRF_MID: 0x10,
+    Reg.FRF_LSB: 0x10,
+    Reg.MODEM_CONFIG1: 0x10,  # bandwidth
+    Reg.MODEM_CONFIG2: 0x10,  # spreading factor
+    Reg.MODEM_CONFIG3: 0x08,  # low data rate optimisation
+    Reg.PREAMBLE_MSB: 0x10,
+    Reg.PREAMBLE_LSB: 0x10,
+    Reg.SYNC_WORD: 0x10,
+    Reg.INVERT_IQ: 0x40,
+    Reg.PAYLOAD_LENGTH: 0x10,
+}
+
+
+@pytest.mark.parametrize("register", list(_AIR_REGISTER_CHANGES), ids=lambda r: r.name)
+def test_air_params_follow_every_register_they_decode(clock, register):
+    """`air_params()` is decoded once and kept: a write to any register it reads shows at
+    once, and so does a reset (compared with a chip that never decoded before)."""
+    chip = SX127xEmulator(clock)
+    enter_lora(chip)
+    before = chip.air_params()
+    value = read(chip, register) ^ _AIR_REGISTER_CHANGES[register]
+    write(chip, register, value)
+    fresh = SX127xEmulator(clock)
+    enter_lora(fresh)
+    write(fresh, register, value)
+    assert chip.air_params() == fresh.air_params() != before
+    chip.reset_pin.write(False)
+    chip.reset_pin.write(True)
+    assert chip.air_params() == before
+
+
+def test_burst_reads_match_single_reads(clock):
+    """A burst is read at once, but it must say what reading each register does, including
+    the registers the modem computes when read (RegModemStat, RegRssiValue)."""
+    channel = SimChannel(clock)
+    chip = channel.add_radio("a")
+    for mode in (Mode.STDBY, Mode.RXCONT):
+        enter_lora(chip, mode)
+        for start, count in ((0x10, 13), (0x18, 4), (0x3C, 8), (0x7E, 3)):
+            burst = chip.spi.transfer(bytes([start]) + bytes(count))[1:]
+            singles = bytes(read(chip, (start + i) & 0x7F) for i in range(count))
+            assert burst == singles, (mode.name, hex(start))
+        # RegRssiValue is the channel's power now (LF port offset at the reset carrier).
+        rssi = channel.noise_rssi_dbm(chip, chip.air_params().bw_hz) - RSSI_OFFSET_LF
+        assert chip.spi.transfer(bytes([0x10]) + bytes(13))[1 + 0x1B - 0x10] == round(rssi)
+    write(chip, Reg.OP_MODE, Mode.SLEEP)
+    write(chip, Reg.OP_MODE, Mode.STDBY)  # FSK page
+    burst = chip.spi.transfer(bytes([0x0D]) + bytes(0x33))[1:]
+    assert burst == bytes(read(chip, 0x0D + i) for i in range(0x33))
