@@ -12,7 +12,7 @@ import pytest
 from p1lora.common.clock import VirtualClock
 from p1lora.common.counters import CounterState
 from p1lora.common.crc16 import crc16_arc
-from p1lora.common.link import LinkConfig, LinkEventAction, SerialState, Transmit, TxStatus
+from p1lora.common.link import LinkConfig, LinkEventAction, SerialState, Transmit, TxStatus, timing
 from p1lora.common.plausibility import PlausibilityGate, PlausibilityLimits
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.service.link_runtime import RuntimeObserver, frame_type_name
@@ -305,7 +305,10 @@ def test_a_failing_observer_is_logged_once_and_the_loop_goes_on(
     assert len(radio.sent) >= 2
     assert recording.sent == ["DISCOVER"] * len(radio.sent)
     assert "discover" in recording.events and "configure" in recording.events
-    assert recording.settings == [LinkConfig().rendezvous()]
+    # The rendezvous, and the fast rendezvous the unanswered DISCOVERs alternate with.
+    config = LinkConfig()
+    assert recording.settings[0] == config.rendezvous()
+    assert set(recording.settings) == {config.rendezvous(), timing.fast_rendezvous(config)}
     assert runtime.stats.callback_errors == len(radio.sent)
     logged = [r for r in caplog.records if r.exc_info is not None]
     assert len(logged) == 1  # the traceback once, then counted

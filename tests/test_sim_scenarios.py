@@ -124,7 +124,13 @@ def test_transmitter_reboot_continues_counters_without_replays_or_nonce_reuse(
     after = _deliveries_between(sim, 125.0, 500.0)
     assert after and after[0] < (135.0 if keep_state else 450.0)
     metrics = sim.metrics()
-    assert "replay" not in sim.rx_log.rejected
+    if keep_state:
+        assert "replay" not in sim.rx_log.rejected
+    else:
+        # A transmitter that lost its counters may reach the receiver, still running at the
+        # fast setting, with a DISCOVER there (the fast rendezvous): refused as below the
+        # session's counters until the receiver's silence timeout sends it to the rendezvous.
+        assert sim.rx_log.rejected["replay"] <= 2
     assert metrics["telegrams_corrupt"] == 0
     assert len(nonces) == len(set(nonces)), "a key/nonce pair was used twice"
     if keep_state:

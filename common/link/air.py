@@ -15,6 +15,11 @@ in one command, `p1-lora bench building`).
 - Both only while a neighbour is heard (a frame of another p1-lora network within
   `crowded_memory_s`): alone, a link loses nothing by them, and on a lossy link the wait would
   eat the time its resends need before the next telegram.
+- `fast_rendezvous`: while a neighbour is heard, every other DISCOVER asks the receiver to
+  meet at the fastest setting (`timing.fast_rendezvous`, where the neighbours run) instead of
+  answering at the SF12 rendezvous: a 1.5 s CHALLENGE from the flat arrives in the meter room
+  25-65 dB below the neighbours' frames and dies under any of them, and no neighbour's CAD at
+  SF7 hears it; at the fast setting it lasts milliseconds and their CAD defers to it.
 - `listen_before_talk`: the transmitter's runtime runs a Channel Activity Detection before
   each frame and defers while it hears a preamble, with a contention window that grows with
   the share of busy detections (as Meshtastic's `RadioInterface::getTxDelayMsec` does from its
@@ -41,6 +46,7 @@ class AirPolicy:
     #: this recently (a link alone sends at once: nothing to desynchronise from).
     crowded_memory_s: float = 120.0
     listen_before_talk: bool = True
+    fast_rendezvous: bool = True
     #: A failed switch confirmation with strong signal (both directions clear the margin) is
     #: collisions: the transmitter does not step down or block the setting for it.
     busy_collisions: bool = True
@@ -55,7 +61,11 @@ class AirPolicy:
     def legacy(cls) -> AirPolicy:
         """The behaviour before "Sharing the air": send at once, resend at once, no CAD."""
         return cls(
-            desync_s=0.0, resend_backoff_s=0.0, listen_before_talk=False, busy_collisions=False
+            desync_s=0.0,
+            resend_backoff_s=0.0,
+            listen_before_talk=False,
+            busy_collisions=False,
+            fast_rendezvous=False,
         )
 
 

@@ -77,6 +77,8 @@ class LinkBase(Generic[_S]):
         self._settings: RadioSettings = rendezvous
         self._last_good: RadioSettings = rendezvous
         self._radio_busy = False
+        #: Whether the last frame the radio finished actually went on air (`tx_done`).
+        self._frame_aired = True
         self._tx_watchdog: float | None = None
         self._rejections = RejectionLog(logger, self.ROLE)
         self._frames_sent: Counter[str] = Counter()
@@ -173,10 +175,12 @@ class LinkBase(Generic[_S]):
 
     def tx_done(self, now: float, airtime_s: float | None = None) -> list[Action]:
         """The radio finished sending (runtime guarantee: reported with the real airtime).
-        `airtime_s` is accepted for the runtimes' convenience; the budget counts the airtime
-        computed when the frame was emitted."""
+        The budget counts the airtime computed when the frame was emitted; `airtime_s` None
+        means the frame never went on air (listen before talk gave it up, or it was aborted):
+        `_frame_aired` tells the subclass."""
 
         def done(at: float) -> None:
+            self._frame_aired = airtime_s is not None
             self._radio_busy = False
             self._tx_watchdog = None
             self._on_tx_done(at)

@@ -16,6 +16,7 @@ from p1lora.common.crypto import TAG_SIZE
 from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame
 from p1lora.common.link import timing
 from p1lora.common.link.base import decode_body
+from p1lora.common.link.config import RadioMode
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.messages import Challenge, Discover, Resync
 from p1lora.common.link.session import OutgoingFrame
@@ -49,6 +50,10 @@ class Handshake:
         #: receiver has one counter for all its frames, so a RESYNC at or below it is older
         #: than a frame we already accepted (a harvested one) and is refused as a replay.
         self.receiver_floor = -1
+        #: The DISCOVER in flight asked the receiver to follow to the fast rendezvous.
+        self.following = False
+        #: A DISCOVER at the fast rendezvous is due or in flight (the receiver may wait there).
+        self.at_fast = False
 
     def sent_session_frame(self, sent: OutgoingFrame, now: float) -> None:
         """A session frame left: a RESYNC may name it (by its tag) from now on."""
@@ -71,7 +76,10 @@ class Handshake:
             return False
         random = link._security.random()
         binding = link._binding if self.discovers_sent % 2 == 0 else b""
-        body = Discover(link._state is TxState.HANDSHAKE, link._settings.tx_power_dbm).encode()
+        follow = self._asks_to_follow(now)
+        body = Discover(
+            link._state is TxState.HANDSHAKE, link._settings.tx_power_dbm, follow
+        ).encode()
         sent = link._send(
             now,
             size,
@@ -81,6 +89,7 @@ class Handshake:
         )
         if sent is None:
             return False
+        self.following = follow
         self.discovers_sent += 1
         link._timers.pop(Timer.DISCOVER, None)
         link._pacer.invalidate()
@@ -97,8 +106,45 @@ class Handshake:
         link._event(LinkEvent.DISCOVER, attempt=self.attempts + 1, settings=link._settings.label())
         return True
 
+    def not_aired(self) -> None:
+        """The frame just finished never went on air: a DISCOVER that asked the receiver to
+        follow asked nobody."""
+        self.following = False
+
+    def _asks_to_follow(self, now: float) -> bool:
+        """Every other DISCOVER from the rendezvous asks the receiver to follow to the fast
+        rendezvous: there the CHALLENGE lasts milliseconds, not 1.5 s, and the neighbours'
+        listen before talk hears it (docs/protocol.md, "Sharing the air"). The first one
+        does while neighbours are heard; otherwise the first asks nothing (a link alone
+        keeps its handshake) and the second does (an unanswered DISCOVER: at SF12 we hear no
+        neighbour running at SF7, but their frames may have killed the answer). A receiver
+        whose DISCOVER was too weak for the fast setting answers at the rendezvous."""
+        link = self._link
+        if (
+            not link.config.air.fast_rendezvous
+            or link._mode is not RadioMode.AUTO  # fixed mode goes where it was told
+            or link._state is not TxState.RENDEZVOUS
+            or self.at_fast
+            or timing.fast_rendezvous(link.config) is None
+        ):
+            return False
+        first = 0 if link._delivery.crowded(now) else 1
+        return self.attempts % 2 == first
+
     def discover_failed(self, now: float) -> None:
         link = self._link
+        if self.following:
+            # No answer here: the receiver went to the fast rendezvous. One DISCOVER there.
+            self.following = False
+            self.at_fast = True
+            fast = timing.fast_rendezvous(link.config)
+            assert fast is not None
+            link._configure(fast, "meeting at the fast rendezvous")
+            link._timers[Timer.DISCOVER] = now
+            return
+        if self.at_fast:
+            self.at_fast = False
+            link._configure(link.config.rendezvous(), "no answer at the fast rendezvous")
         self.attempts += 1
         if link._state is TxState.HANDSHAKE and self.attempts >= link.config.resume_attempts:
             self.go_rendezvous(now, "no answer at the last known good setting")
@@ -127,6 +173,7 @@ class Handshake:
         link._set_state(TxState.RENDEZVOUS, reason)
         link._configure(rendezvous, reason)
         self.attempts = 0
+        self.following = self.at_fast = False
         link._timers.clear()
         link._timers[Timer.DISCOVER] = now
         self.meet_times = sorted(t for t in set(meet_times) if t > now)
@@ -138,6 +185,7 @@ class Handshake:
         link._reset_traffic()
         link._set_state(TxState.HANDSHAKE, reason)
         self.attempts = 0
+        self.following = self.at_fast = False
         self.meet_times = []
         link._timers.clear()
         link._timers[Timer.DISCOVER] = now
@@ -170,6 +218,7 @@ class Handshake:
         link._loss.clear()
         self.attempts = 0
         self.discovers_sent = 0
+        self.following = self.at_fast = False
         self.meet_times = []
         link._timers.pop(Timer.DISCOVER, None)
         link._event(

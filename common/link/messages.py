@@ -8,7 +8,7 @@ got through).
 
 | frame     | body                                                                            |
 |-----------|---------------------------------------------------------------------------------|
-| DISCOVER  | u8 flags (bit 0: resuming at a non-rendezvous setting), i8 TX power dBm           |
+| DISCOVER  | u8 flags (bit 0: resuming elsewhere; bit 1: follow to the fast rendezvous), i8 power|
 | CHALLENGE | report (3), i8 receiver TX power, u8 flags (bit 0: has reference), u16 ref id     |
 | RESYNC    | the 8-byte CCM tag of the transmitter frame that could not be opened              |
 | DATA      | the codec payload (`p1lora.common.codec`), nothing else                          |
@@ -119,14 +119,22 @@ class Report:
 class Discover:
     resume: bool
     tx_power_dbm: int
+    #: A crowded channel: "if you hear me well enough, meet me at the fast rendezvous"
+    #: (`timing.fast_rendezvous`; the receiver goes there instead of answering).
+    follow: bool = False
+
+    FLAG_RESUME = 0x01
+    FLAG_FOLLOW = 0x02
 
     def encode(self) -> bytes:
-        return bytes((int(self.resume), _i8(self.tx_power_dbm)))
+        flags = (self.FLAG_RESUME if self.resume else 0) | (self.FLAG_FOLLOW if self.follow else 0)
+        return bytes((flags, _i8(self.tx_power_dbm)))
 
     @classmethod
     def decode(cls, data: bytes) -> Discover:
         _need(data, DISCOVER_BODY_SIZE, "DISCOVER")
-        return cls(bool(data[0] & 1), _from_i8(data[1]))
+        flags = data[0]
+        return cls(bool(flags & cls.FLAG_RESUME), _from_i8(data[1]), bool(flags & cls.FLAG_FOLLOW))
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,13 @@ from p1lora.common.link.persist import RxPersistentState
 from p1lora.common.link.replay_limits import DiscoverFilter
 from p1lora.common.link.rx_commands import CommandQueue, QueuedCommand
 from p1lora.common.link.states import RX_TRANSITIONS, RxState
+from p1lora.common.link.tuning import (
+    bw_offset_db,
+    candidate_table,
+    effective_snr_db,
+    find,
+    margin_db,
+)
 from p1lora.common.radio_types import RadioSettings, ReceivedFrame
 from p1lora.common.regions import RegionError
 
@@ -156,6 +163,8 @@ class RxLink(LinkBase[RxState]):
         self._pending_expires: float | None = None
         #: When the last CHALLENGE left (a resumed receiver's handshake grace runs from it).
         self._answered_at: float | None = None
+        #: Waiting at the fast rendezvous for a transmitter that asked us to follow, until.
+        self._follow_until: float | None = None
         self._after_tx: RadioSettings | None = None
         self._discovers = DiscoverFilter(persisted.discover if persisted is not None else ())
         self._last_counter: int | None = None
@@ -227,9 +236,11 @@ class RxLink(LinkBase[RxState]):
 
     def _deadlines(self) -> list[float | None]:
         command = self._commands.deadline(self.config.command_timeout_s)
-        return [self._silence_deadline(), self._pending_expires, command]
+        return [self._silence_deadline(), self._pending_expires, command, self._follow_until]
 
     def _on_tick(self, now: float) -> None:
+        if self._follow_until is not None and now >= self._follow_until:
+            self._stop_following()
         deadline = self._silence_deadline()
         if deadline is not None and now >= deadline:
             if self._state is RxState.PROBING and self._previous is not None:
@@ -248,6 +259,19 @@ class RxLink(LinkBase[RxState]):
                 self._set_state(self._idle_state(), "handshake expired")
         for queued in self._commands.expired(now, self.config.command_timeout_s):
             self._finish_command(queued, ReplyStatus.TIMEOUT, "no reply from the transmitter", now)
+
+    def _stop_following(self) -> None:
+        """The transmitter we followed to the fast rendezvous did not confirm a session there
+        in time: back to the rendezvous (a pending handshake there is dropped)."""
+        self._follow_until = None
+        if self._state not in (RxState.RENDEZVOUS, RxState.HANDSHAKE):
+            return
+        if self._state is RxState.HANDSHAKE:
+            self._pending_expires = None
+            self._answered_at = None
+            self._security.drop_pending()
+            self._set_state(RxState.RENDEZVOUS, "no session at the fast rendezvous")
+        self._configure(self.config.rendezvous(), "no session at the fast rendezvous")
 
     def _go_rendezvous(self, now: float) -> None:
         self._security.drop_sessions()
@@ -335,6 +359,7 @@ class RxLink(LinkBase[RxState]):
                 f"DISCOVER counter {counter} is not above {discovers.session_floor} of the session",
             )
         discover = decode_body(Discover.decode, body)
+        fast = self._may_follow(discover, frame)
         refill = self._refill(timing.CHALLENGE_BYTES)
         self._challenges.set_rate(refill, now)
         self._slowed.set_rate(refill / 4, now)
@@ -349,6 +374,14 @@ class RxLink(LinkBase[RxState]):
         if fresh and not self._challenges.take(now):
             self._telegrams["challenges_rate_limited"] += 1
             self._event(LinkEvent.CHALLENGE_SUPPRESSED, reason="rate")
+            return
+        if fast is not None:
+            # Meet the transmitter at the fast rendezvous instead of answering here. Taken
+            # like an answer (a token, and a copy of this DISCOVER is a replay).
+            discovers.answered(counter, tx_random)
+            self._follow_until = now + timing.follow_window(self.config, fast)
+            self._configure(fast, "a crowded transmitter asked to meet at the fast rendezvous")
+            logger.debug("rx: following to the fast rendezvous %s", fast.label())
             return
         reference = next(reversed(self._references)) if self._references else None
         reply = Challenge(
@@ -384,6 +417,22 @@ class RxLink(LinkBase[RxState]):
             resume=discover.resume,
             slowed=not fresh,
         )
+
+    def _may_follow(self, discover: Discover, frame: ReceivedFrame) -> RadioSettings | None:
+        """The fast rendezvous, when the DISCOVER asks us to follow, we wait at the rendezvous
+        and it was heard with `snr_margin_db` to spare at the fast setting in both directions
+        (the downlink from our power and the transmitter's; the CHALLENGE goes there)."""
+        if not discover.follow or self._state is not RxState.RENDEZVOUS:
+            return None
+        fast = timing.fast_rendezvous(self.config)
+        if fast is None:
+            return None
+        rung = find(candidate_table(self.config), fast)
+        heard = frame.settings.bw_hz
+        uplink = effective_snr_db(frame.snr_db, frame.rssi_dbm, heard) + bw_offset_db(heard)
+        downlink = uplink + self._settings.tx_power_dbm - discover.tx_power_dbm
+        margin = margin_db(rung, uplink, downlink) if rung is not None else None
+        return fast if margin is not None and margin >= self.config.snr_margin_db else None
 
     def _maybe_resync(self, now: float, frame: ReceivedFrame) -> None:
         """Tell a transmitter that talks to a session we lost (our restart) to re-handshake.
@@ -452,6 +501,7 @@ class RxLink(LinkBase[RxState]):
         self._last_counter = counter
 
     def _session_confirmed(self, now: float) -> None:
+        self._follow_until = None
         self._pending_expires = None
         self._answered_at = None
         self._reassembler.reset()

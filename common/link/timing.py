@@ -65,6 +65,7 @@ from p1lora.common.link.messages import (
     STATUS_TYPICAL_BODY_SIZE,
     SWITCH_BODY_SIZE,
 )
+from p1lora.common.link.tuning import candidate_table
 from p1lora.common.radio_types import RadioSettings
 
 __all__ = [
@@ -77,6 +78,8 @@ __all__ = [
     "STATUS_TYPICAL_BYTES",
     "SWITCH_BYTES",
     "discovery_delay",
+    "fast_rendezvous",
+    "follow_window",
     "guard",
     "handshake_grace",
     "keepalive_interval",
@@ -200,6 +203,37 @@ def silence_timeout(config: LinkConfig, settings: RadioSettings) -> float:
     """
     return config.silence_factor * max_send_interval(config, settings) + reply_timeout(
         config, settings, ACK_MAX_BYTES
+    )
+
+
+#: Slack in `follow_window` for each frame's wait for a free channel (listen before talk
+#: holds a frame up to 0.75 s + 0.4 airtimes, inside the link's 1 s + 1.5 airtimes watchdog).
+FOLLOW_HOLD_S = 1.0
+
+
+def fast_rendezvous(config: LinkConfig) -> RadioSettings | None:
+    """Where a crowded link meets when both sides can (docs/protocol.md, "Sharing the air"):
+    the fastest setting the link may use, which is also where its neighbours run. None when
+    that is the rendezvous itself."""
+    fastest = candidate_table(config)[0]
+    settings = config.settings(fastest.sf, fastest.bw_hz)
+    return None if settings == config.rendezvous() else settings
+
+
+def follow_window(config: LinkConfig, fast: RadioSettings) -> float:
+    """Receiver: how long it waits at the fast rendezvous after a DISCOVER asked it to follow.
+
+    The transmitter waits one reply timeout for an answer at the rendezvous (a receiver that
+    cannot follow answers there), then sends a DISCOVER at `fast`; the CHALLENGE and the
+    transmitter's first session frame follow. Each of those three frames may wait
+    `FOLLOW_HOLD_S` for a free channel.
+    """
+    rendezvous = config.rendezvous()
+    return (
+        reply_timeout(config, rendezvous, CHALLENGE_BYTES)
+        + 3 * FOLLOW_HOLD_S
+        + reply_timeout(config, fast, CHALLENGE_BYTES)
+        + handshake_grace(config, fast)
     )
 
 

@@ -240,6 +240,8 @@ class TxLink(LinkBase[TxState]):
         return [out.deadline if out else None, *self._timers.values()]
 
     def _on_tx_done(self, now: float) -> None:
+        if not self._frame_aired:
+            self._handshake.not_aired()
         out = self._outstanding
         if out is not None and out.deadline is None:
             out.deadline = now + timing.reply_timeout(self.config, out.settings, out.reply_bytes)
