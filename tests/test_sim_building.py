@@ -241,13 +241,6 @@ def test_a_failed_switch_with_strong_signal_is_collisions_and_with_weak_signal_i
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 16, open: the SF12 link is never pushed slower, but on the honest channel it "
-    "does not connect within the run: its receiver's answers to DISCOVER lose to the "
-    "neighbours' SF7 frames in the meter room, and the DISCOVER backoff grows (the shared "
-    "rendezvous bottleneck the issue describes)",
-)
 def test_collisions_in_a_crowded_building_never_push_a_link_slower() -> None:
     """Four links in phase: switch confirmations fail on collisions now and then; with the
     strong signal all of them have, none of those failures may push a link slower."""
