@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from p1lora.common.crypto import TAG_SIZE
 from p1lora.common.frames import FrameError, FrameType, RejectReason, SealedFrame
 from p1lora.common.link import timing
+from p1lora.common.link.air import random_delay
 from p1lora.common.link.base import decode_body
 from p1lora.common.link.config import RadioMode
 from p1lora.common.link.events import LinkEvent
@@ -28,7 +29,10 @@ from p1lora.common.radio_types import ReceivedFrame
 if TYPE_CHECKING:
     from p1lora.common.link.tx import TxLink
 
-__all__ = ["Handshake"]
+__all__ = ["UNAIRED_RETRY_S", "Handshake"]
+
+#: A DISCOVER that never went on air (the channel stayed busy) is tried again within this.
+UNAIRED_RETRY_S = 2.0
 
 
 class Handshake:
@@ -133,6 +137,12 @@ class Handshake:
 
     def discover_failed(self, now: float) -> None:
         link = self._link
+        out = link._timing_out
+        if out is not None and not out.aired:
+            # The channel was busy: no attempt was made, so no backoff step; listen again
+            # soon (at the same setting: the receiver may wait at the fast rendezvous).
+            link._timers[Timer.DISCOVER] = now + random_delay(link._rng, UNAIRED_RETRY_S)
+            return
         if self.following:
             # No answer here: the receiver went to the fast rendezvous. One DISCOVER there.
             self.following = False

@@ -145,6 +145,8 @@ class TxLink(LinkBase[TxState]):
         self._configure(start, "start")
         self._outstanding: Outstanding | None = None
         self._timers: dict[Timer, float] = {Timer.DISCOVER: now}
+        #: The frame whose timeout is being handled (`_count_unanswered` asks if it aired).
+        self._timing_out: Outstanding | None = None
         self._handshake = Handshake(self)
         self._delivery = Delivery(self)
         self._switching = Switching(self, now)
@@ -240,9 +242,12 @@ class TxLink(LinkBase[TxState]):
         return [out.deadline if out else None, *self._timers.values()]
 
     def _on_tx_done(self, now: float) -> None:
-        if not self._frame_aired:
-            self._handshake.not_aired()
         out = self._outstanding
+        if not self._frame_aired and out is not None:
+            # Never on air (listen before talk found the channel busy throughout). It still
+            # waits its reply timeout: a crowded channel slows every link down this way.
+            out.aired = False
+            self._handshake.not_aired()
         if out is not None and out.deadline is None:
             out.deadline = now + timing.reply_timeout(self.config, out.settings, out.reply_bytes)
             if out.kind is Awaiting.PROBE and self._switching.plan is not None:
@@ -520,7 +525,11 @@ class TxLink(LinkBase[TxState]):
             self._emit(then_run)
 
     def _on_timeout(self, now: float, out: Outstanding) -> None:
-        _TIMEOUT_HANDLERS[out.kind](self, now, out)
+        self._timing_out = out
+        try:
+            _TIMEOUT_HANDLERS[out.kind](self, now, out)
+        finally:
+            self._timing_out = None
 
     def _count_unanswered(self, now: float) -> None:
         """A frame that expected an answer got none: loss, and full power when acks keep

@@ -70,3 +70,5 @@ class Outstanding:
     expect: int = -1
     #: The plaintext body (a resend seals it again under a fresh counter).
     body: bytes = b""
+    #: False when the radio reported it never went on air (listen before talk gave it up).
+    aired: bool = True
