@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 
 import pytest
 
 from p1lora.common.link import FixedRadio, LinkConfig, RadioMode, timing
+from p1lora.common.link.messages import Discover
 from p1lora.common.link.tuning import candidate_table, choose_target
 from tests.helpers_link import (
     Channel,
@@ -217,3 +219,43 @@ def test_never_wider_or_louder_than_the_sub_band_allows(frequency):
         assert air.settings.bw_hz <= band.max_bw_hz
         assert band.contains(air.settings.frequency_hz, air.settings.bw_hz)
         assert air.settings.tx_power_dbm <= band.max_tx_power_dbm
+
+
+def test_an_unanswered_discover_meets_the_receiver_at_the_fast_rendezvous():
+    # The first CHALLENGE dies (as under a neighbour's frame in a meter room): the next
+    # DISCOVER asks the receiver to follow, and the handshake completes at SF7/BW250 with a
+    # CHALLENGE of milliseconds, without a SWITCH from the SF12 rendezvous.
+    config = LinkConfig()
+    fast = timing.fast_rendezvous(config)
+    assert fast is not None and (fast.sf, fast.bw_hz) == (7, 250_000)
+    channel = Channel(path_loss_db=110.0, downlink_blocked=lambda t: t < 3.0)
+    h = Harness(channel=channel)
+    h.run_until(60.0)
+    challenges = [a for a in h.rx.sent if a.frame_type == "CHALLENGE"]
+    assert [a.settings.sf for a in challenges] == [12, 7]
+    discovers = [(a.settings.sf, a.start) for a in h.tx.sent if a.frame_type == "DISCOVER"]
+    assert [sf for sf, _ in discovers] == [12, 12, 7]
+    established = [f for _, kind, f in h.tx.events if kind == "session_established"]
+    assert established and established[0]["settings"] == "SF7/BW250"
+    assert not [a for a in h.tx.sent if a.frame_type == "SWITCH"]
+    assert h.delivered_ok() and h.rx.delivered
+
+
+def test_a_receiver_that_hears_the_discover_too_weakly_answers_at_the_rendezvous():
+    # 145 dB: SF7/BW250 would not carry; the receiver answers the follow request at SF12.
+    channel = Channel(path_loss_db=145.0, downlink_blocked=lambda t: t < 3.0)
+    h = Harness(channel=channel)
+    h.run_until(120.0)
+    challenges = [a.settings.sf for a in h.rx.sent if a.frame_type == "CHALLENGE"]
+    assert challenges == [12, 12]
+    follows = [a for a in h.tx.sent if a.frame_type == "DISCOVER" and a.settings.sf == 7]
+    assert not follows  # the answer came at the rendezvous: no need to try the fast one
+    established = [f for _, kind, f in h.tx.events if kind == "session_established"]
+    assert established and established[0]["settings"] == "SF12/BW125"
+
+
+def test_the_discover_follow_flag_round_trips():
+    for resume, follow in itertools.product((False, True), repeat=2):
+        discover = Discover(resume, -3, follow)
+        assert Discover.decode(discover.encode()) == discover
+    assert Discover.decode(bytes((0x01, 14))) == Discover(True, 14, False)  # older senders

@@ -419,10 +419,13 @@ class RxLink(LinkBase[RxState]):
         )
 
     def _may_follow(self, discover: Discover, frame: ReceivedFrame) -> RadioSettings | None:
-        """The fast rendezvous, when the DISCOVER asks us to follow, we wait at the rendezvous
-        and it was heard with `snr_margin_db` to spare at the fast setting in both directions
-        (the downlink from our power and the transmitter's; the CHALLENGE goes there)."""
-        if not discover.follow or self._state is not RxState.RENDEZVOUS:
+        """The fast rendezvous, when the DISCOVER asks us to follow, we listen at the
+        rendezvous (waiting, or in a handshake begun there: an earlier CHALLENGE that died on
+        the way is why the transmitter asks) and the DISCOVER was heard with `snr_margin_db`
+        to spare at the fast setting in both directions (the downlink from our power and the
+        transmitter's: the CHALLENGE goes there)."""
+        listening = self._state in (RxState.RENDEZVOUS, RxState.HANDSHAKE)
+        if not discover.follow or not listening or self._idle_state() is not RxState.RENDEZVOUS:
             return None
         fast = timing.fast_rendezvous(self.config)
         if fast is None:
