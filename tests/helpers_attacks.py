@@ -43,6 +43,7 @@ from p1lora.common.link.config import LinkConfig
 from p1lora.common.link.messages import (
     Ack,
     AckKind,
+    Batch,
     Challenge,
     Discover,
     FragmentHeader,
@@ -497,6 +498,7 @@ class Forger:
             FrameType.CHALLENGE: lambda: Challenge(report, 14, None).encode(),
             FrameType.RESYNC: lambda: Resync(self.rng.randbytes(8)).encode(),
             FrameType.DATA: lambda: encode_update(forged_telegram(), None),
+            FrameType.BATCH: lambda: Batch((bytes(20), bytes(30))).encode(),
             FrameType.FRAGMENT: lambda: FragmentHeader(7, 0, 2).encode() + bytes(40),
             FrameType.PROBE: lambda: Probe(9, bytes(30)).encode(),
             FrameType.SWITCH: lambda: Switch(9, 12, 125_000).encode(),

@@ -29,10 +29,12 @@ from p1lora.common.radio_types import ReceivedFrame
 if TYPE_CHECKING:
     from p1lora.common.link.tx import TxLink
 
-__all__ = ["UNAIRED_RETRY_S", "Handshake"]
+__all__ = ["UNAIRED_RETRIES", "UNAIRED_RETRY_S", "Handshake"]
 
-#: A DISCOVER that never went on air (the channel stayed busy) is tried again within this.
+#: A DISCOVER that never went on air (the channel stayed busy) is tried again within this,
+#: up to `UNAIRED_RETRIES` times in a row before it counts as an unanswered attempt.
 UNAIRED_RETRY_S = 2.0
+UNAIRED_RETRIES = 3
 
 
 class Handshake:
@@ -58,6 +60,8 @@ class Handshake:
         self.following = False
         #: A DISCOVER at the fast rendezvous is due or in flight (the receiver may wait there).
         self.at_fast = False
+        #: DISCOVERs in a row that never went on air (`discover_failed`).
+        self.unaired_in_row = 0
 
     def sent_session_frame(self, sent: OutgoingFrame, now: float) -> None:
         """A session frame left: a RESYNC may name it (by its tag) from now on."""
@@ -138,11 +142,15 @@ class Handshake:
     def discover_failed(self, now: float) -> None:
         link = self._link
         out = link._timing_out
-        if out is not None and not out.aired:
+        if out is not None and not out.aired and self.unaired_in_row < UNAIRED_RETRIES:
             # The channel was busy: no attempt was made, so no backoff step; listen again
-            # soon (at the same setting: the receiver may wait at the fast rendezvous).
+            # soon (at the same setting: the receiver may wait at the fast rendezvous). A few
+            # times only: the budget counted each one, and a radio that keeps refusing (busy
+            # receiving a jammer) must not drain it.
+            self.unaired_in_row += 1
             link._timers[Timer.DISCOVER] = now + random_delay(link._rng, UNAIRED_RETRY_S)
             return
+        self.unaired_in_row = 0
         if self.following:
             # No answer here: the receiver went to the fast rendezvous. One DISCOVER there.
             self.following = False

@@ -371,17 +371,18 @@ class RxLink(LinkBase[RxState]):
                 f"DISCOVER counter {counter} is not new under the last sessions (such "
                 "DISCOVERs are answered at a quarter of the response rate)",
             )
-        if fresh and not self._challenges.take(now):
-            self._telegrams["challenges_rate_limited"] += 1
-            self._event(LinkEvent.CHALLENGE_SUPPRESSED, reason="rate")
-            return
         if fast is not None:
-            # Meet the transmitter at the fast rendezvous instead of answering here. Taken
-            # like an answer (a token, and a copy of this DISCOVER is a replay).
+            # Meet the transmitter at the fast rendezvous instead of answering here. It sends
+            # nothing, so it takes no response token (at SF12 in the 1 % band one is worth
+            # ten minutes); a copy of this DISCOVER is a replay from now on.
             discovers.answered(counter, tx_random)
             self._follow_until = now + timing.follow_window(self.config, fast)
             self._configure(fast, "a crowded transmitter asked to meet at the fast rendezvous")
             logger.debug("rx: following to the fast rendezvous %s", fast.label())
+            return
+        if fresh and not self._challenges.take(now):
+            self._telegrams["challenges_rate_limited"] += 1
+            self._event(LinkEvent.CHALLENGE_SUPPRESSED, reason="rate")
             return
         reference = next(reversed(self._references)) if self._references else None
         reply = Challenge(
