@@ -22,7 +22,7 @@ from p1lora.common.link import timing
 from p1lora.common.link.air import random_delay
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.fragments import OutgoingUpdate, split
-from p1lora.common.link.messages import Ack, AckKind, Batch
+from p1lora.common.link.messages import Ack, AckKind, Batch, updates_body
 from p1lora.common.link.tuning import TYPICAL_FRAME_BYTES
 from p1lora.common.link.tx_types import Awaiting, Outstanding
 
@@ -173,15 +173,11 @@ class Delivery:
         if out is None:
             return False
         del self.queue[: len(telegrams)]
-        out.telegram = telegrams[-1]
         out.telegrams = telegrams
         out.expect = codec.telegram_id(telegrams[-1])
         link._telegrams["sent"] += len(telegrams)
-        if len(payloads) == 1:
-            size = overhead(FrameType.DATA) + len(payloads[0])
-        else:
-            size = overhead(FrameType.BATCH) + Batch.size_of(payloads)
-        self.after_update_sent(now, len(out.frame), size)
+        frame_type, body = _update_body(payloads)
+        self.after_update_sent(now, len(out.frame), overhead(frame_type) + len(body))
         return True
 
     def _encode_queue(self, now: float) -> tuple[list[bytes], list[bytes]] | None:
@@ -195,9 +191,9 @@ class Delivery:
             payloads = self._chained()
             if payloads is None:
                 return None
-            size = overhead(FrameType.BATCH) + Batch.size_of(payloads)
+            body = Batch.size_of(payloads)
             if len(payloads) == 1 or (
-                Batch.size_of(payloads) <= room and self._link._budget_wait(now, size) <= 0
+                body <= room and self._link._budget_wait(now, overhead(FrameType.BATCH) + body) <= 0
             ):
                 return list(self.queue), payloads
             self._link._telegrams["superseded"] += 1
@@ -255,10 +251,7 @@ class Delivery:
                 if out is not None:
                     link._reports.mark_sent(now)
                 return out
-        if len(payloads) == 1:
-            frame_type, body = FrameType.DATA, payloads[0]
-        else:
-            frame_type, body = FrameType.BATCH, Batch(tuple(payloads)).encode()
+        frame_type, body = _update_body(payloads)
         return link._session_send(now, Awaiting.DATA, frame_type, body, timing.ACK_MAX_BYTES)
 
     def maybe_supersede_fragments(self) -> None:
@@ -290,7 +283,6 @@ class Delivery:
         if out is None:
             return False
         update.last_index = index
-        out.telegram = update.telegram
         out.telegrams = [update.telegram]
         out.expect = codec.telegram_id(update.telegram)
         self.after_update_sent(now, len(out.frame), len(out.frame))
@@ -341,3 +333,10 @@ class Delivery:
         elif out.kind is Awaiting.DATA:
             link._telegrams["lost"] += len(out.telegrams)
         link._after_unanswered(now)
+
+
+def _update_body(payloads: list[bytes]) -> tuple[FrameType, bytes]:
+    """The frame type and body that carry these codec payloads: one as DATA, several as a
+    BATCH."""
+    frame_type = FrameType.DATA if len(payloads) == 1 else FrameType.BATCH
+    return frame_type, updates_body(payloads)

@@ -58,8 +58,6 @@ class Handshake:
         self.receiver_floor = -1
         #: The DISCOVER in flight asked the receiver to follow to the fast rendezvous.
         self.following = False
-        #: A DISCOVER at the fast rendezvous is due or in flight (the receiver may wait there).
-        self.at_fast = False
         #: DISCOVERs in a row that never went on air (`discover_failed`).
         self.unaired_in_row = 0
 
@@ -114,10 +112,14 @@ class Handshake:
         link._event(LinkEvent.DISCOVER, attempt=self.attempts + 1, settings=link._settings.label())
         return True
 
-    def not_aired(self) -> None:
-        """The frame just finished never went on air: a DISCOVER that asked the receiver to
-        follow asked nobody."""
-        self.following = False
+    @property
+    def at_fast(self) -> bool:
+        """At the fast rendezvous: a DISCOVER there is due or in flight (the receiver may wait
+        there). The rendezvous state has no other reason to leave the rendezvous setting."""
+        link = self._link
+        return link._state is TxState.RENDEZVOUS and not same_rung(
+            link._settings, link.config.rendezvous()
+        )
 
     def _asks_to_follow(self, now: float) -> bool:
         """Every other DISCOVER from the rendezvous asks the receiver to follow to the fast
@@ -139,29 +141,28 @@ class Handshake:
         first = 0 if link._delivery.crowded(now) else 1
         return self.attempts % 2 == first
 
-    def discover_failed(self, now: float) -> None:
+    def discover_failed(self, now: float, out: Outstanding) -> None:
         link = self._link
-        out = link._timing_out
-        if out is not None and not out.aired and self.unaired_in_row < UNAIRED_RETRIES:
-            # The channel was busy: no attempt was made, so no backoff step; listen again
-            # soon (at the same setting: the receiver may wait at the fast rendezvous). A few
-            # times only: the budget counted each one, and a radio that keeps refusing (busy
-            # receiving a jammer) must not drain it.
-            self.unaired_in_row += 1
-            link._timers[Timer.DISCOVER] = now + random_delay(link._rng, UNAIRED_RETRY_S)
-            return
+        if not out.aired:
+            self.following = False  # it asked nobody
+            if self.unaired_in_row < UNAIRED_RETRIES:
+                # The channel was busy: no attempt was made, so no backoff step; listen again
+                # soon (at the same setting: the receiver may wait at the fast rendezvous). A
+                # few times only: the budget counted each one, and a radio that keeps refusing
+                # (busy receiving a jammer) must not drain it.
+                self.unaired_in_row += 1
+                link._timers[Timer.DISCOVER] = now + random_delay(link._rng, UNAIRED_RETRY_S)
+                return
         self.unaired_in_row = 0
         if self.following:
             # No answer here: the receiver went to the fast rendezvous. One DISCOVER there.
             self.following = False
-            self.at_fast = True
             fast = timing.fast_rendezvous(link.config)
             assert fast is not None
             link._configure(fast, "meeting at the fast rendezvous")
             link._timers[Timer.DISCOVER] = now
             return
         if self.at_fast:
-            self.at_fast = False
             link._configure(link.config.rendezvous(), "no answer at the fast rendezvous")
         self.attempts += 1
         if link._state is TxState.HANDSHAKE and self.attempts >= link.config.resume_attempts:
@@ -191,7 +192,7 @@ class Handshake:
         link._set_state(TxState.RENDEZVOUS, reason)
         link._configure(rendezvous, reason)
         self.attempts = 0
-        self.following = self.at_fast = False
+        self.following = False
         link._timers.clear()
         link._timers[Timer.DISCOVER] = now
         self.meet_times = sorted(t for t in set(meet_times) if t > now)
@@ -203,7 +204,7 @@ class Handshake:
         link._reset_traffic()
         link._set_state(TxState.HANDSHAKE, reason)
         self.attempts = 0
-        self.following = self.at_fast = False
+        self.following = False
         self.meet_times = []
         link._timers.clear()
         link._timers[Timer.DISCOVER] = now
@@ -236,7 +237,7 @@ class Handshake:
         link._loss.clear()
         self.attempts = 0
         self.discovers_sent = 0
-        self.following = self.at_fast = False
+        self.following = False
         self.meet_times = []
         link._timers.pop(Timer.DISCOVER, None)
         link._event(

@@ -61,6 +61,7 @@ __all__ = [
     "StatusMessage",
     "Switch",
     "TxStatus",
+    "updates_body",
 ]
 
 DISCOVER_BODY_SIZE = 2
@@ -248,6 +249,11 @@ class Batch:
         return cls(tuple(updates))
 
 
+def updates_body(updates: list[bytes]) -> bytes:
+    """What carries these codec payloads (oldest first): one as it is, several as a `Batch`."""
+    return updates[0] if len(updates) == 1 else Batch(tuple(updates)).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class Probe:
     probe_id: int
@@ -367,9 +373,9 @@ class StatusMessage:
     def encode(self, updates: list[bytes] | None = None) -> bytes:
         """The body; with `updates` (codec payloads, oldest first) the frame also carries
         those telegrams (several as a `Batch` body)."""
-        update = None
-        if updates:
-            update = updates[0] if len(updates) == 1 else Batch(tuple(updates)).encode()
+        if updates is not None and not (updates and all(updates)):
+            raise ValueError("an update riding on a status cannot be empty")
+        update = None if updates is None else updates_body(updates)
         rssi = (
             0
             if self.downlink_rssi_dbm is None
@@ -379,7 +385,7 @@ class StatusMessage:
         flags = (
             (self.FLAG_FIXED_MODE if self.fixed_mode else 0)
             | (self.FLAG_UPDATE if update is not None else 0)
-            | (self.FLAG_BATCH if updates is not None and len(updates) > 1 else 0)
+            | (self.FLAG_BATCH if len(updates or ()) > 1 else 0)
         )
         out = bytearray(
             (
@@ -404,11 +410,7 @@ class StatusMessage:
         ):
             _put_varint(out, value)
         if update is not None:
-            if not update:
-                raise ValueError("an update riding on a status cannot be empty")
             out += update
-        elif updates is not None:
-            raise ValueError("an update riding on a status cannot be empty")
         return bytes(out)
 
     @classmethod

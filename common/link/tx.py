@@ -145,8 +145,6 @@ class TxLink(LinkBase[TxState]):
         self._configure(start, "start")
         self._outstanding: Outstanding | None = None
         self._timers: dict[Timer, float] = {Timer.DISCOVER: now}
-        #: The frame whose timeout is being handled (`_count_unanswered` asks if it aired).
-        self._timing_out: Outstanding | None = None
         self._handshake = Handshake(self)
         self._delivery = Delivery(self)
         self._switching = Switching(self, now)
@@ -247,7 +245,6 @@ class TxLink(LinkBase[TxState]):
             # Never on air (listen before talk found the channel busy throughout). It still
             # waits its reply timeout: a crowded channel slows every link down this way.
             out.aired = False
-            self._handshake.not_aired()
         if out is not None and out.deadline is None:
             out.deadline = now + timing.reply_timeout(self.config, out.settings, out.reply_bytes)
             if out.kind is Awaiting.PROBE and self._switching.plan is not None:
@@ -525,11 +522,7 @@ class TxLink(LinkBase[TxState]):
             self._emit(then_run)
 
     def _on_timeout(self, now: float, out: Outstanding) -> None:
-        self._timing_out = out
-        try:
-            _TIMEOUT_HANDLERS[out.kind](self, now, out)
-        finally:
-            self._timing_out = None
+        _TIMEOUT_HANDLERS[out.kind](self, now, out)
 
     def _count_unanswered(self, now: float) -> None:
         """A frame that expected an answer got none: loss, and full power when acks keep
@@ -612,7 +605,7 @@ _ACK_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding, Ack], None]]
 beyond the measurement every ack gives)."""
 
 _TIMEOUT_HANDLERS: dict[Awaiting, Callable[[TxLink, float, Outstanding], None]] = {
-    Awaiting.DISCOVER: lambda link, now, out: link._handshake.discover_failed(now),
+    Awaiting.DISCOVER: lambda link, now, out: link._handshake.discover_failed(now, out),
     Awaiting.SWITCH: lambda link, now, out: link._switching.on_switch_timeout(now, out),
     Awaiting.PROBE: lambda link, now, out: link._switching.on_probe_timeout(now, out),
     Awaiting.DATA: lambda link, now, out: link._delivery.on_timeout(now, out),

@@ -64,11 +64,15 @@ class Outstanding:
     deadline: float | None = None
     attempts: int = 1
     random: bytes = b""
-    telegram: bytes | None = None
-    #: Every telegram an update frame carries, oldest first (`telegram` is the last).
+    #: Every telegram an update frame carries, oldest first.
     telegrams: list[bytes] = field(default_factory=list)
     expect: int = -1
     #: The plaintext body (a resend seals it again under a fresh counter).
     body: bytes = b""
     #: False when the radio reported it never went on air (listen before talk gave it up).
     aired: bool = True
+
+    @property
+    def telegram(self) -> bytes | None:
+        """The newest telegram an update frame carries (the ack names it)."""
+        return self.telegrams[-1] if self.telegrams else None
