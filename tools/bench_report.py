@@ -54,7 +54,14 @@ from p1lora.receiver.ha_discovery import DiscoverySettings
 from p1lora.receiver.home_assistant import HomeAssistantBridge
 from p1lora.tools import bench_building, bench_e2e, bench_ha, bench_parse
 from p1lora.tools.esp32_frames import reading_frame_bytes
-from p1lora.tools.sim import SimMetrics, SimOptions, Simulation, percentile, telegram_feed
+from p1lora.tools.sim import (
+    UPDATE_FRAMES,
+    SimMetrics,
+    SimOptions,
+    Simulation,
+    percentile,
+    telegram_feed,
+)
 from p1lora.tools.sim import median as median_of
 from p1lora.tools.sim_command import run_simulations
 
@@ -408,9 +415,7 @@ def measure_frame_bytes(context: Context) -> Section:
         sim = Simulation(options, keep_telegrams=1)
         metrics = sim.run()
         sizes = [float(len(raw)) for _, raw in _feed_until(options, seconds)]
-        update_bytes = sum(
-            s.nbytes for s in sim.tx_log.sent if s.frame_type in ("DATA", "BATCH", "FRAGMENT")
-        )
+        update_bytes = sum(s.nbytes for s in sim.tx_log.sent if s.frame_type in UPDATE_FRAMES)
         delivered = sim.deliveries.count
         esp32_frame = float(reading_frame_bytes(next(telegram_feed(options))[1]))
         frame_median = _metric(metrics, "frame_bytes_median")

@@ -29,7 +29,6 @@ Nothing holds it to a duty-cycle budget, because the firmware has none: its inte
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -148,11 +147,7 @@ class Esp32Simulation:
         self.tx.submit_telegram(raw, t)
 
     def run_until(self, end: float) -> None:
-        started = time.perf_counter()
-        try:
-            self.loop.run_until(end)
-        finally:
-            self._wall += time.perf_counter() - started
+        self._wall += self.loop.run_timed(end)
 
     def run(self) -> SimMetrics:
         self.run_until(self.options.duration_s)

@@ -351,6 +351,12 @@ class NodeLoop:
         radios, which wait on the clock while resetting the chip)."""
         heapq.heappush(self._actions, (when, next(self._sequence), action))
 
+    def run_timed(self, end: float) -> float:
+        """`run_until(end)`, returning the wall-clock seconds it took (the runs' `wall_time_s`)."""
+        started = time.perf_counter()
+        self.run_until(end)
+        return time.perf_counter() - started
+
     def run_until(self, end: float) -> None:
         spins = 0
         last = -math.inf
@@ -649,11 +655,7 @@ class Simulation:
         return digest(raw) in self._read_times
 
     def run_until(self, end: float) -> None:
-        started = time.perf_counter()
-        try:
-            self.loop.run_until(end)
-        finally:
-            self._wall += time.perf_counter() - started
+        self._wall += self.loop.run_timed(end)
 
     def run_for(self, seconds: float) -> None:
         self.run_until(self.clock.now() + seconds)
