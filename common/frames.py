@@ -71,6 +71,7 @@ __all__ = [
     "RejectReason",
     "SealedFrame",
     "build_frame",
+    "network_id_of",
     "open_frame",
     "overhead",
     "parse_frame",
@@ -235,6 +236,12 @@ def build_frame(  # noqa: PLR0913 - the header fields positional, sealing detail
     if len(frame) > MAX_FRAME:
         raise ValueError(f"{frame_type.name} frame of {len(frame)} bytes exceeds {MAX_FRAME}")
     return frame
+
+
+def network_id_of(frame: bytes) -> bytes:
+    """The network id a frame names (a neighbour's frame is rejected as `WRONG_NETWORK`;
+    the transmitter counts its neighbours by these ids)."""
+    return bytes(frame[1 : 1 + NETWORK_ID_SIZE])
 
 
 def parse_frame(frame: bytes, network_id: bytes, receiving: Direction) -> SealedFrame:

@@ -370,7 +370,10 @@ class LinkRuntime:
             exchange = 2 * action.airtime_s
             self._held, self._held_since = action, now
             self._hold_until = now + max_hold(action.airtime_s)
-            self._cad_at = now + self._lbt.first_wait(exchange, self._hold_until - now)
+            first = (
+                0.0 if action.slotted else self._lbt.first_wait(exchange, self._hold_until - now)
+            )
+            self._cad_at = now + first
             self._listen(now)
             return None
         self._send_now(now, action)
@@ -424,7 +427,8 @@ class LinkRuntime:
         if not busy:
             self._release(now)
             return
-        self._cad_at = min(now + lbt.backoff(2 * held.airtime_s), self._hold_until)
+        backoff = lbt.backoff(2 * held.airtime_s, slotted=held.slotted)
+        self._cad_at = min(now + backoff, self._hold_until)
 
     def _energy_busy(self, held: Transmit) -> bool:
         """Whether the channel's power says another frame is on it (any SF)."""

@@ -13,7 +13,9 @@ busy with), then a random number of slots of a quarter exchange.
 
 Once the channel has been busy lately, every frame also waits a random share of the smallest
 window before its first CAD: links that start together would otherwise listen at the same
-instant, hear nothing and talk together. On a quiet channel it goes at once.
+instant, hear nothing and talk together. On a quiet channel it goes at once, and so does a
+frame the link timed to its own slot (`Transmit.slotted`: a crowded transmitter keeps a place
+in its period that neighbours do not use, and a random wait would move it off that place).
 
 A CAD hears preambles of its own SF only. In the honest channel model other SFs interfere
 too (Croce et al. 2018): a neighbour running at SF7 destroys the SF12 CHALLENGE of a link
@@ -120,10 +122,15 @@ class ContentionWindow:
         window = min((1 << CW_MIN) * SLOT_SHARE * exchange_s, hold_s / 2)
         return window * int.from_bytes(self._rng(2), "big") / 65536
 
-    def backoff(self, exchange_s: float) -> float:
+    def backoff(self, exchange_s: float, *, slotted: bool = False) -> float:
         """How long to wait before the next CAD: the exchange the neighbour heard is busy with
         (its frame and its ack), then a random number of slots of a quarter exchange (enough
-        for the first waiter's preamble to be heard by the next one's CAD)."""
-        slots = 1 << self.exponent()
+        for the first waiter's preamble to be heard by the next one's CAD).
+
+        A `slotted` frame (`Transmit.slotted`) draws from the smallest window: a neighbour is
+        in its place, and the frame should get on air within its hold, just after that
+        neighbour, rather than be given up and wait a whole period for the next slot. The
+        grown window suits frames that arrive at random, not a schedule that spreads them."""
+        slots = 1 << (CW_MIN if slotted else self.exponent())
         draw = int.from_bytes(self._rng(2), "big") / 65536
         return exchange_s * (1.0 + draw * slots * SLOT_SHARE)

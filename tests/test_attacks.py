@@ -336,7 +336,10 @@ def test_bit_flipped_frames_are_refused() -> None:
     flipper = BitFlipper(random.Random(seed), max_bits=3)
     run = build(seed, flipper)
     run.sim.run_until(end)
-    assert run.attacker.sent_labels()["bit-flipped"] > 2000
+    # Every frame heard goes again flipped. Copies whose network id a flip changed are a
+    # neighbour to the link (its frames and acks then share a 2 s cadence), so there are
+    # about 1300 in 20 minutes, not one for each of 2400 frames a lone link would send.
+    assert run.attacker.sent_labels()["bit-flipped"] > 1000
     assert flipper.positions["header"] > 0 and flipper.positions["body"] > 0
     assert_link_untouched(run)
     assert_keeps_delivering(run, seed, START, end)

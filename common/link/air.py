@@ -6,15 +6,14 @@ every second, and the same pairs collide again and again. `AirPolicy` holds the 
 break that lock-step; `AirPolicy.legacy()` is the behaviour before them (the benchmark runs both
 in one command, `p1-lora bench building`).
 
-- `desync_s`: each new telegram waits a random time in [0, desync_s) before it is sent, drawn
-  from the link's own randomness: meters in phase no longer start together, and two links
-  that collided once are unlikely to collide again on the next telegram.
-- `resend_backoff_s`: an unacknowledged update is resent after a random wait in
-  [0, resend_backoff_s) instead of at once, so the two frames that collided do not meet again
-  on their resends.
-- Both only while a neighbour is heard (a frame of another p1-lora network within
-  `crowded_memory_s`): alone, a link loses nothing by them, and on a lossy link the wait would
-  eat the time its resends need before the next telegram.
+- `slot_period_s`, `networks_per_period`: while a neighbour is heard, the transmitter sends
+  one update frame per period (every telegram read since the last, as one BATCH) at a place
+  of its own in the period, which it keeps while its frames are acknowledged and draws anew
+  when one goes unanswered (`slots`: reservation ALOHA). The period is `slot_period_s` for up
+  to `networks_per_period` networks heard (ours included) and doubles with each doubling of
+  the crowd. An unanswered update goes again in the next slot, not at once.
+- Only while a neighbour is heard (a frame of another p1-lora network within
+  `crowded_memory_s`): alone, a link sends each telegram as it comes, and resends at once.
 - `fast_rendezvous`: while a neighbour is heard, every other DISCOVER asks the receiver to
   meet at the fastest setting (`timing.fast_rendezvous`, where the neighbours run) instead of
   answering at the SF12 rendezvous: a 1.5 s CHALLENGE from the flat arrives in the meter room
@@ -40,10 +39,11 @@ __all__ = ["AirPolicy", "random_delay"]
 class AirPolicy:
     """The sharing-the-air behaviour of one link (see the module docstring)."""
 
-    desync_s: float = 0.6
-    resend_backoff_s: float = 0.4
-    #: Desynchronisation and resend backoff apply while another p1-lora network was heard
-    #: this recently (a link alone sends at once: nothing to desynchronise from).
+    #: The crowded cadence (0: send each telegram as it comes, as before).
+    slot_period_s: float = 2.0
+    networks_per_period: int = 10
+    #: The crowded cadence applies while another p1-lora network was heard this recently (a
+    #: link alone sends at once: nothing to share the air with).
     crowded_memory_s: float = 120.0
     listen_before_talk: bool = True
     fast_rendezvous: bool = True
@@ -52,17 +52,16 @@ class AirPolicy:
     busy_collisions: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 <= self.desync_s <= 5:
-            raise ValueError("desync_s must be within 0..5 s")
-        if not 0 <= self.resend_backoff_s <= 10:
-            raise ValueError("resend_backoff_s must be within 0..10 s")
+        if self.slot_period_s != 0 and not 1 <= self.slot_period_s <= 8:
+            raise ValueError("slot_period_s must be 0 (off) or within 1..8 s")
+        if self.networks_per_period < 1:
+            raise ValueError("networks_per_period must be >= 1")
 
     @classmethod
     def legacy(cls) -> AirPolicy:
         """The behaviour before "Sharing the air": send at once, resend at once, no CAD."""
         return cls(
-            desync_s=0.0,
-            resend_backoff_s=0.0,
+            slot_period_s=0.0,
             listen_before_talk=False,
             busy_collisions=False,
             fast_rendezvous=False,

@@ -214,6 +214,10 @@ class LinkBase(Generic[_S]):
     def _deadlines(self) -> list[float | None]:
         raise NotImplementedError
 
+    def _slotted(self, now: float) -> bool:
+        """Whether a frame sent now goes in the link's own slot (`Transmit.slotted`)."""
+        return False
+
     def _mode_label(self) -> str:
         """The radio mode diagnostics show ("-" where the side has none)."""
         return "-"
@@ -334,7 +338,7 @@ class LinkBase(Generic[_S]):
         self._radio_busy = True
         self._tx_watchdog = now + 1.5 * airtime + 1.0
         self._frames_sent[name] += 1
-        self._emit(Transmit(frame, self._settings, name, airtime))
+        self._emit(Transmit(frame, self._settings, name, airtime, self._slotted(now)))
 
     def _reject(self, now: float, error: FrameError, frame: ReceivedFrame) -> None:
         reason = error.reason.value

@@ -12,17 +12,16 @@ policy is in tx.py's docstring (delivery paragraph).
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING
 
 from p1lora.common import codec
 from p1lora.common.codec_fields import has_meter_clock
 from p1lora.common.frames import FrameType, overhead
 from p1lora.common.link import timing
-from p1lora.common.link.air import random_delay
 from p1lora.common.link.events import LinkEvent
 from p1lora.common.link.fragments import OutgoingUpdate, split
 from p1lora.common.link.messages import Ack, AckKind, Batch, updates_body
+from p1lora.common.link.slots import Neighbours, SendSlot
 from p1lora.common.link.tuning import TYPICAL_FRAME_BYTES
 from p1lora.common.link.tx_types import Awaiting, Outstanding
 
@@ -51,9 +50,10 @@ class Delivery:
         self.retry: Outstanding | None = None
         #: A running average of an update's size (probes and pacing imitate it).
         self.typical_bytes = float(TYPICAL_FRAME_BYTES)
-        #: Foreign frames heard so far, and when that count last grew (`crowded`).
-        self._foreign_heard = 0
-        self._foreign_at = -math.inf
+        #: Other p1-lora networks heard lately, and the slot this link sends in while they
+        #: are (docs/protocol.md, "Sharing the air").
+        self.neighbours = Neighbours(link.config.air.crowded_memory_s)
+        self.slot = SendSlot(link.config.air, link._rng)
 
     @property
     def newest(self) -> bytes | None:
@@ -62,33 +62,36 @@ class Delivery:
 
     def offer(self, telegram: bytes, now: float) -> None:
         """A new telegram from the meter: it joins the queue, whose oldest is dropped beyond
-        `batch_max` (with 1: latest wins). It goes after a random wait of up to
-        `AirPolicy.desync_s` (meters in phase must not start together: docs/protocol.md,
-        "Sharing the air")."""
-        link = self._link
+        `batch_max` (with 1: latest wins). Alone, it goes at once; while neighbours are heard,
+        in the link's next slot (`slots`)."""
         if self.retry is not None and self.retry.kind is Awaiting.DATA:
             # Its telegrams go again with the new one, encoded anew (not resent as they were).
-            self._requeue(self.retry)
+            self._requeue(self.retry, now)
             self.retry = None
-        self._enqueue([bytes(telegram)])
-        self._hold(now, link.config.air.desync_s)
+        self._enqueue([bytes(telegram)], now)
+        self._wait_for_slot(now)
 
-    def _enqueue(self, telegrams: list[bytes]) -> None:
-        """Add `telegrams` (oldest first) behind the queue, keeping the newest `batch_max`;
-        only the newest while a send interval is set (`set interval`, `link.interval`: the
-        user asked for one telegram per interval, not for the seconds in between)."""
+    def _enqueue(self, telegrams: list[bytes], now: float) -> None:
+        """Add `telegrams` (oldest first) behind the queue, keeping the newest `batch_max`
+        (while slotted, at least a period's telegrams and one more); only the newest while a
+        send interval is set (`set interval`, `link.interval`: the user asked for one
+        telegram per interval, not for the seconds in between)."""
         link = self._link
         self.queue.extend(telegrams)
-        limit = 1 if link._interval > 0 else link.config.batch_max
+        limit = link.config.batch_max
+        if link._interval > 0:
+            limit = 1
+        elif self.slotted(now):
+            limit = max(limit, self.slot.telegrams_per_frame())
         excess = len(self.queue) - limit
         if excess > 0:
             link._telegrams["superseded"] += excess
             del self.queue[:excess]
 
-    def _requeue(self, out: Outstanding) -> None:
+    def _requeue(self, out: Outstanding, now: float) -> None:
         """The telegrams of an update that did not get through go again, ahead of newer ones."""
         self.queue[:0] = out.telegrams
-        self._enqueue([])
+        self._enqueue([], now)
 
     def drop_repeat(self) -> bool:
         """Drop the newest telegram when it is byte for byte the reference, meter clock
@@ -99,22 +102,28 @@ class Delivery:
             return True
         return False
 
-    def _hold(self, now: float, span_s: float) -> None:
-        """Keep updates back for a random share of `span_s` from now: only while neighbours
-        are heard (`crowded`); a link alone sends at once, as before."""
-        if span_s > 0 and self.crowded(now):
+    def _wait_for_slot(self, now: float) -> None:
+        """While slotted, updates wait for the link's next slot; a link alone sends at once."""
+        if self.slotted(now):
             link = self._link
-            delay = random_delay(link._rng, span_s)
-            link._data_gate_at = max(link._data_gate_at, now + delay)
+            link._data_gate_at = max(link._data_gate_at, self.slot.next_at(now, link._interval))
+
+    def heard_neighbour(self, network_id: bytes, now: float) -> None:
+        """A frame of another p1-lora network (rejected as `wrong_network`)."""
+        self.neighbours.heard(network_id, now)
 
     def crowded(self, now: float) -> bool:
-        """Whether another p1-lora network was heard within `AirPolicy.crowded_memory_s`:
-        its frames are rejected as `wrong_network`, and counted."""
-        heard = self._link.rejected.get("wrong_network", 0)
-        if heard != self._foreign_heard:
-            self._foreign_heard = heard
-            self._foreign_at = now
-        return now - self._foreign_at < self._link.config.air.crowded_memory_s
+        """Whether another p1-lora network was heard within `AirPolicy.crowded_memory_s`."""
+        return self.neighbours.count(now) > 0
+
+    def slotted(self, now: float) -> bool:
+        """Whether updates go in the link's own slot: while crowded, unless the policy sends
+        at once (`AirPolicy.legacy`). The slot's period follows the crowd's size."""
+        networks = self.neighbours.count(now)
+        if networks == 0 or self._link.config.air.slot_period_s <= 0:
+            return False
+        self.slot.set_crowd(networks + 1)
+        return True
 
     def has_update(self) -> bool:
         return self.retry is not None or self.fragments is not None or bool(self.queue)
@@ -146,7 +155,7 @@ class Delivery:
             # Something else was sent since: encode the telegrams anew instead.
             self.retry = None
             if retry.kind is Awaiting.DATA:
-                self._requeue(retry)
+                self._requeue(retry, now)
             return self.sent_update(now)
         if not link._resent(now, retry):
             return False
@@ -302,6 +311,8 @@ class Delivery:
         telegram = out.telegram
         assert telegram is not None
         if ack.kind is AckKind.DATA and ack.value == out.expect:
+            if out.aired_at is not None and self.slotted(now):
+                self.slot.keep(out.aired_at)
             self.reference = telegram
             link._telegrams["acked"] += len(out.telegrams)
             if out.kind is Awaiting.FRAGMENT:
@@ -321,15 +332,23 @@ class Delivery:
 
     def on_timeout(self, now: float, out: Outstanding) -> None:
         link = self._link
-        link._count_unanswered(now)
+        slotted = self.slotted(now)
+        if out.aired or not slotted:
+            link._count_unanswered(now)
+        # else: listen before talk found our place busy throughout and the frame never went
+        # on air. That says nothing about the link, only that the channel was busy: counted
+        # as a loss, a few busy slots in a row would declare the link lost and send both
+        # sides to the rendezvous, whose handshakes crowd the channel further (measured: a
+        # cascade that lost most of 20 links). It goes again in the next slot.
         link._telegrams["unacked"] += 1
         newer = bool(self.queue) and out.kind is Awaiting.DATA
+        if slotted:
+            self.slot.redraw()  # a neighbour may hold this place now
         if out.attempts <= link.config.max_retries and not newer:
             self.retry = out
-            # A collision hit both frames: resent at once, they would meet again.
-            self._hold(now, link.config.air.resend_backoff_s)
+            self._wait_for_slot(now)  # resent at once, the frames that met would meet again
         elif newer:
-            self._requeue(out)  # they go with the newer telegrams (the newest `batch_max`)
+            self._requeue(out, now)  # they go with the newer telegrams (the newest `batch_max`)
         elif out.kind is Awaiting.DATA:
             link._telegrams["lost"] += len(out.telegrams)
         link._after_unanswered(now)

@@ -100,6 +100,10 @@ class Transmit:
     settings: RadioSettings
     frame_type: str
     airtime_s: float
+    #: The link timed this frame to its own slot (a crowded transmitter, `slots`): listen
+    #: before talk listens at once instead of after a random first wait, which would move
+    #: it off the place it keeps.
+    slotted: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,7 @@ from p1lora.common.airtime import time_on_air_for
 from p1lora.common.budget import AirtimeBudget
 from p1lora.common.counters import CounterState
 from p1lora.common.crypto import Direction
-from p1lora.common.frames import FrameError, FrameType, overhead
+from p1lora.common.frames import FrameError, FrameType, RejectReason, network_id_of, overhead
 from p1lora.common.link import timing
 from p1lora.common.link.autotune import AutoTuner
 from p1lora.common.link.base import LinkBase, decode_body
@@ -216,6 +216,9 @@ class TxLink(LinkBase[TxState]):
     def _mode_label(self) -> str:
         return self._mode.value
 
+    def _slotted(self, now: float) -> bool:
+        return self._state is TxState.RUNNING and self._delivery.slotted(now)
+
     def _readings(self) -> tuple[float | None, float | None, float | None, float | None]:
         channel = self._tuner.channel
         return channel.up_rssi, channel.up_snr, channel.down_rssi, channel.down_snr
@@ -246,6 +249,8 @@ class TxLink(LinkBase[TxState]):
             # waits its reply timeout: a crowded channel slows every link down this way.
             out.aired = False
         if out is not None and out.deadline is None:
+            if out.aired:
+                out.aired_at = now - time_on_air_for(out.settings, len(out.frame))
             out.deadline = now + timing.reply_timeout(self.config, out.settings, out.reply_bytes)
             if out.kind is Awaiting.PROBE and self._switching.plan is not None:
                 self._switching.plan.last_probe_end = now
@@ -475,6 +480,8 @@ class TxLink(LinkBase[TxState]):
                 self._last_accepted_raw = sealed.raw
                 self._on_ack(now, ack, frame)
         except FrameError as error:
+            if error.reason is RejectReason.WRONG_NETWORK:
+                self._delivery.heard_neighbour(network_id_of(frame.payload), now)
             self._reject(now, error, frame)
 
     def _learn_binding(self) -> None:

@@ -71,6 +71,9 @@ class Outstanding:
     body: bytes = b""
     #: False when the radio reported it never went on air (listen before talk gave it up).
     aired: bool = True
+    #: When it went on air (its reported end minus its airtime; listen before talk may have
+    #: held it): a crowded transmitter keeps this place for its next update (`slots`).
+    aired_at: float | None = None
 
     @property
     def telegram(self) -> bytes | None:
