@@ -85,6 +85,9 @@ class Channel:
     downlink_loss: float = 0.0
     uplink_blocked: Callable[[float], bool] = lambda _t: False
     downlink_blocked: Callable[[float], bool] = lambda _t: False
+    #: Listen before talk finds the channel busy throughout a transmitter frame's hold: the
+    #: frame never goes on air (its runtime reports it done, with no airtime, 0.75 s later).
+    tx_unaired: Callable[[float], bool] = lambda _t: False
 
     def loss_at(self, t: float) -> float:
         value = self.path_loss_db
@@ -125,6 +128,8 @@ class Node:
     runs: list[RunCommand] = field(default_factory=list)
     settings_log: list[tuple[float, RadioSettings]] = field(default_factory=list)
     persist_order_ok: bool = True
+    #: Frames listen before talk never put on air (`Channel.tx_unaired`).
+    unaired: int = 0
 
     def kinds(self) -> list[str]:
         return [kind for _, kind, _ in self.events]
@@ -255,6 +260,16 @@ class Harness:
         now = self.clock.now()
         assert now >= node.transmitting_until - 1e-9, f"{node.name} sent while transmitting"
         assert node.settings is not None and action.settings == node.settings, "unconfigured"
+        if node is self.tx and self.channel.tx_unaired(now):
+            node.unaired += 1
+            generation = node.generation
+
+            def given_up() -> None:
+                if node.generation == generation:
+                    self._process(node, node.link.tx_done(self.clock.now(), None))
+
+            self.clock.call_at(now + 0.75, given_up)
+            return
         air = Air(
             node.name, now, action.airtime_s, action.payload, action.settings, action.frame_type
         )

@@ -362,3 +362,22 @@ def test_p1_lora_sim_refuses_bad_building_options(
         code = int(str(exc.code))
     assert code == 2
     assert capsys.readouterr().err
+
+
+def test_crowded_links_send_a_batch_per_period_in_places_of_their_own() -> None:
+    """Five links in phase: once they hear each other, each sends one update frame per 2 s
+    period (every telegram since the last, as one BATCH) and keeps a place in the period that
+    works, so after the cold start they no longer meet: every telegram gets through."""
+    building = _building(5, 200.0, phase="aligned")
+    building.run_until(200.0)
+    updates = {"DATA", "BATCH", "STATUS"}
+    places = []
+    for sim in building.links:
+        assert _delivered_between(sim, 140.0, 200.0) >= 58
+        starts = [s.start for s in sim.tx_log.sent if s.frame_type in updates and s.start >= 140.0]
+        assert 27 <= len(starts) <= 33  # one per period, not one per telegram
+        assert sim.tx.tx_link._delivery.slot.period_s == 2.0
+        phases = sorted(round(t % 2.0, 1) for t in starts)
+        places.append(max(phases, key=phases.count))  # the place this link keeps
+    # Neighbours hold places apart (a place is a frame and its ack, well under 0.2 s).
+    assert len(set(places)) == len(places)

@@ -10,7 +10,7 @@ So while other p1-lora networks are heard, a transmitter sends one update frame 
 (the telegrams read since the last, as one BATCH) at its own *phase* within the period, and
 keeps a phase that works, as reservation ALOHA does (Crowther et al. 1973, "A system for
 broadcast communication: reservation-ALOHA"; the same idea as AIS's self-organised TDMA,
-ITU-R M.1371-5 Annex 2 section 3.3): after an acknowledged frame the phase becomes the instant
+ITU-R M.1371, Annex 2, SOTDMA): after an acknowledged frame the phase becomes the instant
 that frame actually went on air (listen before talk may have moved it past a neighbour), so the
 next period finds that place free again; after an unanswered one it is drawn anew. Neighbours
 with the same period settle into places of their own and stop meeting at all. The meter's
