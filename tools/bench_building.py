@@ -2,8 +2,8 @@
 
 For each background, meter phase and number of links, runs the building simulator
 (`tools.sim_building`) twice on the same drawn building, the same meters and the same seeds:
-once with the links as they are (`AirPolicy()`: desynchronised sends, random resend backoff,
-listen before talk, collisions told from weak links) and once as they were before
+once with the links as they are (`AirPolicy()`: a slot per link while crowded, listen before
+talk, fast rendezvous, collisions told from weak links) and once as they were before
 (`AirPolicy.legacy()`, `--legacy-air` in `p1-lora sim`). One table, side by side, with how it
 was measured in its header. Targets (issue 16) are printed under the table with the figures
 that meet or miss them.

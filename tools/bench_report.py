@@ -145,7 +145,7 @@ PLANS: dict[str, Plan] = {
         5_000,
         60.0,
         building_links=(1, 2, 10, 20),
-        building_s=600.0,
+        building_s=3600.0,
         building_background="city",
         building_jobs=2,
         ha_hours=1.0,
@@ -845,7 +845,7 @@ def measure_building(context: Context) -> Section:
             "that all send on the same second (the hard case); the channel's capture, inter-SF "
             "and foreign-preamble physics and, where named, the LoRaWAN background.",
             "`new` is the link as it is; `legacy` the same code with the air policy before "
-            "'Sharing the air' (no listen before talk, no desynchronisation), on the same "
+            "'Sharing the air' (no listen before talk, no slots), on the same "
             "building. Not connected: links that delivered nothing in the run. Vs solo: the "
             "worst link against the one-link run of the same policy.",
         ],

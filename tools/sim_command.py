@@ -332,8 +332,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     building.add_argument(
         "--legacy-air",
         action="store_true",
-        help="links as before 'Sharing the air': no desynchronisation, no listen before talk, "
-        "no resend backoff (for comparisons)",
+        help="links as before 'Sharing the air': each telegram sent as it comes and resent at "
+        "once, no listen before talk (for comparisons)",
     )
     run_group.add_argument(
         "--timeline",
