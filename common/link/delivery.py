@@ -346,7 +346,7 @@ class Delivery:
             self.slot.redraw()  # a neighbour may hold this place now
         if out.attempts <= link.config.max_retries and not newer:
             self.retry = out
-            self._wait_for_slot(now)  # resent at once, the frames that met would meet again
+            self._wait_for_slot(now)  # not at once: the frames that met would meet again
         elif newer:
             self._requeue(out, now)  # they go with the newer telegrams (the newest `batch_max`)
         elif out.kind is Awaiting.DATA:

@@ -32,7 +32,9 @@ it (a telegram byte-identical to the reference, meter timestamp included, is not
 `duplicate_telegrams`); one frame is in flight at a time (stop and wait: the ack names the
 last rebuilt telegram's id); an unacknowledged frame is resent (same body, fresh counter,
 resend flag) up to `max_retries` times unless a newer telegram is waiting, in which case its
-telegrams join the newer ones in the next frame. Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
+telegrams join the newer ones in the next frame. While other p1-lora networks are heard, the
+updates wait for the link's slot: one frame per period, at a place of the period kept while it
+is acknowledged (`slots`, docs/protocol.md "Sharing the air"). Pacing (`pacing.Pacer`) spaces updates by what a typical update costs at the rate the
 budget still sustains with *all* traffic in the sliding window counted (handshakes, probes, key
 frames), so a burst slows the updates slightly instead of emptying the budget at the hour's
 end; the receiver's acks are paced with them. Every frame also passes this node's budget.
