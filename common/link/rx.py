@@ -266,12 +266,18 @@ class RxLink(LinkBase[RxState]):
         self._follow_until = None
         if self._state not in (RxState.RENDEZVOUS, RxState.HANDSHAKE):
             return
-        if self._state is RxState.HANDSHAKE:
-            self._pending_expires = None
-            self._answered_at = None
-            self._security.drop_pending()
-            self._set_state(RxState.RENDEZVOUS, "no session at the fast rendezvous")
+        self._drop_handshake("no session at the fast rendezvous")
         self._configure(self.config.rendezvous(), "no session at the fast rendezvous")
+
+    def _drop_handshake(self, reason: str) -> None:
+        """Forget a handshake in progress (its pending session) and wait at the rendezvous
+        state again; nothing to do outside a handshake."""
+        if self._state is not RxState.HANDSHAKE:
+            return
+        self._pending_expires = None
+        self._answered_at = None
+        self._security.drop_pending()
+        self._set_state(RxState.RENDEZVOUS, reason)
 
     def _go_rendezvous(self, now: float) -> None:
         self._security.drop_sessions()
@@ -376,14 +382,10 @@ class RxLink(LinkBase[RxState]):
             # nothing, so it takes no response token (at SF12 in the 1 % band one is worth
             # ten minutes); a copy of this DISCOVER is a replay from now on.
             discovers.answered(counter, tx_random)
-            if self._state is RxState.HANDSHAKE:
-                # The handshake begun here is over (its CHALLENGE died on the way: that is
-                # why the transmitter asks). Kept, it would read the fast setting as a
-                # resumed session's and time out on silence before the transmitter came.
-                self._pending_expires = None
-                self._answered_at = None
-                self._security.drop_pending()
-                self._set_state(RxState.RENDEZVOUS, "following to the fast rendezvous")
+            # A handshake begun here is over (its CHALLENGE died on the way: that is why the
+            # transmitter asks). Kept, it would read the fast setting as a resumed session's
+            # and time out on silence before the transmitter came.
+            self._drop_handshake("following to the fast rendezvous")
             self._follow_until = now + timing.follow_window(self.config, fast)
             self._configure(fast, "a crowded transmitter asked to meet at the fast rendezvous")
             logger.debug("rx: following to the fast rendezvous %s", fast.label())

@@ -246,13 +246,12 @@ class TxLink(LinkBase[TxState]):
 
     def _on_tx_done(self, now: float) -> None:
         out = self._outstanding
-        if not self._frame_aired and out is not None:
-            # Never on air (listen before talk found the channel busy throughout). It still
-            # waits its reply timeout: a crowded channel slows every link down this way.
-            out.aired = False
         if out is not None and out.deadline is None:
-            if out.aired:
-                out.aired_at = now - time_on_air_for(out.settings, len(out.frame))
+            # A frame that never went on air (listen before talk found the channel busy
+            # throughout) still waits its reply timeout: a crowded channel slows every link
+            # down this way.
+            aired_at = now - time_on_air_for(out.settings, len(out.frame))
+            out.aired_at = aired_at if self._frame_aired else None  # (a resend: this attempt)
             out.deadline = now + timing.reply_timeout(self.config, out.settings, out.reply_bytes)
             if out.kind is Awaiting.PROBE and self._switching.plan is not None:
                 self._switching.plan.last_probe_end = now

@@ -69,11 +69,16 @@ class Outstanding:
     expect: int = -1
     #: The plaintext body (a resend seals it again under a fresh counter).
     body: bytes = b""
-    #: False when the radio reported it never went on air (listen before talk gave it up).
-    aired: bool = True
     #: When it went on air (its reported end minus its airtime; listen before talk may have
-    #: held it): a crowded transmitter keeps this place for its next update (`slots`).
+    #: held it): a crowded transmitter keeps this place for its next update (`slots`). None
+    #: until the radio reports it done, and for good when it never went on air.
     aired_at: float | None = None
+
+    @property
+    def aired(self) -> bool:
+        """Whether it went on air (read once the radio reported it done: its timeout runs
+        from then); False when listen before talk gave it up."""
+        return self.aired_at is not None
 
     @property
     def telegram(self) -> bytes | None:
